@@ -1,0 +1,3 @@
+"""megatron-prealign: PreAlign multilingual pretraining on megatron-core."""
+
+__version__ = "0.1.0"
