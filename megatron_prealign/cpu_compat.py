@@ -1,0 +1,284 @@
+"""Compatibility patches that let the real megatron-core run on the CPU with gloo.
+
+megatron-core assumes a CUDA device in a handful of places (DESIGN.md, "Running the real
+megatron-core on CPU"). Each patch below stands in for a named piece of megatron-core, is as
+narrow as we could make it, and is applied by `megatron_prealign.platform` only when no CUDA
+device is in use. Nothing here changes numerics: on the CPU the "CUDA" RNG, buffers and
+scalars simply live on the CPU.
+
+Only import this module through `platform.py`; no other module may special-case the CPU.
+"""
+
+import contextlib
+import functools
+import importlib
+import types
+
+import torch
+
+# Versions of megatron-core these patches were written and tested against. Anything else fails
+# loudly: a patch silently missing its target would turn into a CUDA error deep in a run.
+SUPPORTED_MEGATRON_CORE = ("0.16.0", "0.16.1")
+
+CPU = torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Device lookups: `torch.cuda.current_device()`, `device="cuda"`, `torch.cuda.synchronize()`.
+#
+# The modules below allocate scalars and buffers on the current CUDA device and synchronise
+# streams. We give each of them a view of `torch` in which the current device is the CPU and
+# synchronisation is a no-op. Only these modules see it; torch itself is untouched.
+# --------------------------------------------------------------------------------------------
+
+# module -> the megatron-core code in it that needs a CPU device
+CUDA_DEVICE_SITES = {
+    "megatron.core.utils": "GlobalMemoryBuffer.get_tensor (local attention's matmul buffer)",
+    "megatron.core.transformer.utils": "get_default_causal_mask (causal mask on 'cuda')",
+    "megatron.core.pipeline_parallel.p2p_communication": "_communicate_shapes, _communicate "
+    "(receive buffers on current_device, torch.cuda.synchronize)",
+    "megatron.core.pipeline_parallel.schedules": "forward_backward_* (total_num_tokens on 'cuda')",
+    "megatron.core.optimizer.clip_grads": "get_grad_norm_fp32, clip_grad_by_total_norm_fp32, "
+    "count_zeros_fp32 (norm buffers on 'cuda')",
+    "megatron.core.optimizer.optimizer": "MixedPrecisionOptimizer / FP32Optimizer "
+    "(found_inf, _scale_one, get_loss_scale on 'cuda')",
+    "megatron.core.optimizer.distrib_optimizer": "DistributedOptimizer (gather buffers on "
+    "current_device)",
+    "megatron.core.distributed.param_and_grad_buffer": "_ParamAndGradBuffer (grad buffers on "
+    "current_device)",
+    "megatron.core.distributed.finalize_model_grads": "finalize_model_grads (num_tokens, "
+    "embedding grad all-reduce buffers)",
+    "megatron.core.tensor_parallel.layers": "weight allocation on current_device when "
+    "use_cpu_initialization is off",
+    "megatron.core.dist_checkpointing.strategies.state_dict_saver": "save_state_dict_async_plan "
+    "(verification flags on 'cuda')",
+    "megatron.core.dist_checkpointing.strategies.async_utils": "AsyncCallsQueue (liveness flags)",
+    "megatron.core.dist_checkpointing.strategies.filesystem_async": "FileSystemWriterAsync "
+    "(torch.cuda.synchronize before staging)",
+    "megatron.core.dist_checkpointing.exchange_utils": "exchange of loaded shards (buffers on "
+    "'cuda')",
+    "megatron.core.dist_checkpointing.strategies.fully_parallel": "FullyParallelLoadStrategy "
+    "(torch.cuda.synchronize)",
+}
+
+
+def _is_cuda_device(device) -> bool:
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    if isinstance(device, str):
+        return device.split(":")[0] == "cuda"
+    return isinstance(device, int)  # a bare ordinal means a CUDA device to torch factories
+
+
+def _on_cpu(factory):
+    @functools.wraps(factory)
+    def wrapper(*args, **kwargs):
+        if _is_cuda_device(kwargs.get("device")):
+            kwargs["device"] = CPU
+        return factory(*args, **kwargs)
+
+    return wrapper
+
+
+class _CpuCuda(types.SimpleNamespace):
+    """`torch.cuda` as seen by a patched module: the current device is the CPU."""
+
+    def __getattr__(self, name):
+        return getattr(torch.cuda, name)
+
+    @staticmethod
+    def current_device():
+        return CPU
+
+    @staticmethod
+    def synchronize(device=None):
+        return None
+
+
+def _cpu_torch_view() -> types.ModuleType:
+    view = types.ModuleType("torch", doc="torch as seen by megatron-core on the CPU")
+    view.__dict__.update(torch.__dict__)
+    # Fall back to torch for attributes torch adds lazily after this copy.
+    view.__getattr__ = lambda name: getattr(torch, name)
+    view.cuda = _CpuCuda()
+    for name in ("empty", "zeros", "ones", "full", "tensor", "empty_like", "zeros_like", "arange"):
+        setattr(view, name, _on_cpu(getattr(torch, name)))
+    return view
+
+
+def patch_cuda_device_sites():
+    view = _cpu_torch_view()
+    for module_name in CUDA_DEVICE_SITES:
+        module = importlib.import_module(module_name)
+        assert module.torch is torch or getattr(module.torch, "__name__", "") == "torch"
+        module.torch = view
+
+
+# --------------------------------------------------------------------------------------------
+# 2. RNG: `megatron.core.tensor_parallel.random.CudaRNGStatesTracker` and the activation
+# recompute helpers keep per-purpose CUDA generator states (dropout must differ across TP ranks
+# but match across DP ranks). On the CPU the only generator is torch's default CPU generator,
+# so the tracked states are CPU generator states swapped in and out of it.
+# --------------------------------------------------------------------------------------------
+
+
+def _get_cpu_rng_state(device=None, clone=False, graph_safe=False):
+    return torch.get_rng_state()
+
+
+def _set_cpu_rng_state(new_state, device=-1, graph_safe=False):
+    torch.set_rng_state(new_state)
+
+
+def _tracker_add(self, name, seed):
+    """Stands in for CudaRNGStatesTracker.add (torch.cuda.get_rng_state / manual_seed)."""
+    self._is_initialized = True
+    if seed in self.seeds_:
+        raise Exception(f"seed {seed} already exists")
+    self.seeds_.add(seed)
+    if name in self.states_:
+        raise Exception(f"rng state {name} already exists")
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed)
+    self.states_[name] = generator.get_state()
+
+
+@contextlib.contextmanager
+def _tracker_fork(self, name="model-parallel-rng"):
+    """Stands in for CudaRNGStatesTracker.fork. Same as upstream minus its check that the CPU
+    state is unchanged inside the fork: on the CPU the forked state *is* the CPU state."""
+    if name not in self.states_:
+        raise Exception(f"rng state {name} is not added")
+    outer_state = torch.get_rng_state()
+    outer_name = self._current_state_name
+    if outer_name != "default-rng":
+        self.states_[outer_name] = outer_state
+    torch.set_rng_state(self.states_[name])
+    self._current_state_name = name
+    try:
+        yield
+    finally:
+        self.states_[name] = torch.get_rng_state()
+        if outer_name != "default-rng":
+            outer_state = self.states_[outer_name]
+        torch.set_rng_state(outer_state)
+        self._current_state_name = outer_name
+
+
+def patch_rng_tracker():
+    random = importlib.import_module("megatron.core.tensor_parallel.random")
+    random._get_cuda_rng_state = _get_cpu_rng_state
+    random._set_cuda_rng_state = _set_cpu_rng_state
+    random.CudaRNGStatesTracker.add = _tracker_add
+    random.CudaRNGStatesTracker.fork = _tracker_fork
+    # model_parallel_cuda_manual_seed also calls torch.cuda.manual_seed, which is lazy and
+    # harmless without CUDA; the default CPU seed is set by platform.initialize.
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Parameter classification: megatron-core sorts parameters by `param.type()` and accepts only
+# 'torch.cuda.{Float,Half,BFloat16}Tensor'. While the callables below run, CPU tensors report
+# the CUDA name of their dtype.
+# --------------------------------------------------------------------------------------------
+
+# (module, attribute) -> where the type names are compared
+CUDA_TYPE_NAME_SITES = {
+    ("megatron.core.optimizer.optimizer", "Float16OptimizerWithFloat16Params.__init__"): "fp16/bf16 "
+    "params get fp32 main copies",
+    ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer.__init__"): "via "
+    "_build_model_and_main_param_groups",
+    ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32"): "asserts fp32 CUDA grads",
+    # optimizer.py imported the function by name; patch that reference too.
+    ("megatron.core.optimizer.optimizer", "clip_grad_by_total_norm_fp32"): "as above",
+}
+
+_CUDA_TYPE_NAMES = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+}
+
+
+@contextlib.contextmanager
+def _cpu_tensors_named_as_cuda():
+    original = torch.Tensor.type
+
+    def type_name(self, dtype=None, non_blocking=False, **kwargs):
+        if dtype is None and not kwargs:
+            name = original(self)
+            return _CUDA_TYPE_NAMES.get(name, name)
+        return original(self, dtype, non_blocking, **kwargs)
+
+    torch.Tensor.type = type_name
+    try:
+        yield
+    finally:
+        torch.Tensor.type = original
+
+
+def _classify_as_cuda(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _cpu_tensors_named_as_cuda():
+            return function(*args, **kwargs)
+
+    wrapper.__cpu_compat__ = True
+    return wrapper
+
+
+def patch_cuda_type_names():
+    for module_name, attribute in CUDA_TYPE_NAME_SITES:
+        owner = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        function = getattr(owner, name)
+        if not getattr(function, "__cpu_compat__", False):
+            setattr(owner, name, _classify_as_cuda(function))
+
+
+# --------------------------------------------------------------------------------------------
+
+PATCHES = {
+    "cuda_device_sites": patch_cuda_device_sites,
+    "rng_tracker": patch_rng_tracker,
+    "cuda_type_names": patch_cuda_type_names,
+}
+
+_applied = []
+
+
+def megatron_core_version() -> str:
+    from megatron.core import package_info
+
+    return package_info.__version__
+
+
+def check_megatron_core_version():
+    try:
+        version = megatron_core_version()
+    except ImportError as error:
+        raise RuntimeError(
+            "megatron-core is not installed; install one of "
+            f"{', '.join(SUPPORTED_MEGATRON_CORE)} (pip install -e .)"
+        ) from error
+    if version not in SUPPORTED_MEGATRON_CORE:
+        raise RuntimeError(
+            f"megatron-core {version} is not supported by the CPU compatibility layer; "
+            f"supported versions: {', '.join(SUPPORTED_MEGATRON_CORE)}. Install one of them, or "
+            "re-check each patch in megatron_prealign/cpu_compat.py against the new version."
+        )
+
+
+def apply_all() -> list:
+    """Apply every patch once. Returns the names of the applied patches."""
+    if not _applied:
+        check_megatron_core_version()
+        for name, patch in PATCHES.items():
+            patch()
+            _applied.append(name)
+    return list(_applied)
+
+
+def applied() -> list:
+    return list(_applied)

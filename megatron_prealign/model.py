@@ -1,0 +1,288 @@
+"""Build megatron-core's GPTModel for the two model families PreAlign uses.
+
+- ``gpt2``: learned absolute positions, LayerNorm, GeLU, biases, tied input/output embeddings
+  (the paper's models);
+- ``llama``: RoPE, RMSNorm, SwiGLU, no biases, untied embeddings.
+
+``--transformer-impl local`` composes megatron-core's pure-PyTorch layer spec (runs anywhere);
+``transformer_engine`` uses the Transformer Engine spec (GPU; needed for fp8).
+"""
+
+import dataclasses
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from megatron.core import parallel_state
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import (
+    get_gpt_layer_local_spec,
+    get_gpt_layer_with_transformer_engine_spec,
+)
+from megatron.core.transformer.module import Float16Module
+from megatron.core.transformer.transformer_block import (
+    TransformerBlockSubmodules,
+    get_num_layers_to_build,
+)
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from megatron_prealign import platform
+from megatron_prealign.norms import LocalNorm
+
+# The paper's sizes (GPT-2 style; 12 * layers * hidden^2 non-embedding parameters) and a
+# larger one for cluster runs. 150M is the paper's default: 12 layers x 1024 hidden.
+MODEL_SIZES = {
+    "150M": dict(num_layers=12, hidden_size=1024, num_attention_heads=16),
+    "400M": dict(num_layers=24, hidden_size=1152, num_attention_heads=18),
+    "1.3B": dict(num_layers=24, hidden_size=2048, num_attention_heads=16),
+    "2.7B": dict(num_layers=32, hidden_size=2560, num_attention_heads=32),
+}
+
+FAMILIES = ("gpt2", "llama")
+
+
+@dataclasses.dataclass
+class ModelArgs:
+    """Model flags, named after Megatron-LM's (`--num-layers` -> num_layers)."""
+
+    vocab_size: int
+    seq_length: int
+    family: str = "gpt2"
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    num_query_groups: Optional[int] = None
+    ffn_hidden_size: Optional[int] = None
+    max_position_embeddings: Optional[int] = None
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    init_method_std: float = 0.02
+    rotary_base: int = 10000
+    transformer_impl: str = "local"
+    bf16: bool = False
+    fp16: bool = False
+    fp8_format: Optional[str] = None
+    sequence_parallel: bool = False
+    recompute_granularity: Optional[str] = None
+    recompute_method: Optional[str] = None
+    recompute_num_layers: Optional[int] = None
+    use_cpu_initialization: bool = False
+    # Set from parallel_state when not given, so a config can be validated before init.
+    tensor_model_parallel_size: Optional[int] = None
+    pipeline_model_parallel_size: Optional[int] = None
+
+    @classmethod
+    def named(cls, size: str, **overrides) -> "ModelArgs":
+        if size not in MODEL_SIZES:
+            raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+        return cls(**{**MODEL_SIZES[size], **overrides})
+
+    def resolved_ffn_hidden_size(self) -> int:
+        if self.ffn_hidden_size:
+            return self.ffn_hidden_size
+        if self.family == "llama":
+            # LLaMA: 2/3 of 4h for the gated MLP, rounded up to a multiple of 64.
+            return ((8 * self.hidden_size // 3 + 63) // 64) * 64
+        return 4 * self.hidden_size
+
+    def validate(self, world_size: Optional[int] = None):
+        """Raise ValueError naming the flag to change. Runs before any compute."""
+        tp = self.tensor_model_parallel_size or 1
+        pp = self.pipeline_model_parallel_size or 1
+        if self.family not in FAMILIES:
+            raise ValueError(f"--model-family {self.family!r}: choose one of {', '.join(FAMILIES)}")
+        if self.transformer_impl not in ("local", "transformer_engine"):
+            raise ValueError("--transformer-impl must be 'local' or 'transformer_engine'")
+        if world_size is not None:
+            platform.validate_layout(world_size, tp, pp)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"--hidden-size {self.hidden_size} is not divisible by --num-attention-heads "
+                f"{self.num_attention_heads}"
+            )
+        if self.num_attention_heads % tp:
+            raise ValueError(
+                f"--num-attention-heads {self.num_attention_heads} is not divisible by "
+                f"--tensor-model-parallel-size {tp}; change one of them"
+            )
+        groups = self.num_query_groups or self.num_attention_heads
+        if self.num_attention_heads % groups or groups % tp:
+            raise ValueError(
+                f"--num-query-groups {groups} must divide --num-attention-heads and be divisible "
+                f"by --tensor-model-parallel-size {tp}"
+            )
+        if self.num_layers % pp:
+            raise ValueError(
+                f"--num-layers {self.num_layers} is not divisible by "
+                f"--pipeline-model-parallel-size {pp}; change one of them"
+            )
+        if self.sequence_parallel and tp == 1:
+            raise ValueError("--sequence-parallel needs --tensor-model-parallel-size > 1")
+        if self.bf16 and self.fp16:
+            raise ValueError("--bf16 and --fp16 are exclusive: pass only one of them")
+        if self.fp8_format is not None:
+            if self.fp8_format not in ("hybrid", "e4m3"):
+                raise ValueError("--fp8-format must be 'hybrid' or 'e4m3'")
+            if self.transformer_impl != "transformer_engine":
+                raise ValueError("--fp8-format needs --transformer-impl transformer_engine")
+            available, why = platform.fp8_available()
+            if not available:
+                raise ValueError(f"--fp8-format {self.fp8_format} is unavailable: {why}; drop --fp8-format")
+        if self.transformer_impl == "transformer_engine" and not platform.transformer_engine_available():
+            raise ValueError(
+                "--transformer-impl transformer_engine needs Transformer Engine (pip install "
+                "-e .[gpu], or the NVIDIA PyTorch container); use --transformer-impl local"
+            )
+        if self.recompute_granularity not in (None, "full", "selective"):
+            raise ValueError("--recompute-granularity must be 'full' or 'selective'")
+        if self.recompute_granularity == "full" and self.recompute_method not in ("uniform", "block"):
+            raise ValueError("--recompute-granularity full needs --recompute-method uniform|block")
+        if self.seq_length > (self.max_position_embeddings or self.seq_length):
+            raise ValueError("--seq-length exceeds --max-position-embeddings")
+
+
+def transformer_config(args: ModelArgs) -> TransformerConfig:
+    llama = args.family == "llama"
+    tp = args.tensor_model_parallel_size or parallel_state.get_tensor_model_parallel_world_size()
+    pp = args.pipeline_model_parallel_size or parallel_state.get_pipeline_model_parallel_world_size()
+    params_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+    recompute_num_layers = args.recompute_num_layers
+    if args.recompute_granularity == "full" and recompute_num_layers is None:
+        recompute_num_layers = 1
+    return TransformerConfig(
+        num_layers=args.num_layers,
+        hidden_size=args.hidden_size,
+        num_attention_heads=args.num_attention_heads,
+        num_query_groups=args.num_query_groups,
+        ffn_hidden_size=args.resolved_ffn_hidden_size(),
+        hidden_dropout=args.hidden_dropout,
+        attention_dropout=args.attention_dropout,
+        init_method_std=args.init_method_std,
+        normalization="RMSNorm" if llama else "LayerNorm",
+        gated_linear_unit=llama,
+        activation_func=F.silu if llama else F.gelu,
+        add_bias_linear=not llama,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        sequence_parallel=args.sequence_parallel,
+        pipeline_dtype=params_dtype,
+        params_dtype=params_dtype,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        fp8=args.fp8_format,
+        recompute_granularity=args.recompute_granularity,
+        recompute_method=args.recompute_method,
+        recompute_num_layers=recompute_num_layers,
+        use_cpu_initialization=args.use_cpu_initialization,
+        # The contrastive alignment pass reads the output of every layer; keep them as normal
+        # tensors rather than megatron's "viewless" ones.
+        deallocate_pipeline_outputs=False,
+    )
+
+
+def layer_spec(args: ModelArgs, config: TransformerConfig):
+    normalization = "RMSNorm" if args.family == "llama" else "LayerNorm"
+    if args.transformer_impl == "transformer_engine":
+        return get_gpt_layer_with_transformer_engine_spec()
+    spec = get_gpt_layer_local_spec(normalization=normalization)
+    spec.submodules.input_layernorm = LocalNorm
+    spec.submodules.pre_mlp_layernorm = LocalNorm
+    return spec
+
+
+def decoder_spec(args: ModelArgs, config: TransformerConfig, vp_stage: Optional[int] = None):
+    spec = layer_spec(args, config)
+    if args.transformer_impl == "transformer_engine":
+        return spec  # TE's spec brings its own final norm
+    num_layers = get_num_layers_to_build(config, vp_stage=vp_stage)
+    return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=LocalNorm)
+
+
+def build_gpt_model(
+    args: ModelArgs,
+    config: Optional[TransformerConfig] = None,
+    pre_process: Optional[bool] = None,
+    post_process: Optional[bool] = None,
+    vp_stage: Optional[int] = None,
+) -> GPTModel:
+    """One GPTModel chunk for this rank's pipeline stage (parallel_state must be initialized)."""
+    config = config or transformer_config(args)
+    if pre_process is None:
+        pre_process = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
+    if post_process is None:
+        post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
+    llama = args.family == "llama"
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=decoder_spec(args, config, vp_stage),
+        vocab_size=args.vocab_size,
+        max_sequence_length=args.max_position_embeddings or args.seq_length,
+        pre_process=pre_process,
+        post_process=post_process,
+        parallel_output=True,
+        share_embeddings_and_output_weights=not llama,
+        position_embedding_type="rope" if llama else "learned_absolute",
+        rotary_base=args.rotary_base,
+        vp_stage=vp_stage,
+    )
+
+
+def build_model(
+    args: ModelArgs,
+    wrap_with_ddp: bool = True,
+    use_distributed_optimizer: bool = False,
+    overlap_grad_reduce: bool = False,
+) -> List[torch.nn.Module]:
+    """Model chunks for this rank, as Megatron-LM's `get_model` builds them: on the device,
+    wrapped in `Float16Module` for bf16/fp16 and in megatron-core's DDP."""
+    config = transformer_config(args)
+    model = build_gpt_model(args, config)
+    model.to(platform.device())
+    chunks = [model]
+    if args.bf16 or args.fp16:
+        chunks = [Float16Module(config, chunk) for chunk in chunks]
+    if wrap_with_ddp:
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True,
+            overlap_grad_reduce=overlap_grad_reduce,
+            use_distributed_optimizer=use_distributed_optimizer,
+        )
+        chunks = [
+            DistributedDataParallel(config=config, ddp_config=ddp_config, module=chunk)
+            for chunk in chunks
+        ]
+        for chunk in chunks:
+            chunk.broadcast_params()
+    return chunks
+
+
+def count_parameters(args: ModelArgs) -> dict:
+    """Parameter counts of the full (unsharded) model, from the formulas of GPTModel's layers."""
+    h, layers, ffn = args.hidden_size, args.num_layers, args.resolved_ffn_hidden_size()
+    llama = args.family == "llama"
+    groups = args.num_query_groups or args.num_attention_heads
+    head_dim = h // args.num_attention_heads
+    bias = 0 if llama else 1
+    qkv = h * (h + 2 * groups * head_dim) + bias * (h + 2 * groups * head_dim)
+    proj = h * h + bias * h
+    fc1_out = 2 * ffn if llama else ffn
+    mlp = h * fc1_out + bias * fc1_out + ffn * h + bias * h
+    norm = h if llama else 2 * h
+    per_layer = qkv + proj + mlp + 2 * norm
+    non_embedding = layers * per_layer + norm
+    embedding = args.vocab_size * h
+    positions = 0 if llama else (args.max_position_embeddings or args.seq_length) * h
+    output = embedding if llama else 0
+    return {
+        "non_embedding": non_embedding,
+        "embedding": embedding + positions + output,
+        "total": non_embedding + embedding + positions + output,
+    }

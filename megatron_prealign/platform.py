@@ -1,0 +1,158 @@
+"""The one place that knows whether we run on CUDA or on the CPU.
+
+`initialize()` sets up torch.distributed (nccl on CUDA, gloo on the CPU, also for a single
+process started without torchrun), megatron-core's `parallel_state`, the seeds and megatron's
+RNG tracker. Without a CUDA device it first applies `cpu_compat`'s patches so that the real
+megatron-core runs on the CPU; with one, nothing is patched.
+"""
+
+import dataclasses
+import datetime
+import os
+import random
+import socket
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megatron_prealign import cpu_compat
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    backend: str
+    rank: int
+    world_size: int
+    local_rank: int
+    cpu_patches: tuple
+
+
+def cuda_in_use() -> bool:
+    """CUDA is used whenever a device is visible; PREALIGN_FORCE_CPU=1 opts out (debugging)."""
+    return torch.cuda.is_available() and os.environ.get("PREALIGN_FORCE_CPU", "0") != "1"
+
+
+def device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if cuda_in_use() else torch.device("cpu")
+
+
+def transformer_engine_available() -> bool:
+    try:
+        import transformer_engine.pytorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fp8_available():
+    """(available, reason): fp8 needs Transformer Engine and a GPU of compute capability >= 8.9
+    (Ada / Hopper and newer)."""
+    if not transformer_engine_available():
+        return False, "Transformer Engine is not installed"
+    if not cuda_in_use():
+        return False, "no CUDA device is in use"
+    try:
+        from transformer_engine.pytorch.fp8 import check_fp8_support
+    except ImportError:  # moved in newer TE releases: fall back to the documented requirement
+        capability = torch.cuda.get_device_capability()
+        return capability >= (8, 9), f"compute capability {capability} < (8, 9)"
+    supported, reason = check_fp8_support()
+    return bool(supported), reason or "the GPU does not support fp8"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init_process_group(backend: str, timeout_minutes: float):
+    if dist.is_initialized():
+        return
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        dist.init_process_group(backend=backend, timeout=timeout)  # torchrun / srun env://
+    else:
+        # A plain `python script.py`: a world of one, on a private port.
+        dist.init_process_group(
+            backend=backend,
+            init_method=f"tcp://127.0.0.1:{_free_port()}",
+            rank=0,
+            world_size=1,
+            timeout=timeout,
+        )
+
+
+def validate_layout(world_size: int, tensor_parallel: int, pipeline_parallel: int):
+    if tensor_parallel < 1 or pipeline_parallel < 1:
+        raise ValueError("--tensor-model-parallel-size and --pipeline-model-parallel-size must be >= 1")
+    if world_size % (tensor_parallel * pipeline_parallel):
+        raise ValueError(
+            f"world size {world_size} is not divisible by --tensor-model-parallel-size "
+            f"({tensor_parallel}) x --pipeline-model-parallel-size ({pipeline_parallel}); change "
+            "the parallel sizes or the number of processes (torchrun --nproc-per-node)"
+        )
+
+
+def set_seed(seed: int):
+    """Megatron-LM's seeding: the same seed on every rank except one offset per pipeline stage
+    (so stages initialise different layers differently); megatron's tracker gives TP ranks
+    their own dropout stream."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(stage_seed)
+    np.random.seed(stage_seed)
+    torch.manual_seed(stage_seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
+
+
+def initialize(
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    virtual_pipeline_model_parallel_size=None,
+    seed: int = 1234,
+    timeout_minutes: float = 10.0,
+) -> Runtime:
+    """Set up distributed state, megatron-core's parallel groups and the seeds."""
+    cpu_compat.check_megatron_core_version()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda_in_use():
+        backend, patches = "nccl", ()
+        torch.cuda.set_device(local_rank)
+    else:
+        backend, patches = "gloo", tuple(cpu_compat.apply_all())
+
+    _init_process_group(backend, timeout_minutes)
+    world_size = dist.get_world_size()
+    validate_layout(world_size, tensor_model_parallel_size, pipeline_model_parallel_size)
+
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=tensor_model_parallel_size,
+        pipeline_model_parallel_size=pipeline_model_parallel_size,
+        virtual_pipeline_model_parallel_size=virtual_pipeline_model_parallel_size,
+    )
+    set_seed(seed)
+    return Runtime(
+        device=device(),
+        backend=backend,
+        rank=dist.get_rank(),
+        world_size=world_size,
+        local_rank=local_rank,
+        cpu_patches=patches,
+    )
+
+
+def shutdown():
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
