@@ -1,0 +1,107 @@
+"""Writing a token dataset and its ``_loss_mask`` sibling with megatron-core's IndexedDatasetBuilder.
+
+Files (DESIGN.md)::
+
+    {prefix}.bin / .idx             token ids (megatron-core IndexedDataset, dtype from vocab size)
+    {prefix}_loss_mask.bin / .idx   uint8, identical sequence lengths and document boundaries
+
+Every file is first written under a temporary name; :meth:`PairedIndexedWriter.commit` renames
+them in the order mask .bin, mask .idx, token .bin, token .idx, so the token ``.idx`` (what
+readers look for) appears last, only when everything else is complete. :meth:`abort` (also on an
+exception inside ``with``) removes the temporary files and leaves earlier outputs untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+LOSS_MASK_SUFFIX = "_loss_mask"
+
+
+def loss_mask_prefix(prefix: str) -> str:
+    """Path prefix of the loss-mask sibling of the token dataset at ``prefix``."""
+    return prefix + LOSS_MASK_SUFFIX
+
+
+def token_dtype(vocab_size: int) -> type:
+    """megatron-core's choice (uint16 below 65500 ids, else int32), as Megatron-LM uses it."""
+    return DType.optimal_dtype(vocab_size)
+
+
+class PairedIndexedWriter:
+    """Appends documents to a token dataset and (optionally) its loss-mask sibling."""
+
+    def __init__(self, prefix: str, vocab_size: int, with_loss_mask: bool = True) -> None:
+        self.prefix = prefix
+        self.dtype = token_dtype(vocab_size)
+        self.vocab_size = vocab_size
+        tag = f".tmp-{os.getpid()}"
+        self._final = [(prefix, np.dtype(self.dtype))]
+        if with_loss_mask:
+            self._final.insert(0, (loss_mask_prefix(prefix), np.dtype(np.uint8)))
+        self._tmp = {p: p + tag for p, _ in self._final}
+        self._builders = {}
+        try:
+            for p, dtype in self._final:
+                self._builders[p] = IndexedDatasetBuilder(self._tmp[p] + ".bin", dtype=dtype.type)
+        except BaseException:
+            self.abort()
+            raise
+        self._token_builder = self._builders[prefix]
+        self._mask_builder = self._builders.get(loss_mask_prefix(prefix))
+        self.documents = 0
+        self.tokens = 0
+        self._done = False
+
+    def add_document(self, ids: Sequence[int], mask: Optional[np.ndarray] = None) -> None:
+        """One document of token ids; ``mask`` (uint8, same length) defaults to all ones."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(
+                f"token id out of range [0, {self.vocab_size}) in document {self.documents}"
+            )
+        self._token_builder.add_document(ids.astype(self.dtype), [ids.size])
+        if self._mask_builder is not None:
+            if mask is None:
+                mask = np.ones(ids.size, dtype=np.uint8)
+            elif len(mask) != ids.size:
+                raise ValueError("loss mask and token ids differ in length")
+            self._mask_builder.add_document(np.asarray(mask, dtype=np.uint8), [ids.size])
+        self.documents += 1
+        self.tokens += int(ids.size)
+
+    def commit(self) -> None:
+        """Finish the index files and move everything to the final names."""
+        for p, _ in self._final:
+            self._builders[p].finalize(self._tmp[p] + ".idx")
+        if self._mask_builder is None:  # a stale sibling would be misread as this data's mask
+            for ext in (".idx", ".bin"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(loss_mask_prefix(self.prefix) + ext)
+        for p, _ in self._final:  # mask pair first; the token .idx is the last file to appear
+            os.replace(self._tmp[p] + ".bin", p + ".bin")
+            os.replace(self._tmp[p] + ".idx", p + ".idx")
+        self._done = True
+
+    def abort(self) -> None:
+        """Drop the temporary files."""
+        for builder in self._builders.values():
+            with contextlib.suppress(Exception):
+                builder.data_file.close()
+        for tmp in self._tmp.values():
+            for ext in (".bin", ".idx"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp + ext)
+        self._done = True
+
+    def __enter__(self) -> "PairedIndexedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self._done:
+            self.abort()

@@ -1,0 +1,251 @@
+"""The preprocessing pipeline behind ``tools/preprocess_data.py``.
+
+JSON lines -> (codeswitched) token ids + loss masks -> megatron-core indexed datasets.
+
+* Streaming: raw lines are grouped into chunks and handed to worker processes with at most
+  ``2 * workers`` chunks in flight, results consumed in input order. (``Pool.imap`` would read the
+  whole input ahead of the workers, so memory would not stay bounded.)
+* Determinism: the document index is the 0-based index of the non-blank input line over all
+  input files; bad lines keep their index. Codeswitching draws depend only on
+  (seed, document index, key index, word position) (see :mod:`.codeswitch`), so any number of
+  workers writes byte-identical files.
+* Atomic outputs: see :mod:`.indexed_writer`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from megatron_prealign.data.alignment_table import read_table, table_languages
+from megatron_prealign.data.bad_input import BadInputError, SkipCounter
+from megatron_prealign.data.codeswitch import CODESWITCH_MODES, Codeswitcher, SwitchStats
+from megatron_prealign.data.indexed_writer import PairedIndexedWriter
+from megatron_prealign.data.parallel import ordered_bounded_map
+from megatron_prealign.data.jsonl_input import expand_inputs, iter_raw_lines, parse_document
+from megatron_prealign.data.text_encoder import TextEncoder
+from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
+
+CHUNK_LINES = 64
+
+
+@dataclass
+class PreprocessSettings:
+    """Everything a worker needs; plain data so it pickles to worker processes."""
+
+    tokenizer: Dict[str, Any]
+    json_keys: List[str]
+    append_eod: bool = False
+    alignment_table: Optional[str] = None
+    languages: List[str] = field(default_factory=list)
+    codeswitch_ratio: float = 0.05
+    codeswitch_mode: str = "input-only"
+    seed: int = 1234
+    skip_bad_lines: bool = False
+
+
+def output_prefix(prefix: str, key: str) -> str:
+    """Megatron-LM's naming: ``{prefix}_{key}_document``."""
+    return f"{prefix}_{key}_document"
+
+
+def resolve_languages(table_path: str, entries, requested: Optional[Sequence[str]]):
+    """(languages to use, table languages ignored). Raises when a requested one is missing."""
+    available = table_languages(entries)
+    if not requested:
+        return available, []
+    missing = [lang for lang in requested if lang not in available]
+    if missing:
+        raise BadInputError(
+            table_path,
+            None,
+            f"--codeswitch-languages {' '.join(missing)} not in the table "
+            f"(it has: {', '.join(available) or 'no translations'})",
+        )
+    return list(requested), [lang for lang in available if lang not in requested]
+
+
+# --------------------------------------------------------------------------- worker side
+
+_WORKER: Dict[str, Any] = {}
+
+
+def _init_worker(settings: PreprocessSettings) -> None:
+    encoder = TextEncoder(build_tokenizer_from_spec(settings.tokenizer))
+    switcher = None
+    if settings.alignment_table and settings.codeswitch_mode != "none":
+        entries = read_table(settings.alignment_table)
+        switcher = Codeswitcher(
+            entries,
+            settings.languages,
+            settings.codeswitch_ratio,
+            settings.codeswitch_mode,
+            settings.seed,
+            encoder,
+        )
+    if settings.append_eod and encoder.eod is None:
+        raise ValueError("--append-eod: the tokenizer defines no end-of-document token")
+    _WORKER.update(settings=settings, encoder=encoder, switcher=switcher)
+
+
+def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> List[tuple]:
+    settings: PreprocessSettings = _WORKER["settings"]
+    encoder: TextEncoder = _WORKER["encoder"]
+    switcher: Optional[Codeswitcher] = _WORKER["switcher"]
+    results = []
+    for doc_index, path, line_no, raw in chunk:
+        try:
+            texts = parse_document(raw, settings.json_keys, path, line_no)
+        except BadInputError as err:
+            results.append(("bad", err.path, err.line, err.message, len(raw)))
+            continue
+        per_key = []
+        stats = SwitchStats()
+        for key_index, key in enumerate(settings.json_keys):
+            if switcher is not None:
+                ids, mask, doc_stats = switcher.process(texts[key], doc_index, key_index)
+                stats.add(doc_stats)
+            else:
+                ids, mask = encoder.encode(texts[key]), None
+            ids = np.asarray(ids, dtype=np.int64)
+            if settings.append_eod:
+                ids = np.append(ids, encoder.eod)
+                if mask is not None:
+                    mask = np.append(mask, np.uint8(1))  # EOD stays a prediction target
+            per_key.append((ids, mask))
+        results.append(("ok", per_key, stats, len(raw)))
+    return results
+
+
+# --------------------------------------------------------------------------- main side
+
+
+def _chunks(lines: Iterable[Tuple[str, int, bytes]], size: int) -> Iterator[list]:
+    chunk = []
+    for doc_index, (path, line_no, raw) in enumerate(lines):
+        chunk.append((doc_index, path, line_no, raw))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_preprocess(
+    inputs: Sequence[str],
+    output_prefix_: str,
+    settings: PreprocessSettings,
+    workers: int = 1,
+    progress: bool = True,
+    chunk_lines: int = CHUNK_LINES,
+) -> Dict[str, Any]:
+    """Run the pipeline; returns the summary (also what the tool prints)."""
+    if settings.codeswitch_mode not in CODESWITCH_MODES:
+        raise ValueError(f"--codeswitch-mode must be one of {CODESWITCH_MODES}")
+    files = expand_inputs(inputs)
+    ignored_languages: List[str] = []
+    if settings.alignment_table and settings.codeswitch_mode != "none":
+        entries = read_table(settings.alignment_table)  # validate once, with file:line errors
+        settings.languages, ignored_languages = resolve_languages(
+            settings.alignment_table, entries, settings.languages
+        )
+    _init_worker(settings)  # validates tokenizer/table in this process; also used if workers == 1
+    encoder: TextEncoder = _WORKER["encoder"]
+    skip = SkipCounter(settings.skip_bad_lines)
+    stats = SwitchStats()
+    total_bytes = sum(os.path.getsize(f) for f in files)
+    start = time.perf_counter()
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total_bytes, unit="B", unit_scale=True, desc="preprocess", file=sys.stderr,
+        disable=not progress,
+    )
+    prefixes = [output_prefix(output_prefix_, key) for key in settings.json_keys]
+    writers: List[PairedIndexedWriter] = []
+    pool = None
+    try:
+        for p in prefixes:
+            writers.append(PairedIndexedWriter(p, encoder.vocab_size, with_loss_mask=True))
+        chunks = _chunks(iter_raw_lines(files), chunk_lines)
+        if workers > 1:
+            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings,))
+            results = ordered_bounded_map(pool, _process_chunk, chunks, 2 * workers)
+        else:
+            results = map(_process_chunk, chunks)
+        for chunk_result in results:
+            for result in chunk_result:
+                if result[0] == "bad":
+                    _, path, line_no, message, nbytes = result
+                    skip.raise_or_count(BadInputError(path, line_no, message))
+                else:
+                    _, per_key, doc_stats, nbytes = result
+                    for writer, (ids, mask) in zip(writers, per_key):
+                        writer.add_document(ids, mask)
+                    stats.add(doc_stats)
+                bar.update(nbytes)
+        bar.close()
+        for writer in writers:
+            writer.commit()
+    except BaseException:
+        bar.close()
+        for writer in writers:
+            writer.abort()
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    elapsed = time.perf_counter() - start
+    return {
+        "outputs": prefixes,
+        "files": len(files),
+        "documents": writers[0].documents if writers else 0,
+        "tokens": sum(w.tokens for w in writers),
+        "words": stats.words,
+        "eligible_words": stats.eligible,
+        "switched_words": stats.switched,
+        "switch_rate": stats.switched / stats.eligible if stats.eligible else 0.0,
+        "masked_tokens": stats.masked_tokens,
+        "skipped_lines": skip.total,
+        "skipped_detail": skip.summary(),
+        "languages": list(settings.languages),
+        "ignored_table_languages": ignored_languages,
+        "elapsed_s": elapsed,
+        "tokens_per_s": sum(w.tokens for w in writers) / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+def format_summary(summary: Dict[str, Any]) -> str:
+    lines = [
+        f"outputs:          {', '.join(summary['outputs'])} (+ _loss_mask siblings)",
+        f"documents:        {summary['documents']}",
+        f"tokens:           {summary['tokens']}",
+        f"skipped lines:    {summary['skipped_detail']}",
+    ]
+    if summary["languages"]:
+        lines += [
+            f"languages:        {', '.join(summary['languages'])}"
+            + (
+                f" (table languages not requested, ignored: "
+                f"{', '.join(summary['ignored_table_languages'])})"
+                if summary["ignored_table_languages"]
+                else ""
+            ),
+            f"eligible words:   {summary['eligible_words']} of {summary['words']} words",
+            f"switched words:   {summary['switched_words']} "
+            f"(rate {summary['switch_rate']:.4f} of eligible)",
+            f"masked tokens:    {summary['masked_tokens']}",
+        ]
+    lines.append(
+        f"time:             {summary['elapsed_s']:.2f} s, {summary['tokens_per_s']:.0f} tokens/s"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Text -> token ids with character offsets, on top of a megatron-core tokenizer.
+
+Codeswitching needs to know which tokens of a document belong to a replaced word. megatron-core's
+tokenizer wrappers expose ``tokenize`` (ids) only, so for the two families we support we call the
+library object the wrapper holds, which does give character offsets:
+
+* SentencePiece (``SentencePieceTokenizer`` library): ``encode(text, out_type="offset_mapping")``;
+  a word-start piece ("▁bank") spans the whitespace before the word.
+* Hugging Face fast tokenizers, e.g. a byte-level BPE (``HuggingFaceTokenizer`` library): the
+  ``tokenizers`` backend's ``encode(...).offsets``; "Ġbank" spans the space before the word.
+
+At construction the ids of the fast path are checked against megatron-core's own ``tokenize``
+on a probe text; when they differ (legacy SentencePiece special tokens, HF
+``include_special_tokens``...) or for other tokenizer families, :class:`TextEncoder` falls back to
+``tokenize`` and ``supports_offsets`` is False (codeswitching with masks then refuses to run).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+Offsets = List[Tuple[int, int]]
+
+_PROBE = "The bank, by the river-side 12 km.\n  Ufer, 银行 und naïve Straße!"
+# Context used to tokenize a word form "as it appears after a space in running text".
+_ANCHOR = "a"
+
+
+class TextEncoder:
+    """Wraps a megatron-core tokenizer; see the module docstring."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size: int = tokenizer.vocab_size
+        self.eod: Optional[int] = _safe_eod(tokenizer)
+        self._sp = None
+        self._hf = None
+        library = getattr(tokenizer, "_tokenizer", None)  # megatron-core's library object
+        processor = getattr(library, "tokenizer", None)
+        if processor is not None and hasattr(processor, "encode_as_ids"):
+            self._sp = processor
+        elif processor is not None and getattr(processor, "backend_tokenizer", None) is not None:
+            self._hf = processor.backend_tokenizer
+        if (self._sp or self._hf) is not None and not self._fast_path_matches():
+            self._sp = self._hf = None
+
+    def _fast_path_matches(self) -> bool:
+        try:
+            return self.encode_with_offsets(_PROBE)[0] == list(self.tokenizer.tokenize(_PROBE))
+        except Exception:  # any failure of the fast path means: do not use it
+            return False
+
+    @property
+    def supports_offsets(self) -> bool:
+        return self._sp is not None or self._hf is not None
+
+    def encode(self, text: str) -> List[int]:
+        """Token ids, identical to megatron-core's ``tokenizer.tokenize(text)``."""
+        if self._sp is not None:
+            return self._sp.encode_as_ids(text)
+        if self._hf is not None:
+            return self._hf.encode(text, add_special_tokens=False).ids
+        return list(self.tokenizer.tokenize(text))
+
+    def encode_with_offsets(self, text: str) -> Tuple[List[int], Offsets]:
+        """Token ids and each token's ``(start, end)`` character span in ``text``.
+
+        Byte-fallback pieces of one character may have empty spans at that character.
+        """
+        if self._sp is not None:
+            result = self._sp.encode(text, out_type="offset_mapping")
+            return list(result["ids"]), list(result["offsets"])
+        if self._hf is not None:
+            encoding = self._hf.encode(text, add_special_tokens=False)
+            return encoding.ids, encoding.offsets
+        raise NotImplementedError(
+            f"{type(self.tokenizer).__name__} does not expose character offsets; codeswitching "
+            "supports SentencePiece and Hugging Face fast (e.g. byte-level BPE) tokenizers"
+        )
+
+    def form_ids(self, form: str) -> List[int]:
+        """Ids of ``form`` as it appears after a space in running text (" bank", " 银行").
+
+        This is how preprocessing inserts a translation (it re-tokenizes the running text), so
+        the alignment-word dataset and the codeswitched corpus agree on every form's tokens.
+        """
+        text = f"{_ANCHOR} {form}"
+        ids, offsets = self.encode_with_offsets(text)
+        start = len(_ANCHOR)
+        picked = token_indices_in_span(offsets, start, len(text))
+        if not picked or any(offsets[i][0] < start for i in picked):
+            raise ValueError(f"cannot tokenize the running-text form of {form!r}")
+        return [ids[i] for i in picked]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.detokenize(list(ids))
+
+
+def _safe_eod(tokenizer) -> Optional[int]:
+    try:
+        return tokenizer.eod
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def token_indices_in_span(offsets: Offsets, start: int, end: int) -> List[int]:
+    """Indices of tokens that overlap the character span ``[start, end)``.
+
+    A token with an empty span (a byte-fallback piece) at position p counts as covering p.
+    """
+    return [
+        i
+        for i, (s, e) in enumerate(offsets)
+        if s < end and max(e, s + 1) > start
+    ]

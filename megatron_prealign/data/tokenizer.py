@@ -1,0 +1,107 @@
+"""Building a megatron-core tokenizer from Megatron-LM's command-line flags.
+
+Tools and training call :func:`build_tokenizer` (or :func:`add_tokenizer_args` +
+:func:`build_tokenizer_from_args`), which fills in Megatron-LM's defaults and delegates to
+megatron-core's own ``megatron.core.tokenizers.text.utils.build_tokenizer`` so that the flag ->
+library mapping is exactly Megatron-LM's:
+
+* ``SentencePieceTokenizer`` / ``GPTSentencePieceTokenizer`` / ``Llama2Tokenizer``:
+  ``--tokenizer-model`` is a SentencePiece ``.model`` file.
+* ``HuggingFaceTokenizer``: ``--tokenizer-model`` is a directory (or hub name; nothing is
+  downloaded at run time here, so use a directory) loaded with ``transformers.AutoTokenizer``.
+  A byte-level BPE trained with the ``tokenizers`` library is saved as such a directory by
+  :func:`megatron_prealign.data.tokenizer_training.train_byte_level_bpe`.
+* ``GPT2BPETokenizer`` etc. with ``--vocab-file`` / ``--merge-file``; ``NullTokenizer`` with
+  ``--vocab-size``; ``TikTokenizer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+from typing import Any, Dict, Optional
+
+# Megatron-LM's defaults for every attribute megatron-core's build_tokenizer reads.
+_DEFAULTS: Dict[str, Any] = dict(
+    tokenizer_type=None,
+    tokenizer_model=None,
+    vocab_file=None,
+    merge_file=None,
+    vocab_size=None,
+    tokenizer_special_tokens=None,
+    tokenizer_hf_use_fast=False,
+    tokenizer_hf_include_special_tokens=False,
+    trust_remote_code=False,
+    tokenizer_sentencepiece_legacy=False,
+    tokenizer_metadata=None,
+    tiktoken_pattern=None,
+    tiktoken_num_special_tokens=1000,
+)
+
+TOKENIZER_TYPES = (
+    "SentencePieceTokenizer",
+    "GPTSentencePieceTokenizer",
+    "Llama2Tokenizer",
+    "HuggingFaceTokenizer",
+    "GPT2BPETokenizer",
+    "BertWordPieceLowerCase",
+    "BertWordPieceCase",
+    "TikTokenizer",
+    "NullTokenizer",
+)
+
+
+def tokenizer_spec(**kwargs: Any) -> Dict[str, Any]:
+    """A plain, picklable dict of tokenizer settings (Megatron-LM names), defaults filled in."""
+    unknown = set(kwargs) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown tokenizer settings: {sorted(unknown)}")
+    spec = dict(_DEFAULTS)
+    spec.update({k: v for k, v in kwargs.items() if v is not None})
+    if spec["tokenizer_type"] not in TOKENIZER_TYPES:
+        raise ValueError(
+            f"--tokenizer-type {spec['tokenizer_type']!r} is not one of {', '.join(TOKENIZER_TYPES)}"
+        )
+    return spec
+
+
+def build_tokenizer(tokenizer_type: str, tokenizer_model: Optional[str] = None, **kwargs: Any):
+    """Build a megatron-core tokenizer (``MegatronTokenizerBase``) from Megatron-LM settings."""
+    from megatron.core.tokenizers.text.utils.build_tokenizer import (
+        build_tokenizer as _mcore_build_tokenizer,
+    )
+
+    spec = tokenizer_spec(tokenizer_type=tokenizer_type, tokenizer_model=tokenizer_model, **kwargs)
+    return _mcore_build_tokenizer(SimpleNamespace(**spec))
+
+
+def build_tokenizer_from_spec(spec: Dict[str, Any]):
+    return build_tokenizer(**spec)
+
+
+def add_tokenizer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add Megatron-LM's tokenizer flags to ``parser``."""
+    group = parser.add_argument_group("tokenizer")
+    group.add_argument("--tokenizer-type", required=True, choices=TOKENIZER_TYPES)
+    group.add_argument("--tokenizer-model", help="SentencePiece .model file or HF directory")
+    group.add_argument("--vocab-file")
+    group.add_argument("--merge-file")
+    group.add_argument("--vocab-size", type=int, help="only for NullTokenizer / TikTokenizer")
+    group.add_argument("--tokenizer-hf-use-fast", action="store_true")
+    group.add_argument("--tokenizer-hf-include-special-tokens", action="store_true")
+    group.add_argument("--trust-remote-code", action="store_true")
+    group.add_argument("--tokenizer-special-tokens", nargs="+")
+    group.add_argument("--tokenizer-sentencepiece-legacy", action="store_true")
+    group.add_argument("--tokenizer-metadata")
+    group.add_argument("--tiktoken-pattern")
+    group.add_argument("--tiktoken-num-special-tokens", type=int, default=1000)
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The tokenizer settings of parsed arguments as a picklable dict."""
+    return tokenizer_spec(**{k: getattr(args, k) for k in _DEFAULTS if hasattr(args, k)})
+
+
+def build_tokenizer_from_args(args: argparse.Namespace):
+    return build_tokenizer_from_spec(spec_from_args(args))

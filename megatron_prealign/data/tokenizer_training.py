@@ -1,0 +1,158 @@
+"""Training tokenizers offline: SentencePiece (byte fallback) and a byte-level BPE.
+
+``tools/train_tokenizer.py`` and the tests use these. Corpus lines are sampled across files by
+weight with a bounded reservoir per file, so memory is O(max_sentences) whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from megatron_prealign.data.bad_input import SkipCounter
+from megatron_prealign.data.jsonl_input import iter_raw_lines, parse_document
+
+EOD_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<pad>"
+
+
+def _iter_file_sentences(path: str, json_key: str, skip: SkipCounter) -> Iterable[str]:
+    from megatron_prealign.data.bad_input import BadInputError
+
+    for p, line_no, raw in iter_raw_lines([path]):
+        try:
+            text = parse_document(raw, [json_key], p, line_no)[json_key]
+        except BadInputError as err:
+            skip.raise_or_count(err)
+            continue
+        for sentence in text.split("\n"):
+            if sentence.strip():
+                yield sentence
+
+
+def sample_sentences(
+    files: Sequence[str],
+    json_key: str,
+    max_sentences: int,
+    weights: Optional[Sequence[float]] = None,
+    seed: int = 0,
+    skip: Optional[SkipCounter] = None,
+    progress=None,
+) -> Tuple[List[str], List[dict]]:
+    """Sample paragraphs (lines of the documents' text) across ``files`` by ``weights``.
+
+    File i contributes ``max_sentences * w_i / sum(w)`` sentences: a uniform reservoir sample of
+    its sentences, repeated when the file has fewer (so a small, highly weighted language still
+    gets its share). Returns the sentences (shuffled) and per-file statistics.
+    """
+    weights = list(weights) if weights else [1.0] * len(files)
+    if len(weights) != len(files):
+        raise ValueError(f"--weights has {len(weights)} values for {len(files)} input files")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("--weights must be non-negative and not all zero")
+    skip = skip or SkipCounter(False)
+    rng = random.Random(seed)
+    total_w = sum(weights)
+    sentences: List[str] = []
+    stats = []
+    for path, w in zip(files, weights):
+        quota = int(round(max_sentences * w / total_w))
+        reservoir: List[str] = []
+        seen = 0
+        for sentence in _iter_file_sentences(path, json_key, skip):
+            seen += 1
+            if len(reservoir) < quota:
+                reservoir.append(sentence)
+            else:
+                j = rng.randrange(seen)
+                if j < quota:
+                    reservoir[j] = sentence
+            if progress is not None:
+                progress.update(1)
+        if reservoir and len(reservoir) < quota:
+            reservoir = (reservoir * math.ceil(quota / len(reservoir)))[:quota]
+        stats.append({"file": path, "weight": w, "sentences": seen, "sampled": len(reservoir)})
+        sentences.extend(reservoir)
+    rng.shuffle(sentences)
+    return sentences, stats
+
+
+def train_sentencepiece(
+    sentences: Sequence[str],
+    model_prefix: str,
+    vocab_size: int,
+    model_type: str = "bpe",
+    character_coverage: float = 0.9995,
+    hard_vocab_limit: bool = True,
+    num_threads: int = 1,
+) -> str:
+    """Train a SentencePiece model with byte fallback; writes ``PREFIX.model`` / ``PREFIX.vocab``.
+
+    ids: 0 <unk>, 1 <s>, 2 </s> (the EOD megatron-core uses), no pad. Digits are split so numbers
+    do not eat vocabulary. Written to temporary names and renamed, like every output here.
+    """
+    import sentencepiece as spm
+
+    if not sentences:
+        raise ValueError("no training sentences")
+    tmp_prefix = f"{model_prefix}.tmp-{os.getpid()}"
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_prefix=tmp_prefix,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            byte_fallback=True,
+            character_coverage=character_coverage,
+            split_digits=True,
+            hard_vocab_limit=hard_vocab_limit,
+            input_sentence_size=0,
+            max_sentence_length=1 << 16,
+            num_threads=num_threads,
+            minloglevel=2,
+        )
+        os.replace(tmp_prefix + ".vocab", model_prefix + ".vocab")
+        os.replace(tmp_prefix + ".model", model_prefix + ".model")
+    finally:
+        for ext in (".model", ".vocab"):
+            if os.path.exists(tmp_prefix + ext):
+                os.remove(tmp_prefix + ext)
+    return model_prefix + ".model"
+
+
+def train_byte_level_bpe(sentences: Sequence[str], out_dir: str, vocab_size: int) -> str:
+    """Train a GPT-2 style byte-level BPE with ``tokenizers``; save it as a directory that
+    megatron-core's ``HuggingFaceTokenizer`` (``transformers.AutoTokenizer``) loads.
+
+    Special tokens: ``<|endoftext|>`` (id 0, EOD/eos) and ``<pad>`` (id 1).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    # add_prefix_space=False: text is tokenized as written, a word after a space gets "Ġ".
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOD_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(sentences, trainer)
+    os.makedirs(out_dir, exist_ok=True)
+    tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": EOD_TOKEN,
+        "bos_token": EOD_TOKEN,
+        "unk_token": EOD_TOKEN,
+        "pad_token": PAD_TOKEN,
+        "model_max_length": 1 << 30,
+        "clean_up_tokenization_spaces": False,
+    }
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=1)
+    return out_dir
