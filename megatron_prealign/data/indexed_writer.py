@@ -58,20 +58,31 @@ class PairedIndexedWriter:
         self.tokens = 0
         self._done = False
 
-    def add_document(self, ids: Sequence[int], mask: Optional[np.ndarray] = None) -> None:
-        """One document of token ids; ``mask`` (uint8, same length) defaults to all ones."""
+    def add_document(
+        self,
+        ids: Sequence[int],
+        mask: Optional[np.ndarray] = None,
+        lengths: Optional[Sequence[int]] = None,
+    ) -> None:
+        """One document of token ids; ``mask`` (uint8, same length) defaults to all ones.
+
+        ``lengths`` splits the document into several sequences (default: one).
+        """
         ids = np.asarray(ids, dtype=np.int64)
+        lengths = [int(ids.size)] if lengths is None else [int(n) for n in lengths]
+        if sum(lengths) != ids.size:
+            raise ValueError("sequence lengths do not add up to the document length")
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise ValueError(
                 f"token id out of range [0, {self.vocab_size}) in document {self.documents}"
             )
-        self._token_builder.add_document(ids.astype(self.dtype), [ids.size])
+        self._token_builder.add_document(ids.astype(self.dtype), lengths)
         if self._mask_builder is not None:
             if mask is None:
                 mask = np.ones(ids.size, dtype=np.uint8)
             elif len(mask) != ids.size:
                 raise ValueError("loss mask and token ids differ in length")
-            self._mask_builder.add_document(np.asarray(mask, dtype=np.uint8), [ids.size])
+            self._mask_builder.add_document(np.asarray(mask, dtype=np.uint8), lengths)
         self.documents += 1
         self.tokens += int(ids.size)
 

@@ -150,13 +150,21 @@ def run_preprocess(
         raise ValueError(f"--codeswitch-mode must be one of {CODESWITCH_MODES}")
     files = expand_inputs(inputs)
     ignored_languages: List[str] = []
+    max_table_id = -1
     if settings.alignment_table and settings.codeswitch_mode != "none":
         entries = read_table(settings.alignment_table)  # validate once, with file:line errors
         settings.languages, ignored_languages = resolve_languages(
             settings.alignment_table, entries, settings.languages
         )
+        # Token-id forms (En-Clone) may lie beyond the tokenizer's vocabulary.
+        max_table_id = max(
+            (i for e in entries for lang in settings.languages
+             for ids in e.token_ids.get(lang, []) for i in ids),
+            default=-1,
+        )
     _init_worker(settings)  # validates tokenizer/table in this process; also used if workers == 1
     encoder: TextEncoder = _WORKER["encoder"]
+    vocab_size = max(encoder.vocab_size, max_table_id + 1)
     skip = SkipCounter(settings.skip_bad_lines)
     stats = SwitchStats()
     total_bytes = sum(os.path.getsize(f) for f in files)
@@ -173,7 +181,7 @@ def run_preprocess(
     pool = None
     try:
         for p in prefixes:
-            writers.append(PairedIndexedWriter(p, encoder.vocab_size, with_loss_mask=True))
+            writers.append(PairedIndexedWriter(p, vocab_size, with_loss_mask=True))
         chunks = _chunks(iter_raw_lines(files), chunk_lines)
         if workers > 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
