@@ -7,7 +7,7 @@ Rules (documented for users in docs/data.md):
 * A word is **eligible** when it is a table word (matched in its lower-case, Capitalised or
   UPPER-CASE spelling), has at least one translation in the requested languages, and starts a
   tokenizer word: it is at the start of the document or preceded by whitespace (exactly where
-  SentencePiece puts "▁" and byte-level BPE puts "Ġ"). "(bank" or "bank's" are not switched.
+  SentencePiece puts "▁" and byte-level BPE puts "Ġ"). "(bank" or "x-bank" are not switched.
 * Each eligible word switches with probability ``ratio``; the translation is chosen uniformly
   among the requested languages the word has, then uniformly among that language's forms. Both
   draws are a hash of ``(seed, document index, key index, word position)`` (splitmix64), so the
@@ -15,8 +15,8 @@ Rules (documented for users in docs/data.md):
 * A Capitalised word gets a translation with an upper-case first letter, an UPPER-CASE word an
   upper-cased translation (a no-op for scripts without case).
 * The switched text is tokenized as a whole, so a translation is tokenized exactly as it appears
-  in running text. Tokens overlapping a translation (including the whitespace before it that
-  the tokenizer folds into the word-start token) are the *switched tokens*: loss mask 0 in
+  in running text. Tokens overlapping a translation or the single space before it (which the
+  tokenizer folds into the word-start token) are the *switched tokens*: loss mask 0 in
   ``input-only`` mode, 1 in ``original`` mode. ``none`` switches nothing.
 * A table language whose forms are token ids (``token_ids`` in the table, e.g. En-Clone) does not
   change the text: the tokens of the switched word are replaced by the table's ids.
@@ -196,7 +196,10 @@ class Codeswitcher:
         replacements = dict(id_switches)
         for part in sorted(text_switches + list(replacements)):
             start, end = int(part_starts[part]), int(part_starts[part + 1])
-            if start > 0 and new_text[start - 1].isspace():
+            # The space before a word belongs to its word-start token ("▁Ufer", "ĠUfer", or a
+            # lone "▁" before byte pieces); a newline or tab is a token of its own in byte-level
+            # BPE and stays a target.
+            if start > 0 and new_text[start - 1] == " ":
                 start -= 1
             spans.append((start, end, replacements.get(part)))
         return self._splice_and_mask(ids, offsets, spans, stats)
