@@ -132,8 +132,7 @@ def test_languages_and_translations_are_all_used(encoder, docs, assets):
         ids, mask, _ = cs.process(text, doc_index)
         used.update(encoder.decode(r).strip() for r in mask_runs(ids, mask))
     bank = table["bank"].translations
-    assert {"Ufer", "Bank", "银行", "岸"} <= used | {"Bank"}
-    assert set(bank["zh"]) <= used and "Ufer" in used
+    assert set(bank["de"]) | set(bank["zh"]) <= used
 
 
 def test_original_mode_same_tokens_full_mask(encoder, docs, assets):
