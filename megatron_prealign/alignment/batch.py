@@ -1,0 +1,186 @@
+"""The alignment microbatch: word forms packed into sequences of the training length.
+
+A *form* is one word's token ids (an English word or one of its translations); forms of the
+same word share a *group*. Forms are packed end to end into ``[n_seq, seq_len]`` rows so that
+alignment microbatches have the shape of LM microbatches and ride the same pipeline schedule.
+Attention is causal inside a form and blocked across forms (:func:`block_diagonal_causal_mask`),
+and learned positions restart at 0 for every form, so each form is encoded exactly as if it were
+run through the model on its own (RoPE needs no restart: it depends only on relative positions,
+which a block-diagonal mask keeps inside one form).
+
+The field names match ``megatron_prealign.data.alignment_words.WordFormBatch``, so the data
+pipeline's batches are accepted as they are (:meth:`AlignmentBatch.of`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Sequence
+
+import torch
+
+
+@dataclasses.dataclass
+class AlignmentBatch:
+    """One alignment microbatch (all int64 tensors).
+
+    tokens       [n_seq, seq_len]  token ids; any id at padding.
+    position_ids [n_seq, seq_len]  0, 1, ... restarting at every form (0 at padding).
+    segment_ids  [n_seq, seq_len]  index of the form a token belongs to (0..n_forms-1), -1 at
+                                   padding. A form is one contiguous run inside one row.
+    form_group   [n_forms]         group of each form. Groups are global to the step: forms with
+                                   equal ``form_group`` on any data-parallel rank are positives
+                                   of each other; all other forms are negatives.
+    """
+
+    tokens: torch.Tensor
+    position_ids: torch.Tensor
+    segment_ids: torch.Tensor
+    form_group: torch.Tensor
+
+    def __post_init__(self):
+        validate(self)
+
+    @classmethod
+    def of(cls, batch) -> "AlignmentBatch":
+        """Accept any object with the four fields (e.g. the data pipeline's WordFormBatch)."""
+        if isinstance(batch, cls):
+            return batch
+        return cls(batch.tokens, batch.position_ids, batch.segment_ids, batch.form_group)
+
+    @property
+    def num_forms(self) -> int:
+        return int(self.form_group.numel())
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def seq_length(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def form_lengths(self) -> torch.Tensor:
+        valid = self.segment_ids >= 0
+        return torch.bincount(self.segment_ids[valid], minlength=self.num_forms)
+
+    def to(self, device) -> "AlignmentBatch":
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)}
+        )
+
+
+def validate(batch: AlignmentBatch):
+    """Raise ValueError on anything the alignment pass would silently get wrong."""
+    tokens, positions, segments, groups = (
+        batch.tokens, batch.position_ids, batch.segment_ids, batch.form_group
+    )
+    for name, tensor, dim in (
+        ("tokens", tokens, 2), ("position_ids", positions, 2), ("segment_ids", segments, 2),
+        ("form_group", groups, 1),
+    ):
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != dim:
+            raise ValueError(f"alignment batch: {name} must be a {dim}-d tensor")
+        if tensor.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"alignment batch: {name} must hold integers, not {tensor.dtype}")
+    if positions.shape != tokens.shape or segments.shape != tokens.shape:
+        raise ValueError("alignment batch: tokens, position_ids and segment_ids differ in shape")
+    num_forms = groups.numel()
+    if segments.numel() and (segments.min() < -1 or segments.max() >= num_forms):
+        raise ValueError(f"alignment batch: segment_ids must lie in [-1, {num_forms - 1}]")
+    valid = segments >= 0
+    lengths = torch.bincount(segments[valid].long(), minlength=num_forms)
+    empty = (lengths == 0).nonzero().flatten()
+    if empty.numel():
+        raise ValueError(f"alignment batch: form(s) {empty.tolist()[:10]} have no tokens")
+    # Contiguity and restarting positions: inside a form, positions count 0, 1, 2, ...; the
+    # number of (row, form) runs equals the number of forms.
+    starts = valid.clone()
+    starts[:, 1:] &= segments[:, 1:] != segments[:, :-1]
+    if int(starts.sum()) != num_forms:
+        raise ValueError("alignment batch: every form must be one contiguous run in one row")
+    expected = torch.zeros_like(positions)
+    run_start = torch.zeros_like(positions)
+    index = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+    run_start[starts] = index[starts]
+    run_start = torch.cummax(run_start, dim=1).values
+    expected[valid] = (index - run_start)[valid]
+    if not torch.equal(positions[valid].long(), expected[valid].long()):
+        raise ValueError("alignment batch: position_ids must restart at 0 for every form")
+
+
+def block_diagonal_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """[n_seq, 1, s, s] bool attention mask, True = masked out (megatron-core's local attention
+    fills True entries with -10000 before the softmax). A token sees the earlier tokens of its
+    own form; a padding token sees only itself, so no softmax row is empty."""
+    same_form = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
+    seq_len = segment_ids.shape[1]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=segment_ids.device).tril()
+    visible = same_form & causal & (segment_ids >= 0).unsqueeze(2)
+    visible |= torch.eye(seq_len, dtype=torch.bool, device=segment_ids.device)
+    return (~visible).unsqueeze(1)
+
+
+def pack_forms(
+    forms: Sequence[Sequence[int]],
+    form_group: Sequence[int],
+    seq_length: int,
+    num_sequences: int,
+    pad_token_id: int = 0,
+) -> AlignmentBatch:
+    """Pack forms first-fit, in order, into exactly ``num_sequences`` rows of ``seq_length``.
+
+    Raises ValueError for an empty form, a form longer than ``seq_length`` and forms that do not
+    fit (then put fewer words into the microbatch)."""
+    if len(forms) != len(form_group):
+        raise ValueError(f"{len(forms)} forms but {len(form_group)} group ids")
+    if seq_length < 1 or num_sequences < 1:
+        raise ValueError("seq_length and num_sequences must be >= 1")
+    tokens = torch.full((num_sequences, seq_length), pad_token_id, dtype=torch.int64)
+    positions = torch.zeros((num_sequences, seq_length), dtype=torch.int64)
+    segments = torch.full((num_sequences, seq_length), -1, dtype=torch.int64)
+    used = [0] * num_sequences
+    for index, form in enumerate(forms):
+        length = len(form)
+        if length == 0:
+            raise ValueError(f"form {index} (group {form_group[index]}) is empty")
+        if length > seq_length:
+            raise ValueError(
+                f"form {index} (group {form_group[index]}) has {length} tokens, more than the "
+                f"packing length {seq_length} (--seq-length); drop or truncate such words"
+            )
+        row = next((r for r in range(num_sequences) if used[r] + length <= seq_length), None)
+        if row is None:
+            raise ValueError(
+                f"{len(forms)} forms do not fit into {num_sequences} x {seq_length} tokens "
+                f"(stopped at form {index}); use fewer words per alignment microbatch"
+            )
+        start = used[row]
+        tokens[row, start : start + length] = torch.as_tensor(list(form), dtype=torch.int64)
+        positions[row, start : start + length] = torch.arange(length)
+        segments[row, start : start + length] = index
+        used[row] += length
+    return AlignmentBatch(tokens, positions, segments, torch.as_tensor(list(form_group), dtype=torch.int64))
+
+
+def concatenate(batches: Sequence[AlignmentBatch]) -> AlignmentBatch:
+    """Rows of several batches in one batch (form indices renumbered): e.g. the single-process
+    equivalent of the data-parallel ranks' microbatches."""
+    tokens, positions, segments, groups, offset = [], [], [], [], 0
+    for batch in batches:
+        tokens.append(batch.tokens)
+        positions.append(batch.position_ids)
+        segments.append(torch.where(batch.segment_ids >= 0, batch.segment_ids + offset, -1))
+        groups.append(batch.form_group)
+        offset += batch.num_forms
+    return AlignmentBatch(torch.cat(tokens), torch.cat(positions), torch.cat(segments), torch.cat(groups))
+
+
+def forms_of(batch: AlignmentBatch) -> List[List[int]]:
+    """The token ids of every form, in form order (for references and debugging)."""
+    forms: List[List[int]] = [[] for _ in range(batch.num_forms)]
+    for row_tokens, row_segments in zip(batch.tokens.tolist(), batch.segment_ids.tolist()):
+        for token, segment in zip(row_tokens, row_segments):
+            if segment >= 0:
+                forms[segment].append(token)
+    return forms

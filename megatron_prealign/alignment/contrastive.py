@@ -1,0 +1,65 @@
+"""The supervised contrastive loss of one layer (PreAlign Eq. 1-2; Khosla et al. 2020, L_out).
+
+For pooled form vectors z_1..z_N with groups g_1..g_N and temperature tau:
+
+    s(i, j)  = cos(z_i, z_j) / tau                                            (Eq. 1)
+    P(i)     = { p != i : g_p = g_i }          (the other forms of i's word)
+    l_i      = -1/|P(i)| * sum_{p in P(i)} log( exp s(i,p) / sum_{a != i} exp s(i,a) )
+    L        = mean of l_i over the anchors, i.e. the forms with |P(i)| > 0   (Eq. 2)
+
+A form whose group has no other form in the batch is not an anchor (it has no positive), but it
+still serves as a negative for the others. A batch without any anchor has loss 0 (no NaN).
+The layer losses are summed over layers (Eq. 3) by the caller.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_TEMPERATURE = 0.1
+
+
+def check_temperature(temperature: float) -> float:
+    if not temperature > 0:  # also rejects NaN
+        raise ValueError(f"--alignment-temperature must be > 0, got {temperature}")
+    return float(temperature)
+
+
+def supervised_contrastive_loss(
+    vectors: torch.Tensor,
+    groups: torch.Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+    valid: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(loss, number of anchors) as 0-d tensors, for ``vectors [N, h]`` and ``groups [N]``.
+
+    ``valid [N]`` (bool) excludes rows entirely (padding of a gathered batch). Computed in fp32,
+    without data-dependent shapes (no host synchronisation on a GPU).
+    """
+    check_temperature(temperature)
+    n = vectors.shape[0]
+    if valid is None:
+        valid = torch.ones(n, dtype=torch.bool, device=vectors.device)
+    normalized = F.normalize(vectors.float(), dim=-1)
+    same_group = groups.unsqueeze(0) == groups.unsqueeze(1)
+    not_self = ~torch.eye(n, dtype=torch.bool, device=vectors.device)
+    pair_valid = valid.unsqueeze(0) & valid.unsqueeze(1) & not_self
+    positives = same_group & pair_valid
+    num_positives = positives.sum(dim=1)
+    anchors = num_positives > 0
+    logits = normalized @ normalized.T / temperature
+    # An anchor row keeps at least one finite logit (its positive). Rows of non-anchors are
+    # zeroed instead of masked: they do not contribute, and a row of -inf would turn into NaN
+    # in the log-softmax's backward pass.
+    logits = torch.where(
+        anchors.unsqueeze(1),
+        logits.masked_fill(~pair_valid, float("-inf")),
+        torch.zeros_like(logits),
+    )
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    per_anchor = -positive_log_prob / num_positives.clamp(min=1)
+    num_anchors = anchors.sum()
+    loss = (per_anchor * anchors).sum() / num_anchors.clamp(min=1)
+    return loss, num_anchors

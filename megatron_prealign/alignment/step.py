@@ -1,0 +1,215 @@
+"""The alignment pass inside megatron-core's pipeline schedules.
+
+The training driver owns one :class:`AlignmentPass` per model and calls, per training step::
+
+    alignment.begin_step(num_alignment_microbatches=k, total_lm_tokens=T)
+    losses = get_forward_backward_func()(forward_step_func=forward_step, ...)
+    statistics = alignment.end_step()          # same on every rank; .as_log_dict() for logging
+
+with a ``forward_step`` that hands alignment microbatches to the pass::
+
+    def forward_step(data_iterator, model):
+        batch = next(data_iterator)
+        if is_alignment_batch(batch):
+            return alignment.forward_step(batch, model)
+        return lm_forward_step(batch, model)        # the usual (output, loss_func)
+
+so LM and alignment microbatches mix freely in one ``forward_backward_func`` call.
+
+Objective: each alignment microbatch contributes ``loss_weight / k`` times its alignment loss
+(Eq. 3: the sum over layer states of the contrastive loss of the microbatch's global batch,
+i.e. the union of that microbatch over the data-parallel ranks) to the step's objective, on top
+of whatever the LM microbatches contribute; megatron's division of every returned loss by the
+number of microbatches does not apply to it. The gradient enters the backward pass directly
+(capture.py), pre-multiplied by what megatron-core will later divide the gradients by:
+
+* ``config.calculate_per_token_loss`` False: DDP averages gradients over the DP ranks, and each
+  rank injects only its own forms' share of the global loss, so the share is multiplied by the
+  DP size;
+* ``calculate_per_token_loss`` True: DDP sums, and ``finalize_model_grads`` divides every
+  gradient by the step's number of LM loss tokens over all DP ranks, which the driver passes as
+  ``total_lm_tokens`` (0 when the step has no LM microbatches: nothing is divided then).
+
+fp16 loss scaling (``config.grad_scale_func``) is applied the same way as to the LM loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional
+
+import torch
+
+from megatron.core import parallel_state
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.utils import unwrap_model
+
+from megatron_prealign.alignment import capture
+from megatron_prealign.alignment.batch import AlignmentBatch, block_diagonal_causal_mask
+from megatron_prealign.alignment.contrastive import DEFAULT_TEMPERATURE, check_temperature, supervised_contrastive_loss
+from megatron_prealign.alignment.metrics import AlignmentStatistics, pair_similarity_sums
+from megatron_prealign.alignment.parallel import complete_partial_sums, gather_over_data_parallel
+
+ALIGNMENT_MARKER = "alignment_microbatches"
+
+
+def is_alignment_batch(batch) -> bool:
+    return all(hasattr(batch, name) for name in ("tokens", "position_ids", "segment_ids", "form_group"))
+
+
+@contextlib.contextmanager
+def _without_output_layer(gpt_model):
+    """GPTModel.forward returns the decoder output (after the final norm) instead of logits:
+    the alignment pass needs no logits, and the vocabulary projection of a whole packed
+    microbatch would be wasted work."""
+    saved = gpt_model.post_process
+    gpt_model.post_process = False
+    try:
+        yield
+    finally:
+        gpt_model.post_process = saved
+
+
+class AlignmentPass:
+    """Capture hooks on the model chunks plus the per-step bookkeeping of the alignment loss."""
+
+    def __init__(self, model_chunks, temperature: float = DEFAULT_TEMPERATURE, loss_weight: float = 1.0):
+        self.temperature = check_temperature(temperature)
+        if not loss_weight >= 0:
+            raise ValueError(f"--alignment-loss-weight must be >= 0, got {loss_weight}")
+        self.loss_weight = float(loss_weight)
+        chunks = model_chunks if isinstance(model_chunks, (list, tuple)) else [model_chunks]
+        self.gpt_models = unwrap_model(list(chunks))
+        config = self.gpt_models[0].config
+        if parallel_state.get_context_parallel_world_size() > 1:
+            raise NotImplementedError("the alignment pass does not support context parallelism")
+        for gpt_model in self.gpt_models:
+            for layer in gpt_model.decoder.layers:
+                if not isinstance(layer.self_attention.core_attention, DotProductAttention):
+                    raise NotImplementedError(
+                        "packed alignment microbatches need megatron-core's local attention (an "
+                        "explicit block-diagonal mask): use --transformer-impl local"
+                    )
+        self.num_layers = config.num_layers
+        self.num_states = config.num_layers + 2
+        self.handles: List = []
+        for gpt_model in self.gpt_models:
+            self.handles += capture.install_hooks(gpt_model)
+        self._statistics = AlignmentStatistics(self.num_states)
+        self._microbatch_factor: Optional[float] = None
+
+    # -- step lifecycle -------------------------------------------------------------------
+
+    def begin_step(self, num_alignment_microbatches: int, total_lm_tokens: Optional[int] = None):
+        """Declare the step's alignment microbatches (per DP rank) and, with
+        ``calculate_per_token_loss``, the step's LM loss tokens over all DP ranks."""
+        if num_alignment_microbatches < 1:
+            raise ValueError("num_alignment_microbatches must be >= 1")
+        config = self.gpt_models[0].config
+        factor = self.loss_weight / num_alignment_microbatches
+        if config.calculate_per_token_loss:
+            if total_lm_tokens is None:
+                raise ValueError(
+                    "with calculate_per_token_loss, begin_step needs total_lm_tokens (the LM loss "
+                    "tokens of the step over all data-parallel ranks)"
+                )
+            factor *= max(int(total_lm_tokens), 1)
+        else:
+            factor *= parallel_state.get_data_parallel_world_size()
+        capture.release_all()
+        self._statistics = AlignmentStatistics(self.num_states)
+        self._microbatch_factor = factor
+
+    def end_step(self) -> AlignmentStatistics:
+        """Statistics of the step, complete on every rank (reduced over pipeline stages)."""
+        capture.release_all()
+        self._microbatch_factor = None
+        return self._statistics.reduce(parallel_state.get_pipeline_model_parallel_group())
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        capture.release_all()
+
+    # -- one microbatch --------------------------------------------------------------------
+
+    def forward_step(self, batch, model):
+        """Run one alignment microbatch through this stage's model chunk; returns what a
+        megatron ``forward_step_func`` returns: (output tensor, loss function)."""
+        if self._microbatch_factor is None:
+            raise RuntimeError("call AlignmentPass.begin_step before the forward/backward pass")
+        gpt_model = unwrap_model(model)
+        config = gpt_model.config
+        device = next(gpt_model.parameters()).device
+        batch = AlignmentBatch.of(batch).to(device)
+        tp = parallel_state.get_tensor_model_parallel_world_size()
+        if config.sequence_parallel and batch.seq_length % tp:
+            raise ValueError(f"sequence length {batch.seq_length} is not divisible by TP size {tp}")
+
+        capture.release_finished()
+        needs_backward = torch.is_grad_enabled()
+        mask = block_diagonal_causal_mask(batch.segment_ids)
+        context = capture.MicrobatchContext(
+            batch.segment_ids, batch.num_forms, mask, self.num_layers, config.sequence_parallel,
+            needs_backward,
+        )
+        capture.begin_forward(context)
+        try:
+            with _without_output_layer(gpt_model):
+                output = model(batch.tokens, batch.position_ids, mask)
+            outputs = [output]
+            if gpt_model.post_process:
+                rows = capture.output_embedding_rows(gpt_model, batch.tokens.t())
+                outputs.append(
+                    context.capture(self.num_states - 1, rows, context.full_form_index, tp > 1)
+                )
+        finally:
+            capture.end_forward(context)
+        self._stage_losses(context, batch, config, needs_backward)
+
+        if not gpt_model.post_process:
+            return output, _never_called
+        result = capture.sink(*outputs) if needs_backward else torch.zeros((), device=device)
+        return result, _alignment_loss_func
+
+    def _stage_losses(self, context, batch: AlignmentBatch, config, needs_backward: bool):
+        """Loss terms of this stage's layer states; their gradients go into the slots."""
+        states = sorted(context.slots)
+        if not states:
+            return
+        slots = [context.slots[state] for state in states]
+        sums = torch.stack([slot.sums for slot in slots])
+        partial = torch.tensor([slot.partial_over_tp for slot in slots])
+        if partial.any():
+            sums[partial] = complete_partial_sums(sums[partial])
+        sums, groups, lengths, valid, mine = gather_over_data_parallel(
+            sums, batch.form_group, batch.form_lengths()
+        )
+        leaf = sums.detach().requires_grad_(needs_backward)
+        with torch.enable_grad() if needs_backward else torch.no_grad():
+            means = leaf / lengths.clamp(min=1).to(leaf.dtype)[None, :, None]
+            total = leaf.new_zeros(())
+            for index, state in enumerate(states):
+                loss, anchors = supervised_contrastive_loss(means[index], groups, self.temperature, valid)
+                total = total + loss
+                self._statistics.add(state, loss, anchors, pair_similarity_sums(means[index], groups, valid))
+        if not needs_backward:
+            return
+        (gradient,) = torch.autograd.grad(total, leaf)
+        scale = self._microbatch_factor
+        if config.grad_scale_func is not None:
+            scale = config.grad_scale_func(torch.ones((), device=gradient.device)) * scale
+        for index, slot in enumerate(slots):
+            slot.gradient = gradient[index, mine] * scale
+
+
+def _never_called(output_tensor):
+    raise RuntimeError("the loss function runs on the last pipeline stage only")
+
+
+def _alignment_loss_func(output_tensor):
+    """A zero 'loss' (the alignment gradient is injected directly) contributing no LM tokens;
+    the step's alignment numbers come from AlignmentPass.end_step()."""
+    marker = {ALIGNMENT_MARKER: torch.ones((), device=output_tensor.device)}
+    return output_tensor, torch.zeros((), dtype=torch.int), marker
