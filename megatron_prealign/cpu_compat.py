@@ -50,6 +50,10 @@ CUDA_DEVICE_SITES = {
     "embedding grad all-reduce buffers)",
     "megatron.core.tensor_parallel.layers": "weight allocation on current_device when "
     "use_cpu_initialization is off",
+    "megatron.core.tensor_parallel.mappings": "_gather_along_first_dim, "
+    "_reduce_scatter_along_first_dim (sequence parallel buffers on current_device)",
+    "megatron.core.models.common.embeddings.rotary_pos_embedding": "RotaryEmbedding.__init__ "
+    "(inv_freq on current_device)",
     "megatron.core.dist_checkpointing.strategies.state_dict_saver": "save_state_dict_async_plan "
     "(verification flags on 'cuda')",
     "megatron.core.dist_checkpointing.strategies.async_utils": "AsyncCallsQueue (liveness flags)",
@@ -176,13 +180,14 @@ def patch_rng_tracker():
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Parameter classification: megatron-core sorts parameters by `param.type()` and accepts only
-# 'torch.cuda.{Float,Half,BFloat16}Tensor'. While the callables below run, CPU tensors report
-# the CUDA name of their dtype.
+# 3. Tensor methods: megatron-core sorts parameters by `param.type()`, accepting only
+# 'torch.cuda.{Float,Half,BFloat16}Tensor', and moves a few tensors with `.cuda()`. While the
+# callables below run, CPU tensors report the CUDA name of their dtype and `.cuda()` leaves
+# them on the CPU.
 # --------------------------------------------------------------------------------------------
 
 # (module, attribute) -> where the type names are compared
-CUDA_TYPE_NAME_SITES = {
+CUDA_TENSOR_METHOD_SITES = {
     ("megatron.core.optimizer.optimizer", "Float16OptimizerWithFloat16Params.__init__"): "fp16/bf16 "
     "params get fp32 main copies",
     ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer.__init__"): "via "
@@ -190,6 +195,9 @@ CUDA_TYPE_NAME_SITES = {
     ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32"): "asserts fp32 CUDA grads",
     # optimizer.py imported the function by name; patch that reference too.
     ("megatron.core.optimizer.optimizer", "clip_grad_by_total_norm_fp32"): "as above",
+    ("megatron.core.models.common.language_module.language_module",
+     "LanguageModule.setup_embeddings_and_output_layer"): "tied embeddings under PP: "
+    "weight.data.cuda() before the embedding-group all-reduce",
 }
 
 _CUDA_TYPE_NAMES = {
@@ -200,34 +208,37 @@ _CUDA_TYPE_NAMES = {
 
 
 @contextlib.contextmanager
-def _cpu_tensors_named_as_cuda():
-    original = torch.Tensor.type
+def _cpu_tensors_as_cuda():
+    original_type, original_cuda = torch.Tensor.type, torch.Tensor.cuda
 
     def type_name(self, dtype=None, non_blocking=False, **kwargs):
         if dtype is None and not kwargs:
-            name = original(self)
+            name = original_type(self)
             return _CUDA_TYPE_NAMES.get(name, name)
-        return original(self, dtype, non_blocking, **kwargs)
+        return original_type(self, dtype, non_blocking, **kwargs)
 
-    torch.Tensor.type = type_name
+    def stay_on_cpu(self, device=None, non_blocking=False, **kwargs):
+        return self
+
+    torch.Tensor.type, torch.Tensor.cuda = type_name, stay_on_cpu
     try:
         yield
     finally:
-        torch.Tensor.type = original
+        torch.Tensor.type, torch.Tensor.cuda = original_type, original_cuda
 
 
 def _classify_as_cuda(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        with _cpu_tensors_named_as_cuda():
+        with _cpu_tensors_as_cuda():
             return function(*args, **kwargs)
 
     wrapper.__cpu_compat__ = True
     return wrapper
 
 
-def patch_cuda_type_names():
-    for module_name, attribute in CUDA_TYPE_NAME_SITES:
+def patch_cuda_tensor_methods():
+    for module_name, attribute in CUDA_TENSOR_METHOD_SITES:
         owner = importlib.import_module(module_name)
         *path, name = attribute.split(".")
         for part in path:
@@ -242,7 +253,7 @@ def patch_cuda_type_names():
 PATCHES = {
     "cuda_device_sites": patch_cuda_device_sites,
     "rng_tracker": patch_rng_tracker,
-    "cuda_type_names": patch_cuda_type_names,
+    "cuda_tensor_methods": patch_cuda_tensor_methods,
 }
 
 _applied = []

@@ -182,6 +182,9 @@ def transformer_config(args: ModelArgs) -> TransformerConfig:
         recompute_method=args.recompute_method,
         recompute_num_layers=recompute_num_layers,
         use_cpu_initialization=args.use_cpu_initialization,
+        # Loss functions return (sum, token count); the schedule and DDP then normalise by the
+        # global number of target tokens, which loss masks make differ between microbatches.
+        calculate_per_token_loss=True,
         # The contrastive alignment pass reads the output of every layer; keep them as normal
         # tensors rather than megatron's "viewless" ones.
         deallocate_pipeline_outputs=False,

@@ -1,0 +1,82 @@
+"""Run a function on N real gloo ranks (spawned processes) and collect what each returns.
+
+Each rank gets torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), so the
+code under test initialises through `megatron_prealign.platform.initialize` exactly as under
+torchrun. A failing rank's traceback is raised in the test process; a hung rank fails the test
+after `timeout` seconds instead of hanging the suite.
+"""
+
+import multiprocessing
+import os
+import socket
+import tempfile
+import traceback
+
+import torch
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(fn, rank, world_size, port, out_dir, args, kwargs):
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    try:
+        result = fn(*args, **kwargs)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    except BaseException:
+        with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+    finally:
+        from megatron_prealign import platform
+
+        platform.shutdown()
+
+
+def run_distributed(fn, world_size: int, *args, timeout: float = 300, **kwargs) -> list:
+    """Call `fn(*args, **kwargs)` on `world_size` gloo ranks; return the per-rank results."""
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as out_dir:
+        procs = [
+            context.Process(
+                target=_rank_main, args=(fn, rank, world_size, port, out_dir, args, kwargs)
+            )
+            for rank in range(world_size)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout)
+        hung = [rank for rank, p in enumerate(procs) if p.is_alive()]
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        errors = []
+        for rank in range(world_size):
+            err = os.path.join(out_dir, f"rank{rank}.err")
+            if os.path.exists(err):
+                errors.append(f"--- rank {rank} ---\n" + open(err).read())
+        if errors:
+            raise RuntimeError("distributed run failed:\n" + "\n".join(errors))
+        if hung:
+            raise TimeoutError(f"ranks {hung} still running after {timeout}s")
+        bad = [rank for rank, p in enumerate(procs) if p.exitcode != 0]
+        if bad:
+            raise RuntimeError(f"ranks {bad} exited with codes {[procs[r].exitcode for r in bad]}")
+        return [
+            torch.load(os.path.join(out_dir, f"rank{rank}.pt"), weights_only=True)
+            for rank in range(world_size)
+        ]
