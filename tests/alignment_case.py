@@ -12,7 +12,11 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.dist_checkpointing.dict_utils import nested_values
 from megatron.core.dist_checkpointing.mapping import ShardedTensor, apply_factories
-from megatron.core.distributed import finalize_model_grads
+from megatron.core.distributed import (
+    DistributedDataParallel,
+    DistributedDataParallelConfig,
+    finalize_model_grads,
+)
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import unwrap_model
 
@@ -137,11 +141,20 @@ def run_step(chunks, alignment: AlignmentPass, microbatches: List, total_lm_toke
 
 
 def build(args: ModelArgs, use_distributed_optimizer: bool, per_token_loss: bool):
-    chunks = build_model(args, use_distributed_optimizer=use_distributed_optimizer)
+    if per_token_loss:
+        chunks = build_model(args, use_distributed_optimizer=use_distributed_optimizer)
+    else:
+        # megatron's DDP fixes its gradient averaging from the config when it is built.
+        chunks = build_model(args, wrap_with_ddp=False)
+        chunks[0].config.calculate_per_token_loss = False
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True, use_distributed_optimizer=use_distributed_optimizer
+        )
+        chunks = [DistributedDataParallel(chunks[0].config, ddp_config, chunks[0])]
     config = chunks[0].config
+    assert config.calculate_per_token_loss == per_token_loss
     config.finalize_model_grads_func = finalize_model_grads
     config.no_sync_func = chunks[0].no_sync
-    config.calculate_per_token_loss = per_token_loss
     load_full_weights(chunks)
     return chunks
 
@@ -177,7 +190,11 @@ def run_layout(tp: int, pp: int, variants: List[dict], family: str = "gpt2",
         if with_lm:
             microbatches.insert(1, lm_share)
             total_lm_tokens = lm.shape[0] * SEQ
+        layer_calls = []
+        first_layer = unwrap_model(chunks[0]).decoder.layers[0]
+        counter = first_layer.register_forward_pre_hook(lambda *_: layer_calls.append(1))
         statistics, grads = run_step(chunks, alignment, microbatches, total_lm_tokens)
+        counter.remove()
         alignment.remove()
         results[name] = {
             "alignment_loss": statistics.loss(),
@@ -185,5 +202,7 @@ def run_layout(tp: int, pp: int, variants: List[dict], family: str = "gpt2",
             "aligned_similarity": torch.tensor(statistics.aligned_similarity()),
             "random_similarity": torch.tensor(statistics.random_similarity()),
             "grads": grads,
+            # forward calls of this rank's first layer (recompute runs it twice per microbatch)
+            "layer_calls_per_microbatch": len(layer_calls) / len(microbatches),
         }
     return results

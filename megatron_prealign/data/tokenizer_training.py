@@ -44,9 +44,11 @@ def sample_sentences(
 ) -> Tuple[List[str], List[dict]]:
     """Sample paragraphs (lines of the documents' text) across ``files`` by ``weights``.
 
-    File i contributes ``max_sentences * w_i / sum(w)`` sentences: a uniform reservoir sample of
-    its sentences, repeated when the file has fewer (so a small, highly weighted language still
-    gets its share). Returns the sentences (shuffled) and per-file statistics.
+    The total is ``T = min(max_sentences, number of lines in all files)`` and file i contributes
+    ``T * w_i / sum(w)`` lines: a uniform sample of its lines, repeated when the file is smaller
+    than its share (so a small, highly weighted language still gets its weight, but the total
+    never exceeds the corpus). One pass; memory is O(max_sentences). Returns the sentences
+    (shuffled) and per-file statistics.
     """
     weights = list(weights) if weights else [1.0] * len(files)
     if len(weights) != len(files):
@@ -56,10 +58,10 @@ def sample_sentences(
     skip = skip or SkipCounter(False)
     rng = random.Random(seed)
     total_w = sum(weights)
-    sentences: List[str] = []
-    stats = []
+    reservoirs: List[List[str]] = []
+    seen_counts: List[int] = []
     for path, w in zip(files, weights):
-        quota = int(round(max_sentences * w / total_w))
+        quota = int(round(max_sentences * w / total_w))  # the largest share file i can get
         reservoir: List[str] = []
         seen = 0
         for sentence in _iter_file_sentences(path, json_key, skip):
@@ -72,10 +74,20 @@ def sample_sentences(
                     reservoir[j] = sentence
             if progress is not None:
                 progress.update(1)
-        if reservoir and len(reservoir) < quota:
-            reservoir = (reservoir * math.ceil(quota / len(reservoir)))[:quota]
-        stats.append({"file": path, "weight": w, "sentences": seen, "sampled": len(reservoir)})
-        sentences.extend(reservoir)
+        rng.shuffle(reservoir)  # any prefix of a shuffled uniform sample is a uniform sample
+        reservoirs.append(reservoir)
+        seen_counts.append(seen)
+    target = min(max_sentences, sum(seen_counts))
+    sentences: List[str] = []
+    stats = []
+    for path, w, reservoir, seen in zip(files, weights, reservoirs, seen_counts):
+        share = int(round(target * w / total_w))
+        if reservoir and share > len(reservoir):
+            picked = (reservoir * math.ceil(share / len(reservoir)))[:share]
+        else:
+            picked = reservoir[:share]
+        stats.append({"file": path, "weight": w, "sentences": seen, "sampled": len(picked)})
+        sentences.extend(picked)
     rng.shuffle(sentences)
     return sentences, stats
 
