@@ -23,12 +23,13 @@ of whatever the LM microbatches contribute; megatron's division of every returne
 number of microbatches does not apply to it. The gradient enters the backward pass directly
 (capture.py), pre-multiplied by what megatron-core will later divide the gradients by:
 
-* ``config.calculate_per_token_loss`` False: DDP averages gradients over the DP ranks, and each
-  rank injects only its own forms' share of the global loss, so the share is multiplied by the
-  DP size;
-* ``calculate_per_token_loss`` True: DDP sums, and ``finalize_model_grads`` divides every
-  gradient by the step's number of LM loss tokens over all DP ranks, which the driver passes as
-  ``total_lm_tokens`` (0 when the step has no LM microbatches: nothing is divided then).
+* megatron's DDP multiplies the sum over DP ranks of the local gradients by a factor fixed
+  when it is built (1 if the config had ``calculate_per_token_loss``, else 1 / DP size); each
+  rank injects only its own forms' share of the global loss, so the share is divided by it;
+* with ``config.calculate_per_token_loss`` the schedule hands the step's LM loss tokens to
+  ``finalize_model_grads``, which divides every gradient by their number over all DP ranks;
+  the driver passes that number as ``total_lm_tokens`` (0 when the step has no LM
+  microbatches: nothing is divided then).
 
 fp16 loss scaling (``config.grad_scale_func``) is applied the same way as to the LM loss.
 """
@@ -92,6 +93,7 @@ class AlignmentPass:
                     )
         self.num_layers = config.num_layers
         self.num_states = config.num_layers + 2
+        self._ddp_scale = _ddp_gradient_scale(chunks[0])
         self.handles: List = []
         for gpt_model in self.gpt_models:
             self.handles += capture.install_hooks(gpt_model)
@@ -106,7 +108,7 @@ class AlignmentPass:
         if num_alignment_microbatches < 1:
             raise ValueError("num_alignment_microbatches must be >= 1")
         config = self.gpt_models[0].config
-        factor = self.loss_weight / num_alignment_microbatches
+        factor = self.loss_weight / num_alignment_microbatches / self._ddp_scale
         if config.calculate_per_token_loss:
             if total_lm_tokens is None:
                 raise ValueError(
@@ -114,8 +116,6 @@ class AlignmentPass:
                     "tokens of the step over all data-parallel ranks)"
                 )
             factor *= max(int(total_lm_tokens), 1)
-        else:
-            factor *= parallel_state.get_data_parallel_world_size()
         capture.release_all()
         self._statistics = AlignmentStatistics(self.num_states)
         self._microbatch_factor = factor
@@ -202,6 +202,21 @@ class AlignmentPass:
             scale = config.grad_scale_func(torch.ones((), device=gradient.device)) * scale
         for index, slot in enumerate(slots):
             slot.gradient = gradient[index, mine] * scale
+
+
+def _ddp_gradient_scale(model_chunk) -> float:
+    """The factor megatron's DDP applies to the sum over DP ranks of the local gradients."""
+    from megatron.core.distributed import DistributedDataParallel
+
+    if not isinstance(model_chunk, DistributedDataParallel) or not model_chunk.buffers:
+        return 1.0  # no data-parallel reduction by megatron-core
+    factors = {buffer.gradient_scaling_factor for buffer in model_chunk.buffers}
+    if len(factors) != 1:
+        raise NotImplementedError(f"DDP buffers with different gradient scaling factors {factors}")
+    scale = factors.pop()
+    if model_chunk.ddp_config.average_in_collective:
+        scale /= model_chunk.intra_dp_cp_group.size()
+    return scale
 
 
 def _never_called(output_tensor):
