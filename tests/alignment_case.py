@@ -206,3 +206,29 @@ def run_layout(tp: int, pp: int, variants: List[dict], family: str = "gpt2",
             "layer_calls_per_microbatch": len(layer_calls) / len(microbatches),
         }
     return results
+
+
+def run_degenerate(family="gpt2"):
+    """Rank body: microbatches without any anchor (every group a single form) and an
+    evaluation pass without gradients. Returns statistics and gradients."""
+    from megatron_prealign.alignment.synthetic import random_alignment_batch
+
+    platform.initialize(1, 1, seed=11)
+    chunks = build(tiny_args(family), False, True)
+    alignment = AlignmentPass(chunks, temperature=TEMPERATURE, loss_weight=LOSS_WEIGHT)
+    singletons = random_alignment_batch(6, VOCAB, SEQ, MICRO, forms_per_group=(1, 1), seed=5)
+    statistics, grads = run_step(chunks, alignment, [singletons], total_lm_tokens=0)
+    evaluation_batch = global_alignment_microbatches(1)[0][0]
+    alignment.begin_step(1)
+    with torch.no_grad():
+        output, _ = alignment.forward_step(evaluation_batch, chunks[0])
+    from megatron_prealign.alignment import capture
+
+    registered = capture.registered_microbatches()
+    evaluation = alignment.end_step()
+    return {
+        "singleton_log": statistics.as_log_dict(),
+        "singleton_grads": grads,
+        "evaluation_log": evaluation.as_log_dict(),
+        "registered_during_evaluation": registered,
+    }

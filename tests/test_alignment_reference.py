@@ -63,3 +63,16 @@ def test_matches_plain_pytorch_reference(family):
         assert torch.isfinite(got).all(), name
         cosine = torch.nn.functional.cosine_similarity(got.flatten(), grad.flatten(), dim=0)
         assert cosine > 0.98, f"bf16 grad {name}: cosine {cosine:.4f} to fp32"
+
+
+def test_batches_without_anchors_and_evaluation():
+    result = run_distributed(case.run_degenerate, 1)[0]
+    log = result["singleton_log"]
+    assert log["alignment_loss"] == 0.0 and all(n == 0 for n in log["alignment_anchors"])
+    assert all(value is None for value in log["alignment_similarity"])  # no aligned pair
+    assert all(value is not None for value in log["random_similarity"])
+    for name, grad in result["singleton_grads"].items():
+        assert torch.equal(grad, torch.zeros_like(grad)), name
+    evaluation = result["evaluation_log"]
+    assert evaluation["alignment_loss"] > 0 and len(evaluation["alignment_similarity"]) == 6
+    assert result["registered_during_evaluation"] == 0

@@ -26,29 +26,27 @@ def check_temperature(temperature: float) -> float:
     return float(temperature)
 
 
-def supervised_contrastive_loss(
+def anchor_terms(
     vectors: torch.Tensor,
     groups: torch.Tensor,
-    temperature: float = DEFAULT_TEMPERATURE,
-    valid: Optional[torch.Tensor] = None,
+    temperature: float,
+    valid: torch.Tensor,
+    rows: slice,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(loss, number of anchors) as 0-d tensors, for ``vectors [N, h]`` and ``groups [N]``.
-
-    ``valid [N]`` (bool) excludes rows entirely (padding of a gathered batch). Computed in fp32,
-    without data-dependent shapes (no host synchronisation on a GPU).
-    """
+    """(l_i, i is an anchor) for the rows ``rows`` of ``vectors [N, h]``, against all N forms;
+    l_i = 0 for non-anchors. Computed in fp32, without data-dependent shapes (no host
+    synchronisation on a GPU)."""
     check_temperature(temperature)
     n = vectors.shape[0]
-    if valid is None:
-        valid = torch.ones(n, dtype=torch.bool, device=vectors.device)
     normalized = F.normalize(vectors.float(), dim=-1)
-    same_group = groups.unsqueeze(0) == groups.unsqueeze(1)
-    not_self = ~torch.eye(n, dtype=torch.bool, device=vectors.device)
-    pair_valid = valid.unsqueeze(0) & valid.unsqueeze(1) & not_self
-    positives = same_group & pair_valid
+    row_index = torch.arange(n, device=vectors.device)[rows]
+    row_valid, row_groups = valid[rows], groups[rows]
+    not_self = row_index.unsqueeze(1) != torch.arange(n, device=vectors.device).unsqueeze(0)
+    pair_valid = row_valid.unsqueeze(1) & valid.unsqueeze(0) & not_self
+    positives = (row_groups.unsqueeze(1) == groups.unsqueeze(0)) & pair_valid
     num_positives = positives.sum(dim=1)
     anchors = num_positives > 0
-    logits = normalized @ normalized.T / temperature
+    logits = normalized[rows] @ normalized.T / temperature
     # An anchor row keeps at least one finite logit (its positive). Rows of non-anchors are
     # zeroed instead of masked: they do not contribute, and a row of -inf would turn into NaN
     # in the log-softmax's backward pass.
@@ -60,6 +58,25 @@ def supervised_contrastive_loss(
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     positive_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
     per_anchor = -positive_log_prob / num_positives.clamp(min=1)
+    return per_anchor * anchors, anchors
+
+
+def count_anchors(groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Number of valid forms whose group has another valid form (O(N log N), no N x N)."""
+    _, inverse, counts = torch.unique(groups[valid], return_inverse=True, return_counts=True)
+    return (counts[inverse] > 1).sum()
+
+
+def supervised_contrastive_loss(
+    vectors: torch.Tensor,
+    groups: torch.Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+    valid: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(loss, number of anchors) as 0-d tensors, for ``vectors [N, h]`` and ``groups [N]``.
+    ``valid [N]`` (bool) excludes rows entirely (padding of a gathered batch)."""
+    if valid is None:
+        valid = torch.ones(vectors.shape[0], dtype=torch.bool, device=vectors.device)
+    terms, anchors = anchor_terms(vectors, groups, temperature, valid, slice(None))
     num_anchors = anchors.sum()
-    loss = (per_anchor * anchors).sum() / num_anchors.clamp(min=1)
-    return loss, num_anchors
+    return terms.sum() / num_anchors.clamp(min=1), num_anchors

@@ -4,7 +4,7 @@ the paper's Figure 5, plus the per-state contrastive loss.
 
 Statistics are accumulated as sums and counts over the alignment microbatches of a step and
 reduced over pipeline stages (each stage knows only its own layers) by :meth:`reduce`; they are
-already global over data-parallel and tensor-parallel ranks, which all see the gathered batch.
+already summed over data-parallel ranks (step.py) and identical on tensor-parallel ranks.
 """
 
 import dataclasses
@@ -15,15 +15,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-def pair_similarity_sums(vectors: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def pair_similarity_sums(
+    vectors: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, rows: slice = slice(None)
+) -> torch.Tensor:
     """[4] fp64: (sum of cosines of aligned pairs, their count, same for random pairs), over
-    ordered pairs i != j of valid rows."""
+    ordered pairs (i, j), i != j, both valid, i in ``rows`` (sums over ranks' rows add up)."""
     normalized = F.normalize(vectors.detach().float(), dim=-1)
-    cosine = (normalized @ normalized.T).double()
+    cosine = (normalized[rows] @ normalized.T).double()
     n = vectors.shape[0]
-    pair_valid = valid.unsqueeze(0) & valid.unsqueeze(1)
-    pair_valid &= ~torch.eye(n, dtype=torch.bool, device=vectors.device)
-    same = groups.unsqueeze(0) == groups.unsqueeze(1)
+    row_index = torch.arange(n, device=vectors.device)[rows]
+    pair_valid = valid[rows].unsqueeze(1) & valid.unsqueeze(0)
+    pair_valid &= row_index.unsqueeze(1) != torch.arange(n, device=vectors.device).unsqueeze(0)
+    same = groups[rows].unsqueeze(1) == groups.unsqueeze(0)
     aligned, random = pair_valid & same, pair_valid & ~same
     return torch.stack(
         [(cosine * aligned).sum(), aligned.sum().double(), (cosine * random).sum(), random.sum().double()]

@@ -6,11 +6,13 @@
   per state, and exact since pooling is a sum.) The gradient w.r.t. a partial sum equals the
   gradient w.r.t. the full sum, so the backward pass needs no collective.
 * Data parallelism: the contrastive loss takes its negatives from the global batch, so the
-  per-form sums of all DP ranks are all-gathered. Every DP rank then computes the loss of the
-  whole global batch and keeps the gradient of its own forms.
+  per-form sums of all DP ranks are all-gathered. Each DP rank computes the loss terms of its
+  own anchors only (against all forms: O(n N h) rather than O(N^2 h) per rank), then the
+  gradients w.r.t. all forms are summed over the DP group and each rank keeps its own rows
+  (one reduce-scatter), and the small statistics are all-reduced.
 """
 
-from typing import Tuple
+import dataclasses
 
 import torch
 import torch.distributed as dist
@@ -26,19 +28,28 @@ def complete_partial_sums(partial: torch.Tensor) -> torch.Tensor:
     return partial
 
 
-def gather_over_data_parallel(
-    sums: torch.Tensor, groups: torch.Tensor, lengths: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, slice]:
-    """All-gather ``sums [k, n, h]``, ``groups [n]`` and ``lengths [n]`` over the DP group.
+@dataclasses.dataclass
+class GlobalBatch:
+    """The per-form sums of the whole data-parallel batch, blocks of ``block`` rows per rank
+    (padded; ``valid`` marks real forms)."""
 
-    Ranks may hold different numbers of forms: blocks are padded to the largest. Returns
-    (sums [k, N, h], groups [N], lengths [N], valid [N] bool, this rank's rows in N)."""
+    sums: torch.Tensor  # [k, N, h]
+    groups: torch.Tensor  # [N]
+    lengths: torch.Tensor  # [N]
+    valid: torch.Tensor  # [N] bool
+    mine: slice  # this rank's rows
+    block: int
+
+
+def gather_over_data_parallel(sums: torch.Tensor, groups: torch.Tensor, lengths: torch.Tensor) -> GlobalBatch:
+    """All-gather ``sums [k, n, h]``, ``groups [n]`` and ``lengths [n]`` over the DP group.
+    Ranks may hold different numbers of forms: blocks are padded to the largest."""
     group = parallel_state.get_data_parallel_group()
     size = dist.get_world_size(group)
     n = sums.shape[1]
     if size == 1:
         valid = torch.ones(n, dtype=torch.bool, device=sums.device)
-        return sums, groups, lengths, valid, slice(0, n)
+        return GlobalBatch(sums, groups, lengths, valid, slice(0, n), n)
     counts = [torch.zeros(1, dtype=torch.int64, device=sums.device) for _ in range(size)]
     dist.all_gather(counts, torch.tensor([n], dtype=torch.int64, device=sums.device), group=group)
     counts = [int(c) for c in counts]
@@ -59,10 +70,29 @@ def gather_over_data_parallel(
     valid = torch.cat([torch.arange(largest, device=sums.device) < c for c in counts])
     rank = dist.get_rank(group)
     all_metadata = torch.cat(gathered_metadata, dim=1)
-    return (
-        torch.cat(gathered_sums, dim=1),
-        all_metadata[0],
-        all_metadata[1],
-        valid,
-        slice(rank * largest, rank * largest + n),
+    return GlobalBatch(
+        torch.cat(gathered_sums, dim=1), all_metadata[0], all_metadata[1], valid,
+        slice(rank * largest, rank * largest + n), largest,
     )
+
+
+def sum_gradients_over_data_parallel(gradient: torch.Tensor, batch: GlobalBatch) -> torch.Tensor:
+    """[k, N, h] gradients of this rank's loss terms w.r.t. every form -> [k, n, h] gradients of
+    the global loss w.r.t. this rank's forms (summed over the DP group, reduce-scattered)."""
+    group = parallel_state.get_data_parallel_group()
+    size = dist.get_world_size(group)
+    if size == 1:
+        return gradient[:, batch.mine]
+    by_rank = gradient.transpose(0, 1).contiguous()  # [N, k, h]: rank blocks along dim 0
+    mine = torch.empty_like(by_rank[: batch.block])
+    dist.reduce_scatter_tensor(mine, by_rank, group=group)
+    n = batch.mine.stop - batch.mine.start
+    return mine[:n].transpose(0, 1)
+
+
+def sum_over_data_parallel(values: torch.Tensor) -> torch.Tensor:
+    group = parallel_state.get_data_parallel_group()
+    if dist.get_world_size(group) > 1:
+        values = values.clone()
+        dist.all_reduce(values, group=group)
+    return values

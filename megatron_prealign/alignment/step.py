@@ -47,9 +47,19 @@ from megatron.core.utils import unwrap_model
 
 from megatron_prealign.alignment import capture
 from megatron_prealign.alignment.batch import AlignmentBatch, block_diagonal_causal_mask
-from megatron_prealign.alignment.contrastive import DEFAULT_TEMPERATURE, check_temperature, supervised_contrastive_loss
+from megatron_prealign.alignment.contrastive import (
+    DEFAULT_TEMPERATURE,
+    anchor_terms,
+    check_temperature,
+    count_anchors,
+)
 from megatron_prealign.alignment.metrics import AlignmentStatistics, pair_similarity_sums
-from megatron_prealign.alignment.parallel import complete_partial_sums, gather_over_data_parallel
+from megatron_prealign.alignment.parallel import (
+    complete_partial_sums,
+    gather_over_data_parallel,
+    sum_gradients_over_data_parallel,
+    sum_over_data_parallel,
+)
 
 ALIGNMENT_MARKER = "alignment_microbatches"
 
@@ -98,16 +108,23 @@ class AlignmentPass:
         for gpt_model in self.gpt_models:
             self.handles += capture.install_hooks(gpt_model)
         self._statistics = AlignmentStatistics(self.num_states)
-        self._microbatch_factor: Optional[float] = None
+        self._step = None  # (alignment microbatches, LM loss tokens) of the running step
 
     # -- step lifecycle -------------------------------------------------------------------
 
     def begin_step(self, num_alignment_microbatches: int, total_lm_tokens: Optional[int] = None):
         """Declare the step's alignment microbatches (per DP rank) and, with
-        ``calculate_per_token_loss``, the step's LM loss tokens over all DP ranks."""
+        ``calculate_per_token_loss``, the step's LM loss tokens over all DP ranks (not needed for
+        evaluation without gradients)."""
         if num_alignment_microbatches < 1:
             raise ValueError("num_alignment_microbatches must be >= 1")
-        config = self.gpt_models[0].config
+        capture.release_all()
+        self._statistics = AlignmentStatistics(self.num_states)
+        self._step = (int(num_alignment_microbatches), total_lm_tokens)
+
+    def _gradient_factor(self, config) -> float:
+        """What the gradient of one microbatch's alignment loss is multiplied by (see above)."""
+        num_alignment_microbatches, total_lm_tokens = self._step
         factor = self.loss_weight / num_alignment_microbatches / self._ddp_scale
         if config.calculate_per_token_loss:
             if total_lm_tokens is None:
@@ -116,14 +133,12 @@ class AlignmentPass:
                     "tokens of the step over all data-parallel ranks)"
                 )
             factor *= max(int(total_lm_tokens), 1)
-        capture.release_all()
-        self._statistics = AlignmentStatistics(self.num_states)
-        self._microbatch_factor = factor
+        return factor
 
     def end_step(self) -> AlignmentStatistics:
         """Statistics of the step, complete on every rank (reduced over pipeline stages)."""
         capture.release_all()
-        self._microbatch_factor = None
+        self._step = None
         return self._statistics.reduce(parallel_state.get_pipeline_model_parallel_group())
 
     def remove(self):
@@ -137,7 +152,7 @@ class AlignmentPass:
     def forward_step(self, batch, model):
         """Run one alignment microbatch through this stage's model chunk; returns what a
         megatron ``forward_step_func`` returns: (output tensor, loss function)."""
-        if self._microbatch_factor is None:
+        if self._step is None:
             raise RuntimeError("call AlignmentPass.begin_step before the forward/backward pass")
         gpt_model = unwrap_model(model)
         config = gpt_model.config
@@ -183,25 +198,35 @@ class AlignmentPass:
         partial = torch.tensor([slot.partial_over_tp for slot in slots])
         if partial.any():
             sums[partial] = complete_partial_sums(sums[partial])
-        sums, groups, lengths, valid, mine = gather_over_data_parallel(
-            sums, batch.form_group, batch.form_lengths()
-        )
-        leaf = sums.detach().requires_grad_(needs_backward)
+        global_batch = gather_over_data_parallel(sums, batch.form_group, batch.form_lengths())
+        groups, valid, mine = global_batch.groups, global_batch.valid, global_batch.mine
+        num_anchors = count_anchors(groups, valid)
+        leaf = global_batch.sums.detach().requires_grad_(needs_backward)
+        local_statistics = []  # per state: this rank's share of (loss, anchors, pair sums)
         with torch.enable_grad() if needs_backward else torch.no_grad():
-            means = leaf / lengths.clamp(min=1).to(leaf.dtype)[None, :, None]
+            lengths = global_batch.lengths.clamp(min=1).to(leaf.dtype)
+            means = leaf / lengths[None, :, None]
             total = leaf.new_zeros(())
-            for index, state in enumerate(states):
-                loss, anchors = supervised_contrastive_loss(means[index], groups, self.temperature, valid)
-                total = total + loss
-                self._statistics.add(state, loss, anchors, pair_similarity_sums(means[index], groups, valid))
+            for index in range(len(states)):
+                terms, anchors = anchor_terms(means[index], groups, self.temperature, valid, mine)
+                loss_share = terms.sum() / num_anchors.clamp(min=1)
+                total = total + loss_share
+                local_statistics.append(torch.cat([
+                    torch.stack([loss_share.detach().double(), anchors.sum().double()]),
+                    pair_similarity_sums(means[index], groups, valid, mine),
+                ]))
+        totals = sum_over_data_parallel(torch.stack(local_statistics))
+        for index, state in enumerate(states):
+            self._statistics.add(state, totals[index, 0], totals[index, 1], totals[index, 2:])
         if not needs_backward:
             return
         (gradient,) = torch.autograd.grad(total, leaf)
-        scale = self._microbatch_factor
+        gradient = sum_gradients_over_data_parallel(gradient, global_batch)
+        scale = self._gradient_factor(config)
         if config.grad_scale_func is not None:
             scale = config.grad_scale_func(torch.ones((), device=gradient.device)) * scale
         for index, slot in enumerate(slots):
-            slot.gradient = gradient[index, mine] * scale
+            slot.gradient = gradient[index] * scale
 
 
 def _ddp_gradient_scale(model_chunk) -> float:
