@@ -15,6 +15,7 @@ def _megatron_run(family):
     variants = [
         {"name": "fp32"},
         {"name": "fp32-recompute", "recompute": "full"},
+        {"name": "fp32-selective-recompute", "recompute": "selective"},
         {"name": "bf16", "bf16": True},
     ]
     results = case.run_layout(1, 1, variants, family, with_lm=False)
@@ -48,7 +49,7 @@ def test_matches_plain_pytorch_reference(family):
     result = run_distributed(_megatron_run, 1, family)[0]
     loss, grads = _reference(result["weights"], family)
     assert loss > 0
-    for variant in ("fp32", "fp32-recompute"):
+    for variant in ("fp32", "fp32-recompute", "fp32-selective-recompute"):
         got = result[variant]
         assert got["alignment_loss"] == pytest.approx(loss, rel=1e-5), variant
         assert set(got["grads"]) == set(grads)
