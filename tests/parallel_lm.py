@@ -63,7 +63,7 @@ def make_model_and_optimizer(args, use_distributed_optimizer=False, lr=1e-2):
     config.no_sync_func = chunks[0].no_sync
     optimizer = get_megatron_optimizer(
         OptimizerConfig(
-            optimizer="adam", lr=lr, weight_decay=0.0, bf16=args.bf16, clip_grad=0.0,
+            optimizer="adam", lr=lr, min_lr=lr / 10, weight_decay=0.0, bf16=args.bf16, clip_grad=0.0,
             use_distributed_optimizer=use_distributed_optimizer,
         ),
         chunks,

@@ -1,43 +1,48 @@
 """Codeswitching one document: replace English table words by translations, build the loss mask.
 
-Rules (documented for users in docs/data.md):
+Word boundaries come from the tokenizer. The document is tokenized once, as without
+codeswitching; table words are then found *in the token ids*:
 
-* Words are found with :data:`megatron_prealign.data.words.WORD_PATTERN`; the *word position* is
-  the index of the word among all words of the document.
-* A word is **eligible** when it is a table word (matched in its lower-case, Capitalised or
-  UPPER-CASE spelling), has at least one translation in the requested languages, and starts a
-  tokenizer word: it is at the start of the document or preceded by whitespace (exactly where
-  SentencePiece puts "▁" and byte-level BPE puts "Ġ"). "(bank" or "x-bank" are not switched.
+* Every table word is registered by the token ids of its running-text form (" bank" ->
+  ``▁bank`` / ``Ġbank``, :meth:`TextEncoder.form_ids`) in three spellings: lower-case,
+  Capitalised and UPPER-CASE. Where the form without the leading space tokenizes differently
+  (byte-level BPE: ``bank`` vs ``Ġbank``) that form is registered too; it counts only at the
+  start of the document or after a token ending in whitespace (a newline).
+* A match is **eligible** when the token after it does not continue the word (it starts with a
+  space, punctuation, or is the end). So "(bank" (``(`` + ``bank``), "x-bank" and "bank-x"
+  ("-" continues a word), "banking" are never switched; "bank," and "bank's" are.
 * Each eligible word switches with probability ``ratio``; the translation is chosen uniformly
   among the requested languages the word has, then uniformly among that language's forms. Both
-  draws are a hash of ``(seed, document index, key index, word position)`` (splitmix64), so the
-  output does not depend on how documents are spread over worker processes.
+  draws are a hash (splitmix64) of ``(seed, document index, key index, word position)`` where
+  the word position is the index of the word's first token, so the output does not depend on
+  how documents are spread over worker processes.
 * A Capitalised word gets a translation with an upper-case first letter, an UPPER-CASE word an
   upper-cased translation (a no-op for scripts without case).
-* The switched text is tokenized as a whole, so a translation is tokenized exactly as it appears
-  in running text. Tokens overlapping a translation or the single space before it (which the
-  tokenizer folds into the word-start token) are the *switched tokens*: loss mask 0 in
-  ``input-only`` mode, 1 in ``original`` mode. ``none`` switches nothing.
-* A table language whose forms are token ids (``token_ids`` in the table, e.g. En-Clone) does not
-  change the text: the tokens of the switched word are replaced by the table's ids.
+* The word's tokens are replaced by the translation's running-text tokens (with or without the
+  leading space, like the word they replace). Because SentencePiece and byte-level BPE never
+  merge tokens across whitespace or between letters and punctuation, this equals tokenizing the
+  switched text (tests check it). These are the *switched tokens*: loss mask 0 in ``input-only``
+  mode, 1 in ``original`` mode. ``none`` switches nothing.
+* A table language whose forms are token ids (``token_ids`` in the table, e.g. En-Clone) uses
+  the table's ids as the replacement.
+
+Finding words in token ids is vectorised with numpy (forms of up to a few tokens are packed into
+one int64 key), which keeps codeswitching within a few percent of plain tokenization.
 """
 
 from __future__ import annotations
 
-import bisect
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from megatron_prealign.data.alignment_table import TableEntry
 from megatron_prealign.data.text_encoder import TextEncoder
-from megatron_prealign.data.words import WORD_PATTERN, normalize_word
+from megatron_prealign.data.words import normalize_word
 
 CODESWITCH_MODES = ("input-only", "original", "none")
 
-_SPLIT_RE = re.compile(f"({WORD_PATTERN})")
 _MASK64 = (1 << 64) - 1
 
 
@@ -56,23 +61,32 @@ def _splitmix64_array(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def word_uniforms(
-    seed: int, doc_index: int, key_index: int, positions: Sequence[int]
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Two independent U[0,1) draws per word position; a pure function of its arguments."""
-    base = _splitmix64_int(_splitmix64_int(_splitmix64_int(seed & _MASK64) ^ doc_index) ^ key_index)
-    pos = np.asarray(positions, dtype=np.uint64) * np.uint64(2)
-    draws = _splitmix64_array(np.uint64(base) ^ np.stack([pos, pos + np.uint64(1)]))
-    # Top 53 bits -> float64 in [0, 1).
-    uniforms = (draws >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-    return uniforms[0], uniforms[1]
+def _doc_key(seed: int, doc_index: int, key_index: int) -> int:
+    return _splitmix64_int(_splitmix64_int(_splitmix64_int(seed & _MASK64) ^ doc_index) ^ key_index)
+
+
+def _to_unit(draws: np.ndarray) -> np.ndarray:
+    """uint64 -> float64 in [0, 1) from the top 53 bits."""
+    return (draws >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def word_uniforms(seed: int, doc_index: int, key_index: int, positions) -> np.ndarray:
+    """The switch draw U[0,1) of each word position; a pure function of its arguments."""
+    base = np.uint64(_doc_key(seed, doc_index, key_index))
+    return _to_unit(_splitmix64_array(base ^ (np.asarray(positions, dtype=np.uint64) << np.uint64(1))))
+
+
+def choice_uniform(seed: int, doc_index: int, key_index: int, position: int) -> float:
+    """The translation draw U[0,1) of a word position (independent of the switch draw)."""
+    x = _splitmix64_int(_doc_key(seed, doc_index, key_index) ^ ((position << 1) | 1))
+    return (x >> 11) * (1.0 / 9007199254740992.0)
 
 
 @dataclass
 class SwitchStats:
     """Counts for one document (summed by the tools for their summaries)."""
 
-    words: int = 0
+    words: int = 0  # word-start tokens (a cheap proxy for the number of words)
     eligible: int = 0
     switched: int = 0
     masked_tokens: int = 0
@@ -92,12 +106,71 @@ class _Choices:
     ids: List[Optional[List[List[int]]]]  # per language: token-id forms, or None for strings
 
 
+@dataclass
+class _Match:
+    choices: _Choices
+    casing: str  # "lower" | "title" | "upper"
+    spaced: bool  # the running-text form with its leading space
+    cache: Dict[Tuple[int, int], np.ndarray] = field(default_factory=dict)  # replacement ids
+
+
 def _apply_case(form: str, casing: str) -> str:
     if casing == "upper":
         return form.upper()
     if casing == "title":
         return form[:1].upper() + form[1:]
     return form
+
+
+class _FormIndex:
+    """Token-id forms of one length L, packed into int64 keys for vectorised lookup."""
+
+    def __init__(self, length: int, vocab: int) -> None:
+        self.length = length
+        self.exact = vocab**length < 2**63  # else keys are hashes and hits are re-checked
+        self.vocab = vocab
+        self.by_key: Dict[int, Tuple[Tuple[int, ...], _Match]] = {}
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.spaced = np.zeros(0, dtype=bool)
+        self.matches: List[Tuple[Tuple[int, ...], _Match]] = []
+
+    def keys_at(self, ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Keys of the windows ``ids[s : s + L]`` for each start s."""
+        if self.exact:
+            k = ids[starts]
+            for j in range(1, self.length):
+                k = k * self.vocab + ids[starts + j]
+            return k
+        k = np.zeros(len(starts), dtype=np.uint64)
+        for j in range(self.length):  # FNV-style mixing, wrapping in uint64
+            k = (k ^ ids[starts + j].astype(np.uint64)) * np.uint64(0x100000001B3)
+        return k.view(np.int64)
+
+    def add(self, ids: Tuple[int, ...], match: _Match) -> None:
+        key = int(self.keys_at(np.asarray(ids, dtype=np.int64), np.zeros(1, dtype=np.int64))[0])
+        self.by_key[key] = (ids, match)
+
+    def freeze(self) -> None:
+        order = sorted(self.by_key)
+        self.keys = np.array(order, dtype=np.int64)
+        self.matches = [self.by_key[k] for k in order]
+        self.spaced = np.array([m.spaced for _, m in self.matches], dtype=bool)
+        self.first = np.zeros(self.vocab, dtype=bool)  # first tokens of this length's forms
+        self.first[[form[0] for form, _ in self.matches]] = True
+        if self.length == 1:  # direct table: token id -> slot (-1: not a form)
+            self.dense = np.full(self.vocab, -1, dtype=np.int64)
+            self.dense[[form[0] for form, _ in self.matches]] = np.arange(len(self.matches))
+
+    def lookup(self, ids: np.ndarray, starts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(starts whose window is a registered form, index of that form in ``matches``)."""
+        if self.length == 1:
+            slot = self.dense[ids[starts]]
+            hit = slot >= 0
+            return starts[hit], slot[hit]
+        keys = self.keys_at(ids, starts)
+        slot = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        hit = self.keys[slot] == keys
+        return starts[hit], slot[hit]
 
 
 class Codeswitcher:
@@ -120,8 +193,12 @@ class Codeswitcher:
         self.mode = mode
         self.seed = seed
         self.encoder = encoder
-        self._lookup: Dict[str, Tuple[_Choices, str]] = {}
-        needs_offsets = mode == "input-only"
+        self._index: Dict[int, _FormIndex] = {}
+        self._replacement_cache: Dict[Tuple[str, bool], np.ndarray] = {}
+        if mode == "none":
+            return
+        self._starts_word, self._continues, self._ends_space = encoder.token_classes()
+        vocab = len(self._starts_word)
         for entry in entries:
             forms, ids = [], []
             for lang in languages:
@@ -129,99 +206,182 @@ class Codeswitcher:
                 if lang_forms:
                     forms.append(lang_forms)
                     ids.append(entry.token_ids.get(lang))
-                    needs_offsets |= lang in entry.token_ids
             if not forms:
                 continue
             choices = _Choices(forms, ids)
             word = normalize_word(entry.word)
-            # Insert UPPER first so that for one-letter words the Capitalised reading wins.
-            for variant, casing in ((word.upper(), "upper"), (word[:1].upper() + word[1:], "title"), (word, "lower")):
-                self._lookup[variant] = (choices, casing)
-        if mode != "none" and needs_offsets and not encoder.supports_offsets:
-            encoder.encode_with_offsets("")  # raises the explanatory NotImplementedError
+            # UPPER first, so that for one-letter words the Capitalised reading wins.
+            for variant, casing in (
+                (word.upper(), "upper"),
+                (word[:1].upper() + word[1:], "title"),
+                (word, "lower"),
+            ):
+                spaced = tuple(encoder.form_ids(variant))
+                plain = tuple(int(i) for i in encoder.encode(variant))
+                self._register(spaced, _Match(choices, casing, True), vocab)
+                if plain and plain != spaced:
+                    self._register(plain, _Match(choices, casing, False), vocab)
+        self._multi_first = None
+        for length, index in self._index.items():
+            index.freeze()
+            if length > 1:
+                if self._multi_first is None:
+                    self._multi_first = np.zeros(vocab, dtype=bool)
+                self._multi_first |= index.first
 
-    @property
-    def eligible_vocabulary(self) -> int:
-        """Number of spellings (3 per table word with a translation) that can switch."""
-        return len(self._lookup)
+    def _register(self, ids: Tuple[int, ...], match: _Match, vocab: int) -> None:
+        if not ids:
+            return
+        index = self._index.get(len(ids))
+        if index is None:
+            index = self._index[len(ids)] = _FormIndex(len(ids), vocab)
+        index.add(ids, match)
+
+    def find_words(
+        self, ids: np.ndarray, doc_start: Optional[np.ndarray] = None, doc_end: Optional[np.ndarray] = None
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Eligible table words in ``ids`` as arrays (start, length, slot), sorted by start and
+        non-overlapping; ``match(length, slot)`` gives the word's translations.
+
+        ``ids`` may be several documents back to back: ``doc_start`` / ``doc_end`` give, per
+        token, the bounds of its document (words never cross them). Working on many documents
+        at once keeps the number of numpy calls per document small.
+        """
+        n = len(ids)
+        if doc_start is None:
+            doc_start = np.zeros(n, dtype=np.int64)
+            doc_end = np.full(n, n, dtype=np.int64)
+        best_len = np.zeros(n, dtype=np.int64)
+        best_slot = np.zeros(n, dtype=np.int64)
+        multi_starts = np.flatnonzero(self._multi_first[ids]) if self._multi_first is not None else None
+        for length in sorted(self._index):  # longer forms override shorter ones at a start
+            index = self._index[length]
+            if length == 1:
+                starts = np.flatnonzero(index.first[ids])
+            else:  # one pass over all tokens for every multi-token length together
+                starts = multi_starts[index.first[ids[multi_starts]]]
+                starts = starts[starts <= n - length]
+            starts = starts[starts + length <= doc_end[starts]]
+            if not starts.size:
+                continue
+            starts, slot = index.lookup(ids, starts)
+            after = starts + length
+            ok = after >= doc_end[starts]
+            ok[~ok] = ~self._continues[ids[after[~ok]]]
+            # Forms without the leading space only at the start or after whitespace.
+            plain = ~index.spaced[slot]
+            if plain.any():
+                prev_ok = np.ones(len(starts), dtype=bool)
+                inner = plain & (starts > doc_start[starts])
+                prev_ok[inner] = self._ends_space[ids[starts[inner] - 1]]
+                ok &= prev_ok
+            best_len[starts[ok]] = length
+            best_slot[starts[ok]] = slot[ok]
+        starts = np.flatnonzero(best_len)
+        lengths, slots = best_len[starts], best_slot[starts]
+        suspicious = np.zeros(len(starts), dtype=bool)
+        suspicious[1:] = starts[1:] < starts[:-1] + lengths[:-1]  # overlaps (not for single words)
+        for length, index in self._index.items():
+            if not index.exact:  # long forms are keyed by a hash: confirm those hits
+                suspicious |= lengths == length
+        if suspicious.any():
+            keep, end = [], 0
+            for i, (p, length, slot) in enumerate(zip(starts.tolist(), lengths.tolist(), slots.tolist())):
+                form = self._index[length].matches[slot][0]
+                if p >= end and tuple(ids[p : p + length].tolist()) == form:
+                    keep.append(i)
+                    end = p + length
+            starts, lengths, slots = starts[keep], lengths[keep], slots[keep]
+        return starts, lengths, slots
+
+    def match(self, length: int, slot: int) -> _Match:
+        return self._index[length].matches[slot][1]
+
+    def _replacement(self, form: str, spaced: bool) -> np.ndarray:
+        key = (form, spaced)
+        ids = self._replacement_cache.get(key)
+        if ids is None:
+            ids = np.asarray(
+                self.encoder.form_ids(form) if spaced else self.encoder.encode(form), dtype=np.int64
+            )
+            self._replacement_cache[key] = ids
+        return ids
 
     def process(
         self, text: str, doc_index: int, key_index: int = 0
-    ) -> Tuple[List[int], Optional[np.ndarray], SwitchStats]:
-        """Token ids, loss mask (uint8; None means all ones) and counts for one document."""
-        stats = SwitchStats()
-        if self.mode == "none" or self.ratio == 0.0:
-            return self.encoder.encode(text), None, stats
-        parts = _SPLIT_RE.split(text)  # [sep0, word0, sep1, word1, ..., sepN]
-        words = parts[1::2]
-        stats.words = len(words)
-        lookup = self._lookup
-        eligible = [
-            i
-            for i, w in enumerate(words)
-            if w in lookup and (parts[2 * i][-1:].isspace() or (i == 0 and not parts[0]))
-        ]
-        stats.eligible = len(eligible)
-        if not eligible:
-            return self.encoder.encode(text), None, stats
-        u, v = word_uniforms(self.seed, doc_index, key_index, eligible)
-        switched = np.flatnonzero(u < self.ratio)
-        if switched.size == 0:
-            return self.encoder.encode(text), None, stats
-        stats.switched = int(switched.size)
+    ) -> Tuple[np.ndarray, Optional[np.ndarray], SwitchStats]:
+        """Token ids (int64), loss mask (uint8; None = all ones) and counts for one document."""
+        return self.process_many([text], [doc_index], key_index)[0]
 
-        text_switches: List[int] = []  # part indices whose text was replaced
-        id_switches: List[Tuple[int, List[int]]] = []  # (part index, replacement ids)
-        for k in switched.tolist():
-            i = eligible[k]
-            choices, casing = lookup[words[i]]
-            scaled = float(v[k]) * len(choices.forms)
-            lang_idx = min(int(scaled), len(choices.forms) - 1)
-            forms = choices.forms[lang_idx]
-            form_idx = min(int((scaled - lang_idx) * len(forms)), len(forms) - 1)
+    def process_many(
+        self, texts: Sequence[str], doc_indices: Sequence[int], key_index: int = 0
+    ) -> List[Tuple[np.ndarray, Optional[np.ndarray], SwitchStats]]:
+        """:meth:`process` for several documents; identical results, fewer numpy calls."""
+        encoded = [self.encoder.encode_array(text) for text in texts]
+        if self.mode == "none" or self.ratio == 0.0:
+            return [(ids, None, SwitchStats()) for ids in encoded]
+        lens = np.array([len(ids) for ids in encoded], dtype=np.int64)
+        ends = np.cumsum(lens)
+        begins = ends - lens
+        doc_of = np.repeat(np.arange(len(texts)), lens)
+        all_ids = np.concatenate(encoded) if len(encoded) else np.zeros(0, dtype=np.int64)
+        starts, lengths, slots = self.find_words(all_ids, begins[doc_of], ends[doc_of])
+        word_doc = doc_of[starts]
+        keys = np.array(
+            [_doc_key(self.seed, d, key_index) for d in doc_indices], dtype=np.uint64
+        )
+        rel = (starts - begins[word_doc]).astype(np.uint64)
+        draws = _splitmix64_array(keys[word_doc] ^ (rel << np.uint64(1)))
+        switched = _to_unit(draws) < self.ratio
+        n_words = np.bincount(doc_of[self._starts_word[all_ids]], minlength=len(texts))
+        n_eligible = np.bincount(word_doc, minlength=len(texts))
+        n_switched = np.bincount(word_doc[switched], minlength=len(texts))
+        sw = np.flatnonzero(switched)
+        sw_doc = word_doc[sw]
+        # The translation draw: the odd counter of the same position (see choice_uniform).
+        choice = _to_unit(_splitmix64_array(keys[sw_doc] ^ ((rel[sw] << np.uint64(1)) | np.uint64(1))))
+        sw_starts, sw_lens = starts[sw], lengths[sw]
+        reps = [
+            self._pick(length, slot, u)
+            for length, slot, u in zip(sw_lens.tolist(), slots[sw].tolist(), choice.tolist())
+        ]
+        rep_lens = np.fromiter(map(len, reps), dtype=np.int64, count=len(reps))
+        # Delete the switched words' tokens and insert the replacements, all documents at once.
+        before = np.cumsum(sw_lens) - sw_lens
+        word_tokens = np.repeat(sw_starts, sw_lens) + (np.arange(sw_lens.sum()) - np.repeat(before, sw_lens))
+        keep = np.ones(len(all_ids), dtype=bool)
+        keep[word_tokens] = False
+        insert_at = np.repeat(sw_starts - before, rep_lens)
+        new_all = np.insert(all_ids[keep], insert_at, np.concatenate(reps) if reps else [])
+        masked = self.mode == "input-only"
+        mask_all = np.insert(np.ones(int(keep.sum()), dtype=np.uint8), insert_at, 0 if masked else 1)
+        rep_per_doc = np.bincount(sw_doc, weights=rep_lens, minlength=len(texts)).astype(np.int64)
+        new_lens = lens - np.bincount(sw_doc, weights=sw_lens, minlength=len(texts)).astype(np.int64) + rep_per_doc
+        cuts = np.cumsum(new_lens)[:-1]
+        results = []
+        for d, (ids, m) in enumerate(zip(np.split(new_all, cuts), np.split(mask_all, cuts))):
+            stats = SwitchStats(
+                int(n_words[d]), int(n_eligible[d]), int(n_switched[d]),
+                int(rep_per_doc[d]) if masked else 0,
+            )
+            results.append((ids, m if masked and n_switched[d] else None, stats))
+        return results
+
+    def _pick(self, length: int, slot: int, u: float) -> np.ndarray:
+        """Replacement ids of a switched word from its translation draw ``u`` in [0, 1)."""
+        match = self._index[length].matches[slot][1]
+        choices = match.choices
+        scaled = u * len(choices.forms)
+        lang_idx = min(int(scaled), len(choices.forms) - 1)
+        forms = choices.forms[lang_idx]
+        form_idx = min(int((scaled - lang_idx) * len(forms)), len(forms) - 1)
+        key = (lang_idx, form_idx)
+        ids = match.cache.get(key)
+        if ids is None:
             id_forms = choices.ids[lang_idx]
             if id_forms is not None:
-                id_switches.append((2 * i + 1, id_forms[form_idx]))
+                ids = np.asarray(id_forms[form_idx], dtype=np.int64)
             else:
-                parts[2 * i + 1] = _apply_case(forms[form_idx], casing)
-                text_switches.append(2 * i + 1)
-
-        new_text = "".join(parts) if text_switches else text
-        if self.mode == "original" and not id_switches:
-            return self.encoder.encode(new_text), None, stats
-
-        ids, offsets = self.encoder.encode_with_offsets(new_text)
-        part_starts = np.cumsum([0] + [len(p) for p in parts])
-        spans = []  # (char start incl. preceding space, char end, replacement ids or None)
-        replacements = dict(id_switches)
-        for part in sorted(text_switches + list(replacements)):
-            start, end = int(part_starts[part]), int(part_starts[part + 1])
-            # The space before a word belongs to its word-start token ("▁Ufer", "ĠUfer", or a
-            # lone "▁" before byte pieces); a newline or tab is a token of its own in byte-level
-            # BPE and stays a target.
-            if start > 0 and new_text[start - 1] == " ":
-                start -= 1
-            spans.append((start, end, replacements.get(part)))
-        return self._splice_and_mask(ids, offsets, spans, stats)
-
-    def _splice_and_mask(self, ids, offsets, spans, stats):
-        out_ids: List[int] = []
-        out_mask: List[np.ndarray] = []
-        cursor = 0
-        covered_end = lambda t: max(t[1], t[0] + 1)  # noqa: E731  empty byte pieces cover 1 char
-        for start, end, replacement in spans:
-            first = bisect.bisect_right(offsets, start, lo=cursor, key=covered_end)
-            last = first
-            while last < len(offsets) and offsets[last][0] < end:
-                last += 1
-            out_ids.extend(ids[cursor:first])
-            out_mask.append(np.ones(first - cursor, dtype=np.uint8))
-            word_ids = ids[first:last] if replacement is None else list(replacement)
-            out_ids.extend(word_ids)
-            masked = self.mode == "input-only"
-            out_mask.append(np.full(len(word_ids), 0 if masked else 1, dtype=np.uint8))
-            stats.masked_tokens += len(word_ids) if masked else 0
-            cursor = last
-        out_ids.extend(ids[cursor:])
-        out_mask.append(np.ones(len(ids) - cursor, dtype=np.uint8))
-        return out_ids, np.concatenate(out_mask), stats
+                ids = self._replacement(_apply_case(forms[form_idx], match.casing), match.spaced)
+            match.cache[key] = ids
+        return ids

@@ -98,28 +98,29 @@ def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> List[tuple]:
     settings: PreprocessSettings = _WORKER["settings"]
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
-    results = []
-    for doc_index, path, line_no, raw in chunk:
+    parsed = []  # (position in chunk, doc index, texts) of the good lines
+    results: List[Optional[tuple]] = [None] * len(chunk)
+    for i, (doc_index, path, line_no, raw) in enumerate(chunk):
         try:
-            texts = parse_document(raw, settings.json_keys, path, line_no)
+            parsed.append((i, doc_index, parse_document(raw, settings.json_keys, path, line_no)))
         except BadInputError as err:
-            results.append(("bad", err.path, err.line, err.message, len(raw)))
-            continue
-        per_key = []
-        stats = SwitchStats()
-        for key_index, key in enumerate(settings.json_keys):
-            if switcher is not None:
-                ids, mask, doc_stats = switcher.process(texts[key], doc_index, key_index)
-                stats.add(doc_stats)
-            else:
-                ids, mask = encoder.encode(texts[key]), None
-            ids = np.asarray(ids, dtype=np.int64)
+            results[i] = ("bad", err.path, err.line, err.message, len(raw))
+    per_doc = {i: ([], SwitchStats()) for i, _, _ in parsed}
+    for key_index, key in enumerate(settings.json_keys):
+        texts = [texts[key] for _, _, texts in parsed]
+        if switcher is not None:  # all documents of the chunk at once (vectorised matching)
+            outputs = switcher.process_many(texts, [d for _, d, _ in parsed], key_index)
+        else:
+            outputs = [(encoder.encode_array(text), None, SwitchStats()) for text in texts]
+        for (i, _, _), (ids, mask, stats) in zip(parsed, outputs):
             if settings.append_eod:
                 ids = np.append(ids, encoder.eod)
                 if mask is not None:
                     mask = np.append(mask, np.uint8(1))  # EOD stays a prediction target
-            per_key.append((ids, mask))
-        results.append(("ok", per_key, stats, len(raw)))
+            per_doc[i][0].append((ids, mask))
+            per_doc[i][1].add(stats)
+    for i, (per_key, stats) in per_doc.items():
+        results[i] = ("ok", per_key, stats, len(chunk[i][3]))
     return results
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
+
 Offsets = List[Tuple[int, int]]
 
 _PROBE = "The bank, by the river-side 12 km.\n  Ufer, 银行 und naïve Straße!"
@@ -35,6 +37,7 @@ class TextEncoder:
         self.eod: Optional[int] = _safe_eod(tokenizer)
         self._sp = None
         self._hf = None
+        self._classes = None
         library = getattr(tokenizer, "_tokenizer", None)  # megatron-core's library object
         processor = getattr(library, "tokenizer", None)
         if processor is not None and hasattr(processor, "encode_as_ids"):
@@ -61,6 +64,53 @@ class TextEncoder:
         if self._hf is not None:
             return self._hf.encode(text, add_special_tokens=False).ids
         return list(self.tokenizer.tokenize(text))
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """:meth:`encode` as an int64 array (SentencePiece writes it without a Python list)."""
+        if self._sp is not None:
+            return self._sp.encode(text, out_type="numpy").astype(np.int64)
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def token_classes(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per token id (bool arrays over the vocabulary, computed once):
+
+        * ``starts_word``: the token begins with a space ("▁bank", "Ġbank", "▁");
+        * ``continues_word``: the token begins with a letter, digit, "-" or "_", or is a byte
+          piece (possibly part of a letter), so a word before it is not finished;
+        * ``ends_space``: the token ends with whitespace ("Ċ", "Ġ").
+        """
+        if self._classes is None:
+            texts = self._token_texts()
+            starts = np.array([t[:1] == " " for t in texts], dtype=bool)
+            cont = np.array(
+                [bool(t) and (t[0].isalnum() or t[0] in "-_\ufffd") for t in texts], dtype=bool
+            )
+            ends = np.array([t[-1:].isspace() for t in texts], dtype=bool)
+            self._classes = (starts, cont, ends)
+        return self._classes
+
+    def _token_texts(self) -> List[str]:
+        if self._sp is not None:
+            sp = self._sp
+            out = []
+            for i in range(sp.get_piece_size()):
+                if sp.is_byte(i):
+                    out.append("\ufffd")
+                elif sp.is_control(i) or sp.is_unknown(i):
+                    out.append("")
+                else:
+                    out.append(sp.id_to_piece(i).replace("\u2581", " "))
+            return out
+        if self._hf is not None:
+            special = set(self._hf.get_added_tokens_decoder())
+            return [
+                "" if i in special else self._hf.decode([i], skip_special_tokens=False)
+                for i in range(self.vocab_size)
+            ]
+        raise NotImplementedError(
+            f"{type(self.tokenizer).__name__}: codeswitching supports SentencePiece and Hugging "
+            "Face fast (e.g. byte-level BPE) tokenizers"
+        )
 
     def encode_with_offsets(self, text: str) -> Tuple[List[int], Offsets]:
         """Token ids and each token's ``(start, end)`` character span in ``text``.
