@@ -32,7 +32,7 @@ one int64 key), which keeps codeswitching within a few percent of plain tokeniza
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -111,7 +111,6 @@ class _Match:
     choices: _Choices
     casing: str  # "lower" | "title" | "upper"
     spaced: bool  # the running-text form with its leading space
-    cache: Dict[Tuple[int, int], np.ndarray] = field(default_factory=dict)  # replacement ids
 
 
 def _apply_case(form: str, casing: str) -> str:
@@ -222,8 +221,23 @@ class Codeswitcher:
                 if plain and plain != spaced:
                     self._register(plain, _Match(choices, casing, False), vocab)
         self._multi_first = None
+        # Every (matched spelling, language, translation) gets a combo id; its replacement ids
+        # are tokenized on first use. Per form index: combo id = lang_base[slot, lang] + form.
+        self._combos: List[Tuple[_Match, int, int]] = []
+        self._combo_ids: List[Optional[np.ndarray]] = []
         for length, index in self._index.items():
             index.freeze()
+            n_slots = len(index.matches)
+            max_langs = max(len(m.choices.forms) for _, m in index.matches)
+            index.n_langs = np.array([len(m.choices.forms) for _, m in index.matches], dtype=np.int64)
+            index.lang_base = np.zeros((n_slots, max_langs), dtype=np.int64)
+            index.lang_forms = np.ones((n_slots, max_langs), dtype=np.int64)
+            for slot, (_, m) in enumerate(index.matches):
+                for lang_idx, forms in enumerate(m.choices.forms):
+                    index.lang_base[slot, lang_idx] = len(self._combos)
+                    index.lang_forms[slot, lang_idx] = len(forms)
+                    self._combos += [(m, lang_idx, f) for f in range(len(forms))]
+            self._combo_ids += [None] * (len(self._combos) - len(self._combo_ids))
             if length > 1:
                 if self._multi_first is None:
                     self._multi_first = np.zeros(vocab, dtype=bool)
@@ -341,10 +355,19 @@ class Codeswitcher:
         # The translation draw: the odd counter of the same position (see choice_uniform).
         choice = _to_unit(_splitmix64_array(keys[sw_doc] ^ ((rel[sw] << np.uint64(1)) | np.uint64(1))))
         sw_starts, sw_lens = starts[sw], lengths[sw]
-        reps = [
-            self._pick(length, slot, u)
-            for length, slot, u in zip(sw_lens.tolist(), slots[sw].tolist(), choice.tolist())
-        ]
+        combos = np.zeros(len(sw), dtype=np.int64)
+        for length, index in self._index.items():
+            here = np.flatnonzero(sw_lens == length)
+            if not here.size:
+                continue
+            slot = slots[sw[here]]
+            scaled = choice[here] * index.n_langs[slot]
+            lang = np.minimum(scaled.astype(np.int64), index.n_langs[slot] - 1)
+            n_forms = index.lang_forms[slot, lang]
+            form = np.minimum(((scaled - lang) * n_forms).astype(np.int64), n_forms - 1)
+            combos[here] = index.lang_base[slot, lang] + form
+        cache = self._combo_ids
+        reps = [cache[c] if cache[c] is not None else self._combo(c) for c in combos.tolist()]
         rep_lens = np.fromiter(map(len, reps), dtype=np.int64, count=len(reps))
         # Delete the switched words' tokens and insert the replacements, all documents at once.
         before = np.cumsum(sw_lens) - sw_lens
@@ -367,21 +390,14 @@ class Codeswitcher:
             results.append((ids, m if masked and n_switched[d] else None, stats))
         return results
 
-    def _pick(self, length: int, slot: int, u: float) -> np.ndarray:
-        """Replacement ids of a switched word from its translation draw ``u`` in [0, 1)."""
-        match = self._index[length].matches[slot][1]
-        choices = match.choices
-        scaled = u * len(choices.forms)
-        lang_idx = min(int(scaled), len(choices.forms) - 1)
-        forms = choices.forms[lang_idx]
-        form_idx = min(int((scaled - lang_idx) * len(forms)), len(forms) - 1)
-        key = (lang_idx, form_idx)
-        ids = match.cache.get(key)
-        if ids is None:
-            id_forms = choices.ids[lang_idx]
-            if id_forms is not None:
-                ids = np.asarray(id_forms[form_idx], dtype=np.int64)
-            else:
-                ids = self._replacement(_apply_case(forms[form_idx], match.casing), match.spaced)
-            match.cache[key] = ids
+    def _combo(self, combo: int) -> np.ndarray:
+        """Replacement ids of a (spelling, language, translation) combination, cached."""
+        match, lang_idx, form_idx = self._combos[combo]
+        id_forms = match.choices.ids[lang_idx]
+        if id_forms is not None:
+            ids = np.asarray(id_forms[form_idx], dtype=np.int64)
+        else:
+            form = _apply_case(match.choices.forms[lang_idx][form_idx], match.casing)
+            ids = self._replacement(form, match.spaced)
+        self._combo_ids[combo] = ids
         return ids
