@@ -138,3 +138,25 @@ def test_similarity_statistics():
     assert log["alignment_loss"] == 2.0
     assert log["alignment_similarity"] == [1.0, None]  # undefined, not NaN
     assert log["random_similarity"] == [0.0, 0.5]
+
+
+def test_batched_states_and_row_shares_match_the_plain_loss():
+    """Several states at once, and the loss split into per-rank row shares (as under data
+    parallelism), equal the per-state loss over the whole batch."""
+    from megatron_prealign.alignment.contrastive import anchor_terms, count_anchors
+
+    generator = torch.Generator().manual_seed(1)
+    z = torch.randn(3, 7, 5, generator=generator)  # 3 states, 7 forms
+    groups = torch.tensor([0, 0, 1, 2, 2, 2, 3])  # groups 1 and 3: no positive
+    valid = torch.tensor([True] * 6 + [False])
+    anchors = count_anchors(groups, valid)
+    assert anchors == 5
+    shares = sum(
+        anchor_terms(z, groups, 0.1, valid, rows)[0].sum(-1) / anchors
+        for rows in (slice(0, 3), slice(3, 7))
+    )
+    for state in range(3):
+        expected, _ = supervised_contrastive_loss(z[state], groups, 0.1, valid)
+        assert shares[state].item() == pytest.approx(expected.item(), rel=1e-6)
+    pair_sums = pair_similarity_sums(z, groups, valid, slice(0, 3)) + pair_similarity_sums(z, groups, valid, slice(3, 7))
+    assert torch.allclose(pair_sums[1], pair_similarity_sums(z[1], groups, valid))

@@ -65,6 +65,8 @@ class AlignmentBatch:
         return torch.bincount(self.segment_ids[valid], minlength=self.num_forms)
 
     def to(self, device) -> "AlignmentBatch":
+        if all(getattr(self, f.name).device == torch.device(device) for f in dataclasses.fields(self)):
+            return self  # already there: skip re-validation
         return dataclasses.replace(
             self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)}
         )

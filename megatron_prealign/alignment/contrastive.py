@@ -33,11 +33,11 @@ def anchor_terms(
     valid: torch.Tensor,
     rows: slice,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(l_i, i is an anchor) for the rows ``rows`` of ``vectors [N, h]``, against all N forms;
-    l_i = 0 for non-anchors. Computed in fp32, without data-dependent shapes (no host
-    synchronisation on a GPU)."""
+    """(l_i, i is an anchor) for the rows ``rows`` of ``vectors [..., N, h]`` (leading dims:
+    several layer states at once), against all N forms; l_i = 0 for non-anchors. Computed in
+    fp32, without data-dependent shapes (no host synchronisation on a GPU)."""
     check_temperature(temperature)
-    n = vectors.shape[0]
+    n = vectors.shape[-2]
     normalized = F.normalize(vectors.float(), dim=-1)
     row_index = torch.arange(n, device=vectors.device)[rows]
     row_valid, row_groups = valid[rows], groups[rows]
@@ -46,7 +46,7 @@ def anchor_terms(
     positives = (row_groups.unsqueeze(1) == groups.unsqueeze(0)) & pair_valid
     num_positives = positives.sum(dim=1)
     anchors = num_positives > 0
-    logits = normalized[rows] @ normalized.T / temperature
+    logits = normalized[..., rows, :] @ normalized.transpose(-1, -2) / temperature
     # An anchor row keeps at least one finite logit (its positive). Rows of non-anchors are
     # zeroed instead of masked: they do not contribute, and a row of -inf would turn into NaN
     # in the log-softmax's backward pass.
@@ -55,8 +55,8 @@ def anchor_terms(
         logits.masked_fill(~pair_valid, float("-inf")),
         torch.zeros_like(logits),
     )
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positive_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    log_prob = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    positive_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=-1)
     per_anchor = -positive_log_prob / num_positives.clamp(min=1)
     return per_anchor * anchors, anchors
 
@@ -76,7 +76,7 @@ def supervised_contrastive_loss(
     """(loss, number of anchors) as 0-d tensors, for ``vectors [N, h]`` and ``groups [N]``.
     ``valid [N]`` (bool) excludes rows entirely (padding of a gathered batch)."""
     if valid is None:
-        valid = torch.ones(vectors.shape[0], dtype=torch.bool, device=vectors.device)
+        valid = torch.ones(vectors.shape[-2], dtype=torch.bool, device=vectors.device)
     terms, anchors = anchor_terms(vectors, groups, temperature, valid, slice(None))
     num_anchors = anchors.sum()
-    return terms.sum() / num_anchors.clamp(min=1), num_anchors
+    return terms.sum(dim=-1) / num_anchors.clamp(min=1), num_anchors

@@ -18,18 +18,21 @@ import torch.nn.functional as F
 def pair_similarity_sums(
     vectors: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, rows: slice = slice(None)
 ) -> torch.Tensor:
-    """[4] fp64: (sum of cosines of aligned pairs, their count, same for random pairs), over
-    ordered pairs (i, j), i != j, both valid, i in ``rows`` (sums over ranks' rows add up)."""
+    """[..., 4] fp64 for ``vectors [..., N, h]``: (sum of cosines of aligned pairs, their count,
+    same for random pairs), over ordered pairs (i, j), i != j, both valid, i in ``rows`` (sums
+    over ranks' rows add up)."""
     normalized = F.normalize(vectors.detach().float(), dim=-1)
-    cosine = (normalized[rows] @ normalized.T).double()
-    n = vectors.shape[0]
+    cosine = (normalized[..., rows, :] @ normalized.transpose(-1, -2)).double()
+    n = vectors.shape[-2]
     row_index = torch.arange(n, device=vectors.device)[rows]
     pair_valid = valid[rows].unsqueeze(1) & valid.unsqueeze(0)
     pair_valid &= row_index.unsqueeze(1) != torch.arange(n, device=vectors.device).unsqueeze(0)
     same = groups[rows].unsqueeze(1) == groups.unsqueeze(0)
     aligned, random = pair_valid & same, pair_valid & ~same
+    counts = torch.stack([aligned.sum(), random.sum()]).double().expand(*cosine.shape[:-2], 2)
     return torch.stack(
-        [(cosine * aligned).sum(), aligned.sum().double(), (cosine * random).sum(), random.sum().double()]
+        [(cosine * aligned).sum((-1, -2)), counts[..., 0], (cosine * random).sum((-1, -2)), counts[..., 1]],
+        dim=-1,
     )
 
 

@@ -62,6 +62,8 @@ from megatron_prealign.alignment.parallel import (
 )
 
 ALIGNMENT_MARKER = "alignment_microbatches"
+# Cap on the [states, n, N] similarity tensors built at once (fp32: 4 bytes each, a few copies).
+SIMILARITY_ELEMENTS_PER_CHUNK = 1 << 24
 
 
 def is_alignment_batch(batch) -> bool:
@@ -202,20 +204,26 @@ class AlignmentPass:
         groups, valid, mine = global_batch.groups, global_batch.valid, global_batch.mine
         num_anchors = count_anchors(groups, valid)
         leaf = global_batch.sums.detach().requires_grad_(needs_backward)
-        local_statistics = []  # per state: this rank's share of (loss, anchors, pair sums)
         with torch.enable_grad() if needs_backward else torch.no_grad():
             lengths = global_batch.lengths.clamp(min=1).to(leaf.dtype)
             means = leaf / lengths[None, :, None]
-            total = leaf.new_zeros(())
-            for index in range(len(states)):
-                terms, anchors = anchor_terms(means[index], groups, self.temperature, valid, mine)
-                loss_share = terms.sum() / num_anchors.clamp(min=1)
-                total = total + loss_share
-                local_statistics.append(torch.cat([
-                    torch.stack([loss_share.detach().double(), anchors.sum().double()]),
-                    pair_similarity_sums(means[index], groups, valid, mine),
-                ]))
-        totals = sum_over_data_parallel(torch.stack(local_statistics))
+            # Several states per batched matmul ([states, n, N] similarities) instead of one
+            # small matmul each, in chunks that bound the transient memory.
+            rows = mine.stop - mine.start
+            per_chunk = max(1, SIMILARITY_ELEMENTS_PER_CHUNK // max(1, rows * leaf.shape[1]))
+            shares = []
+            for chunk in means.split(per_chunk):
+                terms, anchors = anchor_terms(chunk, groups, self.temperature, valid, mine)
+                shares.append(terms.sum(dim=-1) / num_anchors.clamp(min=1))
+            loss_shares = torch.cat(shares)  # [k]
+            total = loss_shares.sum()
+        # per state: this rank's share of (loss, anchors, aligned/random cosine sums and counts)
+        local_statistics = torch.cat([
+            loss_shares.detach().double()[:, None],
+            anchors.sum().double().expand(len(states), 1),
+            pair_similarity_sums(means, groups, valid, mine),
+        ], dim=1)
+        totals = sum_over_data_parallel(local_statistics)
         for index, state in enumerate(states):
             self._statistics.add(state, totals[index, 0], totals[index, 1], totals[index, 2:])
         if not needs_backward:
