@@ -46,8 +46,6 @@ CUDA_DEVICE_SITES = {
     "current_device)",
     "megatron.core.distributed.param_and_grad_buffer": "_ParamAndGradBuffer (grad buffers on "
     "current_device)",
-    "megatron.core.distributed.finalize_model_grads": "finalize_model_grads (num_tokens, "
-    "embedding grad all-reduce buffers)",
     "megatron.core.tensor_parallel.layers": "weight allocation on current_device when "
     "use_cpu_initialization is off",
     "megatron.core.tensor_parallel.mappings": "_gather_along_first_dim, "
@@ -192,6 +190,8 @@ CUDA_TENSOR_METHOD_SITES = {
     "params get fp32 main copies",
     ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer.__init__"): "via "
     "_build_model_and_main_param_groups",
+    ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer.get_parameter_state_dp_zero"):
+    "send_tensor.cuda() when gathering optimizer state for a reshardable checkpoint",
     ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32"): "asserts fp32 CUDA grads",
     # optimizer.py imported the function by name; patch that reference too.
     ("megatron.core.optimizer.optimizer", "clip_grad_by_total_norm_fp32"): "as above",

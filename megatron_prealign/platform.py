@@ -109,6 +109,13 @@ def set_seed(seed: int):
     tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
 
 
+def select_backend():
+    """("nccl", ()) with CUDA; otherwise ("gloo", names of the CPU patches now applied)."""
+    if cuda_in_use():
+        return "nccl", ()
+    return "gloo", tuple(cpu_compat.apply_all())
+
+
 def initialize(
     tensor_model_parallel_size: int = 1,
     pipeline_model_parallel_size: int = 1,
@@ -119,11 +126,9 @@ def initialize(
     """Set up distributed state, megatron-core's parallel groups and the seeds."""
     cpu_compat.check_megatron_core_version()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda_in_use():
-        backend, patches = "nccl", ()
+    backend, patches = select_backend()
+    if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    else:
-        backend, patches = "gloo", tuple(cpu_compat.apply_all())
 
     _init_process_group(backend, timeout_minutes)
     world_size = dist.get_world_size()

@@ -42,10 +42,10 @@ def _full_logits(chunks, tokens):
         forward_only=True,
     )
     last = parallel_state.get_pipeline_model_parallel_last_rank()
-    logits = outputs[0].transpose(0, 1).contiguous() if outputs else None
+    logits = outputs[0] if outputs else None  # GPTModel returns [batch, seq, vocab]
     shape = (tokens.shape[0], tokens.shape[1], parallel_lm.VOCAB)
     logits = logits if logits is not None else torch.empty(shape)
-    torch.distributed.broadcast(logits, src=last)
+    torch.distributed.broadcast(logits, src=last, group=parallel_state.get_pipeline_model_parallel_group())
     return logits
 
 

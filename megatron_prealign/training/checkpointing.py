@@ -23,8 +23,9 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.utils import unwrap_model
 
 LATEST = "latest_checkpointed_iteration.txt"
-# Optimizer state in the canonical per-parameter form, so it reshards across TP / PP / DP.
-OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+# Megatron-LM's default distributed-optimizer format. (megatron-core 0.16.1's fully reshardable
+# formats fail with torch's Adam, i.e. without TE / apex: its per-parameter `step` is lost.)
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
 def checkpoint_dir(root: str, iteration: int) -> str:
@@ -97,12 +98,14 @@ def _sharded_rng_state() -> ShardedObject:
     )
 
 
-def _sharded_state(chunks, optimizer, scheduler, run_state: dict, with_rng: bool) -> dict:
+def _sharded_state(chunks, optimizer, scheduler, run_state: dict, with_rng: bool, is_loading: bool) -> dict:
     model = unwrap_model(chunks[0])
     model_state = model.sharded_state_dict()
     state = {"model": model_state, "run_state": dict(run_state)}
     if optimizer is not None:
-        state["optimizer"] = optimizer.sharded_state_dict(model_state, metadata=OPTIMIZER_METADATA)
+        state["optimizer"] = optimizer.sharded_state_dict(
+            model_state, is_loading=is_loading, metadata=OPTIMIZER_METADATA
+        )
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     if with_rng:
@@ -121,7 +124,7 @@ def save_checkpoint(root: str, iteration: int, chunks, optimizer=None, scheduler
             shutil.rmtree(directory)
         os.makedirs(directory)
     dist.barrier()
-    state = _sharded_state(chunks, optimizer, scheduler, run_state, with_rng=True)
+    state = _sharded_state(chunks, optimizer, scheduler, run_state, with_rng=True, is_loading=False)
     dist_checkpointing.save(state, directory)
     dist.barrier()
     if dist.get_rank() == 0:
@@ -152,21 +155,68 @@ def load_checkpoint(
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     # RNG states are per (PP, TP) rank: restore them only into the layout that saved them.
-    with_rng = load_rng and read_run_state(directory).get("layout") == _layout()
-    state = _sharded_state(chunks, optimizer, scheduler, {}, with_rng=with_rng)
-    if optimizer is not None:
-        state["optimizer"] = optimizer.sharded_state_dict(
-            state["model"], is_loading=True, metadata=OPTIMIZER_METADATA
+    same_layout = read_run_state(directory).get("layout") == _layout()
+    with_rng = load_rng and same_layout
+    if optimizer is not None and not same_layout and _has_distributed_optimizer(optimizer):
+        raise ValueError(
+            f"{directory} was saved with (PP, TP) = {read_run_state(directory).get('layout')}; the "
+            "distributed optimizer's state (Megatron-LM's default dp_reshardable format) reshards "
+            "only across data parallelism. Load the weights alone with --no-load-optim, or keep "
+            "the saved TP and PP sizes."
         )
+    if optimizer is not None:
+        _ensure_optimizer_state(optimizer)
+    state = _sharded_state(chunks, optimizer, scheduler, {}, with_rng=with_rng, is_loading=True)
     loaded = dist_checkpointing.load(state, directory)
     unwrap_model(chunks[0]).load_state_dict(loaded["model"])
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        # no_grad: with fp32 weights the distributed optimizer's main params are views of the
+        # model's leaf parameters, which its dp_reshardable loader copies into in place.
+        with torch.no_grad():
+            optimizer.load_state_dict(loaded["optimizer"])
+        _restore_adam_steps(optimizer)
     if scheduler is not None:
         scheduler.load_state_dict(loaded["scheduler"])
     if with_rng:
         _set_rng_state(loaded["rng_state"][parallel_state.get_data_parallel_rank()])
     return loaded["run_state"]
+
+
+def _has_distributed_optimizer(optimizer) -> bool:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    return any(
+        isinstance(inner, DistributedOptimizer)
+        for inner in getattr(optimizer, "chained_optimizers", [optimizer])
+    )
+
+
+def _ensure_optimizer_state(optimizer):
+    """megatron-core's DistributedOptimizer.state_dict() needs Adam's `step` entries, which a
+    torch (non-TE, non-apex) Adam only creates on its first step; sharded_state_dict(is_loading)
+    asks for state_dict() before creating dummy state itself. Create it first, the way
+    megatron-core does; the load then overwrites it (and the model weights are loaded after)."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if isinstance(inner, DistributedOptimizer) and not inner.optimizer.state:
+            inner._init_optimizer_states_with_dummy_values()
+
+
+def _restore_adam_steps(optimizer):
+    """Without TE / apex, DistributedOptimizer.load_state_dict gives every parameter's torch Adam
+    state one shared `step` tensor (which Adam then increments once per parameter each step) and
+    its dp_reshardable loader overwrites it with a stale value. The step it saved is kept in the
+    param groups: give each parameter its own copy of that."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        torch_optimizer = getattr(inner, "optimizer", None)
+        for group in getattr(torch_optimizer, "param_groups", []):
+            if "step" not in group:
+                continue
+            for param in group["params"]:
+                state = torch_optimizer.state.get(param, {})
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = torch.tensor(float(group["step"]), dtype=state["step"].dtype)
 
 
 def _layout() -> list:
