@@ -18,6 +18,8 @@ setup(
         "tqdm",
         "tensorboard",
         "tokenizers",
+        # megatron-core's HuggingFaceTokenizer loads byte-level BPE models through AutoTokenizer.
+        "transformers",
         "einops",
         # dist_checkpointing's filesystem strategy imports psutil.
         "psutil",
