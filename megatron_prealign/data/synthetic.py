@@ -183,3 +183,12 @@ def make_assets(directory: str) -> Dict[str, str]:
     with open(done, "w", encoding="utf-8") as handle:
         json.dump(paths, handle)
     return paths
+
+
+if __name__ == "__main__":
+    # `python -m megatron_prealign.data.synthetic DIR`: the built-in corpus and dictionaries
+    # (en/de/zh JSON lines, en-de MUSE file, en-zh paper-format file) for examples and demos.
+    import sys
+
+    for name, path in make_corpus(sys.argv[1] if len(sys.argv) > 1 else "synthetic_data").items():
+        print(f"{name}\t{path}")

@@ -1,0 +1,23 @@
+"""Entry point: `torchrun --nproc-per-node N -m megatron_prealign.pretrain ARGS` (or the
+`prealign-pretrain` console script). See `--help` and README.md."""
+
+import sys
+import warnings
+
+
+def main(argv=None) -> int:
+    # megatron-core warns at import time about optional kernels (apex, TE); say it once, quietly.
+    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+    from megatron_prealign.training import arguments, loop
+
+    args = arguments.parse_args(argv)
+    try:
+        loop.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # the guard matters: dist_checkpointing re-imports __main__
+    sys.exit(main())

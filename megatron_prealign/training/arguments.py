@@ -1,0 +1,203 @@
+"""Command line of `megatron_prealign.pretrain`: Megatron-LM's flag names where Megatron-LM has
+the concept, new flags for what PreAlign adds. `parse_args` validates everything that can be
+checked before any compute and names the flag to change."""
+
+import argparse
+import os
+from typing import List, Optional
+
+from megatron_prealign.data.tokenizer import add_tokenizer_args
+from megatron_prealign.model import FAMILIES, MODEL_SIZES, ModelArgs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prealign-pretrain",
+        description="PreAlign pretraining on megatron-core: pre-alignment, codeswitched "
+        "pretraining and the paper's baselines as configurations of one loop.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model-size", choices=sorted(MODEL_SIZES), help="named size; explicit flags override")
+    model.add_argument("--model-family", choices=FAMILIES, default="gpt2")
+    model.add_argument("--num-layers", type=int)
+    model.add_argument("--hidden-size", type=int)
+    model.add_argument("--num-attention-heads", type=int)
+    model.add_argument("--num-query-groups", type=int)
+    model.add_argument("--ffn-hidden-size", type=int)
+    model.add_argument("--seq-length", type=int, required=True)
+    model.add_argument("--max-position-embeddings", type=int)
+    model.add_argument("--hidden-dropout", type=float, default=0.1)
+    model.add_argument("--attention-dropout", type=float, default=0.1)
+    model.add_argument("--init-method-std", type=float, default=0.02)
+    model.add_argument("--transformer-impl", choices=["local", "transformer_engine"], default="local")
+    model.add_argument("--bf16", action="store_true")
+    model.add_argument("--fp16", action="store_true")
+    model.add_argument("--fp8-format", choices=["hybrid", "e4m3"])
+    model.add_argument("--recompute-granularity", choices=["full", "selective"])
+    model.add_argument("--recompute-method", choices=["uniform", "block"])
+    model.add_argument("--recompute-num-layers", type=int)
+    model.add_argument("--padded-vocab-size", type=int, help="model vocabulary (default: tokenizer's, x2 for En-Clone)")
+
+    parallel = parser.add_argument_group("parallelism")
+    parallel.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    parallel.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    parallel.add_argument("--sequence-parallel", action="store_true")
+    parallel.add_argument("--use-distributed-optimizer", action="store_true")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--micro-batch-size", type=int, required=True)
+    optim.add_argument("--global-batch-size", type=int, required=True)
+    optim.add_argument("--train-iters", type=int, required=True, help="pretraining iterations")
+    optim.add_argument("--lr", type=float, default=3e-4)
+    optim.add_argument("--min-lr", type=float, default=3e-5)
+    optim.add_argument("--lr-decay-style", choices=["cosine", "linear", "constant"], default="cosine")
+    optim.add_argument("--lr-warmup-iters", type=int, default=0)
+    optim.add_argument("--lr-decay-iters", type=int, help="default: all iterations of all stages")
+    optim.add_argument("--weight-decay", type=float, default=0.1)
+    optim.add_argument("--adam-beta1", type=float, default=0.9)
+    optim.add_argument("--adam-beta2", type=float, default=0.95)
+    optim.add_argument("--adam-eps", type=float, default=1e-8)
+    optim.add_argument("--clip-grad", type=float, default=1.0)
+    optim.add_argument("--seed", type=int, default=1234)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-path", nargs="+", required=True,
+                      help="prefixes, or 'weight prefix weight prefix ...' for a blend")
+    data.add_argument("--split", default="969,30,1")
+    data.add_argument("--data-cache-path")
+    data.add_argument("--codeswitch-mode", choices=["input-only", "original"], default="input-only",
+                      help="input-only honours the stored loss masks (switched words are not "
+                      "targets); original ignores them (every token is a target)")
+    add_tokenizer_args(parser)
+
+    align = parser.add_argument_group("alignment (PreAlign)")
+    align.add_argument("--alignment-table", help="alignment table (JSON lines) for the alignment words")
+    align.add_argument("--alignment-languages", nargs="+", help="languages of the table to align (default: all)")
+    align.add_argument("--prealign-iters", type=int, default=0,
+                       help="pre-alignment iterations before pretraining (PreAlign)")
+    align.add_argument("--alignment-during-pretraining", action="store_true",
+                       help="the alignment loss throughout pretraining (on-the-fly baseline)")
+    align.add_argument("--postalign-iters", type=int, default=0,
+                       help="alignment iterations after pretraining (post-alignment baseline)")
+    align.add_argument("--alignment-temperature", type=float, default=0.1)
+    align.add_argument("--alignment-loss-weight", type=float, default=1.0)
+    align.add_argument("--alignment-words-per-batch", type=int, default=64)
+    align.add_argument("--alignment-held-out-fraction", type=float, default=0.0,
+                       help="share of table words kept out of alignment (for seen/unseen evaluation)")
+    align.add_argument("--enclone-mapping", help="En-Clone id mapping (tools/make_enclone.py)")
+    align.add_argument("--enclone-init", action="store_true",
+                       help="perfect-alignment initialisation: clone embeddings copied from English")
+
+    ckpt = parser.add_argument_group("checkpointing")
+    ckpt.add_argument("--save")
+    ckpt.add_argument("--save-interval", type=int)
+    ckpt.add_argument("--load")
+    ckpt.add_argument("--no-load-optim", action="store_true")
+    ckpt.add_argument("--no-load-rng", action="store_true")
+
+    log = parser.add_argument_group("logging")
+    log.add_argument("--log-interval", type=int, default=1)
+    log.add_argument("--tensorboard-dir")
+    log.add_argument("--log-json", help="one JSON object per logged iteration")
+    log.add_argument("--eval-interval", type=int, default=0, help="0: no periodic validation")
+    log.add_argument("--eval-iters", type=int, default=2)
+    log.add_argument("--exit-interval", type=int, help="stop (after saving) at this iteration")
+    return parser
+
+
+def model_args(args: argparse.Namespace, vocab_size: int) -> ModelArgs:
+    sizes = dict(MODEL_SIZES.get(args.model_size, {}))
+    for name in ("num_layers", "hidden_size", "num_attention_heads"):
+        if getattr(args, name) is not None:
+            sizes[name] = getattr(args, name)
+    missing = [f"--{n.replace('_', '-')}" for n in ("num_layers", "hidden_size", "num_attention_heads") if n not in sizes]
+    if missing:
+        raise ValueError(f"give --model-size or {', '.join(missing)}")
+    return ModelArgs(
+        vocab_size=vocab_size,
+        seq_length=args.seq_length,
+        family=args.model_family,
+        num_query_groups=args.num_query_groups,
+        ffn_hidden_size=args.ffn_hidden_size,
+        max_position_embeddings=args.max_position_embeddings,
+        hidden_dropout=args.hidden_dropout,
+        attention_dropout=args.attention_dropout,
+        init_method_std=args.init_method_std,
+        transformer_impl=args.transformer_impl,
+        bf16=args.bf16,
+        fp16=args.fp16,
+        fp8_format=args.fp8_format,
+        sequence_parallel=args.sequence_parallel,
+        recompute_granularity=args.recompute_granularity,
+        recompute_method=args.recompute_method,
+        recompute_num_layers=args.recompute_num_layers,
+        tensor_model_parallel_size=args.tensor_model_parallel_size,
+        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+        **sizes,
+    )
+
+
+def _data_prefixes(data_path: List[str]) -> List[str]:
+    """The prefixes of Megatron-LM's --data-path (dropping the weights of a blend)."""
+    if len(data_path) > 1 and len(data_path) % 2 == 0:
+        try:
+            [float(w) for w in data_path[0::2]]
+            return data_path[1::2]
+        except ValueError:
+            pass
+    return list(data_path)
+
+
+def validate(args: argparse.Namespace, world_size: int):
+    """Checks that need no model or data loaded. Raises ValueError naming the flag."""
+    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    if world_size % (tp * pp):
+        raise ValueError(
+            f"{world_size} processes are not divisible by --tensor-model-parallel-size {tp} x "
+            f"--pipeline-model-parallel-size {pp}"
+        )
+    dp = world_size // (tp * pp)
+    if args.global_batch_size % (args.micro_batch_size * dp):
+        raise ValueError(
+            f"--global-batch-size {args.global_batch_size} must be a multiple of "
+            f"--micro-batch-size {args.micro_batch_size} x data-parallel size {dp}"
+        )
+    for name in ("train_iters", "prealign_iters", "postalign_iters"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
+    if aligning and not args.alignment_table:
+        raise ValueError(
+            "--prealign-iters / --postalign-iters / --alignment-during-pretraining need "
+            "--alignment-table"
+        )
+    if args.alignment_table and not aligning:
+        raise ValueError(
+            "--alignment-table is given but no stage aligns: add --prealign-iters N (PreAlign), "
+            "--alignment-during-pretraining or --postalign-iters N, or drop the table"
+        )
+    if args.alignment_table and not os.path.isfile(args.alignment_table):
+        raise ValueError(f"--alignment-table {args.alignment_table} does not exist")
+    if args.alignment_temperature <= 0:
+        raise ValueError("--alignment-temperature must be > 0")
+    if args.alignment_words_per_batch % dp:
+        raise ValueError(
+            f"--alignment-words-per-batch {args.alignment_words_per_batch} must be divisible by "
+            f"the data-parallel size {dp}"
+        )
+    if args.enclone_init and not args.enclone_mapping:
+        raise ValueError("--enclone-init needs --enclone-mapping (written by tools/make_enclone.py)")
+    if args.enclone_mapping and not os.path.isfile(args.enclone_mapping):
+        raise ValueError(f"--enclone-mapping {args.enclone_mapping} does not exist")
+    if args.save_interval and not args.save:
+        raise ValueError("--save-interval needs --save DIR")
+    for prefix in _data_prefixes(args.data_path):
+        for suffix in (".bin", ".idx"):
+            if not os.path.isfile(prefix + suffix):
+                raise ValueError(f"--data-path: {prefix + suffix} does not exist (give the prefix without .bin/.idx)")
+    if args.load and not os.path.isdir(args.load):
+        raise ValueError(f"--load {args.load} is not a directory")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)

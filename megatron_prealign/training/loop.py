@@ -1,0 +1,305 @@
+"""The training loop: every stage of every configuration through one megatron-core schedule.
+
+Each iteration builds this rank's microbatches (LM, plus one alignment microbatch in aligning
+stages), runs them through `get_forward_backward_func` together, steps megatron-core's
+optimizer and scheduler, logs, and saves when asked (interval, end, SIGTERM / SIGUSR1).
+"""
+
+import math
+import os
+import time
+
+import torch
+import torch.distributed as dist
+
+from megatron.core import parallel_state
+from megatron.core.distributed import finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from megatron_prealign import platform
+from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
+from megatron_prealign.data.alignment_words import AlignmentWordDataset
+from megatron_prealign.data.enclone import EncloneMapping
+from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+from megatron_prealign.model import build_model
+from megatron_prealign.training import arguments, checkpointing, enclone_init, signals
+from megatron_prealign.training.batches import LMBatches, alignment_microbatch, build_datasets
+from megatron_prealign.training.logger import TrainingLogger
+from megatron_prealign.training.stages import StagePlan
+
+# Model settings a checkpoint must share with the run loading it.
+ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads",
+                     "num_query_groups", "ffn_hidden_size", "vocab_size")
+
+
+def _architecture(model_args) -> dict:
+    return {
+        "family": model_args.family,
+        "num_layers": model_args.num_layers,
+        "hidden_size": model_args.hidden_size,
+        "num_attention_heads": model_args.num_attention_heads,
+        "num_query_groups": model_args.num_query_groups or model_args.num_attention_heads,
+        "ffn_hidden_size": model_args.resolved_ffn_hidden_size(),
+        "vocab_size": model_args.vocab_size,
+    }
+
+
+def _vocab_size(args, tokenizer, tp: int) -> int:
+    if args.padded_vocab_size:
+        return args.padded_vocab_size
+    size = EncloneMapping.load(args.enclone_mapping).vocab_size if args.enclone_mapping else tokenizer.vocab_size
+    multiple = 128 * tp  # Megatron-LM's --make-vocab-size-divisible-by 128, times TP
+    return -(-size // multiple) * multiple
+
+
+def _lm_forward_step(batch, model):
+    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    mask = batch["loss_mask"].float()
+
+    def loss_func(per_token_loss):
+        # (sum, count): megatron-core divides by the global count of target tokens.
+        total = (per_token_loss.float() * mask).sum()
+        count = mask.sum().to(torch.int)
+        return total, count, {"lm_sum_count": torch.stack([total.detach(), count.float()])}
+
+    return output, loss_func
+
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        arguments.validate(args, world)  # before any compute
+        self.plan = StagePlan(args.prealign_iters, args.train_iters, args.postalign_iters,
+                              args.alignment_during_pretraining)
+        tokenizer = build_tokenizer_from_args(args)
+        self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, args.tensor_model_parallel_size))
+        self.model_args.validate(world)
+        if args.load:
+            self._check_checkpoint_architecture()
+        self.word_dataset = None
+        if self.plan.uses_alignment:
+            self.word_dataset = AlignmentWordDataset.from_table(
+                args.alignment_table, tokenizer, languages=args.alignment_languages,
+                words_per_batch=args.alignment_words_per_batch, seq_length=args.seq_length,
+                seed=args.seed, held_out_fraction=args.alignment_held_out_fraction,
+            )
+
+        self.runtime = platform.initialize(
+            args.tensor_model_parallel_size, args.pipeline_model_parallel_size, seed=args.seed
+        )
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.num_lm_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
+
+        self.chunks = build_model(self.model_args, use_distributed_optimizer=args.use_distributed_optimizer)
+        config = self.chunks[0].config
+        config.finalize_model_grads_func = finalize_model_grads
+        config.no_sync_func = self.chunks[0].no_sync
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam", lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
+                adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_eps=args.adam_eps,
+                clip_grad=args.clip_grad, bf16=args.bf16, fp16=args.fp16,
+                use_distributed_optimizer=args.use_distributed_optimizer,
+            ),
+            self.chunks,
+        )
+        total = self.plan.total_iters
+        self.scheduler = OptimizerParamScheduler(
+            self.optimizer, init_lr=0.0, max_lr=args.lr, min_lr=args.min_lr,
+            lr_warmup_steps=args.lr_warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
+            lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
+            wd_incr_steps=total, wd_incr_style="constant",
+        )
+        self.alignment = (
+            AlignmentPass(self.chunks, args.alignment_temperature, args.alignment_loss_weight)
+            if self.plan.uses_alignment else None
+        )
+
+        self.iteration, consumed, self.alignment_steps = 0, 0, 0
+        if args.load and checkpointing.latest_iteration(args.load) is not None:
+            run_state = checkpointing.load_checkpoint(
+                args.load, self.chunks, None if args.no_load_optim else self.optimizer,
+                None if args.no_load_optim else self.scheduler, load_rng=not args.no_load_rng,
+            )
+            if args.no_load_optim:
+                self.optimizer.reload_model_params()
+            self.iteration = run_state["iteration"]
+            consumed = run_state.get("consumed_samples", 0)
+            self.alignment_steps = run_state.get("alignment_steps", 0)
+        elif args.enclone_init:
+            enclone_init.apply(self.chunks, args.enclone_mapping)
+            self.optimizer.reload_model_params()
+
+        eval_samples = args.eval_iters * args.global_batch_size * max(1, total // max(1, args.eval_interval or total))
+        train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, eval_samples, 0])
+        self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed)
+        self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
+        self.logger = TrainingLogger(args.tensorboard_dir, args.log_json)
+
+    # -- setup helpers ------------------------------------------------------------------------
+
+    def _check_checkpoint_architecture(self):
+        iteration = checkpointing.latest_iteration(self.args.load)
+        if iteration is None:
+            return
+        saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(self.args.load, iteration))
+        expected = _architecture(self.model_args)
+        different = {k: (saved.get("architecture", {}).get(k), expected[k]) for k in ARCHITECTURE_KEYS
+                     if saved.get("architecture", {}).get(k) != expected[k]}
+        if different:
+            details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in different.items())
+            raise ValueError(f"--load {self.args.load} holds another architecture ({details}); "
+                             "change the model flags to match or start without --load")
+
+    def _validation_sets(self, tokenizer):
+        prefixes = arguments._data_prefixes(self.args.data_path)
+        sets = {}
+        for prefix in prefixes:
+            _, valid, _ = build_datasets(self.args, tokenizer, [1, self.args.eval_iters * self.args.global_batch_size, 0], [prefix])
+            if valid is not None:
+                sets[os.path.basename(prefix)] = valid
+        return sets
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def _step(self, stage: str):
+        args = self.args
+        microbatches = self.lm_batches.next_step(self.num_lm_microbatches)
+        local_tokens = sum(int(m["loss_mask"].sum()) for m in microbatches)
+        lm_tokens = torch.tensor([float(local_tokens)])
+        dist.all_reduce(lm_tokens, group=parallel_state.get_data_parallel_group())
+        aligning = self.plan.aligns(stage)
+        if aligning:
+            words = self.word_dataset.batch(self.alignment_steps, self.dp_rank, self.dp_size)
+            rows = args.micro_batch_size if args.pipeline_model_parallel_size > 1 else None
+            microbatches.append(alignment_microbatch(words, rows or words.tokens.shape[0], args.seq_length))
+        alignment = self.alignment
+
+        def forward_step(data_iterator, model):
+            batch = next(data_iterator)
+            if is_alignment_batch(batch):
+                return alignment.forward_step(batch, model)
+            return _lm_forward_step(batch, model)
+
+        for chunk in self.chunks:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        if aligning:
+            alignment.begin_step(1, total_lm_tokens=int(lm_tokens.item()))
+        outputs = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter(microbatches), model=self.chunks,
+            num_microbatches=len(microbatches), seq_length=args.seq_length,
+            micro_batch_size=args.micro_batch_size, forward_only=False,
+        )
+        statistics = {"alignment_loss": None, "alignment_similarity": None}
+        if aligning:
+            statistics = alignment.end_step().as_log_dict()
+            self.alignment_steps += 1
+        _, grad_norm, _ = self.optimizer.step()
+        self.scheduler.step(1)
+
+        sums = torch.zeros(2)
+        for out in outputs or []:
+            if "lm_sum_count" in out:
+                sums += out["lm_sum_count"].float()
+        # Over all ranks: DP shards add up, non-last pipeline stages add 0; TP ranks repeat both.
+        dist.all_reduce(sums)
+        lm_loss = (sums[0] / sums[1]).item() if sums[1] > 0 else None
+        return lm_loss, statistics, grad_norm, local_tokens
+
+    def _evaluate(self):
+        losses = {}
+        for name, dataset in self.validation.items():
+            batches = LMBatches(dataset, self.args.micro_batch_size, self.dp_rank, self.dp_size)
+            sums = torch.zeros(2)
+            for _ in range(self.args.eval_iters):
+                micro = batches.next_step(self.num_lm_microbatches)
+                outputs = get_forward_backward_func()(
+                    forward_step_func=lambda it, model: _lm_forward_step(next(it), model),
+                    data_iterator=iter(micro), model=self.chunks, num_microbatches=len(micro),
+                    seq_length=self.args.seq_length, micro_batch_size=self.args.micro_batch_size,
+                    forward_only=True,
+                )
+                for out in outputs or []:
+                    sums += out["lm_sum_count"].float()
+            dist.all_reduce(sums)
+            losses[name] = (sums[0] / sums[1]).item() if sums[1] > 0 else float("nan")
+        return losses
+
+    def _save(self, stage: str):
+        checkpointing.save_checkpoint(
+            self.args.save, self.iteration, self.chunks, self.optimizer, self.scheduler,
+            run_state={
+                "consumed_samples": self.lm_batches.consumed_samples,
+                "alignment_steps": self.alignment_steps,
+                "stage": stage,
+                "architecture": _architecture(self.model_args),
+            },
+        )
+        if self.logger.writes:
+            print(f"saved checkpoint at iteration {self.iteration} (stage {stage}) to {self.args.save}", flush=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def train(self) -> int:
+        args = self.args
+        signals.install()
+        total = self.plan.total_iters
+        stage = self.plan.stage(self.iteration) if self.iteration else "start"
+        interval_tokens, interval_start = 0, time.time()
+        for chunk in self.chunks:
+            chunk.train()
+        while self.iteration < total:
+            self.iteration += 1
+            stage = self.plan.stage(self.iteration)
+            lm_loss, statistics, grad_norm, tokens = self._step(stage)
+            interval_tokens += tokens
+            alignment_loss = statistics.get("alignment_loss")
+            for name, value in (("lm loss", lm_loss), ("alignment loss", alignment_loss)):
+                if value is not None and not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"{name} is {value} at iteration {self.iteration} (stage {stage}); "
+                        "stopping. Lower --lr, check the data, or resume from the last checkpoint."
+                    )
+            if self.iteration % args.log_interval == 0 or self.iteration == total:
+                seconds = time.time() - interval_start
+                token_count = torch.tensor([float(interval_tokens)])
+                dist.all_reduce(token_count, group=parallel_state.get_data_parallel_group())
+                self.logger.log({
+                    "iteration": self.iteration, "total_iters": total, "stage": stage,
+                    "lm_loss": lm_loss, **statistics,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "tokens_per_sec": token_count.item() / max(seconds, 1e-9),
+                    "elapsed_s": self.logger.elapsed(),
+                    "consumed_samples": self.lm_batches.consumed_samples,
+                })
+                interval_tokens, interval_start = 0, time.time()
+            if args.eval_interval and self.iteration % args.eval_interval == 0:
+                self.logger.log_validation(self.iteration, self._evaluate())
+                for chunk in self.chunks:
+                    chunk.train()
+            stop = signals.exit_requested() or (args.exit_interval and self.iteration % args.exit_interval == 0)
+            if args.save and (stop or (args.save_interval and self.iteration % args.save_interval == 0)):
+                self._save(stage)
+            if stop:
+                if self.logger.writes:
+                    print(f"exiting at iteration {self.iteration} as requested", flush=True)
+                break
+        else:
+            if args.save and not (args.save_interval and self.iteration % args.save_interval == 0):
+                self._save(stage)
+        self.logger.close()
+        return self.iteration
+
+
+def run(args) -> int:
+    trainer = Trainer(args)
+    try:
+        return trainer.train()
+    finally:
+        platform.shutdown()
