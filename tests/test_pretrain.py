@@ -1,0 +1,207 @@
+"""The training driver: every stage configuration runs and logs the documented keys, masked
+tokens contribute nothing, a killed run resumes bit-exactly, and bad input fails before training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests import pretrain_case
+from tests.dist_utils import run_distributed
+
+LOG_KEYS = {"iteration", "stage", "lm_loss", "alignment_loss", "alignment_similarity", "lr",
+            "grad_norm", "tokens_per_sec", "elapsed_s"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return pretrain_case.prepare_data(str(tmp_path_factory.mktemp("pretrain_data")))
+
+
+CONFIGS = {
+    "joint": ({}, ["pretrain"] * 3),
+    "prealign": ({"prealign_iters": 2}, ["prealign"] * 2 + ["pretrain"] * 3),
+    "on_the_fly": ({"alignment_during_pretraining": True}, ["pretrain"] * 3),
+    "postalign": ({"postalign_iters": 1}, ["pretrain"] * 3 + ["postalign"]),
+    "original_codeswitching": ({"codeswitch_mode": "original"}, ["pretrain"] * 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_stage_configuration_runs_and_logs(data, tmp_path, name):
+    flags, stages = CONFIGS[name]
+    flags = dict(flags)
+    if any(k in flags for k in ("prealign_iters", "postalign_iters", "alignment_during_pretraining")):
+        flags.update(pretrain_case.alignment_flags(data))
+    argv = pretrain_case.base_argv(data, str(tmp_path), **flags)
+    assert run_distributed(pretrain_case.run_pretrain, 1, argv)[0]["iteration"] == len(stages)
+    records = pretrain_case.read_log(str(tmp_path))
+    assert [r["stage"] for r in records] == stages
+    for record in records:
+        assert LOG_KEYS <= set(record), LOG_KEYS - set(record)
+        assert record["lm_loss"] > 0 and record["tokens_per_sec"] > 0
+        aligned = record["stage"] != "pretrain" or flags.get("alignment_during_pretraining")
+        if aligned:
+            assert record["alignment_loss"] > 0
+            assert len(record["alignment_similarity"]) == 2 + 2  # embeddings, 2 layers, LM head
+        else:
+            assert record["alignment_loss"] is None
+
+
+def _masked_loss_rank():
+    """Changing the targets of masked positions changes neither the loss nor any gradient."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_prealign import platform
+    from megatron_prealign.full_state import gather_full_tensors
+    from megatron_prealign.model import ModelArgs, build_model
+    from megatron_prealign.training.loop import _lm_forward_step
+
+    platform.initialize(1, 1, seed=3)
+    args = ModelArgs(vocab_size=64, seq_length=8, num_layers=2, hidden_size=32, num_attention_heads=4,
+                     hidden_dropout=0.0, attention_dropout=0.0)
+    chunks = build_model(args)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 64, (2, 8), generator=generator)
+    mask = torch.ones(2, 8)
+    mask[0, 2:4] = 0
+    mask[1, 5] = 0
+
+    def loss_and_grads(labels):
+        chunks[0].zero_grad_buffer()
+        batch = {"tokens": tokens, "labels": labels, "loss_mask": mask,
+                 "position_ids": torch.arange(8).expand(2, 8)}
+        out = get_forward_backward_func()(
+            forward_step_func=lambda it, model: _lm_forward_step(next(it), model),
+            data_iterator=iter([batch]), model=chunks, num_microbatches=1, seq_length=8,
+            micro_batch_size=2, forward_only=False,
+        )
+        return out[0]["lm_sum_count"], gather_full_tensors(chunks, "grad")
+
+    labels = torch.randint(0, 64, (2, 8), generator=generator)
+    changed = labels.clone()
+    changed[mask == 0] = (changed[mask == 0] + 17) % 64
+    unmasked_changed = labels.clone()
+    unmasked_changed[0, 0] = (unmasked_changed[0, 0] + 17) % 64
+    reference, reference_grads = loss_and_grads(labels)
+    same, same_grads = loss_and_grads(changed)
+    other, _ = loss_and_grads(unmasked_changed)
+    return {
+        "reference": reference, "same": same, "other": other,
+        "grads_equal": all(torch.equal(reference_grads[k], same_grads[k]) for k in reference_grads),
+    }
+
+
+def test_masked_tokens_contribute_nothing():
+    result = run_distributed(_masked_loss_rank, 1)[0]
+    assert torch.equal(result["reference"], result["same"])
+    assert result["reference"][1] == 16 - 3  # the count is the number of unmasked targets
+    assert result["grads_equal"]
+    assert not torch.equal(result["reference"], result["other"]), "the test must be able to fail"
+
+
+def _torchrun(argv, nproc, log_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "megatron_prealign.pretrain", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _losses(work):
+    return {r["iteration"]: r["lm_loss"] for r in pretrain_case.read_log(work)}
+
+
+@pytest.mark.parametrize("tp,pp,nproc", [(1, 1, 1), (2, 2, 4)], ids=["tp1", "tp2xpp2"])
+def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
+    n = 3
+    layout = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+                  hidden_dropout=0.1, attention_dropout=0.1, prealign_iters=2,
+                  **pretrain_case.alignment_flags(data))
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    total = 2 * n  # 2 pre-alignment + 4 pretraining iterations
+    argv = pretrain_case.base_argv(data, str(straight), train_iters=total - 2, **layout)
+    assert _torchrun(argv, nproc, straight / "out.txt").wait(timeout=600) == 0, (straight / "out.txt").read_text()
+
+    checkpoints = str(killed / "checkpoints")
+    argv = pretrain_case.base_argv(data, str(killed), train_iters=total - 2, save=checkpoints,
+                                   save_interval=n, **layout)
+    process = _torchrun(argv, nproc, killed / "out.txt")
+    pointer = os.path.join(checkpoints, "latest_checkpointed_iteration.txt")
+    deadline = time.time() + 600
+    while not os.path.exists(pointer) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert os.path.exists(pointer), (killed / "out.txt").read_text()
+    os.killpg(process.pid, signal.SIGKILL)  # kill -9 the launcher and every rank
+    process.wait()
+    assert open(pointer).read() == str(n)
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    argv = pretrain_case.base_argv(data, str(resumed), train_iters=total - 2, load=checkpoints, **layout)
+    assert _torchrun(argv, nproc, resumed / "out.txt").wait(timeout=600) == 0, (resumed / "out.txt").read_text()
+    expected, got = _losses(str(straight)), _losses(str(resumed))
+    assert sorted(got) == list(range(n + 1, total + 1))
+    for iteration in got:
+        assert got[iteration] == expected[iteration], f"iteration {iteration}: {got[iteration]} != {expected[iteration]}"
+
+
+def _error_of(argv):
+    from megatron_prealign.training import arguments, loop
+
+    try:
+        loop.run(arguments.parse_args(argv))
+    except (ValueError, FileNotFoundError) as error:
+        return {"error": str(error)}
+    return {"error": ""}
+
+
+def test_bad_input_fails_before_training(data, tmp_path):
+    work = str(tmp_path)
+    cases = [
+        (pretrain_case.base_argv(data, work, data_path=[data["en"] + "_missing"]), "does not exist"),
+        (pretrain_case.base_argv(data, work, prealign_iters=2), "need --alignment-table"),
+        (pretrain_case.base_argv(data, work, **pretrain_case.alignment_flags(data)), "no stage aligns"),
+        (pretrain_case.base_argv(data, work, enclone_init=True), "--enclone-mapping"),
+        (pretrain_case.base_argv(data, work, tensor_model_parallel_size=3), "not divisible"),
+        (pretrain_case.base_argv(data, work, global_batch_size=3), "--global-batch-size"),
+    ]
+    from megatron_prealign.training import arguments
+
+    for argv, message in cases:
+        with pytest.raises(ValueError, match=message):
+            arguments.validate(arguments.parse_args(argv), 1)
+
+
+def test_bad_data_and_checkpoints_are_clear_errors(data, tmp_path):
+    # A mask file whose lengths disagree with its token file.
+    import shutil
+
+    bad = str(tmp_path / "bad_text_document")
+    for suffix in (".bin", ".idx"):
+        shutil.copy(data["en_cs"] + suffix, bad + suffix)
+        shutil.copy(data["de"] + "_loss_mask" + suffix, bad + "_loss_mask" + suffix)
+    argv = pretrain_case.base_argv(data, str(tmp_path), data_path=[bad])
+    assert "loss_mask" in run_distributed(_error_of, 1, argv)[0]["error"]
+
+    # A table the tokenizer cannot turn into any word group.
+    table = tmp_path / "table.jsonl"
+    table.write_text(json.dumps({"word": "bank", "count": 30, "translations": {"de": ["bank"]}}) + "\n")
+    argv = pretrain_case.base_argv(data, str(tmp_path), prealign_iters=1, alignment_table=str(table),
+                                   alignment_words_per_batch=2)
+    assert "word groups" in run_distributed(_error_of, 1, argv)[0]["error"]
+
+    # A checkpoint of another architecture.
+    saved = str(tmp_path / "ckpt")
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=1, save=saved)
+    run_distributed(pretrain_case.run_pretrain, 1, argv)
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, load=saved)
+    argv[argv.index("--hidden-size") + 1] = "64"
+    error = run_distributed(_error_of, 1, argv)[0]["error"]
+    assert "another architecture" in error and "hidden_size" in error
