@@ -65,6 +65,13 @@ def _doc_key(seed: int, doc_index: int, key_index: int) -> int:
     return _splitmix64_int(_splitmix64_int(_splitmix64_int(seed & _MASK64) ^ doc_index) ^ key_index)
 
 
+def _doc_keys(seed: int, doc_indices: Sequence[int], key_index: int) -> np.ndarray:
+    """:func:`_doc_key` of many documents (uint64 array), bit-identical."""
+    base = np.uint64(_splitmix64_int(seed & _MASK64))
+    docs = np.asarray(doc_indices, dtype=np.uint64).reshape(-1)
+    return _splitmix64_array(_splitmix64_array(base ^ docs) ^ np.uint64(key_index & _MASK64))
+
+
 def _to_unit(draws: np.ndarray) -> np.ndarray:
     """uint64 -> float64 in [0, 1) from the top 53 bits."""
     return (draws >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
@@ -96,6 +103,40 @@ class SwitchStats:
         self.eligible += other.eligible
         self.switched += other.switched
         self.masked_tokens += other.masked_tokens
+
+
+@dataclass
+class SwitchedBatch:
+    """Several processed documents back to back, as numpy arrays (cheap to pickle and write)."""
+
+    ids: np.ndarray  # int64, all documents concatenated
+    lengths: np.ndarray  # int64, tokens per document
+    mask: Optional[np.ndarray]  # uint8 like ``ids``; None = all ones
+    words: np.ndarray  # per-document counts (int64), as in SwitchStats
+    eligible: np.ndarray
+    switched: np.ndarray
+    masked_tokens: np.ndarray
+
+    @classmethod
+    def build(cls, ids, lengths, mask, words, eligible, switched, masked_tokens, eod=None):
+        if eod is not None:  # one EOD after every document; it stays a prediction target
+            at = np.cumsum(lengths)
+            ids = np.insert(ids, at, eod)
+            if mask is not None:
+                mask = np.insert(mask, at, np.uint8(1))
+            lengths = lengths + 1
+        return cls(ids, lengths, mask, words, eligible, switched, masked_tokens)
+
+    def doc_stats(self, d: int) -> SwitchStats:
+        return SwitchStats(
+            int(self.words[d]), int(self.eligible[d]), int(self.switched[d]), int(self.masked_tokens[d])
+        )
+
+    def total_stats(self) -> SwitchStats:
+        return SwitchStats(
+            int(self.words.sum()), int(self.eligible.sum()), int(self.switched.sum()),
+            int(self.masked_tokens.sum()),
+        )
 
 
 @dataclass
@@ -331,27 +372,54 @@ class Codeswitcher:
         self, texts: Sequence[str], doc_indices: Sequence[int], key_index: int = 0
     ) -> List[Tuple[np.ndarray, Optional[np.ndarray], SwitchStats]]:
         """:meth:`process` for several documents; identical results, fewer numpy calls."""
-        encoded = [self.encoder.encode_array(text) for text in texts]
-        if self.mode == "none" or self.ratio == 0.0:
-            return [(ids, None, SwitchStats()) for ids in encoded]
-        lens = np.array([len(ids) for ids in encoded], dtype=np.int64)
+        batch = self.process_batch(texts, doc_indices, key_index)
+        cuts = np.cumsum(batch.lengths)[:-1].tolist()
+        ids_split = np.split(batch.ids, cuts)
+        mask_split = np.split(batch.mask, cuts) if batch.mask is not None else [None] * len(texts)
+        results = []
+        for d, (ids, m) in enumerate(zip(ids_split, mask_split)):
+            stats = batch.doc_stats(d)
+            results.append((ids, m if m is not None and stats.switched else None, stats))
+        return results
+
+    def process_batch(
+        self,
+        texts: Sequence[str],
+        doc_indices: Sequence[int],
+        key_index: int = 0,
+        eod: Optional[int] = None,
+        encoded: Optional[Sequence[np.ndarray]] = None,
+    ) -> "SwitchedBatch":
+        """Several documents back to back (what the preprocessing workers send to the writer).
+
+        Same tokens, masks and counts as :meth:`process` for each document; ``eod`` (if given)
+        is appended to every document with mask 1. ``encoded`` may give the documents' token
+        ids (:meth:`TextEncoder.encode_array`) when they are already known.
+        """
+        if encoded is None:
+            encoded = [self.encoder.encode_array(text) for text in texts]
+        n_docs = len(encoded)
+        lens = np.fromiter(map(len, encoded), dtype=np.int64, count=n_docs)
+        all_ids = np.concatenate(encoded) if n_docs else np.zeros(0, dtype=np.int64)
+        zeros = np.zeros(n_docs, dtype=np.int64)
+        if self.mode == "none" or self.ratio == 0.0 or not n_docs:
+            return SwitchedBatch.build(all_ids, lens, None, zeros, zeros, zeros, zeros, eod)
         ends = np.cumsum(lens)
         begins = ends - lens
-        doc_of = np.repeat(np.arange(len(texts)), lens)
-        all_ids = np.concatenate(encoded) if len(encoded) else np.zeros(0, dtype=np.int64)
+        doc_of = np.repeat(np.arange(n_docs), lens)
         starts, lengths, slots = self.find_words(all_ids, begins[doc_of], ends[doc_of])
         word_doc = doc_of[starts]
-        keys = np.array(
-            [_doc_key(self.seed, d, key_index) for d in doc_indices], dtype=np.uint64
-        )
+        keys = _doc_keys(self.seed, doc_indices, key_index)
         rel = (starts - begins[word_doc]).astype(np.uint64)
         draws = _splitmix64_array(keys[word_doc] ^ (rel << np.uint64(1)))
         switched = _to_unit(draws) < self.ratio
-        n_words = np.bincount(doc_of[self._starts_word[all_ids]], minlength=len(texts))
-        n_eligible = np.bincount(word_doc, minlength=len(texts))
-        n_switched = np.bincount(word_doc[switched], minlength=len(texts))
+        n_words = np.bincount(doc_of[self._starts_word[all_ids]], minlength=n_docs)
+        n_eligible = np.bincount(word_doc, minlength=n_docs)
         sw = np.flatnonzero(switched)
+        if not sw.size:
+            return SwitchedBatch.build(all_ids, lens, None, n_words, n_eligible, zeros, zeros, eod)
         sw_doc = word_doc[sw]
+        n_switched = np.bincount(sw_doc, minlength=n_docs)
         # The translation draw: the odd counter of the same position (see choice_uniform).
         choice = _to_unit(_splitmix64_array(keys[sw_doc] ^ ((rel[sw] << np.uint64(1)) | np.uint64(1))))
         sw_starts, sw_lens = starts[sw], lengths[sw]
@@ -375,20 +443,18 @@ class Codeswitcher:
         keep = np.ones(len(all_ids), dtype=bool)
         keep[word_tokens] = False
         insert_at = np.repeat(sw_starts - before, rep_lens)
-        new_all = np.insert(all_ids[keep], insert_at, np.concatenate(reps) if reps else [])
+        new_all = np.insert(all_ids[keep], insert_at, np.concatenate(reps))
         masked = self.mode == "input-only"
-        mask_all = np.insert(np.ones(int(keep.sum()), dtype=np.uint8), insert_at, 0 if masked else 1)
-        rep_per_doc = np.bincount(sw_doc, weights=rep_lens, minlength=len(texts)).astype(np.int64)
-        new_lens = lens - np.bincount(sw_doc, weights=sw_lens, minlength=len(texts)).astype(np.int64) + rep_per_doc
-        cuts = np.cumsum(new_lens)[:-1]
-        results = []
-        for d, (ids, m) in enumerate(zip(np.split(new_all, cuts), np.split(mask_all, cuts))):
-            stats = SwitchStats(
-                int(n_words[d]), int(n_eligible[d]), int(n_switched[d]),
-                int(rep_per_doc[d]) if masked else 0,
-            )
-            results.append((ids, m if masked and n_switched[d] else None, stats))
-        return results
+        mask_all = (
+            np.insert(np.ones(len(all_ids) - len(word_tokens), dtype=np.uint8), insert_at, 0)
+            if masked else None
+        )
+        rep_per_doc = np.bincount(sw_doc, weights=rep_lens, minlength=n_docs).astype(np.int64)
+        new_lens = lens - np.bincount(sw_doc, weights=sw_lens, minlength=n_docs).astype(np.int64) + rep_per_doc
+        return SwitchedBatch.build(
+            new_all, new_lens, mask_all, n_words, n_eligible, n_switched,
+            rep_per_doc if masked else zeros, eod,
+        )
 
     def _combo(self, combo: int) -> np.ndarray:
         """Replacement ids of a (spelling, language, translation) combination, cached."""

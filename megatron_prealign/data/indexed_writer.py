@@ -86,6 +86,44 @@ class PairedIndexedWriter:
         self.documents += 1
         self.tokens += int(ids.size)
 
+    def add_documents(
+        self, ids: np.ndarray, doc_lengths: np.ndarray, mask: Optional[np.ndarray] = None
+    ) -> None:
+        """Several documents (one sequence each) given back to back: ``ids`` concatenated,
+        ``doc_lengths`` tokens per document, ``mask`` like ``ids`` (None = all ones).
+
+        Writes exactly what :meth:`add_document` per document would, with one write per file.
+        """
+        ids = np.asarray(ids)
+        lengths = np.asarray(doc_lengths, dtype=np.int64)
+        if int(lengths.sum()) != ids.size:
+            raise ValueError("document lengths do not add up to the number of token ids")
+        if mask is not None and len(mask) != ids.size:
+            raise ValueError("loss mask and token ids differ in length")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            first = int(np.flatnonzero((ids < 0) | (ids >= self.vocab_size))[0])
+            doc = int(np.searchsorted(np.cumsum(lengths), first, side="right"))
+            raise ValueError(
+                f"token id out of range [0, {self.vocab_size}) in document {self.documents + doc}"
+            )
+        seq_lengths = lengths.tolist()
+        parts = [(self._token_builder, ids.astype(self.dtype, copy=False))]
+        if self._mask_builder is not None:
+            parts.append((
+                self._mask_builder,
+                np.ones(ids.size, dtype=np.uint8) if mask is None
+                else np.asarray(mask, dtype=np.uint8),
+            ))
+        for builder, array in parts:
+            # IndexedDatasetBuilder.add_document for each document, batched: the same bytes
+            # and the same index entries.
+            builder.data_file.write(array.tobytes(order="C"))
+            n = len(builder.sequence_lengths)
+            builder.sequence_lengths.extend(seq_lengths)
+            builder.document_indices.extend(range(n + 1, n + 1 + len(seq_lengths)))
+        self.documents += len(seq_lengths)
+        self.tokens += int(ids.size)
+
     def commit(self) -> None:
         """Finish the index files and move everything to the final names."""
         for p, _ in self._final:

@@ -25,7 +25,12 @@ import numpy as np
 
 from megatron_prealign.data.alignment_table import read_table, table_languages
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
-from megatron_prealign.data.codeswitch import CODESWITCH_MODES, Codeswitcher, SwitchStats
+from megatron_prealign.data.codeswitch import (
+    CODESWITCH_MODES,
+    Codeswitcher,
+    SwitchedBatch,
+    SwitchStats,
+)
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter
 from megatron_prealign.data.parallel import ordered_bounded_map
 from megatron_prealign.data.jsonl_input import expand_inputs, iter_raw_lines, parse_document
@@ -76,7 +81,14 @@ def resolve_languages(table_path: str, entries, requested: Optional[Sequence[str
 _WORKER: Dict[str, Any] = {}
 
 
-def _init_worker(settings: PreprocessSettings) -> None:
+def _init_worker(settings: PreprocessSettings, token: Optional[int] = None) -> None:
+    """Builds the tokenizer and codeswitcher of this process.
+
+    Forked workers inherit the state the main process built for the same run (``token``
+    matches), so they skip rebuilding it (tokenizer loading, table tokenization).
+    """
+    if token is not None and _WORKER.get("token") == token:
+        return
     encoder = TextEncoder(build_tokenizer_from_spec(settings.tokenizer))
     switcher = None
     if settings.alignment_table and settings.codeswitch_mode != "none":
@@ -91,37 +103,47 @@ def _init_worker(settings: PreprocessSettings) -> None:
         )
     if settings.append_eod and encoder.eod is None:
         raise ValueError("--append-eod: the tokenizer defines no end-of-document token")
-    _WORKER.update(settings=settings, encoder=encoder, switcher=switcher)
+    _WORKER.clear()
+    _WORKER.update(settings=settings, encoder=encoder, switcher=switcher, token=token)
 
 
-def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> List[tuple]:
+@dataclass
+class ChunkResult:
+    """What a worker sends back for one chunk of lines: a few arrays, not one object a line."""
+
+    per_key: List[SwitchedBatch]  # the chunk's good documents, per --json-keys key
+    stats: SwitchStats
+    bad: List[Tuple[str, int, str]]  # (path, line, message) of bad lines, in input order
+    nbytes: int
+
+
+def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> ChunkResult:
     settings: PreprocessSettings = _WORKER["settings"]
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
-    parsed = []  # (position in chunk, doc index, texts) of the good lines
-    results: List[Optional[tuple]] = [None] * len(chunk)
-    for i, (doc_index, path, line_no, raw) in enumerate(chunk):
+    eod = encoder.eod if settings.append_eod else None
+    docs, bad = [], []  # (doc index, texts) of the good lines; bad lines
+    for doc_index, path, line_no, raw in chunk:
         try:
-            parsed.append((i, doc_index, parse_document(raw, settings.json_keys, path, line_no)))
+            docs.append((doc_index, parse_document(raw, settings.json_keys, path, line_no)))
         except BadInputError as err:
-            results[i] = ("bad", err.path, err.line, err.message, len(raw))
-    per_doc = {i: ([], SwitchStats()) for i, _, _ in parsed}
+            bad.append((err.path, err.line, err.message))
+    doc_indices = [d for d, _ in docs]
+    per_key = []
+    stats = SwitchStats()
     for key_index, key in enumerate(settings.json_keys):
-        texts = [texts[key] for _, _, texts in parsed]
+        texts = [texts[key] for _, texts in docs]
         if switcher is not None:  # all documents of the chunk at once (vectorised matching)
-            outputs = switcher.process_many(texts, [d for _, d, _ in parsed], key_index)
+            batch = switcher.process_batch(texts, doc_indices, key_index, eod=eod)
+            stats.add(batch.total_stats())
         else:
-            outputs = [(encoder.encode_array(text), None, SwitchStats()) for text in texts]
-        for (i, _, _), (ids, mask, stats) in zip(parsed, outputs):
-            if settings.append_eod:
-                ids = np.append(ids, encoder.eod)
-                if mask is not None:
-                    mask = np.append(mask, np.uint8(1))  # EOD stays a prediction target
-            per_doc[i][0].append((ids, mask))
-            per_doc[i][1].add(stats)
-    for i, (per_key, stats) in per_doc.items():
-        results[i] = ("ok", per_key, stats, len(chunk[i][3]))
-    return results
+            encoded = [encoder.encode_array(text) for text in texts]
+            lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+            zeros = np.zeros(len(encoded), dtype=np.int64)
+            ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int64)
+            batch = SwitchedBatch.build(ids, lens, None, zeros, zeros, zeros, zeros, eod)
+        per_key.append(batch)
+    return ChunkResult(per_key, stats, bad, sum(len(raw) for *_, raw in chunk))
 
 
 # --------------------------------------------------------------------------- main side
@@ -163,7 +185,10 @@ def run_preprocess(
              for ids in e.token_ids.get(lang, []) for i in ids),
             default=-1,
         )
-    _init_worker(settings)  # validates tokenizer/table in this process; also used if workers == 1
+    # Validates tokenizer/table in this process (also used if workers == 1); forked workers
+    # inherit this state through the token instead of building it again.
+    token = int.from_bytes(os.urandom(8), "little")
+    _init_worker(settings, token)
     encoder: TextEncoder = _WORKER["encoder"]
     vocab_size = max(encoder.vocab_size, max_table_id + 1)
     skip = SkipCounter(settings.skip_bad_lines)
@@ -186,21 +211,17 @@ def run_preprocess(
         chunks = _chunks(iter_raw_lines(files), chunk_lines)
         if workers > 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings,))
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings, token))
             results = ordered_bounded_map(pool, _process_chunk, chunks, 2 * workers)
         else:
             results = map(_process_chunk, chunks)
         for chunk_result in results:
-            for result in chunk_result:
-                if result[0] == "bad":
-                    _, path, line_no, message, nbytes = result
-                    skip.raise_or_count(BadInputError(path, line_no, message))
-                else:
-                    _, per_key, doc_stats, nbytes = result
-                    for writer, (ids, mask) in zip(writers, per_key):
-                        writer.add_document(ids, mask)
-                    stats.add(doc_stats)
-                bar.update(nbytes)
+            for path, line_no, message in chunk_result.bad:
+                skip.raise_or_count(BadInputError(path, line_no, message))
+            for writer, batch in zip(writers, chunk_result.per_key):
+                writer.add_documents(batch.ids, batch.lengths, batch.mask)
+            stats.add(chunk_result.stats)
+            bar.update(chunk_result.nbytes)
         bar.close()
         for writer in writers:
             writer.commit()
