@@ -330,8 +330,9 @@ class Codeswitcher:
                 inner = plain & (starts > doc_start[starts])
                 prev_ok[inner] = self._ends_space[ids[starts[inner] - 1]]
                 ok &= prev_ok
-            best_len[starts[ok]] = length
-            best_slot[starts[ok]] = slot[ok]
+            found = starts[ok]
+            best_len[found] = length
+            best_slot[found] = slot[ok]
         starts = np.flatnonzero(best_len)
         lengths, slots = best_len[starts], best_slot[starts]
         suspicious = np.zeros(len(starts), dtype=bool)
@@ -413,7 +414,9 @@ class Codeswitcher:
         rel = (starts - begins[word_doc]).astype(np.uint64)
         draws = _splitmix64_array(keys[word_doc] ^ (rel << np.uint64(1)))
         switched = _to_unit(draws) < self.ratio
-        n_words = np.bincount(doc_of[self._starts_word[all_ids]], minlength=n_docs)
+        word_starts = np.zeros(len(all_ids) + 1, dtype=np.int64)  # word-start tokens before t
+        np.cumsum(self._starts_word[all_ids], out=word_starts[1:])
+        n_words = word_starts[ends] - word_starts[begins]
         n_eligible = np.bincount(word_doc, minlength=n_docs)
         sw = np.flatnonzero(switched)
         if not sw.size:
