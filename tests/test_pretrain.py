@@ -113,19 +113,32 @@ def _torchrun(argv, nproc, log_path):
                             start_new_session=True)
 
 
+def _kill_tree(process):
+    """SIGKILL the launcher and all its descendants (torchrun starts ranks in new sessions)."""
+    import psutil
+
+    parent = psutil.Process(process.pid)
+    for proc in [parent, *parent.children(recursive=True)]:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    process.wait()
+
+
 def _losses(work):
     return {r["iteration"]: r["lm_loss"] for r in pretrain_case.read_log(work)}
 
 
 @pytest.mark.parametrize("tp,pp,nproc", [(1, 1, 1), (2, 2, 4)], ids=["tp1", "tp2xpp2"])
 def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
-    n = 3
+    n = 3  # checkpoint (and kill) after iteration 3 of 8; the next save would be at 6
     layout = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
                   hidden_dropout=0.1, attention_dropout=0.1, prealign_iters=2,
                   **pretrain_case.alignment_flags(data))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    total = 2 * n  # 2 pre-alignment + 4 pretraining iterations
+    total = 8  # 2 pre-alignment + 6 pretraining iterations
     argv = pretrain_case.base_argv(data, str(straight), train_iters=total - 2, **layout)
     assert _torchrun(argv, nproc, straight / "out.txt").wait(timeout=600) == 0, (straight / "out.txt").read_text()
 
@@ -138,9 +151,8 @@ def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
     while not os.path.exists(pointer) and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert os.path.exists(pointer), (killed / "out.txt").read_text()
-    os.killpg(process.pid, signal.SIGKILL)  # kill -9 the launcher and every rank
-    process.wait()
-    assert open(pointer).read() == str(n)
+    _kill_tree(process)  # kill -9 the launcher and every rank
+    assert open(pointer).read() == str(n), "the run saved again before it was killed"
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
@@ -171,6 +183,7 @@ def test_bad_input_fails_before_training(data, tmp_path):
         (pretrain_case.base_argv(data, work, enclone_init=True), "--enclone-mapping"),
         (pretrain_case.base_argv(data, work, tensor_model_parallel_size=3), "not divisible"),
         (pretrain_case.base_argv(data, work, global_batch_size=3), "--global-batch-size"),
+        (pretrain_case.base_argv(data, work, train_iters=1), "--lr-warmup-iters"),
     ]
     from megatron_prealign.training import arguments
 
@@ -199,7 +212,7 @@ def test_bad_data_and_checkpoints_are_clear_errors(data, tmp_path):
 
     # A checkpoint of another architecture.
     saved = str(tmp_path / "ckpt")
-    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=1, save=saved)
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, save=saved)
     run_distributed(pretrain_case.run_pretrain, 1, argv)
     argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, load=saved)
     argv[argv.index("--hidden-size") + 1] = "64"

@@ -165,6 +165,14 @@ def validate(args: argparse.Namespace, world_size: int):
     for name in ("train_iters", "prealign_iters", "postalign_iters"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+    total = args.prealign_iters + args.train_iters + args.postalign_iters
+    if total < 1:
+        raise ValueError("nothing to train: --train-iters, --prealign-iters and --postalign-iters are all 0")
+    if args.lr_warmup_iters >= (args.lr_decay_iters or total):
+        raise ValueError(
+            f"--lr-warmup-iters {args.lr_warmup_iters} must be smaller than --lr-decay-iters "
+            f"(default: all {total} iterations of all stages)"
+        )
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and not args.alignment_table:
         raise ValueError(
