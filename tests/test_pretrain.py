@@ -218,3 +218,19 @@ def test_bad_data_and_checkpoints_are_clear_errors(data, tmp_path):
     argv[argv.index("--hidden-size") + 1] = "64"
     error = run_distributed(_error_of, 1, argv)[0]["error"]
     assert "another architecture" in error and "hidden_size" in error
+
+
+def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
+    checkpoints = str(tmp_path / "checkpoints")
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=500, save=checkpoints)
+    process = subprocess.Popen([sys.executable, "-m", "megatron_prealign.pretrain", *argv],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "log.jsonl"
+    deadline = time.time() + 300
+    while not (log.exists() and log.read_text().count("\n") >= 2) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    saved = int(open(os.path.join(checkpoints, "latest_checkpointed_iteration.txt")).read())
+    assert 2 <= saved < 500 and "exiting at iteration" in output
