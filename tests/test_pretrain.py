@@ -29,6 +29,7 @@ CONFIGS = {
     "on_the_fly": ({"alignment_during_pretraining": True}, ["pretrain"] * 3),
     "postalign": ({"postalign_iters": 1}, ["pretrain"] * 3 + ["postalign"]),
     "original_codeswitching": ({"codeswitch_mode": "original"}, ["pretrain"] * 3),
+    "prealign_bf16": ({"prealign_iters": 1, "bf16": True}, ["prealign"] + ["pretrain"] * 3),
 }
 
 
@@ -133,7 +134,7 @@ def _losses(work):
 @pytest.mark.parametrize("tp,pp,nproc", [(1, 1, 1), (2, 2, 4)], ids=["tp1", "tp2xpp2"])
 def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
     n = 3  # checkpoint (and kill) after iteration 3 of 8; the next save would be at 6
-    layout = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+    layout = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, use_distributed_optimizer=True,
                   hidden_dropout=0.1, attention_dropout=0.1, prealign_iters=2,
                   **pretrain_case.alignment_flags(data))
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -134,8 +134,8 @@ class Trainer:
             enclone_init.apply(self.chunks, args.enclone_mapping)
             self.optimizer.reload_model_params()
 
-        eval_samples = args.eval_iters * args.global_batch_size * max(1, total // max(1, args.eval_interval or total))
-        train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, eval_samples, 0])
+        # Validation uses one dataset per source (_validation_sets); here only the train split.
+        train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
         self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed)
         self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
         self.logger = TrainingLogger(args.tensorboard_dir, args.log_json)
