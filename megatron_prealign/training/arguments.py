@@ -137,7 +137,7 @@ def model_args(args: argparse.Namespace, vocab_size: int) -> ModelArgs:
     )
 
 
-def _data_prefixes(data_path: List[str]) -> List[str]:
+def data_prefixes(data_path: List[str]) -> List[str]:
     """The prefixes of Megatron-LM's --data-path (dropping the weights of a blend)."""
     if len(data_path) > 1 and len(data_path) % 2 == 0:
         try:
@@ -199,7 +199,7 @@ def validate(args: argparse.Namespace, world_size: int):
         raise ValueError(f"--enclone-mapping {args.enclone_mapping} does not exist")
     if args.save_interval and not args.save:
         raise ValueError("--save-interval needs --save DIR")
-    for prefix in _data_prefixes(args.data_path):
+    for prefix in data_prefixes(args.data_path):
         for suffix in (".bin", ".idx"):
             if not os.path.isfile(prefix + suffix):
                 raise ValueError(f"--data-path: {prefix + suffix} does not exist (give the prefix without .bin/.idx)")

@@ -156,7 +156,7 @@ class Trainer:
                              "change the model flags to match or start without --load")
 
     def _validation_sets(self, tokenizer):
-        prefixes = arguments._data_prefixes(self.args.data_path)
+        prefixes = arguments.data_prefixes(self.args.data_path)
         sets = {}
         for prefix in prefixes:
             _, valid, _ = build_datasets(self.args, tokenizer, [1, self.args.eval_iters * self.args.global_batch_size, 0], [prefix])
@@ -209,7 +209,7 @@ class Trainer:
         # Over all ranks: DP shards add up, non-last pipeline stages add 0; TP ranks repeat both.
         dist.all_reduce(sums)
         lm_loss = (sums[0] / sums[1]).item() if sums[1] > 0 else None
-        return lm_loss, statistics, grad_norm, local_tokens
+        return lm_loss, statistics, grad_norm
 
     def _evaluate(self):
         losses = {}
@@ -256,8 +256,8 @@ class Trainer:
         while self.iteration < total:
             self.iteration += 1
             stage = self.plan.stage(self.iteration)
-            lm_loss, statistics, grad_norm, tokens = self._step(stage)
-            interval_tokens += tokens
+            lm_loss, statistics, grad_norm = self._step(stage)
+            interval_tokens += args.global_batch_size * args.seq_length
             alignment_loss = statistics.get("alignment_loss")
             for name, value in (("lm loss", lm_loss), ("alignment loss", alignment_loss)):
                 if value is not None and not math.isfinite(value):
@@ -267,14 +267,12 @@ class Trainer:
                     )
             if self.iteration % args.log_interval == 0 or self.iteration == total:
                 seconds = time.time() - interval_start
-                token_count = torch.tensor([float(interval_tokens)])
-                dist.all_reduce(token_count, group=parallel_state.get_data_parallel_group())
                 self.logger.log({
                     "iteration": self.iteration, "total_iters": total, "stage": stage,
                     "lm_loss": lm_loss, **statistics,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "tokens_per_sec": token_count.item() / max(seconds, 1e-9),
+                    "tokens_per_sec": interval_tokens / max(seconds, 1e-9),
                     "elapsed_s": self.logger.elapsed(),
                     "consumed_samples": self.lm_batches.consumed_samples,
                 })
