@@ -1,0 +1,383 @@
+"""Resource plan of a `megatron_prealign.pretrain` launch: parameter count, parallel layout,
+tokens and FLOPs per step, expected step time and memory per GPU, from the very flags a launch
+script passes to the driver. The `examples/pretrain_*.sh` scripts call it for `--dry-run`:
+
+    python -m megatron_prealign.launch_plan --nnodes 4 --gpus-per-node 8 --gpu a100 --mfu 0.4 \\
+        --node-counts 1 2 4 8 -- --model-size 1.3B --seq-length 1024 ... (the pretrain flags)
+
+Nothing is allocated and no data file is read (the tokenizer model is read when it exists, to
+get the vocabulary; otherwise `--assumed-vocab-size`). Exit status 2 with a message when the
+layout is invalid for the node count.
+
+Formulas (s sequence length, b micro batch, h hidden, a heads, L layers, t TP, p PP, d DP,
+V padded vocabulary, N parameters, T tokens per step):
+
+* parameters: `megatron_prealign.model.count_parameters` (the builder's own formulas; the tests
+  compare them with a built GPTModel).
+* weights + gradients + optimizer, bytes per parameter held by a GPU (Megatron-LM's accounting;
+  the driver keeps gradients in fp32, `grad_reduce_in_fp32=True`): bf16 weights 2, fp32
+  gradients 4, Adam state 12 (fp32 main weights, m, v); the distributed optimizer shards the 12
+  over the d data-parallel ranks: 18 -> 6 + 12/d. A GPU holds the parameters of its pipeline
+  stage with the TP-sharded ones divided by t (norms, row-parallel biases and learned positions
+  are replicated).
+* activations, bytes per layer and microbatch (Korthikanti et al. 2022, "Reducing Activation
+  Recomputation in Large Transformer Models", Sec. 4): `s*b*h*(10 + 24/t + c*a*s/(h*t))`, with
+  sequence parallelism `s*b*h/t*(34 + c*a*s/h)`; c = 5 in the paper (fused softmax storing
+  bf16 probabilities); megatron-core's `local` attention runs an unfused softmax in fp32 and
+  saves its fp32 output, so c = 7 there. Selective recompute (and flash attention, i.e.
+  `--transformer-impl transformer_engine`) drops the c*a*s/h term; full recompute keeps only
+  each layer's input, 2*s*b*h (/t with SP), plus one layer's activations while it recomputes.
+  The first pipeline stage keeps min(p, microbatches) microbatches of its L/p layers. Outside
+  the layers: embedding dropout mask s*b*h (1 byte), final norm and LM-head input 4*s*b*h and
+  fp32 logits for the cross entropy 4*s*b*V/t.
+* pre-alignment steps additionally keep every layer's output of the alignment microbatch for the
+  contrastive loss, (L/p + 2)*2*s*b*h/t, and its block-diagonal mask b*s^2 (1 byte).
+* transient: local attention's fp32 score copies, 8*b*a*s^2/t, plus an assumed 3 GiB for the
+  CUDA context, NCCL buffers and allocator fragmentation.
+* FLOPs per step (model FLOPs, recompute not counted, as MFU is defined):
+  `6*N_mm*T + 12*L*s*h*T`, N_mm the matmul parameters (non-embedding + the LM head V*h; the
+  embedding lookups are not matmuls), the second term the attention scores and their
+  application (forward 4*s*h per token and layer, backward twice that). T = global batch * s;
+  pre-alignment steps add one alignment microbatch per data-parallel rank.
+* step time = FLOPs per step / (GPUs * peak * MFU).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from typing import Dict, List, Optional
+
+# megatron-core warns at import time about optional kernels (apex, TE); a plan does not use them.
+warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
+
+from megatron_prealign.model import ModelArgs, count_parameters
+from megatron_prealign.training import arguments
+
+GIB = 1024 ** 3
+FRAMEWORK_OVERHEAD_GIB = 3.0
+
+# Dense peak TFLOP/s per GPU (NVIDIA data sheets, SXM parts) and memory in GiB.
+GPUS = {
+    "a100": {"name": "A100 80GB SXM", "memory_gib": 80, "bf16": 312.0, "fp8": None},
+    "h100": {"name": "H100 80GB SXM", "memory_gib": 80, "bf16": 989.0, "fp8": 1979.0},
+}
+
+
+@dataclasses.dataclass
+class Layout:
+    world: int
+    tp: int
+    pp: int
+    dp: int
+    micro_batch: int
+    global_batch: int
+    microbatches: int  # LM microbatches per step per DP rank
+
+
+def padded_vocab(vocab: int, tp: int) -> int:
+    """The driver's padding (training/loop.py `_vocab_size`): a multiple of 128 x TP."""
+    multiple = 128 * tp
+    return -(-vocab // multiple) * multiple
+
+
+def resolve_vocab(args: argparse.Namespace, assumed: int) -> (int, str):
+    if args.padded_vocab_size:
+        return args.padded_vocab_size, "--padded-vocab-size"
+    tp = args.tensor_model_parallel_size
+    if args.tokenizer_model and os.path.exists(args.tokenizer_model) and not args.enclone_mapping:
+        try:
+            from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+
+            size = build_tokenizer_from_args(args).vocab_size
+            return padded_vocab(size, tp), f"tokenizer {args.tokenizer_model} ({size} tokens), padded"
+        except Exception as error:  # a dry run must not fail on a tokenizer it cannot load here
+            print(f"note: could not load the tokenizer ({error}); assuming {assumed} tokens", file=sys.stderr)
+    source = f"assumed {assumed} tokens (VOCAB_SIZE), padded to 128 x TP"
+    if args.enclone_mapping:
+        assumed *= 2
+        source = f"assumed 2 x {assumed // 2} tokens (En-Clone), padded"
+    return padded_vocab(assumed, tp), source
+
+
+def check_layout(args: argparse.Namespace, model: ModelArgs, world: int) -> Layout:
+    """The driver's checks that depend only on the flags and the world size (ValueError)."""
+    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    if world % (tp * pp):
+        raise ValueError(f"{world} GPUs are not divisible by TP {tp} x PP {pp}")
+    dp = world // (tp * pp)
+    if model.num_attention_heads % tp:
+        raise ValueError(f"{model.num_attention_heads} attention heads are not divisible by TP {tp}")
+    if model.num_layers % pp:
+        raise ValueError(f"{model.num_layers} layers are not divisible by PP {pp}")
+    if model.hidden_size % model.num_attention_heads:
+        raise ValueError(f"hidden size {model.hidden_size} is not divisible by {model.num_attention_heads} heads")
+    if args.global_batch_size % (args.micro_batch_size * dp):
+        raise ValueError(
+            f"global batch {args.global_batch_size} is not a multiple of micro batch "
+            f"{args.micro_batch_size} x DP {dp} on {world} GPUs"
+        )
+    if args.sequence_parallel and tp == 1:
+        raise ValueError("--sequence-parallel needs TP > 1")
+    if model.vocab_size % tp:
+        raise ValueError(f"vocabulary {model.vocab_size} is not divisible by TP {tp}")
+    aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
+    if aligning and args.alignment_words_per_batch % dp:
+        raise ValueError(f"--alignment-words-per-batch {args.alignment_words_per_batch} is not divisible by DP {dp}")
+    if aligning and args.transformer_impl != "local":
+        raise ValueError(
+            "the alignment pass needs --transformer-impl local (it refuses Transformer Engine "
+            "attention): fp8 applies to pretraining-only runs (PREALIGN_ITERS=0)"
+        )
+    return Layout(world, tp, pp, dp, args.micro_batch_size, args.global_batch_size,
+                  args.global_batch_size // (args.micro_batch_size * dp))
+
+
+def parameters_per_gpu(model: ModelArgs, tp: int, pp: int) -> Dict[str, int]:
+    """Parameters held by the GPU of the largest pipeline stage (first or last), TP-sharded."""
+    h = model.hidden_size
+    llama = model.family == "llama"
+    final_norm = count_parameters(dataclasses.replace(model, num_layers=0))["non_embedding"]
+    per_layer = count_parameters(dataclasses.replace(model, num_layers=1))["non_embedding"] - final_norm
+    norm = h if llama else 2 * h
+    replicated = 2 * norm + (0 if llama else 2 * h)  # norms, attention-proj and fc2 biases
+    layer_gpu = (per_layer - replicated) // tp + replicated
+    layers = model.num_layers // pp
+    word = model.vocab_size * h // tp
+    positions = 0 if llama else (model.max_position_embeddings or model.seq_length) * h
+    first = word + positions + layers * layer_gpu
+    last = layers * layer_gpu + final_norm + (word if (llama or pp > 1) else 0)
+    if pp == 1:
+        first = last = first + final_norm + (word if llama else 0)
+    return {"first_stage": first, "last_stage": last, "max": max(first, last)}
+
+
+def attention_coefficient(args: argparse.Namespace) -> int:
+    return 5 if args.transformer_impl == "transformer_engine" else 7
+
+
+def activation_bytes(args: argparse.Namespace, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
+    s, b, h, a = model.seq_length, layout.micro_batch, model.hidden_size, model.num_attention_heads
+    t, p, v, L = layout.tp, layout.pp, model.vocab_size, model.num_layers
+    sp = args.sequence_parallel
+    flash = args.transformer_impl == "transformer_engine"
+    attn = 0.0 if (flash or args.recompute_granularity == "selective") else attention_coefficient(args) * a * s / h
+    if sp:
+        per_layer = s * b * h / t * (34 + attn)
+    else:
+        per_layer = s * b * h * (10 + 24 / t + attn / t)
+    layers_on_stage = L // p
+    microbatches = layout.microbatches + (1 if aligning else 0)
+    in_flight = min(p, microbatches)
+    if args.recompute_granularity == "full":
+        kept = 2 * s * b * h / (t if sp else 1)
+        layers = layers_on_stage * in_flight * kept + per_layer  # + one layer being recomputed
+    else:
+        layers = layers_on_stage * in_flight * per_layer
+    embedding = s * b * h * in_flight / (t if sp else 1)
+    head = 4 * s * b * h / (t if sp else 1) + 4 * s * b * v / t
+    result = {"layers": layers, "embedding_and_head": embedding + head if p == 1 else max(embedding, head)}
+    if aligning:
+        result["alignment_captures"] = (layers_on_stage + 2) * 2 * s * b * h / t + b * s * s
+    return result
+
+
+def memory(args: argparse.Namespace, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
+    params = parameters_per_gpu(model, layout.tp, layout.pp)["max"]
+    half = args.bf16 or args.fp16
+    weight_bytes = 2 if half else 4
+    grad_bytes = 4
+    optim_bytes = 12 if half else 8
+    if args.use_distributed_optimizer:
+        optim_bytes = optim_bytes / layout.dp
+    act = activation_bytes(args, model, layout, aligning)
+    s, b, a = model.seq_length, layout.micro_batch, model.num_attention_heads
+    scores = 0.0 if args.transformer_impl == "transformer_engine" else 8 * b * a * s * s / layout.tp
+    out = {
+        "weights": params * weight_bytes / GIB,
+        "gradients": params * grad_bytes / GIB,
+        "optimizer": params * optim_bytes / GIB,
+        "activations": sum(act.values()) / GIB,
+        "transient": scores / GIB + FRAMEWORK_OVERHEAD_GIB,
+    }
+    out["total"] = sum(out.values())
+    out["activation_parts"] = {k: v / GIB for k, v in act.items()}
+    return out
+
+
+def flops_per_step(model: ModelArgs, tokens: int) -> float:
+    counts = count_parameters(model)
+    matmul = counts["non_embedding"] + model.vocab_size * model.hidden_size
+    return 6.0 * matmul * tokens + 12.0 * model.num_layers * model.seq_length * model.hidden_size * tokens
+
+
+def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mfu: float = 0.4,
+         assumed_vocab: int = 50257) -> dict:
+    args = arguments.parse_args(argv)
+    vocab, vocab_source = resolve_vocab(args, assumed_vocab)
+    model = arguments.model_args(args, vocab)
+    world = nnodes * gpus_per_node
+    layout = check_layout(args, model, world)
+    counts = count_parameters(model)
+    aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
+    tokens = args.global_batch_size * args.seq_length
+    align_tokens = tokens + layout.dp * args.micro_batch_size * args.seq_length
+    spec = GPUS[gpu]
+    fp8 = args.fp8_format is not None
+    peak = spec["fp8"] if (fp8 and spec["fp8"]) else spec["bf16"]
+    flops = flops_per_step(model, tokens)
+    flops_align = flops_per_step(model, align_tokens)
+    seconds = flops / (world * peak * 1e12 * mfu)
+    seconds_align = flops_align / (world * peak * 1e12 * mfu)
+    mem_train = memory(args, model, layout, aligning=False)
+    mem_align = memory(args, model, layout, aligning=True) if aligning else None
+    total_seconds = seconds * args.train_iters + seconds_align * args.prealign_iters
+    return {
+        "model": {"size": args.model_size, "family": model.family, "layers": model.num_layers,
+                  "hidden": model.hidden_size, "heads": model.num_attention_heads,
+                  "seq_length": model.seq_length, "vocab": vocab, "vocab_source": vocab_source},
+        "parameters": counts,
+        "parameters_per_gpu": parameters_per_gpu(model, layout.tp, layout.pp),
+        "layout": dataclasses.asdict(layout) | {"nnodes": nnodes, "gpus_per_node": gpus_per_node},
+        "precision": "fp8 (" + args.fp8_format + ")" if fp8 else "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "transformer_impl": args.transformer_impl,
+        "recompute": args.recompute_granularity or "none",
+        "sequence_parallel": args.sequence_parallel,
+        "distributed_optimizer": args.use_distributed_optimizer,
+        "tokens_per_step": tokens,
+        "tokens_per_prealign_step": align_tokens if aligning else None,
+        "flops_per_step": flops,
+        "flops_per_prealign_step": flops_align if aligning else None,
+        "gpu": spec["name"], "peak_tflops": peak, "mfu": mfu,
+        "step_seconds": seconds,
+        "prealign_step_seconds": seconds_align if aligning else None,
+        "iterations": {"prealign": args.prealign_iters, "pretrain": args.train_iters},
+        "run_hours": total_seconds / 3600,
+        "memory_gib": mem_train,
+        "memory_gib_prealign": mem_align,
+        "memory_capacity_gib": spec["memory_gib"],
+    }
+
+
+def _num(x: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{unit}"
+    return f"{x:,.0f}"
+
+
+def _layout(p: dict) -> str:
+    lay = p["layout"]
+    return f"TP={lay['tp']} PP={lay['pp']} DP={lay['dp']}"
+
+
+def format_text(p: dict, others: Optional[Dict[int, str]] = None) -> str:
+    lay, c, m = p["layout"], p["parameters"], p["model"]
+    lines = [
+        f"model: {m['size'] or 'custom'} ({m['family']}), {m['layers']} layers, hidden {m['hidden']}, "
+        f"{m['heads']} heads, seq {m['seq_length']}, vocab {m['vocab']} ({m['vocab_source']})",
+        f"parameters: {c['total']:,} total = {c['non_embedding']:,} non-embedding + {c['embedding']:,} embedding",
+        f"parameters per GPU (largest stage, TP-sharded): {p['parameters_per_gpu']['max']:,}",
+        f"layout: {lay['nnodes']} nodes x {lay['gpus_per_node']} GPUs = {lay['world']}: {_layout(p)}; "
+        f"micro batch {lay['micro_batch']}, global batch {lay['global_batch']} "
+        f"({lay['microbatches']} microbatches per DP rank per step)",
+        f"precision: {p['precision']}, --transformer-impl {p['transformer_impl']}, recompute {p['recompute']}, "
+        f"sequence parallel {'on' if p['sequence_parallel'] else 'off'}, distributed optimizer "
+        f"{'on' if p['distributed_optimizer'] else 'off'}",
+        f"tokens per step: {p['tokens_per_step']:,}"
+        + (f" (pre-alignment steps: {p['tokens_per_prealign_step']:,} with the alignment microbatches)"
+           if p["tokens_per_prealign_step"] else ""),
+        f"FLOPs per step: {p['flops_per_step']:.3e} (6*N_mm*T + 12*L*s*h*T)"
+        + (f"; pre-alignment step {p['flops_per_prealign_step']:.3e}" if p["flops_per_prealign_step"] else ""),
+        f"expected step time at {p['mfu']:.0%} MFU of {p['peak_tflops']:.0f} TFLOP/s ({p['gpu']}): "
+        f"{p['step_seconds']:.2f} s"
+        + (f" (pre-alignment {p['prealign_step_seconds']:.2f} s)" if p["prealign_step_seconds"] else "")
+        + f"; whole run ({p['iterations']['prealign']} + {p['iterations']['pretrain']} iterations): "
+        f"{p['run_hours']:.1f} h",
+    ]
+    for title, mem in (("pretraining", p["memory_gib"]), ("pre-alignment", p["memory_gib_prealign"])):
+        if mem is None:
+            continue
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in mem["activation_parts"].items())
+        lines.append(
+            f"memory per GPU, {title} (GiB): weights {mem['weights']:.2f} + gradients {mem['gradients']:.2f} "
+            f"+ optimizer {mem['optimizer']:.2f} + activations {mem['activations']:.2f} ({parts}) "
+            f"+ transient {mem['transient']:.2f} = {mem['total']:.2f} of {p['memory_capacity_gib']} "
+            f"({mem['total'] / p['memory_capacity_gib']:.0%})"
+        )
+    if others:
+        lines.append("layouts for the node counts this script names:")
+        for nodes, text in others.items():
+            lines.append(f"  NNODES={nodes}: {text}")
+    return "\n".join(lines)
+
+
+MARKDOWN_HEADER = (
+    "| size | parameters (non-emb.) | nodes x GPUs | layout | micro / global batch | tokens per step "
+    "| FLOPs per step | step time | memory per GPU (pretrain / pre-align) |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def format_markdown_row(p: dict) -> str:
+    lay, c = p["layout"], p["parameters"]
+    align = p["memory_gib_prealign"]
+    mem = f"{p['memory_gib']['total']:.1f}" + (f" / {align['total']:.1f}" if align else "") + " GiB"
+    return (
+        f"| {p['model']['size']} | {c['total'] / 1e6:,.1f}M ({c['non_embedding'] / 1e6:,.1f}M) "
+        f"| {lay['nnodes']} x {lay['gpus_per_node']} | {_layout(p)} | {lay['micro_batch']} / {lay['global_batch']} "
+        f"| {p['tokens_per_step']:,} | {p['flops_per_step']:.3e} | {p['step_seconds']:.2f} s | {mem} |"
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        print("usage: python -m megatron_prealign.launch_plan [options] -- PRETRAIN_FLAGS", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="launch_plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--node-counts", type=int, nargs="*", default=[],
+                        help="also check the layout for these node counts")
+    parser.add_argument("--gpu", choices=sorted(GPUS), default="a100")
+    parser.add_argument("--mfu", type=float, default=0.4)
+    parser.add_argument("--assumed-vocab-size", type=int, default=50257,
+                        help="tokenizer vocabulary when the tokenizer model is not readable here")
+    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    opts = parser.parse_args(argv[:split])
+    pretrain_argv = argv[split + 1:]
+
+    def one(nodes):
+        return plan(pretrain_argv, nodes, opts.gpus_per_node, opts.gpu, opts.mfu, opts.assumed_vocab_size)
+
+    try:
+        result = one(opts.nnodes)
+    except ValueError as error:
+        print(f"error: {error}; change the layout or NNODES", file=sys.stderr)
+        return 2
+    others = {}
+    for nodes in opts.node_counts:
+        try:
+            other = one(nodes)
+            mem = other["memory_gib_prealign"] or other["memory_gib"]
+            others[nodes] = (f"{_layout(other)}, {other['step_seconds']:.2f} s/step, "
+                             f"{mem['total']:.1f} GiB per GPU")
+        except ValueError as error:
+            others[nodes] = f"INVALID: {error}"
+    result["node_counts"] = others
+    if opts.format == "json":
+        print(json.dumps(result, sort_keys=True))
+    elif opts.format == "markdown":
+        print(format_markdown_row(result))
+    else:
+        print(format_text(result, others))
+        print("plan (JSON): " + json.dumps(result, sort_keys=True))
+    return 2 if any(text.startswith("INVALID") for text in others.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
