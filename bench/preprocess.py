@@ -12,7 +12,7 @@ reporting the best and the median of each (and the machine's load average: on a 
 Target: codeswitching keeps at least 85% of the plain throughput (costs at most 15%).
 The last line printed is a JSON object with metric, value, target and the details.
 
-    .venv/bin/python bench/preprocess.py [--docs 3000] [--repeats 3]
+    .venv/bin/python bench/preprocess.py [--docs 3000] [--repeats 5]
 """
 
 import argparse
@@ -43,7 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=3000)
     parser.add_argument("--sentences", type=int, default=20, help="sentences per document")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ratio", type=float, default=0.05)
     parser.add_argument("--vocab-size", type=int, default=4000)
     args = parser.parse_args()
@@ -115,10 +115,15 @@ def main() -> int:
     def cpu(config):
         return statistics.median(s["cpu_s"] for s in runs[config])
 
+    def cores(config):  # CPU seconds per wall second of the run: cores actually obtained
+        return statistics.median(s["cpu_s"] / s["elapsed_s"] for s in runs[config])
+
     ratio_cpu = cpu(("none", 1)) / cpu(("input-only", 1))
     print(f"CPU seconds (median): none {cpu(('none', 1)):.3f}, input-only {cpu(('input-only', 1)):.3f}, "
           f"input-only 2 workers {cpu(('input-only', 2)):.3f} (all processes); "
           f"codeswitch/none by CPU time: {ratio_cpu:.3f}")
+    print(f"cores obtained (CPU s / wall s, median): 1 worker {cores(('input-only', 1)):.2f}, "
+          f"2 workers {cores(('input-only', 2)):.2f}")
     print(f"codeswitch/none throughput: {ratio:.3f} (median {ratio_median:.3f}); "
           f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(json.dumps({
@@ -134,6 +139,7 @@ def main() -> int:
         "workers_speedup_1_to_2_median": round(speedup_median, 3),
         "value_cpu_time": round(ratio_cpu, 4),
         "cpu_s_median": {f"{m}_{w}": round(cpu((m, w)), 3) for m, w in runs},
+        "cores_obtained_2_workers": round(cores(("input-only", 2)), 2),
         "repeats": args.repeats,
         "tokens": none["tokens"],
         "vocab_size": args.vocab_size,

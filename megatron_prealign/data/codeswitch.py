@@ -306,7 +306,7 @@ class Codeswitcher:
         if doc_start is None:
             doc_start = np.zeros(n, dtype=np.int64)
             doc_end = np.full(n, n, dtype=np.int64)
-        best_len = np.zeros(n, dtype=np.int64)
+        best_len = np.zeros(n, dtype=np.int8 if max(self._index, default=0) < 128 else np.int64)
         best_slot = np.zeros(n, dtype=np.int64)
         multi_starts = np.flatnonzero(self._multi_first[ids]) if self._multi_first is not None else None
         for length in sorted(self._index):  # longer forms override shorter ones at a start
@@ -334,7 +334,7 @@ class Codeswitcher:
             best_len[found] = length
             best_slot[found] = slot[ok]
         starts = np.flatnonzero(best_len)
-        lengths, slots = best_len[starts], best_slot[starts]
+        lengths, slots = best_len[starts].astype(np.int64), best_slot[starts]
         suspicious = np.zeros(len(starts), dtype=bool)
         suspicious[1:] = starts[1:] < starts[:-1] + lengths[:-1]  # overlaps (not for single words)
         for length, index in self._index.items():
@@ -440,23 +440,38 @@ class Codeswitcher:
         cache = self._combo_ids
         reps = [cache[c] if cache[c] is not None else self._combo(c) for c in combos.tolist()]
         rep_lens = np.fromiter(map(len, reps), dtype=np.int64, count=len(reps))
-        # Delete the switched words' tokens and insert the replacements, all documents at once.
+        # Delete the switched words' tokens, insert the replacements (and the EODs): every token
+        # is scattered once to its output position, all documents at once.
+        n, extra = len(all_ids), int(eod is not None)
         before = np.cumsum(sw_lens) - sw_lens
         word_tokens = np.repeat(sw_starts, sw_lens) + (np.arange(sw_lens.sum()) - np.repeat(before, sw_lens))
-        keep = np.ones(len(all_ids), dtype=bool)
+        keep = np.ones(n, dtype=bool)
         keep[word_tokens] = False
-        insert_at = np.repeat(sw_starts - before, rep_lens)
-        new_all = np.insert(all_ids[keep], insert_at, np.concatenate(reps))
-        masked = self.mode == "input-only"
-        mask_all = (
-            np.insert(np.ones(len(all_ids) - len(word_tokens), dtype=np.uint8), insert_at, 0)
-            if masked else None
-        )
+        shift = np.zeros(n + 1, dtype=np.int64)  # shift[t]: growth by switched words before t
+        shift[sw_starts + 1] = rep_lens - sw_lens
+        np.cumsum(shift, out=shift)
+        pos = np.arange(n, dtype=np.int64)
+        pos += shift[:n]
+        if extra:
+            pos += doc_of  # one EOD per earlier document
         rep_per_doc = np.bincount(sw_doc, weights=rep_lens, minlength=n_docs).astype(np.int64)
         new_lens = lens - np.bincount(sw_doc, weights=sw_lens, minlength=n_docs).astype(np.int64) + rep_per_doc
-        return SwitchedBatch.build(
-            new_all, new_lens, mask_all, n_words, n_eligible, n_switched,
-            rep_per_doc if masked else zeros, eod,
+        out_lens = new_lens + extra
+        out = np.empty(int(out_lens.sum()), dtype=np.int64)
+        out[pos[keep]] = all_ids[keep]
+        rep_first = sw_starts + shift[sw_starts] + (sw_doc if extra else 0)
+        rep_before = np.cumsum(rep_lens) - rep_lens
+        rep_pos = np.repeat(rep_first - rep_before, rep_lens) + np.arange(int(rep_lens.sum()))
+        out[rep_pos] = np.concatenate(reps)
+        if extra:
+            out[np.cumsum(out_lens) - 1] = eod
+        masked = self.mode == "input-only"
+        mask_all = None
+        if masked:
+            mask_all = np.ones(len(out), dtype=np.uint8)
+            mask_all[rep_pos] = 0
+        return SwitchedBatch(
+            out, out_lens, mask_all, n_words, n_eligible, n_switched, rep_per_doc if masked else zeros
         )
 
     def _combo(self, combo: int) -> np.ndarray:
