@@ -29,7 +29,8 @@
 #        named size, e.g. for a tiny run]
 # Arguments: --dry-run (print the command and the resource plan, start nothing, read no data),
 # anything else is appended to the pretrain flags (later flags win).
-# shellcheck disable=SC2154  # TP, PP, MODEL_SIZE, ... come from the size script
+# shellcheck disable=SC2154,SC2034  # TP, PP, MODEL_SIZE come from the size script, the *_ARGS
+# arrays built here are used there
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
@@ -64,7 +65,11 @@ ALIGNMENT_TABLE="${ALIGNMENT_TABLE:-${DATA_DIR}/table.jsonl}"
 ALIGNMENT_LANGUAGES="${ALIGNMENT_LANGUAGES:-}"
 # The driver's default of 64 word groups per contrastive batch; every DP rank takes an equal
 # share of the groups, so beyond 64 data-parallel ranks it is raised to the next multiple of DP.
-ALIGNMENT_WORDS_PER_BATCH="${ALIGNMENT_WORDS_PER_BATCH:-$(((64 + DP_SIZE - 1) / DP_SIZE * DP_SIZE))}"
+PLAN_WORDS_ARGS=()
+if [[ -z "${ALIGNMENT_WORDS_PER_BATCH:-}" ]]; then
+  ALIGNMENT_WORDS_PER_BATCH=$(((64 + DP_SIZE - 1) / DP_SIZE * DP_SIZE))
+  PLAN_WORDS_ARGS=(--default-alignment-words 64)  # the same rule for the other node counts
+fi
 ALIGNMENT_TEMPERATURE="${ALIGNMENT_TEMPERATURE:-0.1}"
 
 # --- schedule: the README's PreAlign recipe (500 pre-alignment steps, then ~20B tokens) ---
@@ -176,7 +181,7 @@ prealign_launch() {
     PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}" "${PYTHON}" -m megatron_prealign.launch_plan \
       --nnodes "${NNODES}" --gpus-per-node "${GPUS_PER_NODE}" --gpu "${GPU}" --mfu "${MFU}" \
       --assumed-vocab-size "${VOCAB_SIZE}" --format "${PLAN_FORMAT:-text}" \
-      --node-counts "${NODE_COUNTS[@]}" -- "${pretrain_args[@]}"
+      "${PLAN_WORDS_ARGS[@]}" --node-counts "${NODE_COUNTS[@]}" -- "${pretrain_args[@]}"
     return
   fi
 

@@ -53,8 +53,8 @@ from typing import Dict, List, Optional
 # megatron-core warns at import time about optional kernels (apex, TE); a plan does not use them.
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
-from megatron_prealign.model import ModelArgs, count_parameters
-from megatron_prealign.training import arguments
+from megatron_prealign.model import ModelArgs, count_parameters  # noqa: E402
+from megatron_prealign.training import arguments  # noqa: E402
 
 GIB = 1024 ** 3
 FRAMEWORK_OVERHEAD_GIB = 3.0
@@ -347,28 +347,39 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--mfu", type=float, default=0.4)
     parser.add_argument("--assumed-vocab-size", type=int, default=50257,
                         help="tokenizer vocabulary when the tokenizer model is not readable here")
+    parser.add_argument("--default-alignment-words", type=int,
+                        help="the launcher's rule for the other node counts: this many word groups "
+                        "per step, raised to a multiple of DP")
     parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     opts = parser.parse_args(argv[:split])
     pretrain_argv = argv[split + 1:]
 
     def one(nodes):
-        return plan(pretrain_argv, nodes, opts.gpus_per_node, opts.gpu, opts.mfu, opts.assumed_vocab_size)
+        argv = list(pretrain_argv)
+        if opts.default_alignment_words and nodes != opts.nnodes and "--alignment-words-per-batch" in argv:
+            parsed = arguments.parse_args(argv)
+            dp = nodes * opts.gpus_per_node // (parsed.tensor_model_parallel_size * parsed.pipeline_model_parallel_size)
+            words = -(-opts.default_alignment_words // max(dp, 1)) * max(dp, 1)
+            argv[argv.index("--alignment-words-per-batch") + 1] = str(words)
+        return plan(argv, nodes, opts.gpus_per_node, opts.gpu, opts.mfu, opts.assumed_vocab_size)
 
     try:
         result = one(opts.nnodes)
     except ValueError as error:
         print(f"error: {error}; change the layout or NNODES", file=sys.stderr)
         return 2
-    others = {}
+    others, layouts = {}, {}
     for nodes in opts.node_counts:
         try:
             other = one(nodes)
             mem = other["memory_gib_prealign"] or other["memory_gib"]
             others[nodes] = (f"{_layout(other)}, {other['step_seconds']:.2f} s/step, "
                              f"{mem['total']:.1f} GiB per GPU")
+            layouts[nodes] = other["layout"] | {"memory_gib": mem["total"], "step_seconds": other["step_seconds"]}
         except ValueError as error:
             others[nodes] = f"INVALID: {error}"
-    result["node_counts"] = others
+            layouts[nodes] = {"invalid": str(error)}
+    result["node_counts"] = layouts
     if opts.format == "json":
         print(json.dumps(result, sort_keys=True))
     elif opts.format == "markdown":
