@@ -18,7 +18,7 @@
 #   ALIGNMENT_TABLE [$DATA_DIR/table.jsonl]  ALIGNMENT_LANGUAGES [all of the table]
 #   ALIGNMENT_WORDS_PER_BATCH [64, raised to a multiple of DP]  ALIGNMENT_TEMPERATURE [0.1]
 #   PREALIGN_ITERS [500]  TRAIN_ITERS [20000]  LR_WARMUP_ITERS [500]  SEQ_LENGTH [1024]
-#   RUN_DIR [<repo>/runs/prealign_<size>]  CHECKPOINT_DIR [$RUN_DIR/checkpoints]
+#   RUNS_ROOT [<repo>/runs]  RUN_DIR [$RUNS_ROOT/prealign_<size>]  CHECKPOINT_DIR [$RUN_DIR/checkpoints]
 #   LOG_DIR [$RUN_DIR/logs]  SAVE_INTERVAL [1000]  EVAL_INTERVAL [1000]  EVAL_ITERS [10]
 #   LOG_INTERVAL [10]
 #   FP8 [0; 1: --transformer-impl transformer_engine --fp8-format hybrid, H100 only, and only
@@ -91,7 +91,8 @@ fi
 MFU="${MFU:-0.40}"
 
 # --- outputs ---
-RUN_DIR="${RUN_DIR:-${ROOT}/runs/prealign_${MODEL_SIZE}}"
+RUNS_ROOT="${RUNS_ROOT:-${ROOT}/runs}"
+RUN_DIR="${RUN_DIR:-${RUNS_ROOT}/prealign_${MODEL_SIZE}}"
 CHECKPOINT_DIR="${CHECKPOINT_DIR:-${RUN_DIR}/checkpoints}"
 LOG_DIR="${LOG_DIR:-${RUN_DIR}/logs}"
 SAVE_INTERVAL="${SAVE_INTERVAL:-1000}"
@@ -186,9 +187,33 @@ prealign_launch() {
   fi
 
   mkdir -p "${CHECKPOINT_DIR}" "${LOG_DIR}"
-  # SLURM's --signal=USR1@120 reaches every process of the step: torchrun (and this shell) ignore
-  # USR1 (an ignored signal stays ignored across exec), the training processes install their own
-  # handler, save a checkpoint and exit cleanly.
+  # Preemption: the training processes save a checkpoint and exit cleanly on SIGUSR1 (SLURM's
+  # --signal=USR1@120) or SIGTERM. SLURM signals every process of the step; torchrun must survive
+  # USR1 (its default action is to die), so it starts with USR1 ignored (inherited across exec;
+  # the training processes install their own handler). Where only this shell gets the signal
+  # (docker's signal proxy, a plain `kill`), it forwards USR1 / TERM to the training processes.
   trap '' USR1
-  exec "${command[@]}"
+  "${command[@]}" &
+  TORCHRUN_PID=$!
+  trap 'signal_workers USR1' USR1
+  trap 'signal_workers TERM' TERM
+  local status
+  while true; do
+    status=0
+    wait "${TORCHRUN_PID}" || status=$?
+    if ! kill -0 "${TORCHRUN_PID}" 2> /dev/null; then break; fi  # wait was interrupted by a signal
+  done
+  return "${status}"
+}
+
+# signal_workers SIG: send SIG to torchrun's children (the training processes).
+signal_workers() {
+  local children=()
+  if [[ -r "/proc/${TORCHRUN_PID}/task/${TORCHRUN_PID}/children" ]]; then
+    read -r -a children <<< "$(cat "/proc/${TORCHRUN_PID}"/task/*/children 2> /dev/null)"
+  elif command -v pgrep > /dev/null; then
+    read -r -a children <<< "$(pgrep -P "${TORCHRUN_PID}" | tr '\n' ' ')"
+  fi
+  echo "launcher: forwarding SIG$1 to the training processes (${children[*]:-none found})" >&2
+  if ((${#children[@]})); then kill -s "$1" "${children[@]}" 2> /dev/null || true; fi
 }

@@ -1,5 +1,5 @@
-"""hadolint over the Dockerfile and shellcheck over every shell script, run as tests so that
-`make test` (and CI) keep them clean. Both linters come from PyPI (extras [test])."""
+"""hadolint over the Dockerfile and shellcheck over every shell script (*.sh, *.sbatch), run as
+tests so that `make test` (and CI) keep them clean. Both linters come from PyPI (extras [test])."""
 
 import shutil
 import subprocess
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _shell_scripts():
-    scripts = sorted(ROOT.glob("**/*.sh")) + [ROOT / ".ci" / "run"]
+    scripts = sorted(ROOT.glob("**/*.sh")) + sorted(ROOT.glob("**/*.sbatch")) + [ROOT / ".ci" / "run"]
     return [p for p in scripts if ".venv" not in p.parts and p.is_file()]
 
 
