@@ -1,0 +1,208 @@
+"""`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, mixed-script.
+
+Every subcommand loads a training checkpoint (``--load``, any TP/PP layout) at the evaluation's
+own layout, runs on the CPU or a GPU through ``megatron_prealign.platform`` (under ``torchrun``
+for TP/PP > 1), writes its JSON result atomically to ``--output`` (rank 0) and prints a summary.
+Bad input (another architecture, a table or data of another tokenizer, an empty set): a message
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from typing import List, Optional
+
+from megatron_prealign.data.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
+from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
+
+SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script")
+
+
+def _common(parser: argparse.ArgumentParser, tokenizer_required: bool):
+    group = parser.add_argument_group("checkpoint and layout")
+    group.add_argument("--load", required=True, help="checkpoint root (as training's --save)")
+    group.add_argument("--iteration", type=int, help="default: the latest complete checkpoint")
+    group.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    group.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    group.add_argument("--seq-length", type=int, help="default: the checkpoint's learned positions")
+    group.add_argument("--micro-batch-size", type=int, default=8)
+    group.add_argument("--bf16", action="store_true")
+    group.add_argument("--seed", type=int, default=1234)
+    group.add_argument("--output", required=True, help="JSON result (written atomically)")
+    expect = parser.add_argument_group("architecture the checkpoint must have (optional)")
+    expect.add_argument("--model-family", choices=["gpt2", "llama"])
+    expect.add_argument("--num-layers", type=int)
+    expect.add_argument("--hidden-size", type=int)
+    expect.add_argument("--num-attention-heads", type=int)
+    add_tokenizer_args(parser)
+    for action in parser._actions:
+        if action.dest == "tokenizer_type":
+            action.required = tokenizer_required
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("perplexity", help="token-level perplexity per language / source")
+    _common(p, tokenizer_required=False)
+    p.add_argument("--data-path", nargs="+", default=[], metavar="[NAME=]PREFIX",
+                   help="indexed datasets (prefix without .bin/.idx)")
+    p.add_argument("--jsonl", nargs="+", default=[], metavar="[NAME=]PATH", help="JSON lines of text")
+    p.add_argument("--json-key", default="text")
+    p.add_argument("--enclone-mapping", help="shift --jsonl text into the En-Clone id range")
+    p.add_argument("--max-tokens", type=int, help="score at most this many tokens per source")
+
+    p = sub.add_parser("alignment", help="per-layer similarity of aligned vs random word pairs")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--alignment-table", required=True)
+    p.add_argument("--alignment-languages", nargs="+")
+    p.add_argument("--alignment-held-out-fraction", type=float, default=0.0,
+                   help="as the training run's flag: which words were held out of pre-alignment")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--words-per-batch", type=int, default=64)
+    p.add_argument("--plot", help="PNG of the per-layer similarities")
+
+    p = sub.add_parser("clka", help="multiple-choice knowledge test by likelihood")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--input", required=True, help="JSON lines: {choices, answer} or {true, distractors}")
+    p.add_argument("--enclone-mapping", help="ask the questions in En-Clone")
+    p.add_argument("--normalize", action="store_true", help="mean log-likelihood per token")
+
+    p = sub.add_parser("mixed-script", help="share of continuations with other-language tokens")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--input", required=True, help="JSON lines of prompts")
+    p.add_argument("--json-key", default="text")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--enclone-mapping", help="En-Clone: languages are the two id ranges")
+    p.add_argument("--prompt-language", choices=["en", "enclone"], default="en")
+    p.add_argument("--other-token-pattern", help="regex on token text marking the other language")
+    return parser
+
+
+def _named(values: List[str]) -> List[tuple]:
+    out = []
+    for value in values:
+        name, _, path = value.rpartition("=")
+        out.append((name or os.path.basename(path), path))
+    return out
+
+
+def _tokenizer(args, required: bool = True):
+    if not args.tokenizer_type:
+        if required:
+            raise EvaluationError("this evaluation needs --tokenizer-type (and --tokenizer-model)")
+        return None
+    return build_tokenizer_from_args(args)
+
+
+def run(args) -> dict:
+    """Run one evaluation in this process (a rank under torchrun); returns the result dict."""
+    start = time.time()
+    expected = {"family": args.model_family, "num_layers": args.num_layers,
+                "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
+    if args.command == "perplexity" and not (args.data_path or args.jsonl):
+        raise EvaluationError("give --data-path and/or --jsonl: nothing to evaluate")
+    tokenizer = _tokenizer(args, required=args.command != "perplexity" or bool(args.jsonl))
+    model = load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+                       args.seq_length, args.iteration, expected, args.seed, args.bf16)
+    result = {"command": args.command, "checkpoint": model.directory,
+              "iteration": model.run_state.get("iteration"),
+              "architecture": model.run_state.get("architecture"),
+              "layout": {"tensor_model_parallel_size": args.tensor_model_parallel_size,
+                         "pipeline_model_parallel_size": args.pipeline_model_parallel_size},
+              "seq_length": model.seq_length}
+    if args.command == "perplexity":
+        sources = {}
+        for name, prefix in _named(args.data_path):
+            tokens, mask = perplexity.indexed_stream(prefix, args.max_tokens)
+            sources[name] = perplexity.evaluate_stream(model, tokens, mask, args.max_tokens, args.micro_batch_size)
+        if args.jsonl:
+            to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping)
+            for name, path in _named(args.jsonl):
+                texts = [str(r.get(args.json_key, "")) for r in common.read_jsonl(path, "--jsonl")]
+                tokens, mask = perplexity.text_stream(texts, to_ids, args.max_tokens)
+                sources[name] = perplexity.evaluate_stream(model, tokens, mask, args.max_tokens, args.micro_batch_size)
+        result["sources"] = sources
+    elif args.command == "alignment":
+        result.update(alignment_similarity.evaluate_alignment(
+            model, tokenizer, args.alignment_table, args.alignment_languages,
+            args.alignment_held_out_fraction, args.split_seed, args.words_per_batch, args.seed))
+        if args.plot and common.rank_zero():
+            result["plot"] = alignment_similarity.plot_alignment(result, args.plot)
+    elif args.command == "clka":
+        to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping)
+        items = clka.parse_items(common.read_jsonl(args.input, "--input"), args.input)
+        result.update(clka.evaluate_clka(model, items, to_ids, args.normalize, args.micro_batch_size))
+    else:
+        to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping)
+        if to_ids.mapping is None and args.prompt_language == "enclone":
+            raise EvaluationError("--prompt-language enclone needs --enclone-mapping")
+        records = common.read_jsonl(args.input, "--input")
+        prompts = [to_ids(str(r.get(args.json_key, ""))) for r in records]
+        if to_ids.mapping is not None and args.prompt_language == "en":
+            prompts = [to_ids.encoder.encode_array(str(r.get(args.json_key, ""))) for r in records]
+        is_other = mixed_script.other_language_predicate(
+            to_ids.mapping, args.prompt_language, args.other_token_pattern,
+            lambda ids: to_ids.encoder.decode(ids))
+        allowed = to_ids.mapping.vocab_size if to_ids.mapping else to_ids.encoder.vocab_size
+        continuations = mixed_script.generate(
+            model, prompts, args.max_new_tokens, greedy=not args.sample, temperature=args.temperature,
+            top_k=args.top_k, seed=args.seed, eod=to_ids.eod, allowed_vocab=allowed)
+        result.update(mixed_script.mixed_script_ratio(continuations, is_other))
+        result["decoding"] = "sample" if args.sample else "greedy"
+        result["continuations"] = continuations
+    result["elapsed_s"] = time.time() - start
+    if common.rank_zero():
+        common.write_json(args.output, result)
+    return result
+
+
+def summary(result: dict) -> str:
+    command = result["command"]
+    if command == "perplexity":
+        return "\n".join(f"{name}: perplexity {v['perplexity']:.3f} over {v['tokens']} tokens"
+                         for name, v in result["sources"].items())
+    if command == "alignment":
+        lines = []
+        for name, split in result["splits"].items():
+            if split["aligned"]:
+                fmt = lambda vals: " ".join("  -  " if v is None else f"{v:5.3f}" for v in vals)  # noqa: E731
+                lines.append(f"{name:6s} ({split['words']} words) aligned: {fmt(split['aligned'])}")
+                lines.append(f"{'':6s} {'':>{len(str(split['words'])) + 8}} random:  {fmt(split['random'])}")
+        return "\n".join(lines)
+    if command == "clka":
+        low, high = result["ci95"]
+        return (f"CLKA accuracy {100 * result['accuracy']:.1f}% ({result['correct']}/{result['items']}), "
+                f"95% CI [{100 * low:.1f}, {100 * high:.1f}], chance {100 * result['chance']:.1f}%")
+    return (f"mixed-script ratio {100 * result['mixed_ratio']:.1f}% ({result['mixed']}/{result['prompts']}), "
+            f"other-language token share {100 * result['other_token_share']:.1f}%")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from megatron_prealign import platform
+
+    try:
+        result = run(args)
+    except (EvaluationError, FileNotFoundError) as error:
+        print(f"evaluate.py {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        platform.shutdown()
+    if common.rank_zero():
+        print(summary(result))
+        print(f"results -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Shared pieces of the evaluations: atomic JSON results, Wilson intervals, reading JSON lines,
+and turning text into model token ids (optionally into the En-Clone id range)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from megatron_prealign.data.atomic import atomic_text_writer
+from megatron_prealign.evaluation.model_loading import EvaluationError
+
+
+def write_json(path: str, record: dict) -> str:
+    """Write ``record`` to ``path`` atomically (temporary sibling, then rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with atomic_text_writer(path) as handle:
+        json.dump(record, handle, indent=1, ensure_ascii=False)
+        handle.write("\n")
+    return path
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.959964) -> Tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for the default z)."""
+    if total <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def read_jsonl(path: str, what: str) -> List[dict]:
+    if not os.path.isfile(path):
+        raise EvaluationError(f"{what} {path} does not exist")
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvaluationError(f"{path}:{number}: not JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise EvaluationError(f"{path}:{number}: expected a JSON object")
+            records.append(record)
+    if not records:
+        raise EvaluationError(f"{what} {path} is empty: nothing to evaluate")
+    return records
+
+
+class TextToIds:
+    """Text -> model token ids with the evaluation's tokenizer; with an En-Clone mapping the ids
+    are shifted into the clone range (the text is then "in En-Clone")."""
+
+    def __init__(self, tokenizer, model_vocab_size: int, enclone_mapping: Optional[str] = None):
+        from megatron_prealign.data.text_encoder import TextEncoder
+
+        self.encoder = TextEncoder(tokenizer)
+        self.mapping = None
+        if enclone_mapping:
+            from megatron_prealign.data.enclone import EncloneMapping
+
+            self.mapping = EncloneMapping.load(enclone_mapping)
+            if self.mapping.original_vocab_size != self.encoder.vocab_size:
+                raise EvaluationError(
+                    f"--enclone-mapping {enclone_mapping} was made for a vocabulary of "
+                    f"{self.mapping.original_vocab_size}, the tokenizer has {self.encoder.vocab_size}")
+        needed = self.mapping.vocab_size if self.mapping else self.encoder.vocab_size
+        if needed > model_vocab_size:
+            raise EvaluationError(
+                f"the tokenizer{' (with En-Clone)' if self.mapping else ''} needs a vocabulary of "
+                f"{needed}, the checkpoint's model has {model_vocab_size}: another tokenizer was "
+                "used for training")
+        self.eod = self.encoder.eod
+
+    def __call__(self, text: str) -> np.ndarray:
+        ids = self.encoder.encode_array(text)
+        return self.mapping.clone(ids) if self.mapping is not None else ids
+
+    def map_ids(self, ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        return self.mapping.clone(ids) if self.mapping is not None else ids
+
+
+def rank_zero() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0

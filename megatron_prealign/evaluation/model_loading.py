@@ -1,0 +1,252 @@
+"""Load a training checkpoint of any TP / PP layout into a model built at the evaluation's own
+layout, and run forward passes through megatron-core's pipeline schedule.
+
+The architecture comes from the checkpoint's run state (``run_state["architecture"]``, written
+by the training driver); the layout (``--tensor-model-parallel-size`` /
+``--pipeline-model-parallel-size``) and the sequence length come from the evaluation's flags.
+Weights are sharded tensors with their global layout, so
+:func:`megatron_prealign.training.checkpointing.load_checkpoint` reshards them (optimizer and
+RNG are not loaded). Everything runs through :mod:`megatron_prealign.platform` (CUDA + nccl on a
+GPU, gloo + CPU otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as dist
+
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from megatron_prealign import platform
+from megatron_prealign.model import ModelArgs, build_model
+from megatron_prealign.training import checkpointing
+
+POSITION_KEY = "embedding.position_embeddings.weight"
+
+
+class EvaluationError(ValueError):
+    """Bad input to an evaluation (checkpoint, table, data): the message says what to change."""
+
+
+def _checkpoint_directory(load: str, iteration: Optional[int]) -> str:
+    if not os.path.isdir(load):
+        raise EvaluationError(f"--load {load} is not a directory")
+    if iteration is None:
+        iteration = checkpointing.latest_iteration(load)
+        if iteration is None:
+            raise EvaluationError(
+                f"--load {load}: no {checkpointing.LATEST} (not a training checkpoint directory, "
+                "or no save finished)")
+    directory = checkpointing.checkpoint_dir(load, iteration)
+    if not os.path.isdir(directory):
+        raise EvaluationError(f"checkpoint {directory} does not exist")
+    return directory
+
+
+def _saved_position_rows(directory: str) -> Optional[int]:
+    """Rows of the saved learned position table (GPT-2 family), from the checkpoint metadata."""
+    from megatron.core import dist_checkpointing
+
+    try:
+        metadata = dist_checkpointing.load_tensors_metadata(directory)
+    except Exception:  # metadata layout of another version: fall back to the flags
+        return None
+    for key, value in metadata.items():
+        if key.endswith(POSITION_KEY) and getattr(value, "global_shape", None):
+            return int(value.global_shape[0])
+    return None
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    chunks: List[torch.nn.Module]
+    model_args: ModelArgs
+    run_state: dict
+    directory: str
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model_args.vocab_size
+
+    @property
+    def seq_length(self) -> int:
+        return self.model_args.seq_length
+
+
+def read_architecture(load: str, iteration: Optional[int] = None) -> dict:
+    directory = _checkpoint_directory(load, iteration)
+    try:
+        run_state = checkpointing.read_run_state(directory)
+    except Exception as error:
+        raise EvaluationError(f"{directory}: cannot read the checkpoint's run state ({error})") from error
+    architecture = run_state.get("architecture")
+    if not architecture:
+        raise EvaluationError(
+            f"{directory} has no run_state['architecture'] (not written by megatron_prealign's "
+            "training driver); cannot know which model to build")
+    return {"directory": directory, "run_state": run_state, "architecture": architecture}
+
+
+def check_architecture(architecture: dict, expected: Dict[str, object], load: str):
+    """``expected``: architecture values the user asserted (flags); a mismatch is an error."""
+    different = {k: (architecture.get(k), v) for k, v in expected.items()
+                 if v is not None and architecture.get(k) != v}
+    if different:
+        details = ", ".join(f"{k}: checkpoint {a} vs requested {b}" for k, (a, b) in different.items())
+        raise EvaluationError(f"--load {load} holds another architecture ({details})")
+
+
+def load_model(
+    load: str,
+    tensor_model_parallel_size: int = 1,
+    pipeline_model_parallel_size: int = 1,
+    seq_length: Optional[int] = None,
+    iteration: Optional[int] = None,
+    expected_architecture: Optional[Dict[str, object]] = None,
+    seed: int = 1234,
+    bf16: bool = False,
+) -> LoadedModel:
+    """Initialise the runtime at the given layout, build the checkpoint's architecture and load
+    its weights (resharded). Dropout is off (evaluation)."""
+    info = read_architecture(load, iteration)
+    architecture, directory = info["architecture"], info["directory"]
+    check_architecture(architecture, expected_architecture or {}, load)
+    positions = _saved_position_rows(directory) if architecture.get("family") == "gpt2" else None
+    seq_length = seq_length or positions
+    if seq_length is None:
+        raise EvaluationError("give --seq-length (the checkpoint does not record it)")
+    if positions is not None and seq_length > positions:
+        raise EvaluationError(
+            f"--seq-length {seq_length} exceeds the checkpoint's {positions} learned positions")
+    model_args = ModelArgs(
+        vocab_size=architecture["vocab_size"], seq_length=seq_length, family=architecture["family"],
+        num_layers=architecture["num_layers"], hidden_size=architecture["hidden_size"],
+        num_attention_heads=architecture["num_attention_heads"],
+        num_query_groups=architecture.get("num_query_groups"),
+        ffn_hidden_size=architecture.get("ffn_hidden_size"),
+        max_position_embeddings=positions or seq_length, hidden_dropout=0.0, attention_dropout=0.0,
+        bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
+        pipeline_model_parallel_size=pipeline_model_parallel_size,
+    )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        model_args.validate(world)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from error
+    if model_args.vocab_size % tensor_model_parallel_size:
+        raise EvaluationError(
+            f"the checkpoint's vocabulary {model_args.vocab_size} is not divisible by "
+            f"--tensor-model-parallel-size {tensor_model_parallel_size}")
+    platform.initialize(tensor_model_parallel_size, pipeline_model_parallel_size, seed=seed)
+    chunks = build_model(model_args, wrap_with_ddp=False)
+    try:
+        run_state = checkpointing.load_checkpoint(
+            load, chunks, optimizer=None, scheduler=None,
+            iteration=int(os.path.basename(directory).split("_")[1]), load_rng=False)
+    except Exception as error:
+        raise EvaluationError(
+            f"cannot load the weights of {directory} into the model its run state describes "
+            f"({type(error).__name__}: {error})") from error
+    for chunk in chunks:
+        chunk.eval()
+    return LoadedModel(chunks, model_args, run_state, directory)
+
+
+# -- forward passes ---------------------------------------------------------------------------
+
+
+def _broadcast_from_last_stage(tensor: Optional[torch.Tensor], shape, dtype) -> torch.Tensor:
+    """The last pipeline stage's tensor on every rank of the pipeline group."""
+    group = parallel_state.get_pipeline_model_parallel_group()
+    if dist.get_world_size(group) == 1:
+        return tensor
+    if tensor is None:
+        tensor = torch.empty(shape, dtype=dtype, device=platform.device())
+    source = parallel_state.get_pipeline_model_parallel_last_rank()
+    dist.broadcast(tensor.contiguous(), src=source, group=group)
+    return tensor
+
+
+def _run(model: LoadedModel, microbatches: List[dict], loss_func_factory) -> List[dict]:
+    seq = microbatches[0]["tokens"].shape[1]
+    micro = microbatches[0]["tokens"].shape[0]
+
+    def forward_step(iterator, chunk):
+        batch = next(iterator)
+        labels = batch.get("labels")
+        output = chunk(batch["tokens"], batch["position_ids"], None, labels=labels)
+        return output, loss_func_factory(batch)
+
+    with torch.no_grad():
+        outputs = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter(microbatches), model=model.chunks,
+            num_microbatches=len(microbatches), seq_length=seq, micro_batch_size=micro,
+            forward_only=True,
+        )
+    return outputs or []
+
+
+def _to_device(batch: dict) -> dict:
+    return {k: v.to(platform.device()) for k, v in batch.items()}
+
+
+def sequence_nll(model: LoadedModel, tokens: torch.Tensor, labels: torch.Tensor,
+                 mask: torch.Tensor, micro_batch_size: int = 8) -> torch.Tensor:
+    """[n, 2] fp64 on every rank: per row, the summed negative log-likelihood of the masked
+    label positions and their count. ``tokens``/``labels``/``mask`` are [n, s]."""
+    n, s = tokens.shape
+    pad = (-n) % micro_batch_size
+    if pad:
+        tokens = torch.cat([tokens, tokens[:1].expand(pad, s)])
+        labels = torch.cat([labels, labels[:1].expand(pad, s)])
+        mask = torch.cat([mask, torch.zeros(pad, s, dtype=mask.dtype)])
+    microbatches = []
+    for start in range(0, tokens.shape[0], micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        microbatches.append(_to_device({
+            "tokens": tokens[rows].long(), "labels": labels[rows].long(),
+            "position_ids": torch.arange(s).expand(tokens[rows].shape[0], s).contiguous(),
+            "loss_mask": mask[rows].float(),
+        }))
+
+    def factory(batch):
+        def loss_func(per_token_loss):
+            weights = batch["loss_mask"]
+            sums = (per_token_loss.float() * weights).sum(1).double()
+            stacked = torch.stack([sums, weights.sum(1).double()], dim=1)
+            return stacked.sum(), torch.tensor(1, dtype=torch.int), {"rows": stacked}
+        return loss_func
+
+    outputs = _run(model, microbatches, factory)
+    result = torch.cat([o["rows"] for o in outputs]) if outputs else None
+    result = _broadcast_from_last_stage(result, (tokens.shape[0], 2), torch.float64)
+    return result[:n].cpu()
+
+
+def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[n, vocab] fp32 on every rank: full-vocabulary logits after the last real token of each
+    row (rows right-padded to a common length)."""
+    n, s = tokens.shape
+    batch = _to_device({
+        "tokens": tokens.long(),
+        "position_ids": torch.arange(s).expand(n, s).contiguous(),
+        "last": (lengths - 1).long(),
+    })
+
+    def factory(b):
+        def loss_func(logits):
+            # logits [b, s, vocab / TP] (parallel_output): gather the vocabulary over TP.
+            picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]]
+            full = tensor_parallel.gather_from_tensor_model_parallel_region(picked.float())
+            return full.sum() * 0, torch.tensor(1, dtype=torch.int), {"logits": full}
+        return loss_func
+
+    outputs = _run(model, [batch], factory)
+    result = outputs[0]["logits"] if outputs else None
+    result = _broadcast_from_last_stage(result, (n, model.vocab_size), torch.float32)
+    return result.cpu()

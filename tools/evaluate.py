@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Evaluate a PreAlign checkpoint: perplexity, alignment, clka, mixed-script.
+
+Examples (any TP/PP layout of the checkpoint; use torchrun for TP/PP > 1):
+    python tools/evaluate.py perplexity --load ckpt --data-path en=data/en_text_document \\
+        de=data/de_text_document --output results/ppl.json
+    python tools/evaluate.py alignment --load ckpt --tokenizer-type SentencePieceTokenizer \\
+        --tokenizer-model spm.model --alignment-table table.jsonl \\
+        --alignment-held-out-fraction 0.1 --output results/align.json --plot results/align.png
+    python tools/evaluate.py clka --load ckpt --tokenizer-type SentencePieceTokenizer \\
+        --tokenizer-model spm.model --input clka.jsonl --output results/clka.json
+    python tools/evaluate.py mixed-script --load ckpt --tokenizer-type SentencePieceTokenizer \\
+        --tokenizer-model spm.model --input prompts.jsonl --enclone-mapping map.json \\
+        --prompt-language enclone --output results/mixed.json
+See docs/evaluation.md.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from megatron_prealign.evaluation.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
