@@ -30,15 +30,18 @@ V padded vocabulary, N parameters, T tokens per step):
   The first pipeline stage keeps min(p, microbatches) microbatches of its L/p layers. Outside
   the layers: embedding dropout mask s*b*h (1 byte), final norm and LM-head input 4*s*b*h and
   fp32 logits for the cross entropy 4*s*b*V/t.
-* pre-alignment steps additionally keep every layer's output of the alignment microbatch for the
-  contrastive loss, (L/p + 2)*2*s*b*h/t, and its block-diagonal mask b*s^2 (1 byte).
+* pre-alignment steps add one alignment microbatch per DP rank: the step's word forms packed
+  into r rows of s tokens (r = ceil(words per DP rank * 16 / s), 16 tokens per word group
+  assumed; r = b with PP > 1, where stages exchange fixed shapes). It is one more microbatch
+  through the schedule (no more in flight at once), and its layer outputs are kept for the
+  contrastive loss: (L/p + 2)*2*s*r*h/t, plus its block-diagonal mask r*s^2 (1 byte).
 * transient: local attention's fp32 score copies, 8*b*a*s^2/t, plus an assumed 3 GiB for the
   CUDA context, NCCL buffers and allocator fragmentation.
 * FLOPs per step (model FLOPs, recompute not counted, as MFU is defined):
   `6*N_mm*T + 12*L*s*h*T`, N_mm the matmul parameters (non-embedding + the LM head V*h; the
   embedding lookups are not matmuls), the second term the attention scores and their
   application (forward 4*s*h per token and layer, backward twice that). T = global batch * s;
-  pre-alignment steps add one alignment microbatch per data-parallel rank.
+  pre-alignment steps add the alignment microbatches, d*r*s tokens.
 * step time = FLOPs per step / (GPUs * peak * MFU), peak the dense bf16 peak (A100 312, H100
   989 TFLOP/s) also for fp8 runs: give fp8's gain as a higher `--mfu`.
 * fp8 (Transformer Engine) adds a cached fp8 copy of the weights, 1 byte per parameter.
@@ -160,6 +163,21 @@ def attention_coefficient(args: argparse.Namespace) -> int:
     return 5 if args.transformer_impl == "transformer_engine" else 7
 
 
+# Packed alignment microbatches: tokens per word group (the English word and its translations,
+# each a few tokens) assumed for the estimate; the real number depends on the table.
+TOKENS_PER_WORD_GROUP = 16
+
+
+def alignment_rows(args: argparse.Namespace, dp: int) -> int:
+    """Rows of a DP rank's alignment microbatch, as the driver builds it (training/loop.py): the
+    word forms packed into rows of --seq-length; with PP > 1 padded to --micro-batch-size rows
+    (pipeline stages exchange fixed shapes)."""
+    if args.pipeline_model_parallel_size > 1:
+        return args.micro_batch_size
+    words = args.alignment_words_per_batch // max(dp, 1)
+    return max(1, -(-words * TOKENS_PER_WORD_GROUP // args.seq_length))
+
+
 def activation_bytes(args: argparse.Namespace, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
     s, b, h, a = model.seq_length, layout.micro_batch, model.hidden_size, model.num_attention_heads
     t, p, v, L = layout.tp, layout.pp, model.vocab_size, model.num_layers
@@ -182,7 +200,8 @@ def activation_bytes(args: argparse.Namespace, model: ModelArgs, layout: Layout,
     head = 4 * s * b * h / (t if sp else 1) + 4 * s * b * v / t
     result = {"layers": layers, "embedding_and_head": embedding + head if p == 1 else max(embedding, head)}
     if aligning:
-        result["alignment_captures"] = (layers_on_stage + 2) * 2 * s * b * h / t + b * s * s
+        rows = alignment_rows(args, layout.dp)
+        result["alignment_captures"] = (layers_on_stage + 2) * 2 * s * rows * h / t + rows * s * s
     return result
 
 
@@ -225,7 +244,7 @@ def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mf
     counts = count_parameters(model)
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     tokens = args.global_batch_size * args.seq_length
-    align_tokens = tokens + layout.dp * args.micro_batch_size * args.seq_length
+    align_tokens = tokens + layout.dp * alignment_rows(args, layout.dp) * args.seq_length
     spec = GPUS[gpu]
     fp8 = args.fp8_format is not None
     # MFU is taken against the dense bf16 peak, also for fp8 runs (the usual convention): fp8's
@@ -319,21 +338,39 @@ def format_text(p: dict, others: Optional[Dict[int, str]] = None) -> str:
 
 
 MARKDOWN_HEADER = (
-    "| size | parameters (non-emb.) | nodes x GPUs | layout | micro / global batch | tokens per step "
-    "| FLOPs per step | step time | memory per GPU (pretrain / pre-align) |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| nodes x GPUs | layout (TP, PP, DP) | micro / global batch | tokens per step | FLOPs per step "
+    "| step time | memory per GPU: model states + activations + transient = total |\n"
+    "|---|---|---|---|---|---|---|"
 )
 
 
-def format_markdown_row(p: dict) -> str:
-    lay, c = p["layout"], p["parameters"]
-    align = p["memory_gib_prealign"]
-    mem = f"{p['memory_gib']['total']:.1f}" + (f" / {align['total']:.1f}" if align else "") + " GiB"
-    return (
-        f"| {p['model']['size']} | {c['total'] / 1e6:,.1f}M ({c['non_embedding'] / 1e6:,.1f}M) "
-        f"| {lay['nnodes']} x {lay['gpus_per_node']} | {_layout(p)} | {lay['micro_batch']} / {lay['global_batch']} "
-        f"| {p['tokens_per_step']:,} | {p['flops_per_step']:.3e} | {p['step_seconds']:.2f} s | {mem} |"
-    )
+def format_markdown(plans: List[dict]) -> str:
+    """A table for one size and launch configuration, one row per node count."""
+    first = plans[0]
+    c, m = first["parameters"], first["model"]
+    title = (f"**{m['size']}**: {c['total']:,} parameters ({c['non_embedding']:,} non-embedding), "
+             f"{m['layers']} layers x {m['hidden']} hidden, {m['heads']} heads, vocabulary {m['vocab']}; "
+             f"{first['precision']}, --transformer-impl {first['transformer_impl']}, recompute "
+             f"{first['recompute']}, distributed optimizer {'on' if first['distributed_optimizer'] else 'off'}; "
+             f"{first['gpu']}, step time at {first['mfu']:.0%} MFU of {first['peak_tflops']:.0f} TFLOP/s"
+             + ("; pre-alignment steps (with the alignment microbatches) in brackets"
+                if first["prealign_step_seconds"] else "")
+             + f"; {first['iterations']['prealign']} + {first['iterations']['pretrain']} iterations: "
+             f"{first['run_hours']:.1f} h on {first['layout']['nnodes']} node(s)")
+    rows = [title, "", MARKDOWN_HEADER]
+    for p in plans:
+        lay = p["layout"]
+        mem = p["memory_gib_prealign"] or p["memory_gib"]
+        states = mem["weights"] + mem["gradients"] + mem["optimizer"]
+        align = p["prealign_step_seconds"]
+        flops = f"{p['flops_per_step']:.3e}" + (f" ({p['flops_per_prealign_step']:.3e})" if align else "")
+        step = f"{p['step_seconds']:.2f} s" + (f" ({align:.2f} s)" if align else "")
+        rows.append(
+            f"| {lay['nnodes']} x {lay['gpus_per_node']} | {lay['tp']}, {lay['pp']}, {lay['dp']} "
+            f"| {lay['micro_batch']} / {lay['global_batch']} | {p['tokens_per_step']:,} | {flops} | {step} "
+            f"| {states:.1f} + {mem['activations']:.1f} + {mem['transient']:.1f} = {mem['total']:.1f} GiB |"
+        )
+    return "\n".join(rows)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -372,10 +409,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as error:
         print(f"error: {error}; change the layout or NNODES", file=sys.stderr)
         return 2
-    others, layouts = {}, {}
+    others, layouts, plans = {}, {}, []
     for nodes in opts.node_counts:
         try:
             other = one(nodes)
+            plans.append(other)
             mem = other["memory_gib_prealign"] or other["memory_gib"]
             others[nodes] = (f"{_layout(other)}, {other['step_seconds']:.2f} s/step, "
                              f"{mem['total']:.1f} GiB per GPU")
@@ -387,7 +425,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if opts.format == "json":
         print(json.dumps(result, sort_keys=True))
     elif opts.format == "markdown":
-        print(format_markdown_row(result))
+        print(format_markdown(plans or [result]))
     else:
         print(format_text(result, others))
         print("plan (JSON): " + json.dumps(result, sort_keys=True))
