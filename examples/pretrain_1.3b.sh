@@ -11,12 +11,12 @@ MODEL_SIZE="1.3B"
 NODE_COUNTS=(1 2 4 8 16)  # layouts checked by --dry-run and tests/test_launch_scripts.py
 
 # Layout, for 80 GB A100s with headroom (numbers from `--dry-run`, megatron_prealign/launch_plan.py):
-# 1.31B parameters (1.21B non-embedding + 105M embedding): bf16 weights 2.4 GB + fp32 gradients
-# 4.9 GB + Adam state 15.8 GB unsharded. The distributed optimizer shards the Adam state over DP
-# (1.8 GB at DP=8), so the model states take ~9 GB and still no model parallelism is needed:
+# 1.31B parameters (1.21B non-embedding + 105M embedding): bf16 weights 2.6 GB + fp32 gradients
+# 5.3 GB + Adam state 15.8 GB unsharded. The distributed optimizer shards the Adam state over DP
+# (2.0 GB at DP=8), so the model states take ~10 GB and still no model parallelism is needed:
 # TP=1, PP=1 keeps all traffic to the data-parallel reduce-scatter / all-gather. Activations:
 # without flash attention (the pre-alignment pass needs local attention) a layer keeps
-# sbh(34 + 7as/h) = 0.6 GB at micro batch 4 (no recompute, 31 GiB per GPU in all) or 1.2 GB at
+# sbh(34 + 7as/h) = 0.75 GB at micro batch 4 (no recompute, 31 GiB per GPU in all) or 1.5 GB at
 # micro batch 8 (49 GiB: too little headroom for fragmentation). Micro batch 4, no recompute:
 # ~31 GiB per GPU (39%); selective recompute (RECOMPUTE=selective) would allow micro batch 8 at
 # ~28 GiB for ~2.5% extra compute. Global batch 1024 x seq 1024 = 1,048,576 tokens per step.

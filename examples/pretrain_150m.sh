@@ -15,10 +15,10 @@ NODE_COUNTS=(1 2 4 8)  # layouts checked by --dry-run and tests/test_launch_scri
 # without the distributed optimizer, 3.7 GB: the model fits on one GPU many times over, so no
 # tensor or pipeline parallelism (TP=1, PP=1): pure data parallelism, no model-parallel traffic.
 # Memory is activations: the pre-alignment pass needs megatron-core's local attention (no flash
-# attention), which keeps the s x s softmax, sbh(34 + 7as/h) bytes per layer = 1.9 GB per layer
-# at micro batch 16 and seq 1024, 23 GB for 12 layers, + 3.3 GB fp32 logits. Micro batch 16
+# attention), which keeps the s x s softmax: sbh(34 + 7as/h) bytes per layer = 2.4 GB per layer
+# at micro batch 16 and seq 1024, 29 GB for 12 layers, + 3.3 GB fp32 logits. Micro batch 16
 # (16k tokens per microbatch, large enough for efficient GEMMs) peaks near 37 GiB per GPU
-# (46% of 80 GB) without recompute; 32 would reach ~70 GiB, too close. The distributed
+# (46% of 80 GiB) without recompute; 32 would reach ~70 GiB, too close. The distributed
 # optimizer is nearly free (one reduce-scatter + all-gather instead of an all-reduce) and saves
 # ~2 GB. Global batch 1024 x seq 1024 = 1,048,576 tokens per step (the paper's ~1M).
 TP="${TP:-1}"

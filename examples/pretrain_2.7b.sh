@@ -11,13 +11,13 @@ MODEL_SIZE="2.7B"
 NODE_COUNTS=(2 4 8 16 32)  # layouts checked by --dry-run and tests/test_launch_scripts.py
 
 # Layout, for 80 GB A100s with headroom (numbers from `--dry-run`, megatron_prealign/launch_plan.py):
-# 2.65B parameters (2.52B non-embedding + 131M embedding): bf16 weights 4.9 GB + fp32 gradients
-# 9.9 GB + Adam state 31.8 GB unsharded, 46.6 GB: the distributed optimizer is required (Adam
-# state 3.7 GB at DP=8, ~19 GB of model states). Activations without flash attention (the
+# 2.65B parameters (2.52B non-embedding + 131M embedding): bf16 weights 5.3 GB + fp32 gradients
+# 10.6 GB + Adam state 31.8 GB unsharded, 47.7 GB: the distributed optimizer is required (Adam
+# state 4.0 GB at DP=8, ~20 GB of model states). Activations without flash attention (the
 # pre-alignment pass needs local attention) are sbh(34 + 7as/h) = 1.3 GB per layer at micro
-# batch 4, 40 GB for 32 layers: 63 GiB per GPU in all, too tight. Selective recompute
+# batch 4, 42 GB for 32 layers: 62 GiB per GPU in all, too tight. Selective recompute
 # (recomputes only the attention core, the s x s part, ~2% extra compute) brings a layer to
-# 34 sbh = 0.36 GB: ~35 GiB per GPU (43%) at TP=1, PP=1, micro batch 4. The alternative,
+# 34 sbh = 0.36 GB: ~34 GiB per GPU (43%) at TP=1, PP=1, micro batch 4. The alternative,
 # TP=2 with sequence parallelism and no recompute, lands at the same ~35 GiB but adds
 # tensor-parallel all-gathers / reduce-scatters to every layer, so TP=1 it is (TP=2
 # SEQUENCE_PARALLEL=1 remains a valid override: 32 heads divide by 2, 4, 8). At least 2 nodes:

@@ -14,10 +14,11 @@ NODE_COUNTS=(1 2 4 8 16)  # layouts checked by --dry-run and tests/test_launch_s
 # 442M parameters (382M non-embedding + 59M embedding) are 8 GB of weights, fp32 gradients and
 # Adam state even without sharding: no model parallelism needed (TP=1, PP=1; 18 heads would
 # also rule out TP=4 or 8). Activations dominate: local attention (needed by the pre-alignment
-# pass) keeps the s x s softmax, sbh(34 + 7as/h) = 1.2 GB per layer at micro batch 8, 29 GB for
+# pass) keeps the s x s softmax, sbh(34 + 7as/h) = 1.4 GB per layer at micro batch 8, 33 GB for
 # 24 layers, + 1.6 GB fp32 logits: about 40 GiB per GPU (50%) without recompute. Micro batch 16
-# would need selective recompute (27 GiB) for little gain: 8k tokens per microbatch already
-# keep the GEMMs efficient. Distributed optimizer on (saves ~4 GB, costs no extra traffic).
+# would need selective recompute (26 GiB) for little gain: 8k tokens per microbatch already
+# keep the GEMMs efficient. Distributed optimizer on (saves 4.6 GB, no extra traffic: a
+# reduce-scatter + all-gather instead of an all-reduce).
 # Global batch 1024 x seq 1024 = 1,048,576 tokens per step (the paper's ~1M).
 TP="${TP:-1}"
 PP="${PP:-1}"
