@@ -65,9 +65,11 @@ def log(message: str):
 
 
 def _tool(name: str):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    module = __import__(name)
-    return module.main
+    """The ``main`` of ``tools/NAME.py`` (the real command-line tools, run in this process)."""
+    tools = os.path.join(ROOT, "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    return __import__(name).main
 
 
 def _run_tool(name: str, argv: List[str]):
@@ -77,9 +79,8 @@ def _run_tool(name: str, argv: List[str]):
 
 
 def _write_jsonl(path: str, texts: List[str]) -> str:
-    demo_data_rows = [json.dumps({"text": t}) for t in texts]
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(demo_data_rows) + "\n")
+        handle.writelines(json.dumps({"text": t}) + "\n" for t in texts)
     return path
 
 
@@ -103,10 +104,9 @@ def prepare_data(cfg: DemoConfig, work: str) -> Dict[str, str]:
             demo_data.grammar_document(rng, cfg.sentences_per_doc) for _ in range(cfg.valid_docs)]),
     }
     items = demo_data.clka_items(people, cfg.seed)
-    paths["clka"] = _write_jsonl(os.path.join(data, "clka.jsonl"), [])
+    paths["clka"] = os.path.join(data, "clka.jsonl")
     with open(paths["clka"], "w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(json.dumps(item) + "\n")
+        handle.writelines(json.dumps(item) + "\n" for item in items)
     # Identity dictionary: every word of the language is its own "translation" (En-Clone).
     words = sorted({w.strip(".") for line in open(paths["en_train"], encoding="utf-8")
                     for w in json.loads(line)["text"].split()})
@@ -186,8 +186,6 @@ def _evaluate(argv: List[str]) -> dict:
 
 
 def evaluate_run(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, name: str, out: str) -> dict:
-    from megatron_prealign.training import checkpointing
-
     ckpt = os.path.join(run_dir, "ckpt")
     tokenizer = ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", paths["spm"]]
     ppl = _evaluate(["perplexity", "--load", ckpt, "--output", os.path.join(run_dir, "ppl.json"),
@@ -214,7 +212,6 @@ def evaluate_run(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, name: str
 
     plot_alignment(result, os.path.join(out, f"alignment_final_{name}.png"),
                    f"{name}: En / En-Clone word similarity per layer, end of training")
-    del checkpointing
     return {
         "en_ppl": ppl["sources"]["en"]["perplexity"],
         "enclone_ppl": ppl["sources"]["enclone"]["perplexity"],

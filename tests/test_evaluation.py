@@ -79,7 +79,6 @@ def evaluated(case):
     on_two = run_distributed(_evaluate_rank, 2, [(f"tp2 {k}", v) for k, v in tp2.items()]
                              + [("pp2 perplexity", pp2["perplexity"]), ("pp2 clka", pp2["clka"])])
     tp1 = _argvs(case, "tp1", [])
-    data, root = case["data"], case["root"]
     bad = _bad_input_runs(case, tp1)
     on_one = run_distributed(_evaluate_rank, 1, [(f"tp1 {k}", v) for k, v in tp1.items()] + bad)
     results = {**on_two[0], **on_one[0]}

@@ -12,6 +12,7 @@ different words in the same batch). Seen / held-out follows
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -167,7 +168,5 @@ def plot_alignment(result: Dict, path: str, title: str = "") -> str:
     tmp = temp_path(path) + ".png"
     figure.savefig(tmp, dpi=110)
     plt.close(figure)
-    import os
-
     os.replace(tmp, path)
     return path

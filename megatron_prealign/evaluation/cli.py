@@ -10,7 +10,6 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
