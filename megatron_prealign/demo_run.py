@@ -166,7 +166,7 @@ def train_argv(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, prealign: b
         "--tokenizer-model", paths["spm"], "--enclone-mapping", paths["mapping"],
         "--save", os.path.join(run_dir, "ckpt"), "--save-interval", str(cfg.save_interval),
         "--log-json", os.path.join(run_dir, "log.jsonl"),
-        "--log-interval", str(max(1, (cfg.prealign_iters + cfg.train_iters) // 20)),
+        "--log-interval", str(max(1, min(10, cfg.prealign_iters // 2))),
     ]
     if prealign:
         argv += ["--alignment-table", paths["table"], "--alignment-languages", "enclone",
@@ -240,11 +240,11 @@ def plot_losses(runs: Dict[str, str], path: str):
         axis.plot(xs, [r["lm_loss"] for r in records if r.get("lm_loss") is not None], label=f"{name}: LM loss")
         aligned = [r for r in records if r.get("alignment_loss") is not None]
         if aligned:
-            axis.plot([r["iteration"] for r in aligned], [r["alignment_loss"] / 10 for r in aligned], "--",
+            axis.plot([r["iteration"] for r in aligned], [r["alignment_loss"] / 10 for r in aligned], "o--",
                       label=f"{name}: alignment loss / 10")
     axis.set_xlabel("iteration")
     axis.set_ylabel("loss")
-    axis.set_title("training losses (same LM batches)")
+    axis.set_title("training losses (same number of LM batches)")
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
