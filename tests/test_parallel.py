@@ -56,6 +56,8 @@ def check_against_reference(results, reference_result):
 )
 def test_layout_matches_single_process(reference, tp, pp, world, distributed_optimizer):
     family, weights, ref = reference
+    if family == "llama" and tp * pp == 1:
+        pytest.skip("DP-only layouts do not depend on the family; covered by gpt2")
     results = run_distributed(
         parallel_lm.run_layout, world, tp, pp, weights, distributed_optimizer, 3, family
     )
