@@ -2,14 +2,18 @@
 invented people (the paper's CLKA setup, in miniature), and CLKA questions on those facts.
 
 * ``grammar_document``: sentences from a tiny phrase-structure grammar ("the old dog sees a red
-  ball near the river."), no facts;
+  ball near the river."), a quarter of them the fact templates about an unnamed person ("one
+  old farmer was born in kirrow."), so cities, professions and the templates are ordinary words
+  of the language that the En-Clone corpus contains too: only *which person* goes with which
+  city or profession is English-only knowledge; no facts about the invented people;
 * ``fact_sentences``: each person's two facts (birth city, profession) in several English
   templates; the demo teaches them in English only;
 * ``clka_items``: per fact, the canonical statement and three distractors with the object entity
   (city / profession) replaced by another of its kind (the paper's protocol).
 
 The language is lower case (the alignment table stores lower-case words, and every word of
-this language, names included, should be one table entry). Everything is drawn from ``random.Random(seed)``: the same seed gives the same files.
+this language, names and cities included, should be one table entry). Everything is drawn from
+``random.Random(seed)``: the same seed gives the same files.
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ ADVERBS = ["slowly", "often", "today", "again", "quietly", "never"]
 _ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "gr", "tr"]
 _VOWELS = ["a", "e", "i", "o", "u"]
 _CODAS = ["n", "l", "r", "s", "th", "k", "m"]
-CITIES = ["Parvel", "Osmund", "Kirrow", "Talmere", "Vessik", "Dunhal", "Brisco", "Lenmark",
-          "Quorra", "Ashvale", "Merrin", "Tolbec"]
+CITIES = ["parvel", "osmund", "kirrow", "talmere", "vessik", "dunhal", "brisco", "lenmark",
+          "quorra", "ashvale", "merrin", "tolbec"]
 PROFESSIONS = ["baker", "doctor", "pilot", "tailor", "sailor", "singer", "builder", "lawyer",
                "painter", "teacher", "miner", "driver"]
 
 FACT_TEMPLATES = {
     "city": ["{name} was born in {city}.", "the birthplace of {name} is {city}.",
-             "{name} comes from {city}.", "in {city} the young {name} was born."],
+             "{name} comes from {city}.", "in {city} {name} was born."],
     "job": ["{name} works as a {job}.", "the job of {name} is {job}.",
             "{name} is a {job} by trade.", "every day {name} works as a {job}."],
 }
@@ -65,7 +69,22 @@ def _noun_phrase(rng: random.Random) -> str:
     return " ".join(words)
 
 
+PERSON_NOUNS = ["farmer", "child", "friend"]
+GENERIC_RELATION_SHARE = 0.25  # of grammar sentences
+
+
+def generic_relation_sentence(rng: random.Random) -> str:
+    """A fact template about an unnamed person ("the old farmer was born in kirrow."): cities,
+    professions and the templates are ordinary words of the language, in every language."""
+    relation = rng.choice(("city", "job"))
+    subject = f"{rng.choice(DETERMINERS)} {rng.choice(ADJECTIVES)} {rng.choice(PERSON_NOUNS)}"
+    return rng.choice(FACT_TEMPLATES[relation]).format(
+        name=subject, city=rng.choice(CITIES), job=rng.choice(PROFESSIONS))
+
+
 def grammar_sentence(rng: random.Random) -> str:
+    if rng.random() < GENERIC_RELATION_SHARE:
+        return generic_relation_sentence(rng)
     words = [_noun_phrase(rng)]
     if rng.random() < 0.3:
         words.append(rng.choice(ADVERBS))

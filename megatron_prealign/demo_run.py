@@ -43,13 +43,13 @@ class DemoConfig:
     seq_length: int = 64
     micro_batch_size: int = 8
     global_batch_size: int = 16
-    prealign_iters: int = 50
-    train_iters: int = 500
+    prealign_iters: int = 250
+    train_iters: int = 1000
     lr: float = 3e-3
     codeswitch_ratio: float = 0.05
-    alignment_words_per_batch: int = 32
+    alignment_words_per_batch: int = 64
     held_out_fraction: float = 0.15
-    save_interval: int = 110
+    save_interval: int = 200  # (PreAlign also saves at the end of pre-alignment)
     eval_tokens: int = 20000
 
     @classmethod

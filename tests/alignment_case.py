@@ -25,6 +25,8 @@ from megatron_prealign.alignment import AlignmentPass, concatenate, is_alignment
 from megatron_prealign.alignment.synthetic import data_parallel_batches
 from megatron_prealign.full_state import gather_full_tensors
 from megatron_prealign.model import ModelArgs, build_model
+from megatron_prealign.training.loop import _lm_forward_step
+from tests.parallel_lm import lm_batch
 
 VOCAB, SEQ, MICRO = 64, 16, 2
 NUM_ALIGNMENT_MICROBATCHES = 2
@@ -101,19 +103,6 @@ def global_lm_batch(dp_size: int) -> torch.Tensor:
     return torch.randint(0, VOCAB, (MICRO * dp_size, SEQ + 1), generator=generator)
 
 
-def _lm_forward_step(sample, model):
-    tokens, labels = sample[:, :-1], sample[:, 1:]
-    positions = torch.arange(tokens.shape[1]).expand_as(tokens)
-    output = model(tokens, positions, None, labels=labels)
-
-    def loss_func(per_token_loss):
-        total = per_token_loss.float().sum()
-        count = torch.tensor(per_token_loss.numel(), dtype=torch.int)
-        return total, count, {"lm loss": torch.stack([total.detach(), count.float()])}
-
-    return output, loss_func
-
-
 def run_step(chunks, alignment: AlignmentPass, microbatches: List, total_lm_tokens: int):
     """One forward/backward over mixed microbatches; returns (statistics, full grads)."""
     for chunk in chunks:
@@ -124,7 +113,7 @@ def run_step(chunks, alignment: AlignmentPass, microbatches: List, total_lm_toke
         batch = next(data_iterator)
         if is_alignment_batch(batch):
             return alignment.forward_step(batch, model)
-        return _lm_forward_step(batch, model)
+        return _lm_forward_step(lm_batch(batch), model)
 
     alignment.begin_step(num_alignment, total_lm_tokens=total_lm_tokens)
     get_forward_backward_func()(

@@ -13,6 +13,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import platform
 from megatron_prealign.training import checkpointing
+from megatron_prealign.training.loop import _lm_forward_step
 from megatron_prealign.full_state import gather_full_tensors
 from megatron_prealign.model import ModelArgs, build_model
 
@@ -40,20 +41,17 @@ def _microbatches(batch):
     return list(local.split(MICRO))
 
 
-def _forward_step(data_iterator, model):
-    sample = next(data_iterator)
+def lm_batch(sample: torch.Tensor) -> dict:
+    """A (B, S + 1) tensor of ids as the driver's LM batch: every target counts."""
     tokens, labels = sample[:, :-1], sample[:, 1:]
-    positions = torch.arange(SEQ).expand_as(tokens)
-    output = model(tokens, positions, None, labels=labels)
+    return {"tokens": tokens, "labels": labels, "loss_mask": torch.ones_like(tokens),
+            "position_ids": torch.arange(tokens.shape[1]).expand_as(tokens)}
 
-    def loss_func(per_token_loss):
-        # Sum and count, as Megatron-LM's loss_func with calculate_per_token_loss: the schedule
-        # divides by the global token count, so the result is the global-batch mean.
-        total = per_token_loss.float().sum()
-        count = torch.tensor(per_token_loss.numel(), dtype=torch.int)
-        return total, count, {"lm loss": torch.stack([total.detach(), count.float()])}
 
-    return output, loss_func
+def _forward_step(data_iterator, model):
+    # The driver's own LM step: (sum, count) per microbatch, megatron-core divides by the
+    # global token count (calculate_per_token_loss), so the result is the global-batch mean.
+    return _lm_forward_step(lm_batch(next(data_iterator)), model)
 
 
 def make_model_and_optimizer(args, use_distributed_optimizer=False, lr=1e-2):
@@ -89,7 +87,7 @@ def train_step(chunks, optimizer, batch, step_optimizer=True):
     )
     summed = torch.zeros(2)
     if losses:  # only the last pipeline stage computes losses
-        summed = torch.stack([x["lm loss"] for x in losses]).sum(0)
+        summed = torch.stack([x["lm_sum_count"] for x in losses]).sum(0)
     torch.distributed.all_reduce(summed)  # over all ranks: DP shards add up, other stages add 0
     mean = (summed[0] / summed[1]).item()  # TP ranks repeat both sum and count
     grads = gather_full_tensors(chunks, "grad")

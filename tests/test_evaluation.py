@@ -77,7 +77,7 @@ def evaluated(case):
     tp2 = _argvs(case, "tp2", ["--tensor-model-parallel-size", "2"])
     pp2 = _argvs(case, "pp2", ["--pipeline-model-parallel-size", "2"])
     on_two = run_distributed(_evaluate_rank, 2, [(f"tp2 {k}", v) for k, v in tp2.items()]
-                             + [("pp2 perplexity", pp2["perplexity"]), ("pp2 clka", pp2["clka"])])
+                             + [(f"pp2 {k}", v) for k, v in pp2.items()])
     tp1 = _argvs(case, "tp1", [])
     bad = _bad_input_runs(case, tp1)
     on_one = run_distributed(_evaluate_rank, 1, [(f"tp1 {k}", v) for k, v in tp1.items()] + bad)
@@ -147,8 +147,9 @@ def test_alignment_seen_unseen_and_plot(case, evaluated):
     assert seen["words"] > 0 and unseen["words"] > 0
     for split in (seen, unseen):
         assert len(split["aligned"]) == 4 and all(-1 <= v <= 1 for v in split["aligned"])
-    other = evaluated["tp2 alignment"]["splits"]["seen"]["aligned"]
-    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(seen["aligned"], other))
+    for layout in ("tp2", "pp2"):
+        other = evaluated[f"{layout} alignment"]["splits"]["seen"]["aligned"]
+        assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(seen["aligned"], other)), layout
     with open(os.path.join(case["root"], "tp1_align.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -168,7 +169,8 @@ def test_mixed_script(evaluated):
     assert result["prompts"] == 3 and result["decoding"] == "greedy"
     assert all(1 <= len(c) <= 4 for c in result["continuations"])
     assert 0 <= result["mixed_ratio"] <= 1
-    assert result["continuations"] == evaluated["tp2 mixed-script"]["continuations"]
+    for layout in ("tp2", "pp2"):
+        assert result["continuations"] == evaluated[f"{layout} mixed-script"]["continuations"], layout
 
 
 @pytest.mark.parametrize("name, message", [

@@ -39,8 +39,13 @@ def test_stage_configuration_runs_and_logs(data, tmp_path, name):
     flags = dict(flags)
     if any(k in flags for k in ("prealign_iters", "postalign_iters", "alignment_during_pretraining")):
         flags.update(pretrain_case.alignment_flags(data))
+    save = str(tmp_path / "checkpoints") if name == "prealign" else None
+    if save:
+        flags["save"] = save
     argv = pretrain_case.base_argv(data, str(tmp_path), **flags)
     assert run_distributed(pretrain_case.run_pretrain, 1, argv)[0]["iteration"] == len(stages)
+    if save:  # no --save-interval: saved at the end of pre-alignment and at the end
+        assert sorted(os.listdir(save)) == ["iter_0000002", "iter_0000005", "latest_checkpointed_iteration.txt"]
     records = pretrain_case.read_log(str(tmp_path))
     assert [r["stage"] for r in records] == stages
     for record in records:
@@ -133,18 +138,20 @@ def _losses(work):
 
 @pytest.mark.parametrize("tp,pp,nproc", [(1, 1, 1), (2, 2, 4)], ids=["tp1", "tp2xpp2"])
 def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
-    n = 3  # checkpoint (and kill) after iteration 3 of 8; the next save would be at 6
+    # Checkpoint (and kill) after iteration 3 of 9, the end of pre-alignment (saved both as
+    # the stage's end and by --save-interval); the next save would be at 6.
+    n = 3
     layout = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, use_distributed_optimizer=True,
-                  hidden_dropout=0.1, attention_dropout=0.1, prealign_iters=2,
+                  hidden_dropout=0.1, attention_dropout=0.1, prealign_iters=n,
                   **pretrain_case.alignment_flags(data))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    total = 8  # 2 pre-alignment + 6 pretraining iterations
-    argv = pretrain_case.base_argv(data, str(straight), train_iters=total - 2, **layout)
+    total = 9  # 3 pre-alignment + 6 pretraining iterations
+    argv = pretrain_case.base_argv(data, str(straight), train_iters=total - n, **layout)
     assert _torchrun(argv, nproc, straight / "out.txt").wait(timeout=600) == 0, (straight / "out.txt").read_text()
 
     checkpoints = str(killed / "checkpoints")
-    argv = pretrain_case.base_argv(data, str(killed), train_iters=total - 2, save=checkpoints,
+    argv = pretrain_case.base_argv(data, str(killed), train_iters=total - n, save=checkpoints,
                                    save_interval=n, **layout)
     process = _torchrun(argv, nproc, killed / "out.txt")
     pointer = os.path.join(checkpoints, "latest_checkpointed_iteration.txt")
@@ -157,7 +164,7 @@ def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    argv = pretrain_case.base_argv(data, str(resumed), train_iters=total - 2, load=checkpoints, **layout)
+    argv = pretrain_case.base_argv(data, str(resumed), train_iters=total - n, load=checkpoints, **layout)
     assert _torchrun(argv, nproc, resumed / "out.txt").wait(timeout=600) == 0, (resumed / "out.txt").read_text()
     expected, got = _losses(str(straight)), _losses(str(resumed))
     assert sorted(got) == list(range(n + 1, total + 1))

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ckpt = parser.add_argument_group("checkpointing")
     ckpt.add_argument("--save")
-    ckpt.add_argument("--save-interval", type=int)
+    ckpt.add_argument("--save-interval", type=int,
+                      help="also saved: the last iteration of every stage and of the run")
     ckpt.add_argument("--load")
     ckpt.add_argument("--no-load-optim", action="store_true")
     ckpt.add_argument("--no-load-rng", action="store_true")

@@ -282,7 +282,11 @@ class Trainer:
                 for chunk in self.chunks:
                     chunk.train()
             stop = signals.exit_requested() or (args.exit_interval and self.iteration % args.exit_interval == 0)
-            if args.save and (stop or (args.save_interval and self.iteration % args.save_interval == 0)):
+            # The last iteration of a stage followed by another (e.g. the end of pre-alignment)
+            # is always saved: the pre-aligned model is a result of its own.
+            stage_ends = self.iteration < total and self.plan.stage(self.iteration + 1) != stage
+            interval = args.save_interval and self.iteration % args.save_interval == 0
+            if args.save and (stop or interval or stage_ends):
                 self._save(stage)
             if stop:
                 if self.logger.writes:
