@@ -203,6 +203,23 @@ def test_token_id_forms_replace_the_word_tokens(encoder):
     assert ids[len(the) + 2 :] == rest[len(the) + len(encoder.form_ids("bank")) :]
 
 
+def test_enclone_forms_keep_the_casing_of_the_matched_word(encoder):
+    """At ratio 1 every eligible spelling of a table word becomes the clone of its own tokens,
+    i.e. the output equals cloning the switched positions of the original tokens."""
+    from megatron_prealign.data.enclone import EncloneMapping, clone_table, default_shared_ids
+
+    mapping = EncloneMapping(encoder.vocab_size, default_shared_ids(encoder))
+    table = clone_table([TableEntry("bank", 5, {}), TableEntry("river", 3, {})], encoder, mapping)
+    cs = Codeswitcher(table, ["enclone"], 1.0, "input-only", seed=0, encoder=encoder)
+    text = "Bank and river.\nBANK by the River, bank"
+    ids, mask, stats = cs.process(text, 0)
+    original = np.asarray(encoder.encode(text))
+    assert stats.switched == 5 and len(ids) == len(original)
+    switched = mask == 0
+    assert ids[~switched].tolist() == original[~switched].tolist()
+    assert ids[switched].tolist() == mapping.clone(original[switched]).tolist()
+
+
 def test_many_documents_at_once_equals_one_by_one(encoder, docs, assets):
     cs = Codeswitcher(read_table(assets["table"]), ["de", "zh"], 0.2, "input-only", seed=4, encoder=encoder)
     chunk = docs[:50] + ["", "bank", "the bank"]

@@ -24,7 +24,9 @@ codeswitching; table words are then found *in the token ids*:
   switched text (tests check it). These are the *switched tokens*: loss mask 0 in ``input-only``
   mode, 1 in ``original`` mode. ``none`` switches nothing.
 * A table language whose forms are token ids (``token_ids`` in the table, e.g. En-Clone) uses
-  the table's ids as the replacement.
+  the table's ids as the replacement. An En-Clone form (the word's own tokens shifted by a
+  constant beyond the tokenizer's vocabulary) is applied as that shift to the matched spelling,
+  so "Bank" becomes the clone of "Bank", not of "bank".
 
 Finding words in token ids is vectorised with numpy (forms of up to a few tokens are packed into
 one int64 key), which keeps codeswitching within a few percent of plain tokenization.
@@ -145,6 +147,7 @@ class _Choices:
 
     forms: List[List[str]]  # per language
     ids: List[Optional[List[List[int]]]]  # per language: token-id forms, or None for strings
+    word_ids: Tuple[int, ...]  # the word's own running-text tokens (lower case, with the space)
 
 
 @dataclass
@@ -152,6 +155,7 @@ class _Match:
     choices: _Choices
     casing: str  # "lower" | "title" | "upper"
     spaced: bool  # the running-text form with its leading space
+    ids: Tuple[int, ...]  # the tokens of this spelling
 
 
 def _apply_case(form: str, casing: str) -> str:
@@ -235,6 +239,8 @@ class Codeswitcher:
         self.encoder = encoder
         self._index: Dict[int, _FormIndex] = {}
         self._replacement_cache: Dict[Tuple[str, bool], np.ndarray] = {}
+        # Exclusive bound of the ids an output can hold (En-Clone shifts apply to any token).
+        self.id_bound = encoder.vocab_size
         if mode == "none":
             return
         self._starts_word, self._continues, self._ends_space = encoder.token_classes()
@@ -248,8 +254,13 @@ class Codeswitcher:
                     ids.append(entry.token_ids.get(lang))
             if not forms:
                 continue
-            choices = _Choices(forms, ids)
             word = normalize_word(entry.word)
+            choices = _Choices(forms, ids, tuple(encoder.form_ids(word)))
+            for id_forms in filter(None, ids):
+                for form in id_forms:
+                    shift = self._clone_shift(choices.word_ids, np.asarray(form, dtype=np.int64))
+                    bound = encoder.vocab_size + shift if shift is not None else max(form, default=-1) + 1
+                    self.id_bound = max(self.id_bound, bound)
             # UPPER first, so that for one-letter words the Capitalised reading wins.
             for variant, casing in (
                 (word.upper(), "upper"),
@@ -258,9 +269,9 @@ class Codeswitcher:
             ):
                 spaced = tuple(encoder.form_ids(variant))
                 plain = tuple(int(i) for i in encoder.encode(variant))
-                self._register(spaced, _Match(choices, casing, True), vocab)
+                self._register(spaced, _Match(choices, casing, True, spaced), vocab)
                 if plain and plain != spaced:
-                    self._register(plain, _Match(choices, casing, False), vocab)
+                    self._register(plain, _Match(choices, casing, False, plain), vocab)
         self._multi_first = None
         # Every (matched spelling, language, translation) gets a combo id; its replacement ids
         # are tokenized on first use. Per form index: combo id = lang_base[slot, lang] + form.
@@ -480,8 +491,22 @@ class Codeswitcher:
         id_forms = match.choices.ids[lang_idx]
         if id_forms is not None:
             ids = np.asarray(id_forms[form_idx], dtype=np.int64)
+            shift = self._clone_shift(match.choices.word_ids, ids)
+            if shift is not None:  # En-Clone: the clone of this very spelling
+                ids = np.asarray(match.ids, dtype=np.int64) + shift
         else:
             form = _apply_case(match.choices.forms[lang_idx][form_idx], match.casing)
             ids = self._replacement(form, match.spaced)
         self._combo_ids[combo] = ids
         return ids
+
+    def _clone_shift(self, word_ids: Tuple[int, ...], form: np.ndarray) -> Optional[int]:
+        """``k`` when a token-id form is the word's own tokens shifted by a constant ``k`` beyond
+        the tokenizer's vocabulary (an En-Clone form), else None. Then every spelling of the
+        word ("Bank", "BANK", no-space forms) is switched to the clone of its own tokens; other
+        token-id forms cannot follow the casing and are inserted as given."""
+        if len(form) != len(word_ids) or not len(form):
+            return None
+        shifts = form - np.asarray(word_ids, dtype=np.int64)
+        k = int(shifts[0])
+        return k if k >= self.encoder.vocab_size and bool((shifts == k).all()) else None

@@ -179,24 +179,19 @@ def run_preprocess(
         raise ValueError(f"--codeswitch-mode must be one of {CODESWITCH_MODES}")
     files = expand_inputs(inputs)
     ignored_languages: List[str] = []
-    max_table_id = -1
     if settings.alignment_table and settings.codeswitch_mode != "none":
         entries = read_table(settings.alignment_table)  # validate once, with file:line errors
         settings.languages, ignored_languages = resolve_languages(
             settings.alignment_table, entries, settings.languages
-        )
-        # Token-id forms (En-Clone) may lie beyond the tokenizer's vocabulary.
-        max_table_id = max(
-            (i for e in entries for lang in settings.languages
-             for ids in e.token_ids.get(lang, []) for i in ids),
-            default=-1,
         )
     # Validates tokenizer/table in this process (also used if workers == 1); forked workers
     # inherit this state through the token instead of building it again.
     token = int.from_bytes(os.urandom(8), "little")
     _init_worker(settings, token)
     encoder: TextEncoder = _WORKER["encoder"]
-    vocab_size = max(encoder.vocab_size, max_table_id + 1)
+    switcher: Optional[Codeswitcher] = _WORKER["switcher"]
+    # Token-id forms (En-Clone) may lie beyond the tokenizer's vocabulary.
+    vocab_size = switcher.id_bound if switcher is not None else encoder.vocab_size
     skip = SkipCounter(settings.skip_bad_lines)
     stats = SwitchStats()
     total_bytes = sum(os.path.getsize(f) for f in files)
