@@ -15,14 +15,7 @@ from megatron_prealign.data.alignment_table import (
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.dictionaries import read_dictionary
 from megatron_prealign.data.words import WORD_RE, count_words, is_word
-
-
-def write(path, lines):
-    with open(path, "wb") as handle:
-        for line in lines:
-            handle.write(line if isinstance(line, bytes) else line.encode("utf-8"))
-            handle.write(b"\n")
-    return str(path)
+from tests.raw_lines import write_lines
 
 
 def test_table_round_trip(tmp_path):
@@ -50,7 +43,7 @@ def test_table_round_trip(tmp_path):
     ],
 )
 def test_bad_table_lines(tmp_path, line, message):
-    path = write(tmp_path / "t.jsonl", ['{"word": "bank", "translations": {"de": ["Ufer"]}}', line])
+    path = write_lines(tmp_path / "t.jsonl", ['{"word": "bank", "translations": {"de": ["Ufer"]}}', line])
     with pytest.raises(BadInputError) as info:
         read_table(path)
     assert str(info.value).startswith(f"{path}:2: {message}")
@@ -59,9 +52,9 @@ def test_bad_table_lines(tmp_path, line, message):
 
 
 def test_muse_and_json_dictionaries(tmp_path):
-    muse = write(tmp_path / "de.txt", ["bank\tUfer", "bank Bank", "Bank Ufer", "river  Fluss", "", "the der"])
+    muse = write_lines(tmp_path / "de.txt", ["bank\tUfer", "bank Bank", "Bank Ufer", "river  Fluss", "", "the der"])
     assert read_dictionary(muse) == {"bank": ["Ufer", "Bank"], "river": ["Fluss"], "the": ["der"]}
-    js = write(tmp_path / "zh.jsonl", ['{"words": "bank $ 银行 $ 水岸"}', '{"src_text": "river", "tgt_text": "河"}',
+    js = write_lines(tmp_path / "zh.jsonl", ['{"words": "bank $ 银行 $ 水岸"}', '{"src_text": "river", "tgt_text": "河"}',
                                        '{"src_text": "money", "tgt_text": "钱 $ 金钱"}'])
     assert read_dictionary(js) == {"bank": ["银行", "水岸"], "river": ["河"], "money": ["钱", "金钱"]}
 
@@ -78,7 +71,7 @@ def test_muse_and_json_dictionaries(tmp_path):
     ],
 )
 def test_bad_dictionary_lines(tmp_path, lines, message):
-    path = write(tmp_path / "d.txt", lines)
+    path = write_lines(tmp_path / "d.txt", lines)
     with pytest.raises(BadInputError, match=re.escape(f"{path}:2: {message}")):
         read_dictionary(path)
     skip = SkipCounter(True)

@@ -9,21 +9,6 @@ import pytest
 
 from megatron_prealign.data.alignment_table import TableEntry, read_table
 from megatron_prealign.data.codeswitch import Codeswitcher, word_uniforms
-from megatron_prealign.data.synthetic import make_assets
-from megatron_prealign.data.text_encoder import TextEncoder
-from megatron_prealign.data.tokenizer import build_tokenizer
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return make_assets(str(tmp_path_factory.getbasetemp() / "data_assets"))
-
-
-@pytest.fixture(scope="session", params=["sp", "hf"])
-def encoder(request, assets):
-    if request.param == "sp":
-        return TextEncoder(build_tokenizer("SentencePieceTokenizer", assets["sp"]))
-    return TextEncoder(build_tokenizer("HuggingFaceTokenizer", assets["hf"]))
 
 
 @pytest.fixture(scope="session")

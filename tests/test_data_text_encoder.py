@@ -4,21 +4,8 @@ import json
 
 import pytest
 
-from megatron_prealign.data.synthetic import make_assets
 from megatron_prealign.data.text_encoder import TextEncoder, token_indices_in_span
 from megatron_prealign.data.tokenizer import build_tokenizer
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return make_assets(str(tmp_path_factory.getbasetemp() / "data_assets"))
-
-
-@pytest.fixture(scope="session", params=["sp", "hf"])
-def encoder(request, assets):
-    if request.param == "sp":
-        return TextEncoder(build_tokenizer("SentencePieceTokenizer", assets["sp"]))
-    return TextEncoder(build_tokenizer("HuggingFaceTokenizer", assets["hf"]))
 
 
 def _texts(assets, n=20):

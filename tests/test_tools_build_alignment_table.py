@@ -6,19 +6,12 @@ import re
 import sys
 from collections import Counter
 
-import pytest
-
 from megatron_prealign.data.alignment_table import read_table
-from megatron_prealign.data.synthetic import CHINESE, GERMAN, make_assets
+from megatron_prealign.data.synthetic import CHINESE, GERMAN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import build_alignment_table  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return make_assets(str(tmp_path_factory.getbasetemp() / "data_assets"))
 
 
 def direct_counts(path):

@@ -9,7 +9,6 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.enclone import ENCLONE, EncloneMapping
-from megatron_prealign.data.synthetic import make_assets
 from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer
 
@@ -17,11 +16,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_enclone  # noqa: E402
 import preprocess_data  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return make_assets(str(tmp_path_factory.getbasetemp() / "data_assets"))
 
 
 def test_enclone_outputs(assets, tmp_path):

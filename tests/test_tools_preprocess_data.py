@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from megatron_prealign.data.synthetic import make_assets
 from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer
+from tests.raw_lines import write_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import preprocess_data  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory):
-    return make_assets(str(tmp_path_factory.getbasetemp() / "data_assets"))
 
 
 TOKENIZERS = {
@@ -112,14 +107,6 @@ def test_modes_and_summary(assets, tmp_path, capsys):
     assert abs(switched / eligible - 0.3) < 4 * (0.3 * 0.7 / eligible) ** 0.5
     assert int(summary["masked tokens"]) == sum(int((m == 0).sum()) for m in m_in)
     assert "tokens/s" in summary["time"] and summary["skipped lines"].strip() == "0"
-
-
-def write_lines(path, lines):
-    with open(path, "wb") as handle:
-        for line in lines:
-            handle.write(line if isinstance(line, bytes) else line.encode("utf-8"))
-            handle.write(b"\n")
-    return str(path)
 
 
 BAD_LINES = [
