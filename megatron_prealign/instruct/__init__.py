@@ -1,0 +1,1 @@
+"""Instruction tuning (x-LLaMA): prompt templates, instruction datasets, the fine-tuning stage."""

@@ -1,0 +1,111 @@
+"""Prompt templates of instruction tuning: the Alpaca / x-LLM prompt, translation instructions,
+language names, and user templates from a JSON file.
+
+A record is rendered into a (prompt, response) pair of strings. Tokenizers encode the two parts
+separately and concatenate the ids, so the loss mask boundary is exact (the x-LLM reference code
+tokenizes the prompt alone and can be off by one at a SentencePiece boundary).
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Tuple
+
+# The Alpaca / x-LLM prompts, character for character; the response follows "### Response:"
+# directly (no space, no newline), as in the reference code.
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+)
+
+# Paraphrased translation instructions. Training records rotate through them by record index;
+# evaluation always uses the first one (the canonical instruction).
+TRANSLATION_INSTRUCTIONS = (
+    "Translate the following sentences from {source} to {target}.",
+    "Translate this text from {source} into {target}.",
+    "Please translate the following {source} text into {target}.",
+    "What is the {target} translation of the following {source} sentences?",
+    "Render the following {source} sentences in {target}.",
+    "Convert the following {source} text into {target}.",
+    "Give the {target} version of this {source} text.",
+    "Provide a {target} translation of the following sentences written in {source}.",
+)
+
+# ISO 639-1 codes -> English names: the x-LLaMA paper's languages (ar, el, hi, tr, vi, zh) and
+# common ones. Extend per run with --language-name CODE=Name.
+LANGUAGE_NAMES: Dict[str, str] = {
+    "ar": "Arabic", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
+    "fr": "French", "hi": "Hindi", "it": "Italian", "ja": "Japanese", "ko": "Korean",
+    "nl": "Dutch", "pt": "Portuguese", "ru": "Russian", "sw": "Swahili", "th": "Thai",
+    "tr": "Turkish", "vi": "Vietnamese", "zh": "Chinese",
+}
+
+
+class TemplateError(ValueError):
+    """A template or language code that cannot be used; the message says what to change."""
+
+
+def language_name(code: str, extra: Optional[Mapping[str, str]] = None) -> str:
+    names = {**LANGUAGE_NAMES, **(extra or {})}
+    if code not in names:
+        raise TemplateError(
+            f"unknown language code {code!r}; known: {', '.join(sorted(names))} "
+            f"(or name it with --language-name {code}=Name)"
+        )
+    return names[code]
+
+
+def translation_instruction(source: str, target: str, index: int = 0,
+                            extra_names: Optional[Mapping[str, str]] = None) -> str:
+    """The translation instruction for record `index` (0, the canonical one, for evaluation)."""
+    template = TRANSLATION_INSTRUCTIONS[index % len(TRANSLATION_INSTRUCTIONS)]
+    return template.format(source=language_name(source, extra_names),
+                           target=language_name(target, extra_names))
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Prompt strings with `{instruction}` / `{input}` fields; the response is appended as is."""
+
+    prompt_input: str = ALPACA_PROMPT_INPUT
+    prompt_no_input: str = ALPACA_PROMPT_NO_INPUT
+    response_suffix: str = ""
+
+    @classmethod
+    def from_file(cls, path: str) -> "PromptTemplate":
+        """A user's template: JSON {"prompt_input": ..., "prompt_no_input": ..., "response_suffix": ...}."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                spec = json.load(handle)
+        except (OSError, json.JSONDecodeError) as error:
+            raise TemplateError(f"--template {path}: {error}") from None
+        unknown = set(spec) - {"prompt_input", "prompt_no_input", "response_suffix"}
+        if not isinstance(spec, dict) or unknown or "prompt_input" not in spec:
+            raise TemplateError(
+                f"--template {path}: expected a JSON object with 'prompt_input' (and optionally "
+                f"'prompt_no_input', 'response_suffix'); unknown keys: {sorted(unknown)}"
+            )
+        template = cls(spec["prompt_input"], spec.get("prompt_no_input", spec["prompt_input"]),
+                       spec.get("response_suffix", ""))
+        for name, text in (("prompt_input", template.prompt_input), ("prompt_no_input", template.prompt_no_input)):
+            try:
+                text.format(instruction="", input="")
+            except (KeyError, IndexError, ValueError) as error:
+                raise TemplateError(f"--template {path}: {name} has a field other than "
+                                    f"{{instruction}} / {{input}}: {error}") from None
+        return template
+
+    def render(self, instruction: str, input: str = "", output: str = "") -> Tuple[str, str]:
+        """(prompt, response) of one record."""
+        if input:
+            prompt = self.prompt_input.format(instruction=instruction, input=input)
+        else:
+            prompt = self.prompt_no_input.format(instruction=instruction)
+        return prompt, output + self.response_suffix
+
+
+ALPACA = PromptTemplate()
