@@ -158,7 +158,8 @@ def hf_config_from_args(args: ModelArgs, vocab_size: int, saved: Optional[dict] 
         fields = dict(
             vocab_size=vocab_size, n_positions=positions, n_embd=args.hidden_size,
             n_layer=args.num_layers, n_head=args.num_attention_heads,
-            n_inner=args.resolved_ffn_hidden_size(), layer_norm_epsilon=args.norm_epsilon,
+            n_inner=None if args.resolved_ffn_hidden_size() == 4 * args.hidden_size else args.resolved_ffn_hidden_size(),
+            layer_norm_epsilon=args.norm_epsilon,
             activation_function="gelu_new" if args.resolved_activation() == "gelu_tanh" else "gelu",
             tie_word_embeddings=args.tied_embeddings())
         architecture = "GPT2LMHeadModel"
