@@ -150,11 +150,6 @@ class ModelArgs:
             raise ValueError(f"activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if self.true_vocab_size is not None and not 0 < self.true_vocab_size <= self.vocab_size:
             raise ValueError(f"true vocabulary {self.true_vocab_size} must be in 1..{self.vocab_size}")
-        if self.vocab_size % tp:
-            raise ValueError(
-                f"the (padded) vocabulary {self.vocab_size} is not divisible by "
-                f"--tensor-model-parallel-size {tp}; change one of them"
-            )
         if self.transformer_impl not in ("local", "transformer_engine"):
             raise ValueError("--transformer-impl must be 'local' or 'transformer_engine'")
         if world_size is not None:
@@ -203,6 +198,11 @@ class ModelArgs:
             raise ValueError("--recompute-granularity full needs --recompute-method uniform|block")
         if self.seq_length > (self.max_position_embeddings or self.seq_length):
             raise ValueError("--seq-length exceeds --max-position-embeddings")
+        if self.vocab_size % tp:
+            raise ValueError(
+                f"the (padded) vocabulary {self.vocab_size} is not divisible by "
+                f"--tensor-model-parallel-size {tp}; change one of them"
+            )
 
 
 def transformer_config(args: ModelArgs) -> TransformerConfig:

@@ -178,6 +178,7 @@ def _train_export_perplexity(data, work, text_ids):
     return float(torch.exp(nll[0, 0] / nll[0, 1]))
 
 
+@pytest.mark.slow
 def test_prealign_checkpoint_exports_with_tokenizer_and_same_perplexity(tmp_path):
     from megatron_prealign.data.tokenizer import build_tokenizer
 
