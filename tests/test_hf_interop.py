@@ -239,6 +239,8 @@ def test_bad_input_fails_before_writing(hf_models, tmp_path):
     }
     missing = variant("sharded", shard=True)
     index = json.load(open(os.path.join(missing, "model.safetensors.index.json")))
+    assert len(set(index["weight_map"].values())) > 1
+    plan_import(missing, 2, 2)  # complete shards: accepted
     os.remove(os.path.join(missing, sorted(set(index["weight_map"].values()))[-1]))
     cases["missing shard"] = (missing, 1, "are missing")
     for case, (hf_dir, tp, message) in cases.items():
