@@ -32,28 +32,40 @@ def pack_layout(
 
     With ``num_rows`` the rows are fixed and a segment that fits nowhere raises ValueError;
     without, a new row opens when a segment fits into no open row. A segment longer than
-    ``seq_length`` (or empty) raises ValueError naming its index.
+    ``seq_length`` (or empty) raises ValueError naming its index. The first row with room is
+    found in O(log rows) (a max tree over the rows' free space), so packing an epoch of
+    hundreds of thousands of records takes seconds.
     """
     if seq_length < 1 or (num_rows is not None and num_rows < 1):
         raise ValueError("seq_length and num_rows must be >= 1")
-    used: List[int] = [0] * (num_rows or 0)
+    capacity = num_rows if num_rows is not None else max(1, len(lengths))
+    size = 1 << (capacity - 1).bit_length()
+    free = [0] * (2 * size)  # free[node]: most free space of a row under node
+    for leaf in range(capacity):
+        free[size + leaf] = seq_length
+    for node in range(size - 1, 0, -1):
+        free[node] = max(free[2 * node], free[2 * node + 1])
     placement = []
     for index, length in enumerate(lengths):
         if length < 1:
             raise ValueError(f"segment {index} is empty")
         if length > seq_length:
             raise ValueError(f"segment {index} has {length} tokens, more than the packing length {seq_length}")
-        row = next((r for r, n in enumerate(used) if n + length <= seq_length), None)
-        if row is None:
-            if num_rows is not None:
-                raise ValueError(
-                    f"{len(lengths)} segments do not fit into {num_rows} x {seq_length} tokens "
-                    f"(stopped at segment {index})"
-                )
-            used.append(0)
-            row = len(used) - 1
-        placement.append((row, used[row]))
-        used[row] += length
+        if free[1] < length:
+            raise ValueError(
+                f"{len(lengths)} segments do not fit into {num_rows} x {seq_length} tokens "
+                f"(stopped at segment {index})"
+            )
+        node = 1
+        while node < size:  # leftmost row with room
+            node = 2 * node if free[2 * node] >= length else 2 * node + 1
+        row = node - size
+        placement.append((row, seq_length - free[node]))
+        free[node] -= length
+        node //= 2
+        while node:
+            free[node] = max(free[2 * node], free[2 * node + 1])
+            node //= 2
     return placement
 
 
