@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from megatron_prealign.evaluation import common
 from megatron_prealign.evaluation.model_loading import EvaluationError
