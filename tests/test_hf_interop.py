@@ -4,7 +4,7 @@
 - import at TP=1, TP=2, PP=2 and TP=2 x PP=2 (one 4-rank gloo run): logits equal to the
   transformers model's (fp32, max abs difference <= 1e-4), padded vocabulary rows masked;
 - export of the TP=2 x PP=2 checkpoints: the transformers state dict bit-equal to the original,
-  greedy generations equal (this project's side: a greedy loop over its forward pass, no KV cache);
+  greedy generations equal (this project's KV-cache generation, megatron_prealign.generation);
 - a checkpoint trained by this project's driver (pre-alignment + pretraining), exported with its
   tokenizer: transformers' perplexity equals this project's (1e-4 relative);
 - tokenizers (SentencePiece, byte-level BPE) encode as in training; bad input fails before writing.
@@ -90,14 +90,11 @@ def _full_logits(loaded, tokens):
 
 
 def _greedy(loaded, prompt, new_tokens):
-    """Greedy decoding by repeated full forward passes (no KV cache)."""
-    from megatron_prealign.evaluation.model_loading import last_token_logits
+    """This project's greedy generation (megatron-core's static KV cache)."""
+    from megatron_prealign.generation.decoding import generate
 
-    tokens = prompt.clone()
-    for _ in range(new_tokens):
-        logits = last_token_logits(loaded, tokens, torch.tensor([tokens.shape[1]]))
-        tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], dim=1)
-    return tokens
+    (generation,) = generate(loaded, [prompt[0].tolist()], new_tokens, use_cache=True)
+    return torch.cat([prompt, torch.tensor([generation.tokens])], dim=1)
 
 
 def _import_all_layouts(hf_dirs, tokens, out_root):
