@@ -66,36 +66,35 @@ def _power_jacobian(x, c, k, e):
     return np.stack([np.ones_like(x), -power, k * power * np.log(x)], axis=-1)
 
 
-def _linear_fit(z: np.ndarray, y: np.ndarray) -> Tuple[float, float, float]:
-    """Least squares y ~ p + q * z: (p, q, sse)."""
-    design = np.stack([np.ones_like(z), z], axis=1)
-    (p, q), *_ = np.linalg.lstsq(design, y, rcond=None)
-    sse = float(np.sum((p + q * z - y) ** 2))
-    return float(p), float(q), sse
+def _linear_fits(z: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares y ~ p + q * z for each row of z (a grid of the nonlinear parameter)."""
+    zc = z - z.mean(axis=1, keepdims=True)
+    yc = y - y.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = (zc @ yc) / np.sum(zc * zc, axis=1)
+    p = y.mean() - q * z.mean(axis=1)
+    sse = np.sum((p[:, None] + q[:, None] * z - y) ** 2, axis=1)
+    return p, q, np.where(np.isfinite(sse), sse, np.inf)
 
 
 def _log_start(x: np.ndarray, y: np.ndarray) -> Tuple[float, float, float]:
     # a*log(g*x + b) = a*log(g) + a*log(x + d) with d = b/g: linear in (a*log g, a) for fixed d.
-    best = None
-    for d in np.geomspace(x.min() * 1e-4, x.max() * 1e3, 400):
-        offset, a, sse = _linear_fit(np.log(x + d), y)
-        if a != 0 and (best is None or sse < best[0]):
-            best = (sse, a, offset, d)
-    if best is None:
+    shifts = np.geomspace(x.min() * 1e-4, x.max() * 1e3, 400)
+    offsets, slopes, sse = _linear_fits(np.log(x[None, :] + shifts[:, None]), y)
+    sse[~(slopes != 0)] = np.inf
+    best = int(np.argmin(sse))
+    if not np.isfinite(sse[best]):
         raise ScalingLawError("no starting point for the log law (scores do not vary with size)")
-    _, a, offset, d = best
-    g = math.exp(min(max(offset / a, -700.0), 700.0))
+    a, d = float(slopes[best]), float(shifts[best])
+    g = math.exp(min(max(float(offsets[best]) / a, -700.0), 700.0))
     return a, g, g * d
 
 
 def _power_start(x: np.ndarray, y: np.ndarray) -> Tuple[float, float, float]:
-    best = None
-    for e in np.geomspace(1e-3, 5.0, 400):
-        c, minus_k, sse = _linear_fit(np.power(x, -e), y)
-        if best is None or sse < best[0]:
-            best = (sse, c, -minus_k, e)
-    _, c, k, e = best
-    return c, k, e
+    exponents = np.geomspace(1e-3, 5.0, 400)
+    offsets, slopes, sse = _linear_fits(np.power(x[None, :], -exponents[:, None]), y)
+    best = int(np.argmin(sse))
+    return float(offsets[best]), float(-slopes[best]), float(exponents[best])
 
 
 @dataclass(frozen=True)
