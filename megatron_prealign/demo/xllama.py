@@ -20,13 +20,23 @@ import dataclasses
 import json
 import os
 import random
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from megatron_prealign.demo import data as demo_data
 from megatron_prealign.demo import xllama_data
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, _write_jsonl, log
 
 TARGETS = ("qaa", "qab")
+# A compact prompt (tools/build_instruction_data.py --template): the Alpaca preamble alone would be
+# ~70 tokens of a 700-token vocabulary, more than the miniature's whole sequence.
+COMPACT_TEMPLATE = {"prompt_input": "{instruction}\n{input}\n=>", "prompt_no_input": "{instruction}\n=>",
+                    "response_suffix": ""}
+
+
+def _template():
+    from megatron_prealign.instruct.templates import PromptTemplate
+
+    return PromptTemplate(COMPACT_TEMPLATE["prompt_input"], COMPACT_TEMPLATE["prompt_no_input"])
 
 
 @dataclasses.dataclass
@@ -47,7 +57,7 @@ class XllamaDemoConfig:
     num_layers: int = 4
     hidden_size: int = 64
     heads: int = 4
-    seq_length: int = 128
+    seq_length: int = 64
     micro_batch_size: int = 8
     global_batch_size: int = 16
     lr: float = 3e-3
@@ -56,13 +66,20 @@ class XllamaDemoConfig:
     codeswitch_ratio: float = 0.05
     alignment_words_per_batch: int = 64
     eval_tokens: int = 10000
+    # instruction tuning (the same steps for every run: more pairs = more diverse data, same compute)
+    finetune_iters: int = 150
+    finetune_lr: float = 1e-3
+    sweep_sizes: Tuple[int, ...] = (100, 300, 900, 2700)   # translation pairs; CoIT uses the largest
+    budget: int = 1800                                      # translation pairs over both languages
+    max_new_tokens: int = 40
 
     @classmethod
     def quick(cls) -> "XllamaDemoConfig":
         return cls(people=10, held_out_people=4, english_docs=150, valid_docs=10, english_instructions=100,
                    target_instructions=60, translation_pool=200, translation_test=10, num_layers=2,
                    hidden_size=32, seq_length=64, prealign_iters=4, train_iters=8,
-                   alignment_words_per_batch=8, eval_tokens=1000)
+                   alignment_words_per_batch=8, eval_tokens=1000, finetune_iters=6,
+                   sweep_sizes=(20, 40, 80, 160), budget=120, max_new_tokens=12)
 
     def data_config(self) -> xllama_data.XllamaDataConfig:
         return xllama_data.XllamaDataConfig(
@@ -75,20 +92,20 @@ class XllamaDemoConfig:
 
 def _prompt_texts(paths: Dict[str, str], names: Dict[str, str]) -> List[str]:
     """Rendered instruction prompts, so that the tokenizer covers the template's characters."""
-    from megatron_prealign.instruct.templates import ALPACA, translation_instruction
+    from megatron_prealign.instruct.templates import translation_instruction
 
-    texts = []
+    template, texts = _template(), []
     for name in ("instructions_en", *(f"instructions_{t}" for t in TARGETS)):
         with open(paths[name], encoding="utf-8") as handle:
             for line in list(handle)[:50]:
                 record = json.loads(line)
-                texts.append("".join(ALPACA.render(record["instruction"], record["input"], record["output"])))
+                texts.append("".join(template.render(record["instruction"], record["input"], record["output"])))
     for target in TARGETS:
         with open(paths[f"translation_{target}"], encoding="utf-8") as handle:
             for index, line in enumerate(list(handle)[:50]):
                 pair = json.loads(line)
                 instruction = translation_instruction("en", target, index, names)
-                texts.append("".join(ALPACA.render(instruction, pair["src"], pair["tgt"])))
+                texts.append("".join(template.render(instruction, pair["src"], pair["tgt"])))
     return texts
 
 
@@ -98,6 +115,10 @@ def prepare_data(cfg: XllamaDemoConfig, work: str) -> Dict[str, str]:
     with open(paths["languages"], encoding="utf-8") as handle:
         names = {code: spec["name"] for code, spec in json.load(handle).items()}
     paths["language_names"] = [f"{code}={name}" for code, name in names.items()]
+    paths["template"] = os.path.join(data, "template.json")
+    os.makedirs(data, exist_ok=True)
+    with open(paths["template"], "w", encoding="utf-8") as handle:
+        json.dump(COMPACT_TEMPLATE, handle)
     rng = random.Random(f"xllama-demo-{cfg.seed}")
     people = demo_data.make_people(cfg.seed, cfg.people)
     languages = xllama_data.make_languages(cfg.seed, reserved=[p["name"] for p in people])
@@ -190,3 +211,178 @@ def train_bases(cfg: XllamaDemoConfig, paths: Dict[str, str], work: str) -> Dict
         bases[name] = {"checkpoint": os.path.join(run_dir, "ckpt"),
                        "perplexity": {lang: ppl["sources"][lang]["perplexity"] for lang in ("en", *TARGETS)}}
     return bases
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: instruction tuning, evaluation, the scaling law and the allocation
+# ---------------------------------------------------------------------------------------------
+
+
+def build_instruction_set(cfg: XllamaDemoConfig, paths: Dict[str, str], name: str, pairs: Dict[str, int]) -> str:
+    """English Alpaca-style data, plus (``pairs`` non-empty) CoIT / MuIT: target-language general
+    data and the first N English->target pairs of each language in ``pairs``."""
+    prefix = os.path.join(os.path.dirname(paths["template"]), "instruct", name)
+    if os.path.exists(prefix + "_text_document.idx"):
+        return prefix + "_text_document"  # the same set for the other base
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    x = {key: paths[key] for key in paths if key.startswith(("instructions_", "translation_"))}
+    common = ["--output-prefix", prefix, *paths["tokenizer_args"], "--seq-length", str(cfg.seq_length),
+              "--template", paths["template"], "--language-name", *paths["language_names"],
+              "--seed", str(cfg.seed), "--no-progress"]
+    if not pairs:
+        argv = ["--format", "alpaca", "--input", x["instructions_en"], "--lang", "en"]
+    else:
+        targets = sorted(pairs)
+        recipe = ["--recipe", "coit", "--target-lang", targets[0]] if len(targets) == 1 else \
+            ["--recipe", "muit", "--target-langs", *targets]
+        argv = [*recipe, "--instruction-data", f"en={x['instructions_en']}",
+                *(f"{t}={x[f'instructions_{t}']}" for t in targets),
+                "--translation-data", *(f"en-{t}={x[f'translation_{t}']}" for t in targets)]
+        # One language: the sweep's --translation-pairs N; several: a budget per source.
+        argv += (["--translation-pairs", str(pairs[targets[0]])] if len(targets) == 1 else
+                 ["--max-samples", *(f"translation-en-{t}={pairs[t]}" for t in targets)])
+    _run_tool("build_instruction_data", argv + common)
+    return prefix + "_text_document"
+
+
+def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str) -> str:
+    """Instruction-tune ``base`` on ``data`` (answer-only loss, packed records, fixed steps)."""
+    from megatron_prealign import platform
+    from megatron_prealign.training import arguments, loop
+
+    argv = [
+        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
+        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
+        "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
+        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
+        "--lr", str(cfg.finetune_lr), "--min-lr", str(cfg.finetune_lr / 10), "--lr-warmup-fraction", "0.03",
+        "--weight-decay", "0", "--seed", str(cfg.seed), "--data-path", data, "--split", "100,0,0",
+        *paths["tokenizer_args"], "--pretrained-checkpoint", base, "--finetune", "--sft-packing",
+        "--train-iters", str(cfg.finetune_iters), "--save", os.path.join(run_dir, "ckpt"),
+        "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(max(1, cfg.finetune_iters // 5)),
+    ]
+    loop.run(arguments.parse_args(argv))
+    platform.shutdown()
+    return os.path.join(run_dir, "ckpt")
+
+
+def _rows(path: str) -> List[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str, out: str) -> Dict[str, dict]:
+    """Per target language: English->X translation of the unseen test pairs (greedy, the canonical
+    translation instruction; BLEU and chrF++ by sacrebleu) and closed-book QA about the held-out
+    people asked in X (containment accuracy: the gold word inside the answer)."""
+    import sacrebleu
+
+    from megatron_prealign import platform
+    from megatron_prealign.data.text_encoder import TextEncoder
+    from megatron_prealign.data.tokenizer import build_tokenizer
+    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.decoding import completion_text, generate
+    from megatron_prealign.instruct.templates import translation_instruction
+
+    names = dict(item.split("=", 1) for item in paths["language_names"])
+    encoder = TextEncoder(build_tokenizer("SentencePieceTokenizer", paths["spm"]))
+    template = _template()
+    model = load_model(checkpoint, seed=cfg.seed)
+    results = {}
+    try:
+        for target in TARGETS:
+            pairs = _rows(paths[f"translation_test_{target}"])
+            qa = _rows(paths[f"qa_{target}"])
+            instruction = translation_instruction("en", target, 0, names)
+            prompts = [template.render(instruction, p["src"])[0] for p in pairs]
+            prompts += [template.render(item["instruction"], item["input"])[0] for item in qa]
+            generations = generate(model, [encoder.encode(p) for p in prompts], cfg.max_new_tokens,
+                                   eod=encoder.eod, batch_size=16)
+            texts = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
+            hypotheses, answers = texts[:len(pairs)], texts[len(pairs):]
+            references = [[p["tgt"] for p in pairs]]
+            correct = sum(item["answer"] in answer.lower().split() or item["answer"] + "." in answer.lower().split()
+                          for item, answer in zip(qa, answers))
+            results[target] = {
+                "bleu": sacrebleu.corpus_bleu(hypotheses, references).score,
+                "chrf": sacrebleu.corpus_chrf(hypotheses, references, word_order=2).score,
+                "qa_accuracy": correct / len(qa), "qa_items": len(qa), "translation_items": len(pairs),
+                "examples": [{"src": pairs[0]["src"], "hypothesis": hypotheses[0], "reference": pairs[0]["tgt"]},
+                             {"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
+            }
+    finally:
+        platform.shutdown()
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1, ensure_ascii=False)
+    return results
+
+
+def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
+    """The whole miniature; returns the ``xllama`` record of results.json."""
+    import shutil
+    import time
+
+    from megatron_prealign.xllama import scaling_law
+
+    start = time.time()
+    work = os.path.join(output_dir, "work_xllama")
+    if os.path.isdir(work):
+        shutil.rmtree(work)  # deterministic from scratch
+    os.makedirs(work)
+    paths = prepare_data(cfg, work)
+    bases = train_bases(cfg, paths, work)
+    timings = {"data_and_bases_s": time.time() - start}
+    runs: Dict[str, dict] = {}
+
+    def tuned(name: str, base: str, pairs: Dict[str, int]) -> dict:
+        if name not in runs:
+            t0 = time.time()
+            log(f"x-LLaMA fine-tune {name} (base {base}, translation pairs {pairs or 'none'})")
+            data = build_instruction_set(cfg, paths, name.split("@")[0], pairs)
+            run_dir = os.path.join(work, "runs", name.replace("@", "_on_"))
+            checkpoint = finetune(cfg, paths, bases[base]["checkpoint"], data, run_dir)
+            scores = evaluate_model(cfg, paths, checkpoint, os.path.join(run_dir, "scores.json"))
+            runs[name] = {"base": base, "translation_pairs": pairs, "scores": scores,
+                          "seconds": time.time() - t0}
+            shutil.rmtree(checkpoint)  # keep the miniature's disk footprint small
+        return runs[name]
+
+    largest = max(cfg.sweep_sizes)
+    for base in ("joint", "prealign"):
+        tuned(f"english_only@{base}", base, {})
+        for target in TARGETS:
+            tuned(f"coit_{target}_{largest}@{base}", base, {target: largest})
+    # The sweep on the Joint base (the "LLaMA" of the miniature): translation BLEU per size.
+    points = {target: [] for target in TARGETS}
+    for target in TARGETS:
+        for size in cfg.sweep_sizes:
+            run = tuned(f"coit_{target}_{size}@joint", "joint", {target: size})
+            points[target].append((size, run["scores"][target]["bleu"]))
+    fits = scaling_law.fit_points(points, forms=("log", "power"))
+    fits["plot"] = scaling_law.plot_fits(fits, os.path.join(output_dir, "xllama_scaling_law.png"),
+                                         title="miniature: BLEU vs English->X pairs (Joint base)")
+    caps = {t: cfg.translation_pool for t in TARGETS}
+    allocation = scaling_law.allocate(scaling_law.laws_from_fits(fits, "log"), cfg.budget, caps)
+    measured = {}
+    for label, split in (("law", allocation["allocation"]), ("uniform", allocation["uniform"])):
+        run = tuned(f"muit_{label}@joint", "joint", {t: int(split[t]) for t in TARGETS})
+        measured[label] = {"pairs": run["translation_pairs"],
+                           "bleu": {t: run["scores"][t]["bleu"] for t in TARGETS},
+                           "mean_bleu": sum(run["scores"][t]["bleu"] for t in TARGETS) / len(TARGETS)}
+    timings["total_s"] = time.time() - start
+    return {"bases": bases, "runs": runs, "sweep_points": points, "fits": fits,
+            "allocation": allocation, "allocation_measured": measured, "config": dataclasses.asdict(cfg),
+            "timings_s": timings, "plots": ["xllama_scaling_law.png"]}
+
+
+def table(record: dict) -> str:
+    """Per target language: QA accuracy and BLEU / chrF of English-only tuning and CoIT, per base."""
+    lines = ["| base | tuning | language | QA accuracy | BLEU | chrF++ |", "|---|---|---|---|---|---|"]
+    largest = max(record["config"]["sweep_sizes"])
+    for base in ("joint", "prealign"):
+        for target in TARGETS:
+            for label, name in (("English only", f"english_only@{base}"), ("CoIT", f"coit_{target}_{largest}@{base}")):
+                s = record["runs"][name]["scores"][target]
+                lines.append(f"| {base} | {label} | {target} | {100 * s['qa_accuracy']:.1f}% | "
+                             f"{s['bleu']:.1f} | {s['chrf']:.1f} |")
+    return "\n".join(lines)
