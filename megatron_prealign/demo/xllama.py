@@ -318,6 +318,19 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     return results
 
 
+def _missing_dependencies() -> str:
+    import importlib.util
+
+    from megatron_prealign.demo.prealign import ROOT
+
+    missing = []
+    if not os.path.isfile(os.path.join(ROOT, "tools", "build_instruction_data.py")):
+        missing.append("tools/build_instruction_data.py (instruction data)")
+    if importlib.util.find_spec("megatron_prealign.generation") is None:
+        missing.append("megatron_prealign.generation (decoding with a KV cache)")
+    return ", ".join(missing)
+
+
 def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
     """The whole miniature; returns the ``xllama`` record of results.json."""
     import shutil
@@ -325,6 +338,9 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
 
     from megatron_prealign.xllama import scaling_law
 
+    missing = _missing_dependencies()
+    if missing:
+        raise SystemExit(f"[demo] the x-LLaMA miniature needs {missing}; run with --only prealign")
     start = time.time()
     work = os.path.join(output_dir, "work_xllama")
     if os.path.isdir(work):
@@ -395,3 +411,33 @@ def table(record: dict) -> str:
                 lines.append(f"| {base} | {label} | {target} | {100 * s['qa_accuracy']:.1f}% | "
                              f"{s['bleu']:.1f} | {s['chrf']:.1f} |")
     return "\n".join(lines)
+
+
+def summary(record: dict) -> str:
+    """The console report: bases, English-only vs CoIT, the sweep and its laws, the allocation."""
+    out = ["Bases (perplexity): " + "; ".join(
+        f"{base} " + ", ".join(f"{lang} {ppl:.2f}" for lang, ppl in b["perplexity"].items())
+        for base, b in record["bases"].items()), "", table(record), "",
+        f"Translation-data sweep (Joint base, {LAW_SCORE} per English->X pairs):"]
+    for target, points in record["sweep_points"].items():
+        out.append(f"  {target}: " + ", ".join(f"{int(x)} -> {y:.1f}" for x, y in points))
+    fits = record["fits"]
+    if "error" in fits:
+        out.append(f"  no fit: {fits['error']}")
+    else:
+        for target, entry in fits["languages"].items():
+            for form, fit in entry["fits"].items():
+                params = ", ".join(f"{k}={v:.3g}" for k, v in fit["params"].items())
+                out.append(f"  {target} {form}: {params} (R^2 {fit['r2']:.3f})")
+    allocation, measured = record["allocation"], record["allocation_measured"]
+    if allocation:
+        out.append(f"Allocation of {allocation['budget']} pairs (log laws), predicted vs measured {LAW_SCORE}:")
+    for label, m in measured.items():
+        predicted = ""
+        if allocation:
+            key = "predicted" if label == "law" else "uniform_predicted"
+            values = [v for v in allocation[key].values() if v is not None]
+            predicted = f"predicted mean {sum(values) / len(values):.2f}, "
+        out.append(f"  {label:>7}: pairs {m['pairs']}, {predicted}measured mean {LAW_SCORE} "
+                   f"{m['mean_' + LAW_SCORE]:.2f} (BLEU {m['mean_bleu']:.2f})")
+    return "\n".join(out)
