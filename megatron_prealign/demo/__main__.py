@@ -32,15 +32,22 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="reduced configuration (a few minutes)")
     parser.add_argument("--only", choices=("prealign", "xllama"), help="run one part (default: both)")
     args = parser.parse_args(argv)
+    from megatron_prealign.demo import xllama
+
+    run_xllama = args.only != "prealign"
+    missing = xllama.missing_dependencies()
+    if run_xllama and missing:  # checked before any compute
+        if args.only == "xllama":
+            parser.error(f"the x-LLaMA miniature needs {missing}")
+        log(f"skipping the x-LLaMA part: it needs {missing}")
+        run_xllama = False
     os.makedirs(args.output_dir, exist_ok=True)
     if args.only != "xllama":
         config = DemoConfig.quick() if args.quick else DemoConfig()
         if args.seed is not None:
             config.seed = args.seed
         run_demo(config, args.output_dir)
-    if args.only != "prealign":
-        from megatron_prealign.demo import xllama
-
+    if run_xllama:
         config = xllama.XllamaDemoConfig.quick() if args.quick else xllama.XllamaDemoConfig()
         if args.seed is not None:
             config.seed = args.seed

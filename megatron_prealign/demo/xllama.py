@@ -318,7 +318,7 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     return results
 
 
-def _missing_dependencies() -> str:
+def missing_dependencies() -> str:
     import importlib.util
 
     from megatron_prealign.demo.prealign import ROOT
@@ -338,7 +338,7 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
 
     from megatron_prealign.xllama import scaling_law
 
-    missing = _missing_dependencies()
+    missing = missing_dependencies()
     if missing:
         raise SystemExit(f"[demo] the x-LLaMA miniature needs {missing}; run with --only prealign")
     start = time.time()
