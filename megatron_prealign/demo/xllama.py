@@ -80,7 +80,7 @@ class XllamaDemoConfig:
                    target_instructions=60, translation_pool=200, translation_test=10, num_layers=2,
                    hidden_size=32, seq_length=64, prealign_iters=4, train_iters=8,
                    alignment_words_per_batch=8, eval_tokens=1000, finetune_iters=6,
-                   sweep_sizes=(20, 40, 80, 160), budget=120, max_new_tokens=12)
+                   sweep_sizes=(20, 60, 160), budget=120, max_new_tokens=12)
 
     def data_config(self) -> xllama_data.XllamaDataConfig:
         return xllama_data.XllamaDataConfig(
