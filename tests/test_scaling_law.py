@@ -160,6 +160,8 @@ def test_allocation_when_caps_bind_and_uniform_split():
     assert sl.round_largest_remainder({"a": 1.6, "b": 2.3, "c": 3.1}, 7, {"a": 9, "b": 9, "c": 9}) == {"a": 2, "b": 2, "c": 3}
     with pytest.raises(sl.ScalingLawError, match="--budget must be a positive"):
         sl.allocate(laws, 0)
+    with pytest.raises(sl.ScalingLawError, match=r"cap\(s\) for language\(s\) \['zz'\]"):
+        sl.allocate(laws, 10, caps={"zz": 3})
     with pytest.raises(sl.ScalingLawError, match="negative or invalid weight"):
         sl.allocate(laws, 10, weights={"a": -1})
 

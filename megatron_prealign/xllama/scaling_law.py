@@ -465,6 +465,10 @@ def allocate(laws: Mapping[str, Law], budget: float, caps: Optional[Mapping[str,
         raise ScalingLawError("no languages to allocate over")
     if not (budget > 0 and math.isfinite(budget)):
         raise ScalingLawError(f"--budget must be a positive number, got {budget}")
+    for name, table in (("cap", caps), ("weight", weights)):
+        unknown = sorted(set(table or {}) - set(laws))
+        if unknown:
+            raise ScalingLawError(f"{name}(s) for language(s) {unknown} without a law; languages: {', '.join(laws)}")
     caps = {l: float((caps or {}).get(l, math.inf)) for l in laws}
     weights = {l: float((weights or {}).get(l, 1.0)) for l in laws}
     for name, table in (("cap", caps), ("weight", weights)):
