@@ -58,7 +58,7 @@ class XllamaDemoConfig:
     num_layers: int = 4
     hidden_size: int = 64
     heads: int = 4
-    seq_length: int = 64
+    seq_length: int = 128  # a translation prompt is ~47 tokens, its response up to ~30
     micro_batch_size: int = 8
     global_batch_size: int = 16
     lr: float = 3e-3
@@ -297,8 +297,12 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
             instruction = translation_instruction("en", target, 0, names)
             prompts = [template.render(instruction, p["src"])[0] for p in pairs]
             prompts += [template.render(item["instruction"], item["input"])[0] for item in qa]
-            generations = generate(model, [encoder.encode(p) for p in prompts], cfg.max_new_tokens,
-                                   eod=encoder.eod, batch_size=16)
+            ids = [encoder.encode(p) for p in prompts]
+            room = cfg.seq_length - max(map(len, ids))
+            if room < 4:
+                raise ValueError(f"prompts of {max(map(len, ids))} tokens leave no room to answer "
+                                 f"within seq_length {cfg.seq_length}: raise it")
+            generations = generate(model, ids, min(cfg.max_new_tokens, room), eod=encoder.eod, batch_size=16)
             texts = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
             hypotheses, answers = texts[:len(pairs)], texts[len(pairs):]
             references = [[p["tgt"] for p in pairs]]
