@@ -247,3 +247,25 @@ def test_cli_bad_input(tmp_path, capsys):
     assert tool.main(["sweep", "--language", "zh", "--sizes", "10", "--output-dir", str(tmp_path / "s"),
                       "--dry-run", "--", "--translation-pairs", "5"]) == 2
     assert "sets ['--translation-pairs']" in capsys.readouterr().err
+
+
+def test_sweep_builds_the_datasets(assets, tmp_path):
+    """The real instruction-data tool, once per size: N translation records in each dataset."""
+    if not os.path.isfile(os.path.join(os.path.dirname(tool.__file__), "build_instruction_data.py")):
+        pytest.skip("needs tools/build_instruction_data.py (instruction tuning)")
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_prealign.demo import xllama_data as xd
+
+    paths = xd.write_corpus(xd.XllamaDataConfig(seed=1, people=8, held_out_people=2, english_instructions=20,
+                                                target_instructions=10, translation_pool=40,
+                                                translation_test=4, target_docs=2), str(tmp_path / "data"))
+    out = str(tmp_path / "sweep")
+    assert tool.main(["sweep", "--language", "qab", "--sizes", "5", "15", "--output-dir", out, "--",
+                      "--recipe", "coit", "--target-lang", "qab", "--language-name", "qab=Tolvish",
+                      "--instruction-data", f"en={paths['instructions_en']}", f"qab={paths['instructions_qab']}",
+                      "--translation-data", f"en-qab={paths['translation_qab']}",
+                      "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", assets["sp"],
+                      "--seq-length", "256", "--no-progress"]) == 0
+    sizes = [len(IndexedDataset(os.path.join(out, "data", f"qab_pairs{n}_text_document"))) for n in (5, 15)]
+    assert sizes == [20 + 10 + 5, 20 + 10 + 15]

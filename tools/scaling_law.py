@@ -24,7 +24,6 @@ See docs/xllama.md.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -142,10 +141,16 @@ def run_sweep(args) -> dict:
     if not args.dry_run:
         from tqdm import tqdm
 
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import build_instruction_data  # in this process: one import for every size
+
         for entry in tqdm(plan, desc="building datasets", unit=" size", file=sys.stderr):
-            done = subprocess.run(entry["build"])
-            if done.returncode:
-                raise sl.ScalingLawError(f"building {entry['pairs']} pairs failed (status {done.returncode}): "
+            try:
+                status = build_instruction_data.main(entry["build"][2:])
+            except SystemExit as exit_:  # argparse errors
+                status = exit_.code
+            if status:
+                raise sl.ScalingLawError(f"building {entry['pairs']} pairs failed (status {status}): "
                                          f"{' '.join(entry['build'])}")
     commands = sl.write_commands(plan, os.path.join(args.output_dir, "commands.sh"))
     record = {"language": args.language, "sizes": sorted(args.sizes), "built": not args.dry_run, "runs": plan}
