@@ -34,68 +34,12 @@ COMPACT_TEMPLATE = {"prompt_input": "{instruction}\n{input}\n=>", "prompt_no_inp
                     "response_suffix": ""}
 
 
-def _template():
-    from megatron_prealign.instruct.templates import PromptTemplate
-
-    return PromptTemplate(COMPACT_TEMPLATE["prompt_input"], COMPACT_TEMPLATE["prompt_no_input"])
-
-
-@dataclasses.dataclass
-class XllamaDemoConfig:
-    seed: int = 1234
-    people: int = 48
-    held_out_people: int = 16
-    english_docs: int = 1500
-    sentences_per_doc: int = 8
-    fact_share: float = 0.3
-    target_fraction: float = 0.05   # each target language's corpus and mixture weight vs English
-    valid_docs: int = 100
-    english_instructions: int = 2000
-    target_instructions: int = 1000
-    translation_pool: int = 3200
-    translation_test: int = 100
-    vocab_size: int = 700
-    num_layers: int = 4
-    hidden_size: int = 64
-    heads: int = 4
-    seq_length: int = 128  # a translation prompt is ~47 tokens, its response up to ~30
-    micro_batch_size: int = 8
-    global_batch_size: int = 16
-    lr: float = 3e-3
-    prealign_iters: int = 150
-    train_iters: int = 600
-    codeswitch_ratio: float = 0.05
-    alignment_words_per_batch: int = 64
-    eval_tokens: int = 10000
-    # instruction tuning (the same steps for every run: more pairs = more diverse data, same compute)
-    finetune_iters: int = 150
-    finetune_lr: float = 1e-3
-    sweep_sizes: Tuple[int, ...] = (100, 300, 900, 2700)   # translation pairs; CoIT uses the largest
-    budget: int = 1800                                      # translation pairs over both languages
-    max_new_tokens: int = 40
-
-    @classmethod
-    def quick(cls) -> "XllamaDemoConfig":
-        return cls(people=10, held_out_people=4, english_docs=150, valid_docs=10, english_instructions=100,
-                   target_instructions=60, translation_pool=200, translation_test=10, num_layers=2,
-                   hidden_size=32, seq_length=64, prealign_iters=4, train_iters=8,
-                   alignment_words_per_batch=8, eval_tokens=1000, finetune_iters=6,
-                   sweep_sizes=(20, 60, 160), budget=120, max_new_tokens=12)
-
-    def data_config(self) -> xllama_data.XllamaDataConfig:
-        return xllama_data.XllamaDataConfig(
-            seed=self.seed, people=self.people, held_out_people=self.held_out_people,
-            english_instructions=self.english_instructions, target_instructions=self.target_instructions,
-            translation_pool=self.translation_pool, translation_test=self.translation_test,
-            target_docs=max(2, round(self.english_docs * self.target_fraction)),
-            sentences_per_doc=self.sentences_per_doc)
-
-
 def _prompt_texts(paths: Dict[str, str], names: Dict[str, str]) -> List[str]:
     """Rendered instruction prompts, so that the tokenizer covers the template's characters."""
+    from megatron_prealign.generation.prompts import load_template
     from megatron_prealign.instruct.templates import translation_instruction
 
-    template, texts = _template(), []
+    template, texts = load_template(paths["template"]), []
     for name in ("instructions_en", *(f"instructions_{t}" for t in TARGETS)):
         with open(paths[name], encoding="utf-8") as handle:
             for line in list(handle)[:50]:
@@ -273,29 +217,29 @@ def _rows(path: str) -> List[dict]:
 
 
 def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str, out: str) -> Dict[str, dict]:
-    """Per target language: English->X translation of the unseen test pairs (greedy, the canonical
-    translation instruction; BLEU and chrF++ by sacrebleu) and closed-book QA about the held-out
-    people asked in X (containment accuracy: the gold word inside the answer)."""
-    import sacrebleu
-
+    """Per target language, with the evaluation package's definitions: English->X translation of
+    the unseen test pairs (greedy, the canonical translation instruction; corpus BLEU and chrF++)
+    and closed-book QA about the held-out people asked in X (the reference code's containment
+    accuracy: the gold word inside the lowercased answer)."""
     from megatron_prealign import platform
     from megatron_prealign.data.text_encoder import TextEncoder
     from megatron_prealign.data.tokenizer import build_tokenizer
+    from megatron_prealign.evaluation import qa as qa_metrics
+    from megatron_prealign.evaluation import translation
     from megatron_prealign.evaluation.model_loading import load_model
     from megatron_prealign.generation.decoding import completion_text, generate
-    from megatron_prealign.instruct.templates import translation_instruction
+    from megatron_prealign.generation.prompts import load_template
 
     names = dict(item.split("=", 1) for item in paths["language_names"])
     encoder = TextEncoder(build_tokenizer("SentencePieceTokenizer", paths["spm"]))
-    template = _template()
+    template = load_template(paths["template"])
     model = load_model(checkpoint, seed=cfg.seed)
     results = {}
     try:
         for target in TARGETS:
             pairs = _rows(paths[f"translation_test_{target}"])
             qa = _rows(paths[f"qa_{target}"])
-            instruction = translation_instruction("en", target, 0, names)
-            prompts = [template.render(instruction, p["src"])[0] for p in pairs]
+            prompts = translation.prompts([p["src"] for p in pairs], "en", target, template, names)
             prompts += [template.render(item["instruction"], item["input"])[0] for item in qa]
             ids = [encoder.encode(p) for p in prompts]
             room = cfg.seq_length - max(map(len, ids))
@@ -305,13 +249,11 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
             generations = generate(model, ids, min(cfg.max_new_tokens, room), eod=encoder.eod, batch_size=16)
             texts = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
             hypotheses, answers = texts[:len(pairs)], texts[len(pairs):]
-            references = [[p["tgt"] for p in pairs]]
-            correct = sum(item["answer"] in answer.lower().split() or item["answer"] + "." in answer.lower().split()
-                          for item, answer in zip(qa, answers))
+            scores = translation.score(hypotheses, [p["tgt"] for p in pairs], target)
             results[target] = {
-                "bleu": sacrebleu.corpus_bleu(hypotheses, references).score,
-                "chrf": sacrebleu.corpus_chrf(hypotheses, references, word_order=2).score,
-                "qa_accuracy": correct / len(qa), "qa_items": len(qa), "translation_items": len(pairs),
+                "bleu": scores["bleu"], "chrf": scores["chrf++"],
+                "qa_accuracy": sum(qa_metrics.contains(a, item["answer"]) for item, a in zip(qa, answers)) / len(qa),
+                "qa_items": len(qa), "translation_items": len(pairs),
                 "examples": [{"src": pairs[0]["src"], "hypothesis": hypotheses[0], "reference": pairs[0]["tgt"]},
                              {"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
             }
