@@ -34,6 +34,57 @@ COMPACT_TEMPLATE = {"prompt_input": "{instruction}\n{input}\n=>", "prompt_no_inp
                     "response_suffix": ""}
 
 
+@dataclasses.dataclass
+class XllamaDemoConfig:
+    seed: int = 1234
+    people: int = 48
+    held_out_people: int = 16
+    english_docs: int = 1500
+    sentences_per_doc: int = 8
+    fact_share: float = 0.3
+    target_fraction: float = 0.05   # each target language's corpus and mixture weight vs English
+    valid_docs: int = 100
+    english_instructions: int = 2000
+    target_instructions: int = 1000
+    translation_pool: int = 3200
+    translation_test: int = 100
+    vocab_size: int = 700
+    num_layers: int = 4
+    hidden_size: int = 64
+    heads: int = 4
+    seq_length: int = 128  # a translation prompt is ~47 tokens, its response up to ~30
+    micro_batch_size: int = 8
+    global_batch_size: int = 16
+    lr: float = 3e-3
+    prealign_iters: int = 150
+    train_iters: int = 600
+    codeswitch_ratio: float = 0.05
+    alignment_words_per_batch: int = 64
+    eval_tokens: int = 10000
+    # instruction tuning (the same steps for every run: more pairs = more diverse data, same compute)
+    finetune_iters: int = 150
+    finetune_lr: float = 1e-3
+    sweep_sizes: Tuple[int, ...] = (100, 300, 900, 2700)   # translation pairs; CoIT uses the largest
+    budget: int = 1800                                      # translation pairs over both languages
+    max_new_tokens: int = 40
+
+    @classmethod
+    def quick(cls) -> "XllamaDemoConfig":
+        return cls(people=10, held_out_people=4, english_docs=150, valid_docs=10, english_instructions=100,
+                   target_instructions=60, translation_pool=200, translation_test=10, num_layers=2,
+                   hidden_size=32, seq_length=64, prealign_iters=4, train_iters=8,
+                   alignment_words_per_batch=8, eval_tokens=1000, finetune_iters=6,
+                   sweep_sizes=(20, 60, 160), budget=120, max_new_tokens=12)
+
+    def data_config(self) -> xllama_data.XllamaDataConfig:
+        return xllama_data.XllamaDataConfig(
+            seed=self.seed, people=self.people, held_out_people=self.held_out_people,
+            english_instructions=self.english_instructions, target_instructions=self.target_instructions,
+            translation_pool=self.translation_pool, translation_test=self.translation_test,
+            target_docs=max(2, round(self.english_docs * self.target_fraction)),
+            sentences_per_doc=self.sentences_per_doc)
+
+
 def _prompt_texts(paths: Dict[str, str], names: Dict[str, str]) -> List[str]:
     """Rendered instruction prompts, so that the tokenizer covers the template's characters."""
     from megatron_prealign.generation.prompts import load_template
