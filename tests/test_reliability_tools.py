@@ -1,0 +1,57 @@
+"""Reliability of the data tools (issue: data loss, bad input): an output that failed to write
+never replaces a good one, and empty or impossible inputs stop with a message, exit status 2."""
+
+import os
+import sys
+
+import pytest
+
+from megatron_prealign.data.synthetic import make_corpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import train_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(str(tmp_path_factory.mktemp("rel_corpus")), n_english=30, n_other=10)
+
+
+def _train(corpus, prefix, *extra):
+    return train_tokenizer.main(["--input", corpus["en"], "--vocab-size", "500", "--model-prefix", prefix,
+                                 "--no-hard-vocab-limit", "--threads", "1", "--no-progress", *extra])
+
+
+def test_tokenizer_on_full_disk_keeps_the_good_model(corpus, tmp_path, monkeypatch, capsys):
+    """Full disk simulated the way SentencePiece meets it: its writes silently produce 0-byte
+    files and it returns normally."""
+    import sentencepiece as spm
+
+    prefix = str(tmp_path / "spm")
+    assert _train(corpus, prefix) == 0
+    good = open(prefix + ".model", "rb").read(), open(prefix + ".vocab", "rb").read()
+    real_train = spm.SentencePieceTrainer.train
+
+    def train_on_full_disk(**kwargs):
+        real_train(**kwargs)
+        for ext in (".model", ".vocab"):
+            open(kwargs["model_prefix"] + ext, "wb").close()
+
+    monkeypatch.setattr(spm.SentencePieceTrainer, "train", train_on_full_disk)
+    capsys.readouterr()
+    assert _train(corpus, prefix, "--seed", "1") != 0
+    captured = capsys.readouterr()
+    assert "wrote" not in captured.out and "no space left" in captured.err
+    assert (open(prefix + ".model", "rb").read(), open(prefix + ".vocab", "rb").read()) == good
+    assert sorted(os.listdir(tmp_path)) == ["spm.model", "spm.vocab"]  # no temporary files left
+
+
+def test_tokenizer_bad_output_directory_and_empty_input(corpus, tmp_path, capsys):
+    assert _train(corpus, str(tmp_path / "missing" / "spm")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    rc = train_tokenizer.main(["--input", str(empty), "--vocab-size", "300", "--model-prefix",
+                               str(tmp_path / "spm"), "--no-progress"])
+    assert rc == 2 and "nothing to train on" in capsys.readouterr().err
