@@ -65,6 +65,10 @@ def main(argv=None) -> int:
     ratio = 0.05 if args.codeswitch_ratio is None else args.codeswitch_ratio
     if not 0.0 <= ratio <= 1.0:
         parser.error("--codeswitch-ratio must be in [0, 1]")
+    if args.tokenizer_model and not os.path.exists(args.tokenizer_model):
+        parser.error(f"--tokenizer-model {args.tokenizer_model} does not exist")
+    if args.alignment_table and not os.path.isfile(args.alignment_table):
+        parser.error(f"--alignment-table {args.alignment_table} does not exist")
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
     if not os.path.isdir(out_dir):
         parser.error(f"output directory does not exist: {out_dir}")

@@ -24,34 +24,16 @@ from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
 from megatron_prealign.model import build_model
-from megatron_prealign.training import arguments, checkpointing, enclone_init, signals
+from megatron_prealign.errors import ConfigError
+from megatron_prealign.training import arguments, checkpointing, enclone_init, signals, vocab
+from megatron_prealign.training.save_lock import SaveLock
 from megatron_prealign.training.batches import LMBatches, alignment_microbatch, build_datasets
 from megatron_prealign.training.logger import TrainingLogger
 from megatron_prealign.training.stages import StagePlan
 
-# Model settings a checkpoint must share with the run loading it.
-ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads",
-                     "num_query_groups", "ffn_hidden_size", "vocab_size")
-
-
-def _architecture(model_args) -> dict:
-    return {
-        "family": model_args.family,
-        "num_layers": model_args.num_layers,
-        "hidden_size": model_args.hidden_size,
-        "num_attention_heads": model_args.num_attention_heads,
-        "num_query_groups": model_args.num_query_groups or model_args.num_attention_heads,
-        "ffn_hidden_size": model_args.resolved_ffn_hidden_size(),
-        "vocab_size": model_args.vocab_size,
-    }
-
-
-def _vocab_size(args, tokenizer, tp: int) -> int:
-    if args.padded_vocab_size:
-        return args.padded_vocab_size
-    size = EncloneMapping.load(args.enclone_mapping).vocab_size if args.enclone_mapping else tokenizer.vocab_size
-    multiple = 128 * tp  # Megatron-LM's --make-vocab-size-divisible-by 128, times TP
-    return -(-size // multiple) * multiple
+def _vocab_size(args, tokenizer, checkpoint_vocab=None) -> int:
+    tokens = EncloneMapping.load(args.enclone_mapping).vocab_size if args.enclone_mapping else tokenizer.vocab_size
+    return vocab.padded_vocab_size(tokens, args.tensor_model_parallel_size, args.padded_vocab_size, checkpoint_vocab)
 
 
 def _lm_forward_step(batch, model):
@@ -70,15 +52,29 @@ def _lm_forward_step(batch, model):
 class Trainer:
     def __init__(self, args):
         self.args = args
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        launch = platform.detect_launcher()
+        world = launch.world_size
         arguments.validate(args, world)  # before any compute
         self.plan = StagePlan(args.prealign_iters, args.train_iters, args.postalign_iters,
                               args.alignment_during_pretraining)
         tokenizer = build_tokenizer_from_args(args)
-        self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, args.tensor_model_parallel_size))
-        self.model_args.validate(world)
-        if args.load:
-            self._check_checkpoint_architecture()
+        # The checkpoint to resume (None: a fresh start), chosen once for every later step.
+        self.load_iteration = None
+        if args.load and os.path.isdir(args.load):
+            self.load_iteration = checkpointing.resolve_iteration(
+                args.load, args.load_iteration, announce=print if launch.rank == 0 else None)
+        saved = None
+        if self.load_iteration is not None:
+            saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(args.load, self.load_iteration))
+        saved_architecture = (saved or {}).get("architecture") or {}
+        self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, saved_architecture.get("vocab_size")))
+        try:
+            self.model_args.validate(world)
+        except ValueError as error:  # ModelArgs' checks name the flag
+            raise ConfigError(str(error)) from error
+        if saved is not None:
+            checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
+                                             args.load)
         self.word_dataset = None
         if self.plan.uses_alignment:
             self.word_dataset = AlignmentWordDataset.from_table(
@@ -88,8 +84,10 @@ class Trainer:
             )
 
         self.runtime = platform.initialize(
-            args.tensor_model_parallel_size, args.pipeline_model_parallel_size, seed=args.seed
+            args.tensor_model_parallel_size, args.pipeline_model_parallel_size, seed=args.seed,
+            timeout_minutes=args.distributed_timeout_minutes, backend=args.distributed_backend,
         )
+        self.save_lock = self._lock_save_directory()
         self.dp_size = parallel_state.get_data_parallel_world_size()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.num_lm_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
@@ -113,6 +111,8 @@ class Trainer:
             lr_warmup_steps=args.lr_warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
             lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
             wd_incr_steps=total, wd_incr_style="constant",
+            override_opt_param_scheduler=args.override_opt_param_scheduler,
+            use_checkpoint_opt_param_scheduler=not args.override_opt_param_scheduler,
         )
         self.alignment = (
             AlignmentPass(self.chunks, args.alignment_temperature, args.alignment_loss_weight)
@@ -120,16 +120,21 @@ class Trainer:
         )
 
         self.iteration, consumed, self.alignment_steps = 0, 0, 0
-        if args.load and checkpointing.latest_iteration(args.load) is not None:
+        if self.load_iteration is not None:
+            # Megatron-LM's semantics: --no-load-optim keeps the schedule and the iteration;
+            # --finetune takes the weights alone and starts at iteration 0.
+            load_optimizer = not (args.no_load_optim or args.finetune)
             run_state = checkpointing.load_checkpoint(
-                args.load, self.chunks, None if args.no_load_optim else self.optimizer,
-                None if args.no_load_optim else self.scheduler, load_rng=not args.no_load_rng,
+                args.load, self.chunks, self.optimizer if load_optimizer else None,
+                None if args.finetune else self.scheduler, iteration=self.load_iteration,
+                load_rng=not (args.no_load_rng or args.finetune),
             )
-            if args.no_load_optim:
+            if not load_optimizer:
                 self.optimizer.reload_model_params()
-            self.iteration = run_state["iteration"]
-            consumed = run_state.get("consumed_samples", 0)
-            self.alignment_steps = run_state.get("alignment_steps", 0)
+            if not args.finetune:
+                self.iteration = run_state["iteration"]
+                consumed = run_state.get("consumed_samples", 0)
+                self.alignment_steps = run_state.get("alignment_steps", 0)
         elif args.enclone_init:
             enclone_init.apply(self.chunks, args.enclone_mapping)
             self.optimizer.reload_model_params()
@@ -138,22 +143,24 @@ class Trainer:
         train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
         self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed)
         self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
-        self.logger = TrainingLogger(args.tensorboard_dir, args.log_json)
+        self.logger = TrainingLogger(args.tensorboard_dir, args.log_json, start_iteration=self.iteration)
 
     # -- setup helpers ------------------------------------------------------------------------
 
-    def _check_checkpoint_architecture(self):
-        iteration = checkpointing.latest_iteration(self.args.load)
-        if iteration is None:
-            return
-        saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(self.args.load, iteration))
-        expected = _architecture(self.model_args)
-        different = {k: (saved.get("architecture", {}).get(k), expected[k]) for k in ARCHITECTURE_KEYS
-                     if saved.get("architecture", {}).get(k) != expected[k]}
-        if different:
-            details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in different.items())
-            raise ValueError(f"--load {self.args.load} holds another architecture ({details}); "
-                             "change the model flags to match or start without --load")
+    def _lock_save_directory(self):
+        """Rank 0 takes --save's lock; every rank stops if it cannot."""
+        if not self.args.save:
+            return None
+        lock, error = SaveLock(self.args.save), [None]
+        if dist.get_rank() == 0:
+            try:
+                lock.acquire()
+            except ConfigError as problem:
+                error[0] = str(problem)
+        dist.broadcast_object_list(error, src=0)
+        if error[0]:
+            raise ConfigError(error[0])
+        return lock
 
     def _validation_sets(self, tokenizer):
         prefixes = arguments.data_prefixes(self.args.data_path)
@@ -237,7 +244,7 @@ class Trainer:
                 "consumed_samples": self.lm_batches.consumed_samples,
                 "alignment_steps": self.alignment_steps,
                 "stage": stage,
-                "architecture": _architecture(self.model_args),
+                "architecture": checkpointing.architecture(self.model_args),
             },
         )
         if self.logger.writes:
@@ -250,6 +257,10 @@ class Trainer:
         signals.install()
         total = self.plan.total_iters
         stage = self.plan.stage(self.iteration) if self.iteration else "start"
+        start = self.iteration
+        if start >= total and self.logger.writes:
+            print(f"the run is already complete at iteration {start} of {total} (--load {args.load}); "
+                  "nothing to do", flush=True)
         interval_tokens, interval_start = 0, time.time()
         for chunk in self.chunks:
             chunk.train()
@@ -293,15 +304,20 @@ class Trainer:
                     print(f"exiting at iteration {self.iteration} as requested", flush=True)
                 break
         else:
-            if args.save and not (args.save_interval and self.iteration % args.save_interval == 0):
+            # Saved unless just saved by the interval, or nothing ran (a relaunched finished run
+            # is a no-op: its last checkpoint is never rewritten).
+            if args.save and self.iteration > start and not (args.save_interval and self.iteration % args.save_interval == 0):
                 self._save(stage)
         self.logger.close()
         return self.iteration
 
 
 def run(args) -> int:
-    trainer = Trainer(args)
+    trainer = None
     try:
+        trainer = Trainer(args)
         return trainer.train()
     finally:
+        if trainer is not None and trainer.save_lock is not None:
+            trainer.save_lock.release()
         platform.shutdown()
