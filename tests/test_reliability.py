@@ -72,6 +72,18 @@ def _kill_during_resave(root):
     finally:
         checkpointing.dist_checkpointing.save = real_save
 
+    def disk_full(state, directory, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    checkpointing.dist_checkpointing.save = disk_full
+    try:
+        checkpointing.save_checkpoint(root, 3, chunks, optimizer)
+        full_disk_error = ""
+    except ValueError as error:
+        full_disk_error = str(error)
+    finally:
+        checkpointing.dist_checkpointing.save = real_save
+
     fresh, fresh_optimizer = parallel_lm.make_model_and_optimizer(parallel_lm.tiny_args())
     state = checkpointing.load_checkpoint(root, fresh, fresh_optimizer)
     same = all(torch.equal(saved[k], v) for k, v in fresh[0].state_dict().items() if k in saved)
@@ -86,7 +98,7 @@ def _kill_during_resave(root):
     except ValueError as error:
         missing_error = str(error)
     return {"iteration": state["iteration"], "same": same, "fallback": fallback, "chosen": chosen,
-            "missing_error": missing_error}
+            "missing_error": missing_error, "full_disk_error": full_disk_error}
 
 
 def test_kill_during_a_resave_leaves_a_loadable_checkpoint(tmp_path, capfd):
@@ -94,6 +106,7 @@ def test_kill_during_a_resave_leaves_a_loadable_checkpoint(tmp_path, capfd):
     assert result["iteration"] == 2 and result["same"]
     assert result["fallback"] == 2 and "newest complete checkpoint, iteration 2" in capfd.readouterr().out
     assert result["chosen"] == 1
+    assert "no space left" in result["full_disk_error"] and "iter_0000003.partial" in result["full_disk_error"]
     assert "--load-iteration 5" in result["missing_error"] and "[1, 2]" in result["missing_error"]
 
 
@@ -147,8 +160,9 @@ def test_launcher_detection():
 def test_two_unlaunched_runs_cannot_share_a_save_directory(data, tmp_path):
     ckpt = str(tmp_path / "ckpt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    for name in list(env):
+        if name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") or name.startswith("SLURM_"):
+            env.pop(name)
 
     def start(work, iters):
         os.makedirs(work, exist_ok=True)

@@ -55,3 +55,52 @@ def test_tokenizer_bad_output_directory_and_empty_input(corpus, tmp_path, capsys
     rc = train_tokenizer.main(["--input", str(empty), "--vocab-size", "300", "--model-prefix",
                                str(tmp_path / "spm"), "--no-progress"])
     assert rc == 2 and "nothing to train on" in capsys.readouterr().err
+
+
+import build_alignment_table  # noqa: E402
+import preprocess_data  # noqa: E402
+
+
+def _preprocess(assets, tmp_path, source, *extra):
+    prefix = str(tmp_path / "out")
+    return preprocess_data.main(["--input", source, "--output-prefix", prefix, "--tokenizer-type",
+                                 "SentencePieceTokenizer", "--tokenizer-model", assets["sp"],
+                                 "--no-progress", *extra]), prefix
+
+
+def test_table_with_ids_beyond_the_vocabulary_is_refused(assets, tmp_path, capsys):
+    import json
+
+    table = tmp_path / "table.jsonl"
+    table.write_text(json.dumps({"word": "the", "count": 9, "translations": {"de": ["der"]}}) + "\n"
+                     + json.dumps({"word": "bank", "count": 5, "translations": {"enclone": ["bank"]},
+                                   "token_ids": {"enclone": [[3946]]}}) + "\n")
+    rc, prefix = _preprocess(assets, tmp_path, assets["en"], "--alignment-table", str(table))
+    error = capsys.readouterr().err
+    assert rc == 2 and f"{table}:2" in error and "token id 3946" in error
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("out")]
+
+
+def test_empty_inputs_are_refused(assets, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    rc, _ = _preprocess(assets, tmp_path, str(empty))
+    assert rc == 2 and "no documents" in capsys.readouterr().err
+    rc, _ = _preprocess(assets, tmp_path, assets["en"], "--alignment-table", str(empty))
+    assert rc == 2 and "no entries" in capsys.readouterr().err
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("out")]
+    out = str(tmp_path / "table.jsonl")
+    rc = build_alignment_table.main(["--input", str(empty), "--dictionary", f"de={assets['dict_de']}",
+                                     "--output", out, "--no-progress"])
+    assert rc == 2 and "no table written" in capsys.readouterr().err and not os.path.exists(out)
+    rc = build_alignment_table.main(["--input", assets["en"], "--dictionary", f"de={assets['dict_de']}",
+                                     "--output", str(tmp_path / "nowhere" / "t.jsonl"), "--no-progress"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_missing_tokenizer_model_in_preprocessing(assets, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        preprocess_data.main(["--input", assets["en"], "--output-prefix", str(tmp_path / "o"),
+                              "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
+                              str(tmp_path / "missing.model")])
+    assert exit_info.value.code == 2 and "missing.model does not exist" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron_prealign.data.bad_input import BadInputError  # noqa: E402
+from megatron_prealign.errors import describe_os_error  # noqa: E402
 from megatron_prealign.data.codeswitch import CODESWITCH_MODES  # noqa: E402
 from megatron_prealign.data.preprocess import (  # noqa: E402
     PreprocessSettings,
@@ -91,6 +92,9 @@ def main(argv=None) -> int:
     except (BadInputError, FileNotFoundError) as err:
         print(f"preprocess_data.py: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk: earlier outputs are untouched (atomic writers)
+        print(f"preprocess_data.py: error: {describe_os_error(err, args.output_prefix)}", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     return 0
 

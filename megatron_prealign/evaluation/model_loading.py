@@ -130,7 +130,7 @@ def load_model(
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = platform.detect_launcher().world_size
     try:
         model_args.validate(world)
     except ValueError as error:

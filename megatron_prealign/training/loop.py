@@ -20,6 +20,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import platform
 from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
+from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
@@ -32,7 +33,13 @@ from megatron_prealign.training.logger import TrainingLogger
 from megatron_prealign.training.stages import StagePlan
 
 def _vocab_size(args, tokenizer, checkpoint_vocab=None) -> int:
-    tokens = EncloneMapping.load(args.enclone_mapping).vocab_size if args.enclone_mapping else tokenizer.vocab_size
+    tokens = tokenizer.vocab_size
+    if args.enclone_mapping:
+        mapping = EncloneMapping.load(args.enclone_mapping)
+        if mapping.original_vocab_size != tokenizer.vocab_size:
+            raise ConfigError(f"--enclone-mapping {args.enclone_mapping} was made for a vocabulary of "
+                              f"{mapping.original_vocab_size} tokens; --tokenizer-model has {tokenizer.vocab_size}")
+        tokens = mapping.vocab_size
     return vocab.padded_vocab_size(tokens, args.tensor_model_parallel_size, args.padded_vocab_size, checkpoint_vocab)
 
 
@@ -75,6 +82,8 @@ class Trainer:
         if saved is not None:
             checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
                                              args.load)
+        if args.alignment_table:  # token-id forms (En-Clone) must fit the model's vocabulary
+            read_table(args.alignment_table, max_token_id=self.model_args.vocab_size)
         self.word_dataset = None
         if self.plan.uses_alignment:
             self.word_dataset = AlignmentWordDataset.from_table(
