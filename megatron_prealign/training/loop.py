@@ -97,6 +97,16 @@ class Trainer:
             timeout_minutes=args.distributed_timeout_minutes, backend=args.distributed_backend,
         )
         self.save_lock = self._lock_save_directory()
+        try:
+            self._build(tokenizer)
+        except BaseException:  # the lock of a run that never started is not kept
+            if self.save_lock is not None:
+                self.save_lock.release()
+            raise
+
+    def _build(self, tokenizer):
+        """Everything after the --save lock: model, optimizer, checkpoint, data, logs."""
+        args = self.args
         self.dp_size = parallel_state.get_data_parallel_world_size()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.num_lm_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
