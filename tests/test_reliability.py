@@ -265,7 +265,7 @@ def test_bad_input_is_stopped_with_a_message(data, tmp_path):
     check("--load .* is not a directory", load=str(tmp_path / "elsewhere"))
     with pytest.raises(ConfigError, match="max_position_embeddings: checkpoint 32 vs run 64"):
         checkpointing.check_architecture({"num_layers": 2, "max_position_embeddings": 32},
-                                         {"num_layers": 2, "max_position_embeddings": 64}, "ckpt")
+                                         {"num_layers": 2, "max_position_embeddings": 64}, "--load ckpt")
 
 
 def test_only_configuration_errors_become_one_line_messages(monkeypatch, capsys):

@@ -95,7 +95,8 @@ def read_architecture(load: str, iteration: Optional[int] = None) -> dict:
 
 def check_architecture(architecture: dict, expected: Dict[str, object], load: str):
     """``expected``: architecture values the user asserted (flags); a mismatch is an error."""
-    checkpointing.check_architecture(architecture, expected, load, other="requested", error=EvaluationError)
+    checkpointing.check_architecture(architecture, expected, f"--load {load}", other="requested",
+                                     error=EvaluationError)
 
 
 def load_model(
@@ -225,25 +226,43 @@ def sequence_nll(model: LoadedModel, tokens: torch.Tensor, labels: torch.Tensor,
     return result[:n].cpu()
 
 
-def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                      inference_context=None, start_position: int = 0) -> torch.Tensor:
     """[n, vocab] fp32 on every rank: full-vocabulary logits after the last real token of each
-    row (rows right-padded to a common length)."""
+    row (rows right-padded to a common length; ``lengths`` None: every row is full).
+
+    With a megatron-core ``inference_context`` (a KV cache) ``tokens`` are the next tokens of
+    every row at positions ``start_position...``: the cache holds the keys / values of the
+    positions before them, and the model returns the last position's logits only."""
     n, s = tokens.shape
+    last = (lengths - 1).long() if lengths is not None else torch.full((n,), s - 1)
     batch = _to_device({
         "tokens": tokens.long(),
-        "position_ids": torch.arange(s).expand(n, s).contiguous(),
-        "last": (lengths - 1).long(),
+        "position_ids": torch.arange(start_position, start_position + s).expand(n, s).contiguous(),
+        "last": last if inference_context is None else torch.zeros(n, dtype=torch.long),
     })
 
-    def factory(b):
+    def forward_step(iterator, chunk):
+        b = next(iterator)
+        if inference_context is None:
+            output = chunk(b["tokens"], b["position_ids"], None)
+        else:  # megatron-core's inference mode gathers the vocabulary over TP itself
+            output = chunk(b["tokens"], b["position_ids"], None, inference_context=inference_context,
+                           runtime_gather_output=True)
+
         def loss_func(logits):
             # logits [b, s, vocab / TP] (parallel_output): gather the vocabulary over TP.
-            picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]]
-            full = tensor_parallel.gather_from_tensor_model_parallel_region(picked.float())
+            picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]].float()
+            full = (picked if inference_context is not None
+                    else tensor_parallel.gather_from_tensor_model_parallel_region(picked))
             return full.sum() * 0, torch.tensor(1, dtype=torch.int), {"logits": full}
-        return loss_func
+        return output, loss_func
 
-    outputs = _run(model, [batch], factory)
+    with torch.no_grad():
+        outputs = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter([batch]), model=model.chunks,
+            num_microbatches=1, seq_length=s, micro_batch_size=n, forward_only=True,
+        )
     result = outputs[0]["logits"] if outputs else None
     result = _broadcast_from_last_stage(result, (n, model.vocab_size), torch.float32)
     return result.cpu()

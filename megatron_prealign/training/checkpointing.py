@@ -55,19 +55,20 @@ def architecture(model_args) -> dict:
     }
 
 
-def check_architecture(saved: Optional[dict], expected: dict, load: str, other: str = "run",
+def check_architecture(saved: Optional[dict], expected: dict, where: str, other: str = "run",
                        error=ConfigError):
     """Raise `error` naming every key where the checkpoint's architecture differs from
-    `expected`. Keys expected as None, or absent from an older checkpoint, are not compared."""
+    `expected`; `where` names it ("--load DIR"). Keys expected as None, or absent from an older
+    checkpoint, are not compared."""
     if not saved:
-        raise error(f"--load {load} records no architecture (not written by megatron_prealign's "
+        raise error(f"{where} records no architecture (not written by megatron_prealign's "
                     "training driver)")
     different = {k: (saved[k], v) for k, v in expected.items()
                  if k in ARCHITECTURE_KEYS and v is not None and k in saved and saved[k] != v}
     if different:
         details = ", ".join(f"{k}: checkpoint {a} vs {other} {b}" for k, (a, b) in different.items())
-        raise error(f"--load {load} holds another architecture ({details}); change the model flags "
-                    "to match or start without --load")
+        raise error(f"{where} holds another architecture ({details}); change the model flags "
+                    f"to match or start without {where.split()[0]}")
 
 
 def checkpoint_dir(root: str, iteration: int) -> str:

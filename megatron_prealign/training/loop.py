@@ -23,14 +23,34 @@ from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
 from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
+from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, to_thd
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+from megatron_prealign.instruct.finetune import FinetuneData
 from megatron_prealign.model import build_model
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.training import arguments, checkpointing, enclone_init, signals, vocab
 from megatron_prealign.training.save_lock import SaveLock
 from megatron_prealign.training.batches import LMBatches, alignment_microbatch, build_datasets
 from megatron_prealign.training.logger import TrainingLogger
-from megatron_prealign.training.stages import StagePlan
+from megatron_prealign.training.stages import FINETUNE, PRETRAIN, StagePlan
+
+def _checkpoint_to_load(args, announce=print):
+    """(directory, iteration, weights only?) of the checkpoint this run starts from, or
+    (None, None, False).
+
+    --load with a checkpoint resumes it exactly (its pointer's iteration, --load-iteration, or
+    the newest complete one: checkpointing.resolve_iteration), unless --finetune without
+    --pretrained-checkpoint asks for its weights alone (Megatron-LM's --finetune). Otherwise
+    --pretrained-checkpoint gives the weights (new optimizer and scheduler, iteration 0); a
+    relaunched fine-tuning run with the same flags therefore resumes from its own --load."""
+    if args.load and os.path.isdir(args.load):
+        iteration = checkpointing.resolve_iteration(args.load, args.load_iteration, announce)
+        if iteration is not None:
+            return args.load, iteration, bool(args.finetune and not args.pretrained_checkpoint)
+    if args.pretrained_checkpoint:
+        return args.pretrained_checkpoint, checkpointing.resolve_iteration(args.pretrained_checkpoint, None, announce), True
+    return None, None, False
+
 
 def _vocab_size(args, tokenizer, checkpoint_vocab=None) -> int:
     tokens = tokenizer.vocab_size
@@ -43,8 +63,27 @@ def _vocab_size(args, tokenizer, checkpoint_vocab=None) -> int:
     return vocab.padded_vocab_size(tokens, args.tensor_model_parallel_size, args.padded_vocab_size, checkpoint_vocab)
 
 
+def _uses_local_attention(model) -> bool:
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.utils import unwrap_model
+
+    layers = unwrap_model(model).decoder.layers
+    return not len(layers) or isinstance(layers[0].self_attention.core_attention, DotProductAttention)
+
+
 def _lm_forward_step(batch, model):
-    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    """An LM microbatch; with ``segment_ids`` (--sft-packing) a packed one: block-diagonal
+    attention on the local layers, THD ``PackedSeqParams`` on Transformer Engine layers. Every
+    pipeline stage runs this on the same batch, so every stage sees the record boundaries."""
+    attention_mask, packed = None, None
+    if "segment_ids" in batch:
+        if _uses_local_attention(model):
+            attention_mask = block_diagonal_causal_mask(batch["segment_ids"])
+        else:
+            packed = packed_seq_params(batch["segment_ids"])
+            batch = to_thd(batch)
+    output = model(batch["tokens"], batch["position_ids"], attention_mask, labels=batch["labels"],
+                   packed_seq_params=packed)
     mask = batch["loss_mask"].float()
 
     def loss_func(per_token_loss):
@@ -62,17 +101,20 @@ class Trainer:
         launch = platform.detect_launcher()
         world = launch.world_size
         arguments.validate(args, world)  # before any compute
-        self.plan = StagePlan(args.prealign_iters, args.train_iters, args.postalign_iters,
-                              args.alignment_during_pretraining)
         tokenizer = build_tokenizer_from_args(args)
-        # The checkpoint to resume (None: a fresh start), chosen once for every later step.
-        self.load_iteration = None
-        if args.load and os.path.isdir(args.load):
-            self.load_iteration = checkpointing.resolve_iteration(
-                args.load, args.load_iteration, announce=print if launch.rank == 0 else None)
+        self.finetune_data = FinetuneData(args) if args.sft or args.sft_packing else None
+        rows = self.finetune_data.rows_per_run(args.train_epochs) if self.finetune_data else None
+        train_iters = arguments.train_iters(args, rows)
+        self.warmup_iters = arguments.validate_schedule(args, train_iters)
+        self.plan = StagePlan(args.prealign_iters, train_iters, args.postalign_iters,
+                              args.alignment_during_pretraining,
+                              FINETUNE if self.finetune_data else PRETRAIN)
+        # The checkpoint to start from (None: a fresh start), chosen once for every later step.
+        self.start_from, self.load_iteration, self.weights_only = _checkpoint_to_load(
+            args, announce=print if launch.rank == 0 else None)
         saved = None
-        if self.load_iteration is not None:
-            saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(args.load, self.load_iteration))
+        if self.start_from is not None:
+            saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(self.start_from, self.load_iteration))
         saved_architecture = (saved or {}).get("architecture") or {}
         self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, saved_architecture.get("vocab_size")))
         try:
@@ -80,8 +122,9 @@ class Trainer:
         except ValueError as error:  # ModelArgs' checks name the flag
             raise ConfigError(str(error)) from error
         if saved is not None:
+            flag = "--load" if self.start_from == args.load else "--pretrained-checkpoint"
             checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
-                                             args.load)
+                                             f"{flag} {self.start_from}")
         if args.alignment_table:  # token-id forms (En-Clone) must fit the model's vocabulary
             read_table(args.alignment_table, max_token_id=self.model_args.vocab_size)
         self.word_dataset = None
@@ -127,7 +170,7 @@ class Trainer:
         total = self.plan.total_iters
         self.scheduler = OptimizerParamScheduler(
             self.optimizer, init_lr=0.0, max_lr=args.lr, min_lr=args.min_lr,
-            lr_warmup_steps=args.lr_warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
+            lr_warmup_steps=self.warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
             lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
             wd_incr_steps=total, wd_incr_style="constant",
             override_opt_param_scheduler=args.override_opt_param_scheduler,
@@ -139,27 +182,32 @@ class Trainer:
         )
 
         self.iteration, consumed, self.alignment_steps = 0, 0, 0
-        if self.load_iteration is not None:
-            # Megatron-LM's semantics: --no-load-optim keeps the schedule and the iteration;
-            # --finetune takes the weights alone and starts at iteration 0.
-            load_optimizer = not (args.no_load_optim or args.finetune)
+        if self.start_from and self.weights_only:  # fine-tuning starts: weights only, iteration 0
+            checkpointing.load_checkpoint(self.start_from, self.chunks, None, None,
+                                          iteration=self.load_iteration, load_rng=False)
+            self.optimizer.reload_model_params()
+        elif self.start_from:
+            # Megatron-LM's semantics: --no-load-optim keeps the schedule and the iteration.
+            load_optimizer = not args.no_load_optim
             run_state = checkpointing.load_checkpoint(
-                args.load, self.chunks, self.optimizer if load_optimizer else None,
-                None if args.finetune else self.scheduler, iteration=self.load_iteration,
-                load_rng=not (args.no_load_rng or args.finetune),
+                self.start_from, self.chunks, self.optimizer if load_optimizer else None, self.scheduler,
+                iteration=self.load_iteration, load_rng=not args.no_load_rng,
             )
             if not load_optimizer:
                 self.optimizer.reload_model_params()
-            if not args.finetune:
-                self.iteration = run_state["iteration"]
-                consumed = run_state.get("consumed_samples", 0)
-                self.alignment_steps = run_state.get("alignment_steps", 0)
+            self.iteration = run_state["iteration"]
+            consumed = run_state.get("consumed_samples", 0)
+            self.alignment_steps = run_state.get("alignment_steps", 0)
         elif args.enclone_init:
             enclone_init.apply(self.chunks, args.enclone_mapping)
             self.optimizer.reload_model_params()
 
         # Validation uses one dataset per source (_validation_sets); here only the train split.
-        train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
+        if self.finetune_data:
+            train = self.finetune_data.train
+            train.extend_to(total * args.global_batch_size)
+        else:
+            train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
         self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed)
         self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
         self.logger = TrainingLogger(args.tensorboard_dir, args.log_json, start_iteration=self.iteration)
@@ -182,6 +230,8 @@ class Trainer:
         return lock
 
     def _validation_sets(self, tokenizer):
+        if self.finetune_data:
+            return self.finetune_data.validation
         prefixes = arguments.data_prefixes(self.args.data_path)
         sets = {}
         for prefix in prefixes:
@@ -191,6 +241,14 @@ class Trainer:
         return sets
 
     # -- one step ----------------------------------------------------------------------------
+
+    def _schedule_shape(self) -> dict:
+        """What the pipeline schedule sizes its [s, b, h] messages by: packed microbatches on
+        Transformer Engine layers travel as one THD row of b * s tokens."""
+        args = self.args
+        if args.sft_packing and args.transformer_impl == "transformer_engine":
+            return {"seq_length": args.seq_length * args.micro_batch_size, "micro_batch_size": 1}
+        return {"seq_length": args.seq_length, "micro_batch_size": args.micro_batch_size}
 
     def _step(self, stage: str):
         args = self.args
@@ -218,8 +276,7 @@ class Trainer:
             alignment.begin_step(1, total_lm_tokens=int(lm_tokens.item()))
         outputs = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(microbatches), model=self.chunks,
-            num_microbatches=len(microbatches), seq_length=args.seq_length,
-            micro_batch_size=args.micro_batch_size, forward_only=False,
+            num_microbatches=len(microbatches), **self._schedule_shape(), forward_only=False,
         )
         statistics = {"alignment_loss": None, "alignment_similarity": None}
         if aligning:
@@ -247,8 +304,7 @@ class Trainer:
                 outputs = get_forward_backward_func()(
                     forward_step_func=lambda it, model: _lm_forward_step(next(it), model),
                     data_iterator=iter(micro), model=self.chunks, num_microbatches=len(micro),
-                    seq_length=self.args.seq_length, micro_batch_size=self.args.micro_batch_size,
-                    forward_only=True,
+                    **self._schedule_shape(), forward_only=True,
                 )
                 for out in outputs or []:
                     sums += out["lm_sum_count"].float()
