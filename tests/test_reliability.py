@@ -29,7 +29,10 @@ def _run_all(argvs):
     from megatron_prealign.training import arguments, loop
 
     results = []
-    for argv in argvs:
+    base_port = int(os.environ.get("MASTER_PORT", "0"))
+    for index, argv in enumerate(argvs):
+        if index and base_port:  # a new rendezvous port per run: gloo may not rebind the last one at once
+            os.environ["MASTER_PORT"] = str(base_port + index)
         try:
             results.append({"iteration": loop.run(arguments.parse_args(argv)), "error": ""})
         except ConfigError as error:
