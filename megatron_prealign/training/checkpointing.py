@@ -42,17 +42,10 @@ ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads
 
 
 def architecture(model_args) -> dict:
-    """What `check_architecture` compares, as saved in run_state["architecture"]."""
-    return {
-        "family": model_args.family,
-        "num_layers": model_args.num_layers,
-        "hidden_size": model_args.hidden_size,
-        "num_attention_heads": model_args.num_attention_heads,
-        "num_query_groups": model_args.num_query_groups or model_args.num_attention_heads,
-        "ffn_hidden_size": model_args.resolved_ffn_hidden_size(),
-        "vocab_size": model_args.vocab_size,
-        "max_position_embeddings": model_args.max_position_embeddings or model_args.seq_length,
-    }
+    """What a checkpoint records (run_state["architecture"]): the model's own description, with
+    the position table's effective size."""
+    return model_args.architecture() | {
+        "max_position_embeddings": model_args.max_position_embeddings or model_args.seq_length}
 
 
 def check_architecture(saved: Optional[dict], expected: dict, where: str, other: str = "run",
@@ -64,7 +57,7 @@ def check_architecture(saved: Optional[dict], expected: dict, where: str, other:
         raise error(f"{where} records no architecture (not written by megatron_prealign's "
                     "training driver)")
     different = {k: (saved[k], v) for k, v in expected.items()
-                 if k in ARCHITECTURE_KEYS and v is not None and k in saved and saved[k] != v}
+                 if k in ARCHITECTURE_KEYS and v is not None and saved.get(k) is not None and saved[k] != v}
     if different:
         details = ", ".join(f"{k}: checkpoint {a} vs {other} {b}" for k, (a, b) in different.items())
         raise error(f"{where} holds another architecture ({details}); change the model flags "

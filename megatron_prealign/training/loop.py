@@ -5,6 +5,7 @@ stages), runs them through `get_forward_backward_func` together, steps megatron-
 optimizer and scheduler, logs, and saves when asked (interval, end, SIGTERM / SIGUSR1).
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -26,7 +27,7 @@ from megatron_prealign.data.enclone import EncloneMapping
 from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, to_thd
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
 from megatron_prealign.instruct.finetune import FinetuneData
-from megatron_prealign.model import build_model
+from megatron_prealign.model import CHECKPOINT_DETAIL_FIELDS, build_model
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.training import arguments, checkpointing, enclone_init, signals, vocab
 from megatron_prealign.training.save_lock import SaveLock
@@ -125,6 +126,9 @@ class Trainer:
             flag = "--load" if self.start_from == args.load else "--pretrained-checkpoint"
             checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
                                              f"{flag} {self.start_from}")
+            # Details without training flags (e.g. of an imported Hugging Face model) come from it.
+            details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
+            self.model_args = dataclasses.replace(self.model_args, **details)
         if args.alignment_table:  # token-id forms (En-Clone) must fit the model's vocabulary
             read_table(args.alignment_table, max_token_id=self.model_args.vocab_size)
         self.word_dataset = None
