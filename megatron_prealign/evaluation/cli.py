@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", required=True, help="language of the contexts and answers (e.g. zh)")
     p.add_argument("--predictions", help="score these answers instead of generating: SQuAD-style "
                    "JSON {id: answer} or JSON lines {\"id\", \"output\"}")
-    _language_names(p)
+    p.add_argument("--qa-instruction", help="instruction for a language without the reference prompt")
+    p.add_argument("--qa-input-template", help="its input, with {context} and {question}")
     add_generation_args(p, max_new_tokens=64)
 
     p = sub.add_parser("representation", help="per-layer similarity / retrieval of parallel sentences")

@@ -135,7 +135,9 @@ def run_qa(args) -> dict:
     from megatron_prealign.generation.prompts import load_template
 
     items = qa.read_squad(args.input)
-    prompts = qa.prompts(items, args.language, load_template(args.template), _names(args))
+    if not args.predictions:  # checked before a model is loaded
+        prompts = qa.prompts(items, args.language, load_template(args.template), args.qa_instruction,
+                             args.qa_input_template)
     model = None
     if args.predictions:
         path = args.predictions
