@@ -114,6 +114,9 @@ def case(tmp_path_factory):
     write("nli_unseen.jsonl", [json.dumps({"premise": "a", "hypothesis": "b", "label": "maybe"})])
     write("long.jsonl", [json.dumps({"prompt": " ".join(["river"] * 400)})])
     write("empty.jsonl", [])
+    write("squad.en.json", [json.dumps({"data": [{"paragraphs": [{"context": "The river was in the city.", "qas": [
+        {"id": "a", "question": "Where was the river?", "answers": [{"text": "in the city", "answer_start": 14}]},
+        {"id": "b", "question": "What was in the city?", "answers": [{"text": "The river", "answer_start": 0}]}]}]}]})])
     return {"root": root, "data": data, "ckpt": os.path.join(work, "ckpt"), **files}
 
 
@@ -204,7 +207,11 @@ def layouts(case):
     tp1 = _argvs(case, "tp1", [])
     nocache = ("generate", tp1["generate"][1] + ["--no-kv-cache"])
     nocache[1][nocache[1].index("--output") + 1] = os.path.join(case["root"], "nocache_gen.jsonl")
+    qa = ("evaluate", ["qa", *tp1["translation"][1][1:tp1["translation"][1].index("--output")],
+                       "--output", os.path.join(case["root"], "tp1_qa.json"), "--input", case["squad.en.json"],
+                       "--language", "en", "--max-new-tokens", "4"])
     on_one = run_distributed(_rank, 1, {**{f"tp1 {k}": v for k, v in tp1.items()}, "tp1 nocache": nocache,
+                                        "tp1 qa": qa,
                                         **_bad_runs(case, tp1)}, extra_checks=True)[0]
     results = {**on_two[0], **on_one}
     return {k: (v[len("error: "):] if v.startswith("error: ") else json.loads(v)) for k, v in results.items()}
@@ -214,6 +221,7 @@ def _outputs(result):
     return [(r["output"], r["stop_reason"], r["new_tokens"]) for r in result]
 
 
+@pytest.mark.slow
 def test_generate_same_at_tp1_tp2_pp2_and_without_cache(case, layouts):
     reference = _outputs(layouts["tp1 generate"])
     assert len(reference) == 3 and all(n >= 1 for _, _, n in reference)
@@ -226,6 +234,7 @@ def test_generate_same_at_tp1_tp2_pp2_and_without_cache(case, layouts):
     assert written[2]["prompt"].startswith("Below is an instruction") and written[2]["input"] == "The city"
 
 
+@pytest.mark.slow
 def test_model_evaluations_same_at_every_layout(layouts):
     for name in ("translation", "zs-clt"):
         reference = {k: v for k, v in layouts[f"tp1 {name}"].items() if k not in ("checkpoint", "layout")}
@@ -240,15 +249,20 @@ def test_model_evaluations_same_at_every_layout(layouts):
     nli = layouts["tp1 zs-clt"]
     assert nli["label_words"] == ["entailment", "neutral", "contradiction"]
     assert nli["languages"]["de"]["examples"] == 2 and nli["languages"]["en"]["examples"] == 1
+    answers = layouts["tp1 qa"]
+    assert answers["questions"] == 2 and [x["id"] for x in answers["per_item"]] == ["a", "b"]
+    assert 0 <= answers["f1"] <= 100 and answers["decoding"] == "greedy"
     mt = layouts["tp1 translation"]["directions"]["en-de"]
     assert mt["segments"] == 3 and "tok:13a" in mt["bleu_signature"] and mt["spbleu"].startswith("not computed")
 
 
+@pytest.mark.slow
 def test_label_likelihood_matches_log_softmax(layouts):
     scores, reference = json.loads(json.dumps(layouts["likelihood check"]))
     np.testing.assert_allclose(scores, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, message", [
     ("bad prompt too long", "exceeds the model's sequence length"),
     ("bad empty prompts", "is empty"),
