@@ -272,3 +272,36 @@ def test_label_likelihood_matches_log_softmax(layouts):
 ])
 def test_bad_input(layouts, name, message):
     assert isinstance(layouts[name], str) and message in layouts[name], layouts[name]
+
+
+@pytest.mark.slow
+def test_zs_clt_finetune_on_english_then_score(case):
+    """The transfer variant end to end: English records -> instruction data -> the fine-tuning
+    stage (from the TP=2 checkpoint) -> label-word scoring. The training labels are mostly
+    'contradiction'; the fine-tuned model learns that, the prompt-only model does not know it."""
+    import random
+
+    rng = random.Random(0)
+    words = "the river was in city man is new old bank near money and".split()
+    sentence = lambda: " ".join(rng.choice(words) for _ in range(4)).capitalize() + "."  # noqa: E731
+    train = os.path.join(case["root"], "ft_train.jsonl")
+    test = os.path.join(case["root"], "ft_test.jsonl")
+    with open(train, "w") as handle:
+        for i in range(16):
+            handle.write(json.dumps({"premise": sentence(), "hypothesis": sentence(),
+                                     "label": "contradiction" if i % 8 else "entailment"}) + "\n")
+    with open(test, "w") as handle:
+        for _ in range(4):
+            handle.write(json.dumps({"premise": sentence(), "hypothesis": sentence(), "label": "contradiction"}) + "\n")
+    base = ["zs-clt", "--load", case["ckpt"], "--seq-length", "256", "--tokenizer-type", "SentencePieceTokenizer",
+            "--tokenizer-model", case["data"]["sp"], "--train", train, "--test", f"de={test}"]
+    out = lambda name: ["--output", os.path.join(case["root"], name)]  # noqa: E731
+    finetune = ["--finetune", "--finetune-epochs", "8", "--finetune-lr", "1e-2", "--finetune-global-batch-size", "4",
+                "--finetune-micro-batch-size", "4"]
+    results = run_distributed(_rank, 1, {"prompt-only": ("evaluate", base + out("ft0.json")),
+                                         "transfer": ("evaluate", base + out("ft1.json") + finetune)})[0]
+    prompt_only, transfer = json.loads(results["prompt-only"]), json.loads(results["transfer"])
+    assert prompt_only["variant"] == "prompt-only" and transfer["variant"].startswith("fine-tuned")
+    assert transfer["finetuned_checkpoint"] == os.path.join(case["root"], "ft1.finetuned", "checkpoint")
+    assert os.path.exists(os.path.join(transfer["finetuned_checkpoint"], "latest_checkpointed_iteration.txt"))
+    assert transfer["languages"]["de"]["accuracy"] == 1.0 > prompt_only["languages"]["de"]["accuracy"]
