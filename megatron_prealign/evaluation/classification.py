@@ -181,7 +181,8 @@ def finetune(args, records_path: str, seq_length: int) -> str:
     architecture = read_architecture(args.load, args.iteration)["architecture"]
     work = os.path.abspath(args.finetune_dir or os.path.splitext(args.output)[0] + ".finetuned")
     prefix = os.path.join(work, "data", "zs_clt_train")
-    done = prefix + ".built"
+    # rank 0 builds the data; the others wait for this launch's marker (torchrun's address / port)
+    done = f"{prefix}.built.{os.environ.get('MASTER_ADDR', 'local')}_{os.environ.get('MASTER_PORT', '0')}"
     if int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
         tools = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
