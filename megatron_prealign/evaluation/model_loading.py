@@ -123,13 +123,10 @@ def load_model(
     if positions is not None and seq_length > positions:
         raise EvaluationError(
             f"--seq-length {seq_length} exceeds the checkpoint's {positions} learned positions")
-    model_args = ModelArgs(
-        vocab_size=architecture["vocab_size"], seq_length=seq_length, family=architecture["family"],
-        num_layers=architecture["num_layers"], hidden_size=architecture["hidden_size"],
-        num_attention_heads=architecture["num_attention_heads"],
-        num_query_groups=architecture.get("num_query_groups"),
-        ffn_hidden_size=architecture.get("ffn_hidden_size"),
-        max_position_embeddings=positions or seq_length, hidden_dropout=0.0, attention_dropout=0.0,
+    model_args = ModelArgs.from_architecture(
+        architecture, seq_length=seq_length,
+        max_position_embeddings=positions or architecture.get("max_position_embeddings") or seq_length,
+        hidden_dropout=0.0, attention_dropout=0.0,
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )
