@@ -13,7 +13,7 @@ import torch
 from tests import pretrain_case
 from tests.dist_utils import run_distributed
 
-EVAL_SEQ = "320"  # RoPE: evaluation may run longer sequences than training (the prompts are long)
+EVAL_SEQ = "320"  # RoPE: evaluation runs longer sequences than training (the prompts are long)
 
 
 def _direct_cache_check():
@@ -89,7 +89,7 @@ def case(tmp_path_factory):
     data = pretrain_case.prepare_data(os.path.join(root, "data"))
     work = os.path.join(root, "train")
     os.makedirs(work)
-    argv = pretrain_case.base_argv(data, work, train_iters=2, model_family="llama",
+    argv = pretrain_case.base_argv(data, work, train_iters=2, model_family="llama", max_position_embeddings=EVAL_SEQ,
                                    tensor_model_parallel_size=2, save=os.path.join(work, "ckpt"))
     run_distributed(pretrain_case.run_pretrain, 2, argv)
     files = {}

@@ -218,12 +218,16 @@ def finetune(args, records_path: str, seq_length: int) -> str:
     for key, flag in (("num_query_groups", "--num-query-groups"), ("ffn_hidden_size", "--ffn-hidden-size")):
         if architecture.get(key):
             train += [flag, str(architecture[key])]
+    positions = architecture.get("max_position_embeddings")
     if architecture["family"] == "gpt2":
         from megatron_prealign.evaluation.model_loading import _checkpoint_directory, _saved_position_rows
 
-        positions = _saved_position_rows(_checkpoint_directory(args.load, args.iteration))
-        if positions:
-            train += ["--max-position-embeddings", str(positions)]
+        positions = _saved_position_rows(_checkpoint_directory(args.load, args.iteration)) or positions
+    if positions:
+        if seq_length > positions:
+            raise EvaluationError(f"--finetune-seq-length {seq_length} exceeds the checkpoint's "
+                                  f"{positions} positions")
+        train += ["--max-position-embeddings", str(positions)]
     if args.bf16:
         train.append("--bf16")
     from megatron_prealign.training import arguments, loop
