@@ -276,3 +276,26 @@ def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_ki
     assert sorted(resumed) == [3, 4]
     for iteration in resumed:
         assert resumed[iteration] == straight[iteration], (iteration, resumed, straight)
+
+
+@pytest.mark.parametrize("script", ["xllama_coit.sh", "xllama_muit.sh"])
+def test_xllama_scripts_dry_run_with_the_reference_hyperparameters(script):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in ("TP", "PP", "NNODES")}
+    env.update(PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", os.path.join(root, "examples", script), "--dry-run"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    command = result.stdout.splitlines()[1]
+    for flags in ("--sft --pretrained-checkpoint", "--train-epochs 3 --lr 2e-5", "--lr-decay-style cosine",
+                  "--lr-warmup-fraction 0.03 --weight-decay 0.0", "--global-batch-size 128", "--seq-length 512",
+                  "--bf16", "--finetune"):
+        assert flags in command, flags
+    assert "TP=2 PP=1 DP=4" in result.stdout and "whole run: --train-epochs 3" in result.stdout
+    # launching without a base model is a clear error, before anything starts
+    result = subprocess.run(["bash", os.path.join(root, "examples", script)], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "PRETRAINED_CHECKPOINT" in result.stderr
