@@ -5,6 +5,7 @@ stages), runs them through `get_forward_backward_func` together, steps megatron-
 optimizer and scheduler, logs, and saves when asked (interval, end, SIGTERM / SIGUSR1).
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -25,7 +26,7 @@ from megatron_prealign.data.enclone import EncloneMapping
 from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, to_thd
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
 from megatron_prealign.instruct.finetune import FinetuneData
-from megatron_prealign.model import build_model
+from megatron_prealign.model import CHECKPOINT_DETAIL_FIELDS, build_model
 from megatron_prealign.training import arguments, checkpointing, enclone_init, signals
 from megatron_prealign.training.batches import LMBatches, alignment_microbatch, build_datasets
 from megatron_prealign.training.logger import TrainingLogger
@@ -37,15 +38,7 @@ ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads
 
 
 def _architecture(model_args) -> dict:
-    return {
-        "family": model_args.family,
-        "num_layers": model_args.num_layers,
-        "hidden_size": model_args.hidden_size,
-        "num_attention_heads": model_args.num_attention_heads,
-        "num_query_groups": model_args.num_query_groups or model_args.num_attention_heads,
-        "ffn_hidden_size": model_args.resolved_ffn_hidden_size(),
-        "vocab_size": model_args.vocab_size,
-    }
+    return model_args.architecture()
 
 
 def _checkpoint_to_load(args):
@@ -210,6 +203,9 @@ class Trainer:
             flag = "--load" if directory == self.args.load else "--pretrained-checkpoint"
             raise ValueError(f"{flag} {directory} holds another architecture ({details}); "
                              f"change the model flags to match or start without {flag}")
+        # Details without training flags (e.g. of an imported Hugging Face model) come from it.
+        details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
+        self.model_args = dataclasses.replace(self.model_args, **details)
 
     def _validation_sets(self, tokenizer):
         if self.finetune_data:
