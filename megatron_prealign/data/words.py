@@ -26,6 +26,7 @@ text; the comparison is what guards against a future NLTK changing its rules.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -77,6 +78,8 @@ _NEEDS = {
     r"([ \(\[{<])(\"|\'{2})": ['"', "''"],
     r"(?i)(?<!\w)(\')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)": "'",
     r"([:,])([^\d])": ":,",
+    '([^\\.])(\\.)([\\]\\)}>"\\\'»”’ ]*+)\\s*$': ".",
+    '([^\\.])(\\.)([\\]\\)}>"\\\']*)\\s*$': ".",
     r"([:,])$": ":,",
     r"\.{2,}": [".."],
     r"[;@#$%&]": ";@#$%&",
@@ -89,8 +92,9 @@ _NEEDS = {
     "([»”’])": "»”’",
     r"''": ["''"],
     r'"': '"',
-    r"([^' ])('[sS]|'[mM]|'[dD]|') ": "'",
-    r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) ": "'",
+    r"([^' ])('[sS]|'[mM]|'[dD]|') ": ["'s", "'S", "'m", "'M", "'d", "'D", "' "],
+    r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) ": ["'ll", "'LL", "'re", "'RE", "'ve", "'VE",
+                                                  "n't", "N'T"],
 }
 for _pattern, _literal in (
     (r"(?i)\b(can)(?#X)(not)\b", "cannot"), (r"(?i)\b(d)(?#X)('ye)\b", "d'ye"),
@@ -102,13 +106,27 @@ for _pattern, _literal in (
     _NEEDS[_pattern] = (None, _literal)
 
 
+# Escapes whose character sets differ between ``re`` and ``regex`` (Unicode versions, \s).
+_ENGINE_DEPENDENT = re.compile(r"\\[wWsSdDbBpPNX]|\(\?[a-zA-Z]*i")
+
+
 def _plain_pattern(pattern):
-    """The compiled pattern itself (NLTK wraps its ``regex`` patterns to time every call)."""
+    """The compiled pattern without NLTK's per-call timeout wrapper.
+
+    NLTK compiles with the ``regex`` engine; a pattern of literal characters only (no
+    ``\w``-like classes, no case folding) means the same in the standard ``re``, which is
+    faster per call, so it is compiled there."""
     if isinstance(pattern, re.Pattern):
         return pattern
-    import regex  # NLTK's engine: same semantics (\w, \s, \b) as NLTK's own calls
+    source, flags = pattern.pattern, pattern.flags
+    if not _ENGINE_DEPENDENT.search(source) and not flags & re.IGNORECASE:
+        try:
+            return re.compile(source)
+        except re.error:
+            pass
+    import regex  # NLTK's engine: the same \w, \s, \b, \d as NLTK's own calls
 
-    return regex.compile(pattern.pattern, pattern.flags)
+    return regex.compile(source, flags)
 
 
 # Patterns anchored at the end ("$") that can only match after the text's last period / in its
@@ -122,59 +140,76 @@ _TAIL_LAST_TWO = {r"([:,])$"}
 _SPLIT_ONLY_SPACE = "\x1c\x1d\x1e\x1f"
 
 
-def _step(pattern, replacement):
-    source = pattern.pattern
-    kind = "sub"
-    if source in _TAIL_FROM_LAST_PERIOD:
-        kind = "tail-period"
-    elif source in _TAIL_LAST_TWO:
-        kind = "tail-two"
-    elif source == r"\s+" and replacement == " ":
-        kind = "collapse-space"
-    needs = _NEEDS.get(source, ())
-    # Characters a substitution may add (its replacement without group references).
-    adds = frozenset(re.sub(r"\\(?:\d+|g<\w+>)", "", replacement))
-    pattern = _plain_pattern(pattern)
-    if isinstance(needs, tuple) and needs:  # case-insensitive literal
-        return kind, pattern, replacement, adds, None, None, needs[1]
-    if isinstance(needs, str):  # any of these characters
-        return kind, pattern, replacement, adds, frozenset(needs), None, None
-    return kind, pattern, replacement, adds, None, (list(needs) or None), None
+# Substitutions that are plain string operations: a character class whose every match is padded
+# with spaces (str.translate), a literal replaced by a literal (str.replace). Checked at import.
+_PADDED_CHARS = {
+    r"[;@#$%&]": ";@#$%&", "[\\u2012-\\u2015]": "\u2012\u2013\u2014\u2015", r"[?!]": "?!",
+    r"[*]": "*", r"[\]\[\(\)\{\}\<\>]": "[](){}<>", "([»”’])": "»”’",
+}
+_LITERALS = {r"--": "--", r"''": "''", r'"': '"'}
 
 
-def _nltk_steps(tok: NLTKWordTokenizer) -> Tuple[list, list]:
+class _Step:
+    """One of NLTK's substitutions, with what lets it be skipped or run as a string operation."""
+
+    def __init__(self, pattern, replacement: str) -> None:
+        source = pattern.pattern
+        self.adds = frozenset(re.sub(r"\\(?:\d+|g<\w+>)", "", replacement))  # characters it may add
+        needs = _NEEDS.get(source, ())
+        self.lower_literal = needs[1] if isinstance(needs, tuple) and needs else None
+        self.any_char = frozenset(needs) if isinstance(needs, str) else None
+        self.any_of = list(needs) if isinstance(needs, list) else None
+        # Every literal holds a character that is not a letter or a space: one set test first.
+        self.gate = frozenset(c for s in self.any_of or () for c in s if not (c.isalnum() or c == " "))
+        compiled = _plain_pattern(pattern)
+        sub = functools.partial(compiled.sub, replacement)
+        self.run = sub
+        self.kind = "sub"
+        if source in _TAIL_FROM_LAST_PERIOD:  # the match starts at the character before the last "."
+            self.run = lambda t: t[: max(t.rfind(".") - 1, 0)] + sub(t[max(t.rfind(".") - 1, 0):])
+        elif source in _TAIL_LAST_TWO:
+            self.run = lambda t: t[: max(len(t) - 2, 0)] + sub(t[max(len(t) - 2, 0):])
+        elif source == r"\s+" and replacement == " ":
+            self.kind = "collapse-space"
+        elif source in _PADDED_CHARS and all(
+            sub(c) == f" {c} " for c in _PADDED_CHARS[source]
+        ) and sub("a1 .") == "a1 .":
+            table = str.maketrans({c: f" {c} " for c in _PADDED_CHARS[source]})
+            self.run = lambda t: t.translate(table)
+        elif source in _LITERALS and sub(_LITERALS[source]) == replacement:
+            literal = _LITERALS[source]
+            self.run = lambda t: t.replace(literal, replacement)
+
+
+def _nltk_steps(tok: NLTKWordTokenizer) -> Tuple[List[_Step], List[_Step]]:
     """NLTK's substitutions before and after it pads the text with spaces (see its tokenize)."""
-    before = [_step(p, r) for p, r in tok.STARTING_QUOTES + tok.PUNCTUATION]
-    before += [_step(*tok.PARENS_BRACKETS), _step(*tok.DOUBLE_DASHES)]
-    after = [_step(p, r) for p, r in tok.ENDING_QUOTES]
-    after += [_step(p, r" \1 \2 ") for p in tok.CONTRACTIONS2 + tok.CONTRACTIONS3]
+    before = [_Step(p, r) for p, r in tok.STARTING_QUOTES + tok.PUNCTUATION]
+    before += [_Step(*tok.PARENS_BRACKETS), _Step(*tok.DOUBLE_DASHES)]
+    after = [_Step(p, r) for p, r in tok.ENDING_QUOTES]
+    after += [_Step(p, r" \1 \2 ") for p in tok.CONTRACTIONS2 + tok.CONTRACTIONS3]
     return before, after
 
 
 _BEFORE, _AFTER = _nltk_steps(_NLTK)
-_COLLAPSES = any(step[0] == "collapse-space" for step in _AFTER)
+_COLLAPSES = any(step.kind == "collapse-space" for step in _AFTER)
 
 
-def _apply(steps, text: str, lower: Optional[str]) -> str:
+def _apply(steps: List[_Step], text: str, lower: Optional[str]) -> str:
     chars = set(text)  # a superset of the characters of ``text`` at every step
-    for kind, pattern, replacement, adds, any_char, any_of, literal in steps:
-        if any_char is not None and chars.isdisjoint(any_char):
+    for step in steps:
+        if step.any_char is not None and chars.isdisjoint(step.any_char):
             continue
-        if any_of is not None and not any(s in text for s in any_of):
+        if step.any_of is not None and (
+            chars.isdisjoint(step.gate) or not any(s in text for s in step.any_of)
+        ):
             continue
-        if literal is not None and lower is not None and literal not in lower:
+        if step.lower_literal is not None and lower is not None and step.lower_literal not in lower:
             continue
-        if kind == "tail-period":  # the match starts at the character before the last "."
-            cut = max(text.rfind(".") - 1, 0)
-            text = text[:cut] + pattern.sub(replacement, text[cut:])
-        elif kind == "tail-two":
-            cut = max(len(text) - 2, 0)
-            text = text[:cut] + pattern.sub(replacement, text[cut:])
-        elif kind == "collapse-space" and not any(c in text for c in _SPLIT_ONLY_SPACE):
+        if step.kind == "collapse-space" and not any(c in text for c in _SPLIT_ONLY_SPACE):
             text = " " + " ".join(text.split()) + " " if text else text
         else:
-            text = pattern.sub(replacement, text)
-            chars |= adds
+            text = step.run(text)
+            chars |= step.adds
     return text
 
 
