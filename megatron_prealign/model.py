@@ -29,7 +29,7 @@ from megatron.core.transformer.transformer_block import (
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_prealign import platform
-from megatron_prealign.norms import LocalNorm
+from megatron_prealign.norms import local_norm
 
 # The paper's sizes (GPT-2 style; 12 * layers * hidden^2 non-embedding parameters) and a
 # larger one for cluster runs. 150M is the paper's default: 12 layers x 1024 hidden.
@@ -196,8 +196,8 @@ def layer_spec(args: ModelArgs, config: TransformerConfig):
     if args.transformer_impl == "transformer_engine":
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization=normalization)
-    spec.submodules.input_layernorm = LocalNorm
-    spec.submodules.pre_mlp_layernorm = LocalNorm
+    spec.submodules.input_layernorm = local_norm(normalization)
+    spec.submodules.pre_mlp_layernorm = local_norm(normalization)
     return spec
 
 
@@ -206,7 +206,7 @@ def decoder_spec(args: ModelArgs, config: TransformerConfig, vp_stage: Optional[
     if args.transformer_impl == "transformer_engine":
         return spec  # TE's spec brings its own final norm
     num_layers = get_num_layers_to_build(config, vp_stage=vp_stage)
-    return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=LocalNorm)
+    return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=local_norm(config.normalization))
 
 
 def build_gpt_model(
