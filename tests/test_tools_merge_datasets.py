@@ -162,3 +162,13 @@ def test_slurm_array_script_preprocesses_partitions_and_merges(assets, shards, t
     n_docs = sum(len(open(f, encoding="utf-8").read().splitlines()) for f in shards)
     assert len(merged_tokens) == n_docs > len(first_tokens)
     assert all(np.array_equal(a, b) for a, b in zip(merged_tokens, first_tokens))
+
+
+def test_partition_flags_are_checked_before_any_work(assets, shards, tmp_path, capsys):
+    for extra, message in ((["--partitions", "6", "--partition-index", "0"], "--partitions 6"),
+                           (["--partitions", "2"], "needs --partition-index"),
+                           (["--partitions", "2", "--partition-index", "2"], "--partition-index 2")):
+        with pytest.raises(SystemExit) as exit_info:
+            run(assets, tmp_path, "bad", extra=extra, inputs=shards)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not os.listdir(tmp_path)

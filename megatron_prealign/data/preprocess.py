@@ -109,6 +109,13 @@ def _init_worker(settings: PreprocessSettings, token: Optional[int] = None) -> N
     _WORKER.update(settings=settings, encoder=encoder, switcher=switcher, token=token)
 
 
+def _init_pool_worker(settings: PreprocessSettings, token: Optional[int] = None) -> None:
+    """Initializer of the worker processes: :func:`_init_worker`, and one encoding thread per
+    worker (the ``tokenizers`` batch encoder would otherwise use every core in every worker)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _init_worker(settings, token)
+
+
 @dataclass
 class ChunkResult:
     """What a worker sends back for one chunk of lines: a few arrays, not one object a line."""
@@ -213,7 +220,7 @@ def run_preprocess(
         chunks = _chunks(iter_raw_lines(files), chunk_lines)
         if workers > 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings, token))
+            pool = ctx.Pool(workers, initializer=_init_pool_worker, initargs=(settings, token))
             results = ordered_bounded_map(pool, _process_chunk, chunks, 2 * workers)
         else:
             results = map(_process_chunk, chunks)

@@ -76,8 +76,9 @@ class TextEncoder:
 
         One call into the tokenizer library for all of them (SentencePiece's batch ``encode``,
         the ``tokenizers`` batch encoder), so its native loop does the work instead of Python per
-        document. Single-threaded on purpose: preprocessing runs one of these per worker process
-        (SentencePiece's default would start a thread per core in every worker).
+        document. SentencePiece runs single-threaded on purpose: preprocessing runs one of these
+        per worker process (its default would start a thread per core in every worker); the
+        ``tokenizers`` encoder follows ``TOKENIZERS_PARALLELISM``, which the workers set to false.
         Returns ``(ids, lengths)``; identical to :meth:`encode_array` per text.
         """
         if self._sp is not None:
