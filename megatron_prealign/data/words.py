@@ -141,7 +141,8 @@ _SPLIT_ONLY_SPACE = "\x1c\x1d\x1e\x1f"
 
 
 # Substitutions that are plain string operations: a character class whose every match is padded
-# with spaces (str.translate), a literal replaced by a literal (str.replace). Checked at import.
+# with spaces (str.replace per character: the spaces it adds are in no class), a literal replaced
+# by a literal (str.replace). Checked at import.
 _PADDED_CHARS = {
     r"[;@#$%&]": ";@#$%&", "[\\u2012-\\u2015]": "\u2012\u2013\u2014\u2015", r"[?!]": "?!",
     r"[*]": "*", r"[\]\[\(\)\{\}\<\>]": "[](){}<>", "([»”’])": "»”’",
@@ -154,13 +155,12 @@ class _Step:
 
     def __init__(self, pattern, replacement: str) -> None:
         source = pattern.pattern
-        self.adds = frozenset(re.sub(r"\\(?:\d+|g<\w+>)", "", replacement))  # characters it may add
         needs = _NEEDS.get(source, ())
         self.lower_literal = needs[1] if isinstance(needs, tuple) and needs else None
-        self.any_char = frozenset(needs) if isinstance(needs, str) else None
+        self.any_char = tuple(needs) if isinstance(needs, str) else None
         self.any_of = list(needs) if isinstance(needs, list) else None
         # Every literal holds a character that is not a letter or a space: one set test first.
-        self.gate = frozenset(c for s in self.any_of or () for c in s if not (c.isalnum() or c == " "))
+        self.gate = tuple({c for s in self.any_of or () for c in s if not (c.isalnum() or c == " ")})
         compiled = _plain_pattern(pattern)
         sub = functools.partial(compiled.sub, replacement)
         self.run = sub
@@ -174,8 +174,9 @@ class _Step:
         elif source in _PADDED_CHARS and all(
             sub(c) == f" {c} " for c in _PADDED_CHARS[source]
         ) and sub("a1 .") == "a1 .":
-            table = str.maketrans({c: f" {c} " for c in _PADDED_CHARS[source]})
-            self.run = lambda t: t.translate(table)
+            padded = _PADDED_CHARS[source]  # one fast str.replace per character present
+            self.run = lambda t: functools.reduce(
+                lambda text, c: text.replace(c, f" {c} ") if c in text else text, padded, t)
         elif source in _LITERALS and sub(_LITERALS[source]) == replacement:
             literal = _LITERALS[source]
             self.run = lambda t: t.replace(literal, replacement)
@@ -194,22 +195,27 @@ _BEFORE, _AFTER = _nltk_steps(_NLTK)
 _COLLAPSES = any(step.kind == "collapse-space" for step in _AFTER)
 
 
+def _present(needles, text: str) -> bool:
+    for needle in needles:  # each a fast substring search; no set of the text's characters
+        if needle in text:
+            return True
+    return False
+
+
 def _apply(steps: List[_Step], text: str, lower: Optional[str]) -> str:
-    chars = set(text)  # a superset of the characters of ``text`` at every step
     for step in steps:
-        if step.any_char is not None and chars.isdisjoint(step.any_char):
+        if step.any_char is not None and not _present(step.any_char, text):
             continue
-        if step.any_of is not None and (
-            chars.isdisjoint(step.gate) or not any(s in text for s in step.any_of)
+        if step.any_of is not None and not (
+            _present(step.gate, text) and _present(step.any_of, text)
         ):
             continue
         if step.lower_literal is not None and lower is not None and step.lower_literal not in lower:
             continue
-        if step.kind == "collapse-space" and not any(c in text for c in _SPLIT_ONLY_SPACE):
+        if step.kind == "collapse-space" and not _present(_SPLIT_ONLY_SPACE, text):
             text = " " + " ".join(text.split()) + " " if text else text
         else:
             text = step.run(text)
-            chars |= step.adds
     return text
 
 
