@@ -61,6 +61,8 @@ CUDA_DEVICE_SITES = {
     "'cuda')",
     "megatron.core.dist_checkpointing.strategies.fully_parallel": "FullyParallelLoadStrategy "
     "(torch.cuda.synchronize)",
+    "megatron.core.transformer.attention": "Attention._allocate_memory (the static inference "
+    "context's KV cache on current_device; generation with a KV cache)",
 }
 
 
