@@ -19,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron_prealign.data.bad_input import BadInputError  # noqa: E402
+from megatron_prealign.errors import describe_os_error  # noqa: E402
 from megatron_prealign.data.codeswitch import CODESWITCH_MODES  # noqa: E402
 from megatron_prealign.data.jsonl_input import expand_inputs  # noqa: E402
 from megatron_prealign.data.parallel import partition_files, partition_prefix  # noqa: E402
@@ -74,6 +75,10 @@ def main(argv=None) -> int:
     ratio = 0.05 if args.codeswitch_ratio is None else args.codeswitch_ratio
     if not 0.0 <= ratio <= 1.0:
         parser.error("--codeswitch-ratio must be in [0, 1]")
+    if args.tokenizer_model and not os.path.exists(args.tokenizer_model):
+        parser.error(f"--tokenizer-model {args.tokenizer_model} does not exist")
+    if args.alignment_table and not os.path.isfile(args.alignment_table):
+        parser.error(f"--alignment-table {args.alignment_table} does not exist")
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
     if not os.path.isdir(out_dir):
         parser.error(f"output directory does not exist: {out_dir}")
@@ -107,6 +112,9 @@ def main(argv=None) -> int:
     except (BadInputError, FileNotFoundError) as err:
         print(f"preprocess_data.py: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk: earlier outputs are untouched (atomic writers)
+        print(f"preprocess_data.py: error: {describe_os_error(err, args.output_prefix)}", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     return 0
 

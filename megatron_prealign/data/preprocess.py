@@ -189,6 +189,9 @@ def run_preprocess(
     ignored_languages: List[str] = []
     if settings.alignment_table and settings.codeswitch_mode != "none":
         entries = read_table(settings.alignment_table)  # validate once, with file:line errors
+        if not entries:
+            raise BadInputError(settings.alignment_table, None, "the table has no entries: nothing "
+                                "to codeswitch (rebuild it, or use --codeswitch-mode none)")
         settings.languages, ignored_languages = resolve_languages(
             settings.alignment_table, entries, settings.languages
         )
@@ -198,6 +201,9 @@ def run_preprocess(
     _init_worker(settings, token)
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
+    if switcher is not None and any(e.token_ids for e in entries):
+        # Token-id forms may name the tokenizer's ids and their En-Clone copies, nothing beyond.
+        read_table(settings.alignment_table, max_token_id=2 * encoder.vocab_size)
     # Token-id forms (En-Clone) may lie beyond the tokenizer's vocabulary.
     vocab_size = switcher.id_bound if switcher is not None else encoder.vocab_size
     skip = SkipCounter(settings.skip_bad_lines)
@@ -232,6 +238,9 @@ def run_preprocess(
             stats.add(chunk_result.stats)
             bar.update(chunk_result.nbytes)
         bar.close()
+        if writers and writers[0].documents == 0:
+            raise BadInputError(", ".join(files), None, "no documents: the input holds no text "
+                                f"under --json-keys {' '.join(settings.json_keys)}; nothing written")
         for writer in writers:
             writer.commit()
     except BaseException:
