@@ -1,0 +1,114 @@
+"""Tables and plots of the real-language demo (``demo_real``): per run and seed German / English
+perplexity, the aligned-word similarity gap to random pairs (middle layers), sentence retrieval;
+the similarity over training and the loss curves as PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from typing import Dict, List
+
+
+def _mid(values: List[float]) -> float:
+    """Mean over the transformer layers (states 1 .. n-2: not the input / output embedding)."""
+    inner = [v for v in values[1:-2] if v is not None]
+    return sum(inner) / len(inner) if inner else float("nan")
+
+
+def summarize(result: dict) -> Dict[str, float]:
+    final = result["alignment_final"]
+    seen, unseen = final["seen"], final["unseen"]
+    retrieval = result["retrieval"]
+    top1 = [(a + b) / 2 for a, b in zip(retrieval["en_to_de_top1"], retrieval["de_to_en_top1"])]
+    return {
+        "de_ppl": result["de_ppl"], "en_ppl": result["en_ppl"],
+        "seen_mid": _mid(seen["aligned"]), "unseen_mid": _mid(unseen["aligned"]) if unseen["aligned"] else float("nan"),
+        "random_mid": _mid(seen["random"]),
+        "gap_seen": _mid(seen["aligned"]) - _mid(seen["random"]),
+        "gap_unseen": (_mid(unseen["aligned"]) - _mid(unseen["random"])) if unseen["aligned"] else float("nan"),
+        "retrieval_top1_best": max(top1[1:]),
+        "retrieval_top1_mid": sum(top1[1:-1]) / max(1, len(top1) - 2),
+        "train_s": result.get("train_s", float("nan")),
+    }
+
+
+def table(record: dict) -> str:
+    lines = ["| run | seed | German ppl | English ppl | word sim. mid layers: seen / held-out / random | gap seen / held-out | retrieval top-1, mid layers (best) | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, result in record["runs"].items():
+        name, seed = key.rsplit("/", 1)
+        s = summarize(result)
+        lines.append(f"| {name} | {seed} | {s['de_ppl']:.1f} | {s['en_ppl']:.1f} | "
+                     f"{s['seen_mid']:.2f} / {s['unseen_mid']:.2f} / {s['random_mid']:.2f} | "
+                     f"{s['gap_seen']:+.2f} / {s['gap_unseen']:+.2f} | "
+                     f"{100 * s['retrieval_top1_mid']:.1f}% ({100 * s['retrieval_top1_best']:.1f}%) | {s['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def mean_table(record: dict) -> str:
+    groups: Dict[str, List[Dict[str, float]]] = {}
+    for key, result in record["runs"].items():
+        groups.setdefault(key.rsplit("/", 1)[0], []).append(summarize(result))
+    lines = ["| run | seeds | German ppl (mean) | English ppl (mean) | gap seen / held-out | retrieval top-1 mid |",
+             "|---|---|---|---|---|---|"]
+    for name, rows in groups.items():
+        m = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}
+        lines.append(f"| {name} | {len(rows)} | {m['de_ppl']:.1f} | {m['en_ppl']:.1f} | "
+                     f"{m['gap_seen']:+.2f} / {m['gap_unseen']:+.2f} | {100 * m['retrieval_top1_mid']:.1f}% |")
+    return "\n".join(lines)
+
+
+def plot_similarity(record: dict, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for key, result in record["runs"].items():
+        points = result["alignment_over_training"]
+        xs = [p["iteration"] for p in points]
+        gaps = [_mid(p["seen"]["aligned"]) - _mid(p["seen"]["random"]) for p in points]
+        axis.plot(xs, gaps, "-o", markersize=3, label=key)
+    axis.axhline(0, color="k", linewidth=0.5)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("aligned - random cosine (mid layers, seen words)")
+    axis.set_title("English / German word alignment over training")
+    axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_losses(work: str, record: dict, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for key in record["runs"]:
+        name, seed = key.rsplit("/", 1)
+        log_path = os.path.join(work, f"{name}_{seed}", "log.jsonl")
+        if not os.path.isfile(log_path):
+            continue
+        rows = [json.loads(line) for line in open(log_path) if '"lm_loss"' in line]
+        rows = [r for r in rows if r.get("lm_loss") is not None]
+        axis.plot([r["iteration"] for r in rows], [r["lm_loss"] for r in rows], label=key, linewidth=0.8)
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("LM loss (training batches)")
+    axis.set_ylim(top=8)
+    axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(record: dict, output_dir: str, work: str):
+    plot_similarity(record, os.path.join(output_dir, "real_alignment_over_training.png"))
+    plot_losses(work, record, os.path.join(output_dir, "real_loss_curves.png"))
+    text = table(record) + "\n\n" + mean_table(record)
+    with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    print("\nEnglish -> German in miniature:\n" + text, flush=True)
