@@ -49,31 +49,34 @@ class RealConfig:
     english_docs: int = 8000
     german_weight: float = 0.05       # mixture weight of the German corpus
     max_chars: int = 4000
-    vocab_size: int = 4000
+    # Sized for 2 CPU cores shared with other work (10-25 minutes of training per run there).
+    vocab_size: int = 1000
     num_layers: int = 4
     hidden_size: int = 64
     heads: int = 4
-    seq_length: int = 128
+    seq_length: int = 64
     micro_batch_size: int = 8
-    global_batch_size: int = 16
-    total_iters: int = 1250           # LM batches of every run
+    global_batch_size: int = 8
+    total_iters: int = 200            # LM batches of every run
     prealign_share: float = 0.05      # of total_iters spent in pre-alignment
     alignment_loss_weight: float = 0.1
-    alignment_words_per_batch: int = 64
+    alignment_words_per_batch: int = 32
     codeswitch: bool = True
     codeswitch_ratio: float = 0.05
     table: str = "filtered"           # filtered | top25 | raw | multi (see TABLES)
-    lr: float = 2e-3
+    lr: float = 3e-3
     held_out_fraction: float = 0.15
-    save_interval: int = 250
-    eval_tokens: int = 30000
-    retrieval_pairs: int = 500
+    save_interval: int = 50
+    eval_tokens: int = 6000
+    retrieval_pairs: int = 150
+    max_man_pages: Optional[int] = None   # read a sample of the man pages (quick runs)
 
     @classmethod
     def quick(cls) -> "RealConfig":
         return cls(english_docs=150, max_chars=1500, vocab_size=600, num_layers=2, hidden_size=32,
                    seq_length=64, total_iters=20, prealign_share=0.2, save_interval=10,
-                   eval_tokens=1500, retrieval_pairs=40, alignment_words_per_batch=16)
+                   eval_tokens=1500, retrieval_pairs=40, alignment_words_per_batch=16,
+                   max_man_pages=120)
 
     @property
     def prealign_iters(self) -> int:
@@ -107,7 +110,9 @@ def extract_text(cfg: RealConfig, text_dir: str) -> Dict[str, str]:
     if not all(os.path.isfile(p) for p in files.values()):
         _run_tool("extract_debian_text", ["--output-dir", text_dir, "--seed", "1234",
                                           "--max-docs", f"en={cfg.english_docs}",
-                                          "--max-chars", str(cfg.max_chars), "--no-progress"])
+                                          "--max-chars", str(cfg.max_chars), "--no-progress",
+                                          *([] if cfg.max_man_pages is None else
+                                            ["--max-man-pages", str(cfg.max_man_pages)])])
     return files
 
 
@@ -270,8 +275,7 @@ def run_real(base: RealConfig, output_dir: str, runs: List[str], seeds: List[int
     if os.path.isfile(results_path):
         with open(results_path, encoding="utf-8") as handle:
             previous = json.load(handle)
-        if previous.get("base_config") == dataclasses.asdict(base):
-            results = previous["runs"]
+        results = previous["runs"]  # each run records its own configuration
     for (name, seed), cfg in configs.items():
         results[f"{name}/{seed}"] = run_one(cfg, name, paths, os.path.join(work, f"{name}_{seed}"))
         record = {"runs": results, "base_config": dataclasses.asdict(base)}

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep at most N training documents of LANG (a seeded sample)")
     parser.add_argument("--max-chars", type=int, default=4000,
                         help="cut documents to their leading paragraphs within this length")
+    parser.add_argument("--max-man-pages", type=int, default=None,
+                        help="read only a seeded sample of this many man pages per language (quick runs)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     with tqdm(desc="extracting documents", unit=" docs", file=sys.stderr,
               disable=args.no_progress) as bar:
         summary = debian_text.extract(args.output_dir, args.valid_fraction, args.seed, max_docs,
-                                      args.max_chars, bar)
+                                      args.max_chars, bar, args.max_man_pages)
     for language, counts in summary.sources.items():
         for count in counts.values():
             print(f"{language} {count.name}: {count.documents} documents, {count.chars} characters")

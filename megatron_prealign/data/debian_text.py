@@ -168,8 +168,14 @@ def man_page_files(language: str, root: str = "/usr/share/man") -> List[str]:
     return [f for f in files if os.path.isfile(f) and not os.path.islink(f)]
 
 
-def man_page_documents(language: str, root: str = "/usr/share/man") -> Iterator[Dict[str, str]]:
-    for path in man_page_files(language, root):
+def man_page_documents(language: str, root: str = "/usr/share/man", max_pages: Optional[int] = None,
+                       seed: int = 1234) -> Iterator[Dict[str, str]]:
+    files = man_page_files(language, root)
+    if max_pages is not None and len(files) > max_pages:
+        import random
+
+        files = sorted(random.Random(seed).sample(files, max_pages))
+    for path in files:
         source = _read_maybe_gzip(path)
         if source.lstrip().startswith(".so "):
             continue  # a redirect to another page
@@ -227,10 +233,11 @@ class SourceCount:
     chars: int = 0
 
 
-def language_documents(language: str, counts: Optional[Dict[str, SourceCount]] = None
-                       ) -> Iterator[Dict[str, str]]:
-    """All documents of ``language`` ("en" or "de") from the installed packages, in a fixed order."""
-    sources = (("man pages", man_page_documents(language)),
+def language_documents(language: str, counts: Optional[Dict[str, SourceCount]] = None,
+                       max_man_pages: Optional[int] = None, seed: int = 1234) -> Iterator[Dict[str, str]]:
+    """All documents of ``language`` ("en" or "de") from the installed packages, in a fixed order
+    (``max_man_pages``: a seeded sample of the man page files, for quick runs)."""
+    sources = (("man pages", man_page_documents(language, max_pages=max_man_pages, seed=seed)),
                ("Debian Reference", debian_reference_documents(language)),
                ("fortunes", fortune_documents(language)))
     for name, documents in sources:
@@ -311,7 +318,7 @@ class ExtractionSummary:
 
 def extract(output_dir: str, valid_fraction: float = 0.05, seed: int = 1234,
             max_docs: Optional[Dict[str, int]] = None, max_chars: int = 4000,
-            progress=None) -> ExtractionSummary:
+            progress=None, max_man_pages: Optional[int] = None) -> ExtractionSummary:
     """Write ``{en,de}_{train,valid}.jsonl`` ({"text", "source"} lines), ``parallel.jsonl``
     ({"en", "de", "source"}: Ding example sentences and the NAME lines of man pages present in
     both languages, from the valid side only) and ``dictionary_ding.txt`` (a copy of the Ding
@@ -332,7 +339,7 @@ def extract(output_dir: str, valid_fraction: float = 0.05, seed: int = 1234,
     for language in ("en", "de"):
         counts: Dict[str, SourceCount] = {}
         docs = []
-        for document in language_documents(language, counts):
+        for document in language_documents(language, counts, max_man_pages, seed):
             if progress is not None:
                 progress.update(1)
             split = _split_of(document["source"], valid_fraction, seed)
