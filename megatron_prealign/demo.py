@@ -32,12 +32,17 @@ def main(argv=None):
                         help="real part: runs to train (default: joint prealign)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="real part: seeds (default: 1234)")
+    parser.add_argument("--total-iters", type=int, default=None,
+                        help="real part: LM batches per run (default: the configuration's)")
     parser.add_argument("--text-dir", help="real part: reuse extracted text (tools/extract_debian_text.py)")
     args = parser.parse_args(argv)
     if args.only == "real":
         from megatron_prealign.demo_real import RealConfig, run_real
 
         real = RealConfig.quick() if args.quick else RealConfig()
+        if args.total_iters is not None:
+            real.total_iters = args.total_iters
+            real.save_interval = max(1, args.total_iters // 4)
         output = args.output_dir if args.output_dir != os.path.join("results", "demo") else os.path.join("results", "demo_real")
         os.makedirs(output, exist_ok=True)
         seeds = args.seeds or [args.seed if args.seed is not None else real.seed]
