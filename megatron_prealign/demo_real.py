@@ -243,7 +243,8 @@ def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> 
     train_s = time.time() - t0
     t0 = time.time()
     result = evaluate_run(cfg, paths, run_dir)
-    result.update(config=dataclasses.asdict(cfg), train_s=train_s, evaluate_s=time.time() - t0)
+    result.update(config=dataclasses.asdict(cfg), train_s=train_s, evaluate_s=time.time() - t0,
+                  log=os.path.join(run_dir, "log.jsonl"))
     from megatron_prealign.evaluation.common import write_json
 
     write_json(os.path.join(run_dir, "result.json"), result)

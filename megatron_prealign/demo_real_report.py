@@ -81,17 +81,16 @@ def plot_similarity(record: dict, path: str):
     plt.close(figure)
 
 
-def plot_losses(work: str, record: dict, path: str):
+def plot_losses(record: dict, path: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for key in record["runs"]:
-        name, seed = key.rsplit("/", 1)
-        log_path = os.path.join(work, f"{name}_{seed}", "log.jsonl")
-        if not os.path.isfile(log_path):
+    for key, result in record["runs"].items():
+        log_path = result.get("log")
+        if not log_path or not os.path.isfile(log_path):
             continue
         rows = [json.loads(line) for line in open(log_path) if '"lm_loss"' in line]
         rows = [r for r in rows if r.get("lm_loss") is not None]
@@ -105,10 +104,42 @@ def plot_losses(work: str, record: dict, path: str):
     plt.close(figure)
 
 
-def write_report(record: dict, output_dir: str, work: str):
+def write_report(record: dict, output_dir: str, work=None):
     plot_similarity(record, os.path.join(output_dir, "real_alignment_over_training.png"))
-    plot_losses(work, record, os.path.join(output_dir, "real_loss_curves.png"))
+    plot_losses(record, os.path.join(output_dir, "real_loss_curves.png"))
     text = table(record) + "\n\n" + mean_table(record)
     with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
     print("\nEnglish -> German in miniature:\n" + text, flush=True)
+
+
+def merge(directories: List[str]) -> dict:
+    """The runs of several ``results.json`` (e.g. two queues of one sweep) in one record."""
+    runs = {}
+    for directory in directories:
+        with open(os.path.join(directory, "results.json"), encoding="utf-8") as handle:
+            for key, result in json.load(handle)["runs"].items():
+                name, seed = key.rsplit("/", 1)
+                result.setdefault("log", os.path.join(directory, "work", f"{name}_{seed}", "log.jsonl"))
+                runs[key] = result
+    return {"runs": runs, "sources": directories}
+
+
+def main(argv=None):
+    """python -m megatron_prealign.demo_real_report --inputs DIR... --output-dir OUT"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="merge real-language demo results: tables and plots")
+    parser.add_argument("--inputs", nargs="+", required=True, help="output directories of demo --only real")
+    parser.add_argument("--output-dir", required=True)
+    args = parser.parse_args(argv)
+    from megatron_prealign.evaluation.common import write_json
+
+    record = merge(args.inputs)
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_json(os.path.join(args.output_dir, "results.json"), record)
+    write_report(record, args.output_dir, None)
+
+
+if __name__ == "__main__":
+    main()
