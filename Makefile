@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 DEBIAN_TEXT_PACKAGES := manpages manpages-de debian-reference-en debian-reference-de fortunes-de trans-de-en
 
-.PHONY: test demo demo-real debian-text lint clean-venv
+.PHONY: install test demo demo-real debian-text lint clean-venv
 
 $(STAMP): setup.py
 	@test -x "$(PY)" || $(PYTHON) -m venv "$(VENV)"
@@ -23,6 +23,8 @@ $(STAMP): setup.py
 	fi
 	"$(PY)" -m pip install --quiet -e ".[test]"
 	@touch "$(STAMP)"
+
+install: $(STAMP)  ## the environment only (.venv), nothing run
 
 test: $(STAMP)
 	"$(PY)" -m pytest $(PYTEST_ARGS)

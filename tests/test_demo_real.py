@@ -20,7 +20,7 @@ def _packages_missing():
 
 
 def _real_rank(output_dir):
-    from megatron_prealign.demo_real import RealConfig, run_real
+    from megatron_prealign.demo.real import RealConfig, run_real
 
     record = run_real(RealConfig.quick(), output_dir, ["joint", "prealign"], [1234])
     return {key: [float(run["de_ppl"]), float(run["en_ppl"])] for key, run in record["runs"].items()}
@@ -37,7 +37,7 @@ def test_quick_real_demo(tmp_path):
     for run in record["runs"].values():
         assert run["de_ppl"] > 1 and run["en_ppl"] > 1
         assert run["alignment_over_training"] and run["retrieval"]["pairs"] >= 10
-        assert 0 <= min(run["retrieval"]["en_to_de_top1"]) <= max(run["retrieval"]["en_to_de_top1"]) <= 1
+        assert 0 <= min(run["retrieval"]["retrieval_acc@1"]) <= max(run["retrieval"]["retrieval_acc@1"]) <= 1
     prealign = record["runs"]["prealign/1234"]
     assert prealign["config"]["prealign_share"] > 0
     iterations = [p["iteration"] for p in prealign["alignment_over_training"]]

@@ -1,7 +1,7 @@
 """Real English and German text from Debian packages, offline: man pages, the Debian Reference,
 fortunes, and the Ding German-English dictionary (``trans-de-en``).
 
-Used by ``tools/extract_debian_text.py`` and the real-language demo (``demo_real``). Sources:
+Used by ``tools/extract_debian_text.py`` and the real-language demo (``megatron_prealign.demo.real``). Sources:
 
 * **man pages** (``manpages`` + every installed English page under ``/usr/share/man/man*``;
   ``manpages-de`` under ``/usr/share/man/de/man*``): roff source read directly (gzip or plain)

@@ -25,7 +25,7 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from megatron_prealign.demo_run import _run_tool, log
+from megatron_prealign.demo.prealign import _run_tool, log
 
 # One change each from "prealign" (the regime chosen in docs/real_languages.md).
 VARIANTS: Dict[str, dict] = {
@@ -51,7 +51,7 @@ class RealConfig:
     english_docs: int = 8000
     german_weight: float = 0.05       # mixture weight of the German corpus
     max_chars: int = 4000
-    # Sized for 2 CPU cores shared with other work (10-25 minutes of training per run there).
+    # Sized for 2 CPU cores shared with other work (about 2 minutes of training per run there).
     vocab_size: int = 1000
     num_layers: int = 4
     hidden_size: int = 64
@@ -59,7 +59,7 @@ class RealConfig:
     seq_length: int = 64
     micro_batch_size: int = 8
     global_batch_size: int = 8
-    total_iters: int = 200            # LM batches of every run
+    total_iters: int = 600            # LM batches of every run
     prealign_share: float = 0.05      # of total_iters spent in pre-alignment
     alignment_loss_weight: float = 0.1
     alignment_words_per_batch: int = 32
@@ -68,7 +68,7 @@ class RealConfig:
     table: str = "filtered"           # filtered | top25 | raw | multi (see TABLES)
     lr: float = 3e-3
     held_out_fraction: float = 0.15
-    save_interval: int = 50
+    save_interval: int = 150
     eval_tokens: int = 6000
     retrieval_pairs: int = 150
     max_man_pages: Optional[int] = None   # read a sample of the man pages (quick runs)
@@ -190,9 +190,37 @@ def _evaluate(argv: List[str]) -> dict:
     return cli.run(cli.build_parser().parse_args(argv))
 
 
-def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
-    from megatron_prealign.evaluation.retrieval import evaluate_retrieval, read_parallel
+def read_parallel(path: str, limit: int, seed: int = 1234):
+    """``limit`` (English, German) pairs of ``parallel.jsonl``, a seeded sample."""
+    import random
 
+    with open(path, encoding="utf-8") as handle:
+        pairs = [(r["en"], r["de"]) for r in map(json.loads, handle)]
+    random.Random(seed).shuffle(pairs)
+    return pairs[:limit]
+
+
+def evaluate_retrieval(cfg: RealConfig, paths: Dict[str, str], ckpt: str) -> dict:
+    """Sentence retrieval English -> German on held-out parallel sentences (Ding's examples)
+    with the final checkpoint, through ``evaluation.representation``."""
+    from megatron_prealign import platform
+    from megatron_prealign.data.tokenizer import build_tokenizer
+    from megatron_prealign.evaluation.common import TextToIds
+    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.evaluation.representation import evaluate_representation
+
+    model = load_model(ckpt)
+    try:
+        to_ids = TextToIds(build_tokenizer("SentencePieceTokenizer", paths["spm"]), model.vocab_size)
+        pairs = read_parallel(paths["parallel"], cfg.retrieval_pairs)
+        result = evaluate_representation(model, to_ids, [en for en, _ in pairs], [de for _, de in pairs])
+    finally:
+        platform.shutdown()
+    result["chance"] = 1.0 / result["pairs"]
+    return result
+
+
+def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
     ckpt = os.path.join(run_dir, "ckpt")
     tokenizer = ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", paths["spm"]]
     ppl = _evaluate(["perplexity", "--load", ckpt, "--output", os.path.join(run_dir, "ppl.json"),
@@ -211,14 +239,7 @@ def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
                             "--output", os.path.join(run_dir, f"alignment_{iteration:05d}.json")])
         over_training.append({"iteration": iteration, "seen": result["splits"]["seen"],
                               "unseen": result["splits"]["unseen"]})
-    from megatron_prealign import platform
-    from megatron_prealign.data.tokenizer import build_tokenizer_from_args  # noqa: F401
-    from megatron_prealign.evaluation.model_loading import load_model
-
-    model = load_model(ckpt)
-    pairs = read_parallel(paths["parallel"], cfg.retrieval_pairs, seed=1234)
-    retrieval = evaluate_retrieval(model, paths["spm"], pairs)
-    platform.shutdown()
+    retrieval = evaluate_retrieval(cfg, paths, ckpt)
     return {
         "en_ppl": ppl["sources"]["en"]["perplexity"],
         "de_ppl": ppl["sources"]["de"]["perplexity"],
@@ -284,7 +305,7 @@ def run_real(base: RealConfig, output_dir: str, runs: List[str], seeds: List[int
         record = {"runs": results, "base_config": dataclasses.asdict(base)}
         write_json(results_path, record)
     log(f"done ({time.time() - start:.0f} s)")
-    from megatron_prealign import demo_real_report
+    from megatron_prealign.demo import real_report
 
-    demo_real_report.write_report(record, output_dir, work)
+    real_report.write_report(record, output_dir, work)
     return record

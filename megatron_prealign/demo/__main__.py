@@ -11,14 +11,14 @@ See the README ("Evaluation and the demo") for measured numbers and margins.
     python -m megatron_prealign.demo [--output-dir results/demo] [--seed 1234] [--quick]
     python -m megatron_prealign.demo --only real [--runs joint prealign] [--seeds 1234 1] [--quick]
 
-``--only real`` runs the English -> German part instead (``demo_real``; real Debian text, needs
+``--only real`` runs the English -> German part instead (``megatron_prealign.demo.real``; real Debian text, needs
 the packages listed in docs/real_languages.md).
 """
 
 import argparse
 import os
 
-from megatron_prealign.demo_run import DemoConfig, run_demo
+from megatron_prealign.demo.prealign import DemoConfig, run_demo
 
 
 def main(argv=None):
@@ -37,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--text-dir", help="real part: reuse extracted text (tools/extract_debian_text.py)")
     args = parser.parse_args(argv)
     if args.only == "real":
-        from megatron_prealign.demo_real import RealConfig, run_real
+        from megatron_prealign.demo.real import RealConfig, run_real
 
         real = RealConfig.quick() if args.quick else RealConfig()
         if args.total_iters is not None:

@@ -1,4 +1,4 @@
-"""Tables and plots of the real-language demo (``demo_real``): per run and seed German / English
+"""Tables and plots of the real-language demo (``megatron_prealign.demo.real``): per run and seed German / English
 perplexity, the aligned-word similarity gap to random pairs (middle layers), sentence retrieval;
 the similarity over training and the loss curves as PNG."""
 
@@ -20,7 +20,7 @@ def summarize(result: dict) -> Dict[str, float]:
     final = result["alignment_final"]
     seen, unseen = final["seen"], final["unseen"]
     retrieval = result["retrieval"]
-    top1 = [(a + b) / 2 for a, b in zip(retrieval["en_to_de_top1"], retrieval["de_to_en_top1"])]
+    top1 = retrieval["retrieval_acc@1"]  # English -> German; states: embedding, layers 1..L
     return {
         "de_ppl": result["de_ppl"], "en_ppl": result["en_ppl"],
         "seen_mid": _mid(seen["aligned"]), "unseen_mid": _mid(unseen["aligned"]) if unseen["aligned"] else float("nan"),
@@ -28,20 +28,21 @@ def summarize(result: dict) -> Dict[str, float]:
         "gap_seen": _mid(seen["aligned"]) - _mid(seen["random"]),
         "gap_unseen": (_mid(unseen["aligned"]) - _mid(unseen["random"])) if unseen["aligned"] else float("nan"),
         "retrieval_top1_best": max(top1[1:]),
-        "retrieval_top1_mid": sum(top1[1:-1]) / max(1, len(top1) - 2),
+        "retrieval_top1_mid": sum(top1[1:]) / (len(top1) - 1),
+        "sentence_gap_mid": (sum(retrieval["aligned"][1:]) - sum(retrieval["random"][1:])) / (len(top1) - 1),
         "train_s": result.get("train_s", float("nan")),
     }
 
 
 def table(record: dict) -> str:
-    lines = ["| run | seed | German ppl | English ppl | word sim. mid layers: seen / held-out / random | gap seen / held-out | retrieval top-1, mid layers (best) | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | seed | German ppl | English ppl | word sim. mid layers: seen / held-out / random | word gap seen / held-out | sentence gap | retrieval top-1, mean over layers (best) | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key, result in record["runs"].items():
         name, seed = key.rsplit("/", 1)
         s = summarize(result)
         lines.append(f"| {name} | {seed} | {s['de_ppl']:.1f} | {s['en_ppl']:.1f} | "
                      f"{s['seen_mid']:.2f} / {s['unseen_mid']:.2f} / {s['random_mid']:.2f} | "
-                     f"{s['gap_seen']:+.2f} / {s['gap_unseen']:+.2f} | "
+                     f"{s['gap_seen']:+.2f} / {s['gap_unseen']:+.2f} | {s['sentence_gap_mid']:+.3f} | "
                      f"{100 * s['retrieval_top1_mid']:.1f}% ({100 * s['retrieval_top1_best']:.1f}%) | {s['train_s']:.0f} |")
     return "\n".join(lines)
 
@@ -50,12 +51,13 @@ def mean_table(record: dict) -> str:
     groups: Dict[str, List[Dict[str, float]]] = {}
     for key, result in record["runs"].items():
         groups.setdefault(key.rsplit("/", 1)[0], []).append(summarize(result))
-    lines = ["| run | seeds | German ppl (mean) | English ppl (mean) | gap seen / held-out | retrieval top-1 mid |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | German ppl (mean) | English ppl (mean) | word gap seen / held-out | sentence gap | retrieval top-1 |",
+             "|---|---|---|---|---|---|---|"]
     for name, rows in groups.items():
         m = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]}
         lines.append(f"| {name} | {len(rows)} | {m['de_ppl']:.1f} | {m['en_ppl']:.1f} | "
-                     f"{m['gap_seen']:+.2f} / {m['gap_unseen']:+.2f} | {100 * m['retrieval_top1_mid']:.1f}% |")
+                     f"{m['gap_seen']:+.2f} / {m['gap_unseen']:+.2f} | {m['sentence_gap_mid']:+.3f} | "
+                     f"{100 * m['retrieval_top1_mid']:.1f}% |")
     return "\n".join(lines)
 
 
@@ -126,7 +128,7 @@ def merge(directories: List[str]) -> dict:
 
 
 def main(argv=None):
-    """python -m megatron_prealign.demo_real_report --inputs DIR... --output-dir OUT"""
+    """python -m megatron_prealign.demo.real_report --inputs DIR... --output-dir OUT"""
     import argparse
 
     parser = argparse.ArgumentParser(description="merge real-language demo results: tables and plots")
