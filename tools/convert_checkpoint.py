@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     from megatron_prealign.hf import convert
     from megatron_prealign.hf.config import ConversionError
     from megatron_prealign.hf.tokenizer import tokenizer_args
+    from megatron_prealign.errors import report
 
     try:
         if args.command == "import-hf":
@@ -70,8 +71,7 @@ def main(argv=None) -> int:
                               progress=not args.no_progress)
             print(f"exported {args.load} -> {args.out}")
     except (ConversionError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report(str(error), "convert_checkpoint.py")
     finally:
         platform.shutdown()
     return 0
