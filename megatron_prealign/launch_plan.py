@@ -60,6 +60,7 @@ warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
 from megatron_prealign.model import ModelArgs, count_parameters  # noqa: E402
 from megatron_prealign.training import arguments  # noqa: E402
+from megatron_prealign.training.vocab import pad_vocab_size  # noqa: E402
 
 GIB = 1024 ** 3
 FRAMEWORK_OVERHEAD_GIB = 3.0
@@ -83,9 +84,8 @@ class Layout:
 
 
 def padded_vocab(vocab: int, tp: int) -> int:
-    """The driver's padding (training/loop.py `_vocab_size`): a multiple of 128 x TP."""
-    multiple = 128 * tp
-    return -(-vocab // multiple) * multiple
+    """The driver's padding of a fresh run (training/vocab.py): a multiple of 128 x TP."""
+    return pad_vocab_size(vocab, tp)
 
 
 def resolve_vocab(args: argparse.Namespace, assumed: int) -> (int, str):
