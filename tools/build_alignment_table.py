@@ -25,6 +25,7 @@ from megatron_prealign.data.bad_input import BadInputError, SkipCounter  # noqa:
 from megatron_prealign.data.dictionaries import read_dictionary  # noqa: E402
 from megatron_prealign.data.jsonl_input import expand_inputs  # noqa: E402
 from megatron_prealign.data.table_builder import (  # noqa: E402
+    ENGLISH_STOPWORDS,
     build_entries,
     count_corpus_words,
     coverage,
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-translations", type=int, default=5)
     parser.add_argument("--keep-identical", action="store_true",
                         help="keep translations spelled like the English word (dropped by default)")
+    parser.add_argument("--exclude-stopwords", action="store_true",
+                        help="leave English stop words (NLTK's list) out: content words only")
+    parser.add_argument("--target-corpus", nargs="+", default=[], metavar="LANG=FILES",
+                        help="JSON lines of a target language: keep translations occurring there "
+                             "(--min-target-count) and prefer the most frequent ones")
+    parser.add_argument("--min-target-count", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--skip-bad-lines", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
@@ -75,11 +82,23 @@ def main(argv=None) -> int:
                   disable=args.no_progress) as bar:
             counts = count_corpus_words(files, args.json_key, skip, args.workers, bar)
         words = select_frequent(counts, args.min_count, args.top_fraction)
+        target_counts = {}
+        for spec in args.target_corpus:
+            lang, sep, pattern = spec.partition("=")
+            if not sep or lang not in dict(dict_args):
+                raise ValueError(f"--target-corpus expects LANG=FILES with a LANG given to "
+                                 f"--dictionary, got {spec!r}")
+            with tqdm(desc=f"counting {lang} words", unit=" lines", file=sys.stderr,
+                      disable=args.no_progress) as bar:
+                target_counts[lang] = count_corpus_words(
+                    expand_inputs([pattern]), args.json_key, skip, args.workers, bar)
     except (BadInputError, FileNotFoundError, ValueError) as err:
         print(f"build_alignment_table.py: error: {err}", file=sys.stderr)
         return 2
     entries = build_entries(
-        words, counts, dictionaries, args.max_translations, args.keep_identical
+        words, counts, dictionaries, args.max_translations, args.keep_identical,
+        exclude_words=ENGLISH_STOPWORDS if args.exclude_stopwords else frozenset(),
+        target_counts=target_counts, min_target_count=args.min_target_count,
     )
     if not entries:
         print(f"build_alignment_table.py: error: no frequent word has a translation in the "
