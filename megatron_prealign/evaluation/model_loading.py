@@ -219,7 +219,7 @@ def sequence_nll(model: LoadedModel, tokens: torch.Tensor, labels: torch.Tensor,
             weights = batch["loss_mask"]
             sums = (per_token_loss.float() * weights).sum(1).double()
             stacked = torch.stack([sums, weights.sum(1).double()], dim=1)
-            return stacked.sum(), torch.tensor(1, dtype=torch.int), {"rows": stacked}
+            return stacked.sum(), torch.ones((), dtype=torch.int, device=stacked.device), {"rows": stacked}
         return loss_func
 
     outputs = _run(model, microbatches, factory)
@@ -243,7 +243,7 @@ def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: torch.T
             # logits [b, s, vocab / TP] (parallel_output): gather the vocabulary over TP.
             picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]]
             full = tensor_parallel.gather_from_tensor_model_parallel_region(picked.float())
-            return full.sum() * 0, torch.tensor(1, dtype=torch.int), {"logits": full}
+            return full.sum() * 0, torch.ones((), dtype=torch.int, device=full.device), {"logits": full}
         return loss_func
 
     outputs = _run(model, [batch], factory)

@@ -1,0 +1,248 @@
+"""GPU readiness, as far as the CPU can see it: the device check mode catches misplaced tensors
+and the whole training driver (pre-alignment, pretraining, validation, signals, save) runs
+under it at TP / PP / DP; the DataLoader's read-ahead, the overlap flags and the attention-path
+decision keep results exact. Tests marked `cuda` run the same on a GPU (skipped without one)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests import pretrain_case
+from tests.dist_utils import run_distributed
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return pretrain_case.prepare_data(str(tmp_path_factory.mktemp("gpu_readiness_data")))
+
+
+def _losses(work):
+    return [(r["iteration"], r["lm_loss"], r.get("alignment_loss")) for r in pretrain_case.read_log(work)]
+
+
+# -- the check mode itself -------------------------------------------------------------------
+
+
+def _misplaced_rank():
+    from megatron_prealign import device_check, platform
+    from megatron_prealign.model import ModelArgs, build_model
+
+    platform.initialize(seed=1)
+    errors = {}
+    with device_check.enabled():
+        on_device = torch.ones(2, device=platform.device())
+        torch.distributed.all_reduce(on_device)  # fine
+        derived = (on_device * 2).sum()
+        torch.distributed.all_reduce(derived)  # fine: derived from a device tensor
+        moved = torch.tensor([3.0]).to(platform.device())
+        torch.distributed.all_reduce(moved)  # fine: moved
+        for name, make in (
+            ("factory", lambda: torch.tensor([1.0])),
+            ("zeros", lambda: torch.zeros(2)),
+            ("cpu", lambda: on_device.cpu()),
+            ("host_arithmetic", lambda: torch.tensor([1.0]) * 2),
+        ):
+            try:
+                torch.distributed.all_reduce(make())
+            except device_check.DeviceCheckError as error:
+                errors[name] = str(error)
+        chunks = build_model(ModelArgs(vocab_size=64, seq_length=8, num_layers=1, hidden_size=16,
+                                       num_attention_heads=2), wrap_with_ddp=False)
+        tokens = torch.zeros(1, 8, dtype=torch.long)
+        positions = torch.arange(8)[None]
+        try:
+            chunks[0](tokens, positions, None)
+        except device_check.DeviceCheckError as error:
+            errors["model_input"] = str(error)
+        loader = torch.utils.data.DataLoader([torch.ones(8, dtype=torch.long)] * 2, batch_size=1)
+        batch = next(iter(loader))
+        try:
+            chunks[0](batch, positions.to(platform.device()), None)
+        except device_check.DeviceCheckError as error:
+            errors["loader_batch"] = str(error)
+        output = chunks[0](platform.to_device(batch), platform.to_device(positions), None)
+        errors["moved_batch_ran"] = list(output.shape)
+    torch.distributed.all_reduce(torch.tensor([1.0]))  # the mode is off again
+    return errors
+
+
+def test_check_mode_catches_misplaced_tensors():
+    errors = run_distributed(_misplaced_rank, 1)[0]
+    for name in ("factory", "zeros", "cpu", "host_arithmetic"):
+        assert "torch.distributed.all_reduce: a host tensor" in errors.get(name, ""), name
+    assert "GPTModel.forward input" in errors["model_input"]
+    assert "host tensor" in errors["loader_batch"]
+    assert errors["moved_batch_ran"] == [1, 8, 64]
+
+
+# -- the driver under the check mode ---------------------------------------------------------
+
+
+def _checked_run(argv):
+    os.environ["PREALIGN_DEVICE_CHECK"] = "1"
+    from megatron_prealign import device_check
+
+    result = pretrain_case.run_pretrain(argv)
+    result["checked"] = device_check.requested()
+    return result
+
+
+@pytest.mark.parametrize("layout,nproc", [
+    (dict(tensor_model_parallel_size=2, pipeline_model_parallel_size=2), 4),
+    (dict(use_distributed_optimizer=True, overlap_grad_reduce=True, overlap_param_gather=True), 2),
+], ids=["tp2xpp2", "dp2_overlap"])
+def test_training_step_passes_the_device_check(data, tmp_path, layout, nproc):
+    """Pre-alignment, pretraining, validation, the signal flag and a save at TP x PP and at DP,
+    with every collective and model input checked."""
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, prealign_iters=1,
+                                   eval_interval=3, eval_iters=1, save=str(tmp_path / "ckpt"),
+                                   **layout, **pretrain_case.alignment_flags(data))
+    results = run_distributed(_checked_run, nproc, argv, timeout=600)
+    assert all(r["checked"] and r["iteration"] == 3 for r in results)
+    log = pretrain_case.read_log(str(tmp_path))
+    assert [r["stage"] for r in log] == ["prealign", "pretrain", "pretrain"]
+    assert all(r["lm_loss"] is not None for r in log) and log[0]["alignment_loss"] is not None
+
+
+# -- the alignment attention path -----------------------------------------------------------
+
+
+def _ignore_masks(chunks):
+    """Make every layer's core attention plain causal, ignoring the mask it is given (what
+    Transformer Engine's causal attention and the fused softmax do)."""
+    from megatron.core.utils import unwrap_model
+
+    for gpt_model in unwrap_model(list(chunks)):
+        for layer in gpt_model.decoder.layers:
+            core = layer.self_attention.core_attention
+            original = core.forward
+
+            def causal_only(query, key, value, attention_mask, *args, _original=original, **kwargs):
+                s = query.shape[0]
+                causal = torch.ones(s, s, dtype=torch.bool, device=query.device).triu(1)[None, None]
+                return _original(query, key, value, causal, *args, **kwargs)
+
+            core.forward = causal_only
+
+
+def _attention_path_rank():
+    from megatron_prealign import platform
+    from megatron_prealign.alignment import AlignmentPass, attention_path
+    from megatron_prealign.alignment.batch import forms_of, one_form_per_row
+    from megatron_prealign.alignment.synthetic import data_parallel_batches
+    from megatron_prealign.model import build_model
+    from tests import alignment_case
+
+    platform.initialize(1, 1, seed=3)
+    packed = data_parallel_batches(1, 4, alignment_case.VOCAB, alignment_case.SEQ, alignment_case.MICRO,
+                                   seed=5, max_form_length=4)[0]
+    per_row = one_form_per_row(forms_of(packed), packed.form_group.tolist())
+    lm = alignment_case.global_lm_batch(1)
+    results = {}
+
+    def run(batch, ignore_masks=False):
+        chunks = build_model(alignment_case.tiny_args(), wrap_with_ddp=True)
+        alignment_case.load_full_weights(chunks)
+        chunks[0].config.finalize_model_grads_func = alignment_case.finalize_model_grads
+        if ignore_masks:
+            _ignore_masks(chunks)
+        alignment = AlignmentPass(chunks, alignment_case.TEMPERATURE)
+        try:
+            statistics, grads = alignment_case.run_step(chunks, alignment, [lm, batch], total_lm_tokens=lm.numel())
+        finally:
+            alignment.remove()
+        return alignment.attention_path, statistics.as_log_dict(), grads
+
+    results["packed"] = run(packed)
+    results["per_row"] = run(per_row)
+    results["per_row_causal"] = run(per_row, ignore_masks=True)
+    try:
+        run(packed, ignore_masks=True)
+        results["packed_causal_error"] = ""
+    except RuntimeError as error:
+        results["packed_causal_error"] = str(error)
+    results["rows"] = list(per_row.tokens.shape)
+    results["packed_rows"] = list(packed.tokens.shape)
+    return results
+
+
+def test_one_form_per_row_matches_the_block_mask_and_a_maskless_attention_is_caught():
+    """The two layouts give the same alignment loss and gradients; one form per row stays exact
+    under an attention that ignores masks (TE / fused softmax), while the packed layout under such
+    an attention is refused by AlignmentPass's check instead of silently mixing forms."""
+    r = run_distributed(_attention_path_rank, 1)[0]
+    path, log, grads = r["packed"]
+    assert path == "block_diagonal_mask"
+    assert r["rows"][0] > r["packed_rows"][0] and r["rows"][1] <= 4 < r["packed_rows"][1]
+    for name in ("per_row", "per_row_causal"):
+        _, other_log, other_grads = r[name]
+        assert other_log["alignment_loss"] == pytest.approx(log["alignment_loss"], rel=1e-5)
+        assert other_log["alignment_similarity"] == pytest.approx(log["alignment_similarity"], rel=1e-5)
+        for key in grads:
+            torch.testing.assert_close(other_grads[key], grads[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert "does not honour the alignment microbatch's attention mask" in r["packed_causal_error"]
+
+
+def test_attention_path_choice():
+    from megatron_prealign.alignment import attention_path
+
+    class Config:
+        masked_softmax_fusion, bf16, fp16 = False, True, False
+
+    class Layer:
+        class self_attention:  # noqa: N801 - mimics the module attribute
+            core_attention = None
+
+    class Model:
+        config = Config()
+
+        class decoder:  # noqa: N801
+            layers = [Layer()]
+
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+
+    Layer.self_attention.core_attention = DotProductAttention.__new__(DotProductAttention)
+    assert attention_path.choose([Model()], 2) == attention_path.BLOCK_MASK
+    Config.masked_softmax_fusion = True  # fused softmax in bf16: the kernel may drop the mask
+    assert attention_path.choose([Model()], 1) == attention_path.ONE_FORM_PER_ROW
+    with pytest.raises(NotImplementedError, match="--pipeline-model-parallel-size 1"):
+        attention_path.choose([Model()], 2)
+    Config.masked_softmax_fusion = False
+    Layer.self_attention.core_attention = object()  # e.g. TEDotProductAttention
+    assert attention_path.choose([Model()], 1) == attention_path.ONE_FORM_PER_ROW
+
+
+# -- read-ahead -------------------------------------------------------------------------------
+
+
+class _CountingDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 37
+
+    def __getitem__(self, index):
+        import numpy as np
+
+        return {"tokens": np.full(4, index, dtype=np.int64), "loss_mask": np.ones(4, dtype=np.float32)}
+
+
+def test_lm_batches_read_ahead_keeps_order_and_resume():
+    """Workers reading ahead hand out the same samples as reading in place, and a loader
+    restarted from `consumed_samples` continues exactly (what a resumed run does)."""
+    from megatron_prealign.training.batches import LMBatches
+
+    def take(batches, steps):
+        return [[m["tokens"][:, 0].tolist() for m in batches.next_step(2)] for _ in range(steps)]
+
+    in_place = LMBatches(_CountingDataset(), 3, dp_rank=1, dp_size=2)
+    expected = take(in_place, 8)
+    assert expected[0] == [[3, 4, 5], [9, 10, 11]] and expected[6][0] == [75 % 37, 76 % 37, 77 % 37]
+    ahead = LMBatches(_CountingDataset(), 3, dp_rank=1, dp_size=2, num_workers=2)
+    first = take(ahead, 3)
+    consumed = ahead.consumed_samples
+    ahead.close()
+    assert consumed == 3 * 2 * 3 * 2
+    resumed = LMBatches(_CountingDataset(), 3, dp_rank=1, dp_size=2, consumed_samples=consumed, num_workers=2)
+    assert first + take(resumed, 5) == expected
+    resumed.close()
