@@ -89,21 +89,51 @@ def _checked_run(argv):
     return result
 
 
-@pytest.mark.parametrize("layout,nproc", [
-    (dict(tensor_model_parallel_size=2, pipeline_model_parallel_size=2), 4),
-    (dict(use_distributed_optimizer=True, overlap_grad_reduce=True, overlap_param_gather=True), 2),
-], ids=["tp2xpp2", "dp2_overlap"])
-def test_training_step_passes_the_device_check(data, tmp_path, layout, nproc):
-    """Pre-alignment, pretraining, validation, the signal flag and a save at TP x PP and at DP,
-    with every collective and model input checked."""
+def test_training_step_passes_the_device_check(data, tmp_path):
+    """Pre-alignment, pretraining, validation, the signal flag and a save at TP=2 x PP=2, with
+    every collective and model input checked."""
     argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, prealign_iters=1,
                                    eval_interval=3, eval_iters=1, save=str(tmp_path / "ckpt"),
-                                   **layout, **pretrain_case.alignment_flags(data))
-    results = run_distributed(_checked_run, nproc, argv, timeout=600)
+                                   tensor_model_parallel_size=2, pipeline_model_parallel_size=2,
+                                   **pretrain_case.alignment_flags(data))
+    results = run_distributed(_checked_run, 4, argv, timeout=900)
     assert all(r["checked"] and r["iteration"] == 3 for r in results)
     log = pretrain_case.read_log(str(tmp_path))
     assert [r["stage"] for r in log] == ["prealign", "pretrain", "pretrain"]
     assert all(r["lm_loss"] is not None for r in log) and log[0]["alignment_loss"] is not None
+
+
+OVERLAP = dict(use_distributed_optimizer=True, overlap_grad_reduce=True, overlap_param_gather=True,
+               num_workers=2)
+
+
+@pytest.mark.slow
+def test_overlap_and_read_ahead_keep_results_and_exact_resume(data, tmp_path):
+    """DP=2 with the distributed optimizer: --overlap-grad-reduce, --overlap-param-gather and two
+    DataLoader workers (under the device check) give the losses of the plain run; killed after
+    its checkpoint at iteration 2 and resumed, such a run logs the same losses bit for bit."""
+    common = dict(train_iters=3, prealign_iters=1, hidden_dropout=0.0, attention_dropout=0.0,
+                  **pretrain_case.alignment_flags(data))
+    runs = {}
+    checkpoints = tmp_path / "ckpt"
+    for name, flags in (("plain", dict(use_distributed_optimizer=True)),
+                        ("overlap", dict(OVERLAP, eval_interval=2, eval_iters=1, save=str(checkpoints),
+                                         save_interval=2)),
+                        ("resumed", dict(OVERLAP, load=str(checkpoints)))):
+        if name == "resumed":  # as if killed right after the checkpoint of iteration 2
+            (checkpoints / "latest_checkpointed_iteration.txt").write_text("2")
+        work = tmp_path / name
+        work.mkdir()
+        argv = pretrain_case.base_argv(data, str(work), **common, **flags)
+        run_distributed(_checked_run if name == "overlap" else pretrain_case.run_pretrain, 2, argv, timeout=900)
+        runs[name] = _losses(str(work))
+    assert [i for i, _, _ in runs["overlap"]] == [1, 2, 3, 4]
+    for (_, plain_lm, plain_alignment), (_, lm, alignment) in zip(runs["plain"], runs["overlap"]):
+        assert lm == pytest.approx(plain_lm, rel=1e-5)
+        assert (alignment is None) == (plain_alignment is None)
+        assert alignment is None or alignment == pytest.approx(plain_alignment, rel=1e-5)
+    assert [i for i, _, _ in runs["resumed"]] == [3, 4]
+    assert runs["resumed"] == runs["overlap"][2:]
 
 
 # -- the alignment attention path -----------------------------------------------------------
@@ -246,3 +276,103 @@ def test_lm_batches_read_ahead_keeps_order_and_resume():
     resumed = LMBatches(_CountingDataset(), 3, dp_rank=1, dp_size=2, consumed_samples=consumed, num_workers=2)
     assert first + take(resumed, 5) == expected
     resumed.close()
+
+
+# -- with a GPU (skipped without one; not run by this project: no GPU was available) ----------
+
+
+def _cuda_run(argv):
+    """The driver on CUDA under the device check; optionally counts host synchronisations
+    (torch.cuda sync debug mode) during pretraining steps that neither log nor save."""
+    import warnings
+
+    os.environ["PREALIGN_DEVICE_CHECK"] = "1"
+    from megatron_prealign.training import arguments, loop
+
+    args = arguments.parse_args(argv)
+    trainer = loop.Trainer(args)
+    syncs = []
+    original_step = trainer._step
+
+    def counted_step(stage):
+        quiet = stage == "pretrain" and trainer.iteration % args.log_interval and trainer.iteration > 2
+        if not quiet:
+            return original_step(stage)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                result = original_step(stage)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs.append(len([w for w in caught if "synchroniz" in str(w.message)]))
+        return result
+
+    trainer._step = counted_step
+    try:
+        iteration = trainer.train()
+    finally:
+        from megatron_prealign import platform
+
+        platform.shutdown()
+    return {"iteration": iteration, "syncs": syncs,
+            "fused": trainer.chunks[0].config.bias_activation_fusion,
+            "attention_path": trainer.alignment.attention_path if trainer.alignment else None}
+
+
+@pytest.mark.cuda
+def test_cuda_step_on_device_with_fusions_and_no_host_sync(data, tmp_path):
+    """One GPU, bf16, TE when importable: the step passes the device check, the fusions are on
+    with TE, the alignment pass takes one form per row under TE, and pretraining steps between
+    log intervals synchronise with the host at most as often as megatron-core's optimizer does
+    (none with --clip-grad 0 in bf16)."""
+    from megatron_prealign import platform
+
+    impl = "transformer_engine" if platform.transformer_engine_available() else "local"
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=8, prealign_iters=2, bf16=True,
+                                   transformer_impl=impl, clip_grad=0, log_interval=5,
+                                   use_distributed_optimizer=True, overlap_grad_reduce=True,
+                                   overlap_param_gather=True, **pretrain_case.alignment_flags(data))
+    argv[argv.index("--num-attention-heads") + 1] = "2"  # head dim 16: TE's fused kernels want >= 16
+    result = run_distributed(_cuda_run, 1, argv, timeout=900)[0]
+    assert result["iteration"] == 10
+    assert result["syncs"] and max(result["syncs"]) == 0, result["syncs"]
+    if impl == "transformer_engine":
+        assert result["fused"] and result["attention_path"] == "one_form_per_row"
+
+
+def _cuda_mask_probe_rank():
+    from megatron_prealign import platform
+    from megatron_prealign.alignment import attention_path
+    from megatron_prealign.alignment.batch import block_diagonal_causal_mask, forms_of, one_form_per_row
+    from megatron_prealign.alignment.synthetic import data_parallel_batches
+    from megatron_prealign.model import ModelArgs, build_model
+
+    platform.initialize(seed=1)
+    chunks = build_model(ModelArgs(vocab_size=128, seq_length=64, num_layers=1, hidden_size=64,
+                                   num_attention_heads=4, bf16=True, transformer_impl="transformer_engine"),
+                         wrap_with_ddp=False)
+    gpt_model = chunks[0].module
+    packed = data_parallel_batches(1, 8, 128, 64, 4, seed=1, max_form_length=4)[0]
+    per_row = one_form_per_row(forms_of(packed), packed.form_group.tolist(), rows_multiple=16)
+    outcome = {}
+    for name, batch in (("packed", packed), ("per_row", per_row)):
+        batch = batch.to(platform.device())
+        try:
+            attention_path.check_mask_honoured(gpt_model, block_diagonal_causal_mask(batch.segment_ids),
+                                               batch.segment_ids)
+            outcome[name] = "honoured"
+        except RuntimeError:
+            outcome[name] = "ignored"
+    return outcome
+
+
+@pytest.mark.cuda
+def test_cuda_te_attention_ignores_the_block_mask_and_one_form_per_row_is_safe():
+    from megatron_prealign import platform
+
+    if not platform.transformer_engine_available():
+        pytest.skip("needs Transformer Engine")
+    outcome = run_distributed(_cuda_mask_probe_rank, 1)[0]
+    assert outcome == {"packed": "ignored", "per_row": "honoured"}

@@ -130,6 +130,7 @@ def load_model(
         num_query_groups=architecture.get("num_query_groups"),
         ffn_hidden_size=architecture.get("ffn_hidden_size"),
         max_position_embeddings=positions or seq_length, hidden_dropout=0.0, attention_dropout=0.0,
+        transformer_impl=architecture.get("transformer_impl", "local"),
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )

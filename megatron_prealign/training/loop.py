@@ -44,6 +44,8 @@ def _architecture(model_args) -> dict:
         "num_query_groups": model_args.num_query_groups or model_args.num_attention_heads,
         "ffn_hidden_size": model_args.resolved_ffn_hidden_size(),
         "vocab_size": model_args.vocab_size,
+        # Not compared on --load (older checkpoints lack it); evaluation builds the same layers.
+        "transformer_impl": model_args.transformer_impl,
     }
 
 
