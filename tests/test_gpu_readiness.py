@@ -376,3 +376,57 @@ def test_cuda_te_attention_ignores_the_block_mask_and_one_form_per_row_is_safe()
         pytest.skip("needs Transformer Engine")
     outcome = run_distributed(_cuda_mask_probe_rank, 1)[0]
     assert outcome == {"packed": "ignored", "per_row": "honoured"}
+
+
+# -- examples/gpu_check.sh ---------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_gpu_check_script_cpu_dry_run(tmp_path):
+    """The script's whole logic on the CPU: data, uninterrupted / stopped / resumed runs, the
+    evaluation, the summary as the last line (JSON), exit status 0."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["bash", os.path.join(ROOT, "examples", "gpu_check.sh"), "--cpu-dry"], env=env,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ok"] and summary["metric"] == "gpu_check_mfu" and summary["failures"] == []
+    single = summary["layouts"]["single"]
+    assert single["exact_resume"] and single["tokens_per_sec"] > 0 and single["tflops"] > 0
+    assert single["mfu"] is None and summary["peak_memory_mib"] is None  # no GPU: no peak, no memory
+    assert set(single["evaluation"]) == {"en", "de"}
+
+
+def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path):
+    from megatron_prealign import gpu_check
+
+    def write(directory, losses):
+        directory.mkdir()
+        with open(directory / "log.jsonl", "w") as handle:
+            for iteration, loss in enumerate(losses, 1):
+                handle.write(json.dumps({"iteration": iteration, "stage": "pretrain", "lm_loss": loss,
+                                         "alignment_loss": None, "tokens_per_sec": 1000.0 * iteration}) + "\n")
+
+    write(tmp_path / "straight", [3.0, 2.5, 2.0, 1.5])
+    write(tmp_path / "good", [3.0, 2.5, 2.0, 1.5])
+    write(tmp_path / "bad", [3.0, 2.5, 2.0, 1.5000001])
+    (tmp_path / "eval.json").write_text(json.dumps({"sources": {"en": {"perplexity": 5.0}}}))
+    (tmp_path / "smi.csv").write_text("0, 1000\n1, 2500\n0, 1800\n")
+    flags = pretrain_case.base_argv({"en_cs": "en", "de": "de", "sp": "absent.model"}, str(tmp_path))
+    per_token = gpu_check.flops_per_token(flags)
+    common = ["--resume-iteration", "2", "--memory-samples", str(tmp_path / "smi.csv"), "--gpu-name",
+              "NVIDIA H100 80GB HBM3", "--", *flags]
+    layout = ["--layout", "single", str(tmp_path / "straight")]
+    tail = [str(tmp_path / "eval.json"), "1"]
+    assert gpu_check.main([*layout, str(tmp_path / "good"), *tail, *common]) == 0
+    assert gpu_check.main([*layout, str(tmp_path / "bad"), *tail, *common]) == 1
+    # tokens/s: median of 2000, 3000, 4000 (the first record is warm-up)
+    assert gpu_check.throughput(gpu_check.read_log(str(tmp_path / "straight")), per_token, 1, 989.0)["mfu"] == \
+        pytest.approx(3000.0 * per_token / 1e12 / 989.0)
+    assert gpu_check.peak_memory_mib(str(tmp_path / "smi.csv")) == 2500.0
+    assert per_token > 6 * 2 * 12 * 32 * 32  # at least 6 x the layers' matmul parameters

@@ -340,8 +340,8 @@ class Trainer:
             lm_sums, statistics, grad_norm = self._step(stage)
             interval_tokens += args.global_batch_size * args.seq_length
             watch.add(self.iteration, stage, lm_sums, statistics, grad_norm)
-            logging = self.iteration % args.log_interval == 0 or self.iteration == total
-            if logging:
+            log_now = self.iteration % args.log_interval == 0 or self.iteration == total
+            if log_now:
                 watch.check()  # the interval's one host synchronisation
                 seconds = time.time() - interval_start
                 self.logger.log({
@@ -361,7 +361,9 @@ class Trainer:
                     self.logger.log_validation(self.iteration, self._evaluate())
                 for chunk in self.chunks:
                     chunk.train()
-            stop = signals.exit_requested() or (args.exit_interval and self.iteration % args.exit_interval == 0)
+            # The ranks agree on a signal at log iterations only (the check is a host sync).
+            stop = (log_now and signals.exit_requested()) or (
+                args.exit_interval and self.iteration % args.exit_interval == 0)
             # The last iteration of a stage followed by another (e.g. the end of pre-alignment)
             # is always saved: the pre-aligned model is a result of its own.
             stage_ends = self.iteration < total and self.plan.stage(self.iteration + 1) != stage
