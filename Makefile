@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CPU_TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: test demo lint clean-venv
+.PHONY: install test demo lint clean-venv
 
 $(STAMP): setup.py
 	@test -x "$(PY)" || $(PYTHON) -m venv "$(VENV)"
@@ -21,6 +21,8 @@ $(STAMP): setup.py
 	fi
 	"$(PY)" -m pip install --quiet -e ".[test]"
 	@touch "$(STAMP)"
+
+install: $(STAMP)  ## the environment only (.venv), nothing run
 
 test: $(STAMP)
 	"$(PY)" -m pytest $(PYTEST_ARGS)

@@ -1,3 +1,27 @@
-"""megatron-prealign: PreAlign multilingual pretraining on megatron-core."""
+"""megatron-prealign: PreAlign and x-LLaMA multilingual training on megatron-core."""
+
+import logging
+import warnings
 
 __version__ = "0.1.0"
+
+# Silence what a user cannot act on, once for every entry point (each imports this package
+# before megatron-core): megatron-core's import-time notes that optional kernels (TE, apex) are
+# absent, torch's checkpoint-reader deprecations, and the dataset-index cache note (we pass
+# --data-cache-path through when given; without it the indexes are simply rebuilt).
+warnings.filterwarnings("ignore", message=r".*(Transformer Engine|Apex|apex).*not installed.*")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed\.checkpoint")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.distributed\.checkpoint")
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+for _name in ("megatron.core.datasets.blended_dataset", "megatron.core.datasets.gpt_dataset"):
+    logging.getLogger(_name).addFilter(_DropMessage("path_to_cache is None"))

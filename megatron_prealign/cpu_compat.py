@@ -1,7 +1,7 @@
 """Compatibility patches that let the real megatron-core run on the CPU with gloo.
 
-megatron-core assumes a CUDA device in a handful of places (DESIGN.md, "Running the real
-megatron-core on CPU"). Each patch below stands in for a named piece of megatron-core, is as
+megatron-core assumes a CUDA device in a handful of places (docs/architecture.md,
+"The CPU compatibility layer"). Each patch below stands in for a named piece of megatron-core, is as
 narrow as we could make it, and is applied by `megatron_prealign.platform` only when no CUDA
 device is in use. Nothing here changes numerics: on the CPU the "CUDA" RNG, buffers and
 scalars simply live on the CPU.
@@ -61,6 +61,8 @@ CUDA_DEVICE_SITES = {
     "'cuda')",
     "megatron.core.dist_checkpointing.strategies.fully_parallel": "FullyParallelLoadStrategy "
     "(torch.cuda.synchronize)",
+    "megatron.core.transformer.attention": "Attention._allocate_memory (the static inference "
+    "context's KV cache on current_device; generation with a KV cache)",
 }
 
 

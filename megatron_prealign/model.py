@@ -29,7 +29,7 @@ from megatron.core.transformer.transformer_block import (
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_prealign import device_check, platform
-from megatron_prealign.norms import LocalNorm
+from megatron_prealign.norms import local_norm
 
 # The paper's sizes (GPT-2 style; 12 * layers * hidden^2 non-embedding parameters) and a
 # larger one for cluster runs. 150M is the paper's default: 12 layers x 1024 hidden.
@@ -41,6 +41,27 @@ MODEL_SIZES = {
 }
 
 FAMILIES = ("gpt2", "llama")
+ACTIVATIONS = ("gelu", "gelu_tanh", "swiglu")
+ARCHITECTURE_FIELDS = (
+    "family", "num_layers", "hidden_size", "num_attention_heads", "num_query_groups",
+    "ffn_hidden_size", "vocab_size", "max_position_embeddings", "rotary_base", "norm_epsilon",
+    "untie_embeddings_and_output_weights", "activation", "kv_channels", "rope_scaling_factor",
+    "rotary_seq_len_interpolation_factor", "sliding_window", "true_vocab_size",
+    "transformer_impl",  # the parameter layout: TE fuses the norms into the linear layers
+)
+
+# Details a run loading a checkpoint takes from it (no training flags for them; written by
+# tools/convert_checkpoint.py import-hf); the shape-defining fields must match the flags.
+CHECKPOINT_DETAIL_FIELDS = (
+    "rotary_base", "norm_epsilon", "untie_embeddings_and_output_weights", "activation",
+    "kv_channels", "rope_scaling_factor", "rotary_seq_len_interpolation_factor", "sliding_window",
+    "true_vocab_size",
+)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GeLU (tanh approximation; transformers' "gelu_new")."""
+    return F.gelu(x, approximate="tanh")
 
 
 @dataclasses.dataclass
@@ -59,7 +80,19 @@ class ModelArgs:
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     init_method_std: float = 0.02
-    rotary_base: int = 10000
+    rotary_base: float = 10000
+    # Architecture details a converted checkpoint (tools/convert_checkpoint.py) may change; the
+    # defaults are the families' own. None: the family's default.
+    norm_epsilon: float = 1e-5
+    untie_embeddings_and_output_weights: Optional[bool] = None
+    activation: Optional[str] = None  # "gelu", "gelu_tanh" (GPT-2's gelu_new) or "swiglu"
+    kv_channels: Optional[int] = None  # head dimension, when not hidden / heads
+    rope_scaling_factor: Optional[float] = None  # LLaMA 3.x RoPE scaling
+    rotary_seq_len_interpolation_factor: Optional[float] = None  # linear RoPE scaling
+    sliding_window: Optional[int] = None  # Mistral: keys within the last `sliding_window` tokens
+    # Vocabulary rows beyond this are padding: their logits are masked so they never change a
+    # prediction. None: every row is a token (training runs pad and learn them).
+    true_vocab_size: Optional[int] = None
     transformer_impl: str = "local"
     bf16: bool = False
     fp16: bool = False
@@ -79,6 +112,27 @@ class ModelArgs:
             raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
         return cls(**{**MODEL_SIZES[size], **overrides})
 
+    def architecture(self) -> dict:
+        """What a checkpoint must record to be rebuilt (the run state's "architecture")."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS} | {
+            "num_query_groups": self.num_query_groups or self.num_attention_heads,
+            "ffn_hidden_size": self.resolved_ffn_hidden_size(),
+        }
+
+    @classmethod
+    def from_architecture(cls, architecture: dict, **overrides) -> "ModelArgs":
+        """The inverse of `architecture()`; keys missing in older checkpoints keep the defaults."""
+        known = {k: v for k, v in architecture.items() if k in ARCHITECTURE_FIELDS}
+        return cls(**{**known, **overrides})
+
+    def tied_embeddings(self) -> bool:
+        if self.untie_embeddings_and_output_weights is None:
+            return self.family != "llama"
+        return not self.untie_embeddings_and_output_weights
+
+    def resolved_activation(self) -> str:
+        return self.activation or ("swiglu" if self.family == "llama" else "gelu")
+
     def resolved_ffn_hidden_size(self) -> int:
         if self.ffn_hidden_size:
             return self.ffn_hidden_size
@@ -93,6 +147,10 @@ class ModelArgs:
         pp = self.pipeline_model_parallel_size or 1
         if self.family not in FAMILIES:
             raise ValueError(f"--model-family {self.family!r}: choose one of {', '.join(FAMILIES)}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        if self.true_vocab_size is not None and not 0 < self.true_vocab_size <= self.vocab_size:
+            raise ValueError(f"true vocabulary {self.true_vocab_size} must be in 1..{self.vocab_size}")
         if self.transformer_impl not in ("local", "transformer_engine"):
             raise ValueError("--transformer-impl must be 'local' or 'transformer_engine'")
         if world_size is not None:
@@ -141,6 +199,11 @@ class ModelArgs:
             raise ValueError("--recompute-granularity full needs --recompute-method uniform|block")
         if self.seq_length > (self.max_position_embeddings or self.seq_length):
             raise ValueError("--seq-length exceeds --max-position-embeddings")
+        if self.vocab_size % tp:
+            raise ValueError(
+                f"the (padded) vocabulary {self.vocab_size} is not divisible by "
+                f"--tensor-model-parallel-size {tp}; change one of them"
+            )
 
 
 def fused_kernels(args: ModelArgs) -> bool:
@@ -154,6 +217,8 @@ def fused_kernels(args: ModelArgs) -> bool:
 
 def transformer_config(args: ModelArgs) -> TransformerConfig:
     llama = args.family == "llama"
+    gated = args.resolved_activation() == "swiglu"
+    activation = {"gelu": F.gelu, "gelu_tanh": gelu_tanh, "swiglu": F.silu}[args.resolved_activation()]
     fused = fused_kernels(args)
     tp = args.tensor_model_parallel_size or parallel_state.get_tensor_model_parallel_world_size()
     pp = args.pipeline_model_parallel_size or parallel_state.get_pipeline_model_parallel_world_size()
@@ -170,9 +235,13 @@ def transformer_config(args: ModelArgs) -> TransformerConfig:
         hidden_dropout=args.hidden_dropout,
         attention_dropout=args.attention_dropout,
         init_method_std=args.init_method_std,
+        kv_channels=args.kv_channels,
         normalization="RMSNorm" if llama else "LayerNorm",
-        gated_linear_unit=llama,
-        activation_func=F.silu if llama else F.gelu,
+        layernorm_epsilon=args.norm_epsilon,
+        gated_linear_unit=gated,
+        activation_func=activation,
+        # megatron-core's (left, right) window; HF's sliding window counts the query itself.
+        window_size=(args.sliding_window - 1, 0) if args.sliding_window else None,
         add_bias_linear=not llama,
         bias_activation_fusion=fused,
         bias_dropout_fusion=fused,
@@ -207,8 +276,8 @@ def layer_spec(args: ModelArgs, config: TransformerConfig):
     if args.transformer_impl == "transformer_engine":
         return get_gpt_layer_with_transformer_engine_spec()
     spec = get_gpt_layer_local_spec(normalization=normalization)
-    spec.submodules.input_layernorm = LocalNorm
-    spec.submodules.pre_mlp_layernorm = LocalNorm
+    spec.submodules.input_layernorm = local_norm(normalization)
+    spec.submodules.pre_mlp_layernorm = local_norm(normalization)
     return spec
 
 
@@ -217,7 +286,7 @@ def decoder_spec(args: ModelArgs, config: TransformerConfig, vp_stage: Optional[
     if args.transformer_impl == "transformer_engine":
         return spec  # TE's spec brings its own final norm
     num_layers = get_num_layers_to_build(config, vp_stage=vp_stage)
-    return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=LocalNorm)
+    return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=local_norm(config.normalization))
 
 
 def build_gpt_model(
@@ -234,7 +303,7 @@ def build_gpt_model(
     if post_process is None:
         post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
     llama = args.family == "llama"
-    return GPTModel(
+    model = GPTModel(
         config=config,
         transformer_layer_spec=decoder_spec(args, config, vp_stage),
         vocab_size=args.vocab_size,
@@ -242,11 +311,33 @@ def build_gpt_model(
         pre_process=pre_process,
         post_process=post_process,
         parallel_output=True,
-        share_embeddings_and_output_weights=not llama,
+        share_embeddings_and_output_weights=args.tied_embeddings(),
         position_embedding_type="rope" if llama else "learned_absolute",
         rotary_base=args.rotary_base,
+        rope_scaling=args.rope_scaling_factor is not None,
+        rope_scaling_factor=args.rope_scaling_factor or 8.0,
+        seq_len_interpolation_factor=args.rotary_seq_len_interpolation_factor,
         vp_stage=vp_stage,
     )
+    if post_process and args.true_vocab_size is not None and args.true_vocab_size < args.vocab_size:
+        model.output_layer.register_forward_hook(_padded_vocab_mask(args.true_vocab_size))
+    return model
+
+
+def _padded_vocab_mask(true_vocab_size: int):
+    """Forward hook of the (vocabulary-parallel) output layer: the logits of padding rows become
+    the dtype's minimum, so no softmax, loss or argmax ever sees them."""
+
+    def hook(module, inputs, output):
+        logits, bias = output
+        local = logits.shape[-1]
+        start = parallel_state.get_tensor_model_parallel_rank() * local
+        if start + local <= true_vocab_size:
+            return output
+        ids = torch.arange(start, start + local, device=logits.device)
+        return logits.masked_fill(ids >= true_vocab_size, torch.finfo(logits.dtype).min), bias
+
+    return hook
 
 
 def build_model(

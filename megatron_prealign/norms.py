@@ -12,27 +12,36 @@ import torch
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 
-class LocalNorm:
-    """Factory with the constructor signature megatron-core's specs use for norms."""
+def _check_config(config: TransformerConfig, normalization: str):
+    if config.layernorm_zero_centered_gamma:
+        raise ValueError("layernorm_zero_centered_gamma needs --transformer-impl transformer_engine")
+    if config.normalization != normalization:
+        raise ValueError(f"config.normalization is {config.normalization!r}, this norm is {normalization}")
 
-    def __new__(
-        cls,
-        config: TransformerConfig,
-        hidden_size: int,
-        eps: float = 1e-5,
-        persist_layer_norm: bool = False,
-        zero_centered_gamma: bool = False,
-        normalization: str = "LayerNorm",
-    ):
-        if config.layernorm_zero_centered_gamma:
-            raise ValueError("layernorm_zero_centered_gamma needs --transformer-impl transformer_engine")
-        kind = config.normalization
-        if kind == "LayerNorm":
-            norm = torch.nn.LayerNorm(hidden_size, eps=eps)
-        elif kind == "RMSNorm":
-            norm = torch.nn.RMSNorm(hidden_size, eps=eps)
-        else:
-            raise ValueError(f"unsupported normalization {kind!r}: use LayerNorm or RMSNorm")
-        for param in norm.parameters():
-            setattr(param, "sequence_parallel", config.sequence_parallel)
-        return norm
+
+def _mark_sequence_parallel(norm: torch.nn.Module, config: TransformerConfig):
+    for param in norm.parameters():
+        setattr(param, "sequence_parallel", config.sequence_parallel)
+
+
+# Both take the constructor signature megatron-core's specs use for norms.
+class LocalLayerNorm(torch.nn.LayerNorm):
+    def __init__(self, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **_unused):
+        _check_config(config, "LayerNorm")
+        super().__init__(hidden_size, eps=eps)
+        _mark_sequence_parallel(self, config)
+
+
+class LocalRMSNorm(torch.nn.RMSNorm):
+    def __init__(self, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **_unused):
+        _check_config(config, "RMSNorm")
+        super().__init__(hidden_size, eps=eps)
+        _mark_sequence_parallel(self, config)
+
+
+def local_norm(normalization: str) -> type:
+    """The norm class of the local spec for megatron-core's `normalization` name."""
+    norms = {"LayerNorm": LocalLayerNorm, "RMSNorm": LocalRMSNorm}
+    if normalization not in norms:
+        raise ValueError(f"unsupported normalization {normalization!r}: use LayerNorm or RMSNorm")
+    return norms[normalization]

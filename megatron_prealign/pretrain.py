@@ -2,12 +2,9 @@
 `prealign-pretrain` console script). See `--help` and README.md."""
 
 import sys
-import warnings
 
 
 def main(argv=None) -> int:
-    # megatron-core warns at import time about optional kernels (apex, TE); say it once, quietly.
-    warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     from megatron_prealign.training import arguments, loop
 
     args = arguments.parse_args(argv)

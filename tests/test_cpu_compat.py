@@ -83,6 +83,17 @@ def test_rotary_embedding(cpu_runtime):
     assert rope.inv_freq.device.type == "cpu" and rope(5).shape[0] == 5
 
 
+def test_kv_cache_allocation(cpu_runtime):
+    """Attention._allocate_memory (megatron-core's static inference KV cache) on the CPU."""
+    from types import SimpleNamespace
+
+    from megatron.core.transformer.attention import Attention
+
+    owner = SimpleNamespace(num_query_groups_per_partition=2)
+    cache = Attention._allocate_memory(owner, 16, 3, 8, torch.float32)
+    assert cache.device.type == "cpu" and cache.shape == (16, 3, 2, 8)
+
+
 def _check_clip_grads():
     from megatron.core.optimizer import clip_grads
 

@@ -8,7 +8,7 @@ from tests.dist_utils import run_distributed
 
 
 def _demo_rank(output_dir):
-    from megatron_prealign.demo_run import DemoConfig, run_demo
+    from megatron_prealign.demo.prealign import DemoConfig, run_demo
 
     record = run_demo(DemoConfig.quick(), output_dir)
     return {name: {k: float(run[k]) for k in ("en_ppl", "enclone_ppl", "clka_enclone")}

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a PreAlign checkpoint: perplexity, alignment, clka, mixed-script.
+"""Evaluate a checkpoint: perplexity, alignment, clka, mixed-script, translation, qa, representation,
+zs-clt.
 
 Examples (any TP/PP layout of the checkpoint; use torchrun for TP/PP > 1):
     python tools/evaluate.py perplexity --load ckpt --data-path en=data/en_text_document \\
@@ -12,6 +13,10 @@ Examples (any TP/PP layout of the checkpoint; use torchrun for TP/PP > 1):
     python tools/evaluate.py mixed-script --load ckpt --tokenizer-type SentencePieceTokenizer \\
         --tokenizer-model spm.model --input prompts.jsonl --enclone-mapping map.json \\
         --prompt-language enclone --output results/mixed.json
+    python tools/evaluate.py translation --load ckpt --tokenizer-type SentencePieceTokenizer \\
+        --tokenizer-model spm.model --src en.txt --ref zh.txt --direction en-zh --output results/mt.json
+    python tools/evaluate.py qa --input xquad.zh.json --language zh --predictions answers.json \\
+        --output results/qa.json
 See docs/evaluation.md.
 """
 

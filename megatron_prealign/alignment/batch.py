@@ -3,7 +3,8 @@
 A *form* is one word's token ids (an English word or one of its translations); forms of the
 same word share a *group*. Forms are packed end to end into ``[n_seq, seq_len]`` rows so that
 alignment microbatches have the shape of LM microbatches and ride the same pipeline schedule.
-Attention is causal inside a form and blocked across forms (:func:`block_diagonal_causal_mask`),
+Attention is causal inside a form and blocked across forms (:func:`block_diagonal_causal_mask`
+of :mod:`megatron_prealign.data.packing`, the packing shared with instruction tuning),
 and learned positions restart at 0 for every form, so each form is encoded exactly as if it were
 run through the model on its own (RoPE needs no restart: it depends only on relative positions,
 which a block-diagonal mask keeps inside one form).
@@ -19,6 +20,12 @@ import dataclasses
 from typing import List, Sequence
 
 import torch
+
+from megatron_prealign.data.packing import (  # noqa: F401  (block_diagonal_causal_mask: re-exported)
+    block_diagonal_causal_mask,
+    fill_rows,
+    pack_layout,
+)
 
 
 @dataclasses.dataclass
@@ -113,18 +120,6 @@ def validate(batch: AlignmentBatch):
         raise ValueError("alignment batch: position_ids must restart at 0 for every form")
 
 
-def block_diagonal_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """[n_seq, 1, s, s] bool attention mask, True = masked out (megatron-core's local attention
-    fills True entries with -10000 before the softmax). A token sees the earlier tokens of its
-    own form; a padding token sees only itself, so no softmax row is empty."""
-    same_form = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
-    seq_len = segment_ids.shape[1]
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=segment_ids.device).tril()
-    visible = same_form & causal & (segment_ids >= 0).unsqueeze(2)
-    visible |= torch.eye(seq_len, dtype=torch.bool, device=segment_ids.device)
-    return (~visible).unsqueeze(1)
-
-
 def pack_forms(
     forms: Sequence[Sequence[int]],
     form_group: Sequence[int],
@@ -132,38 +127,28 @@ def pack_forms(
     num_sequences: int,
     pad_token_id: int = 0,
 ) -> AlignmentBatch:
-    """Pack forms first-fit, in order, into exactly ``num_sequences`` rows of ``seq_length``.
+    """Pack forms first-fit, in order, into exactly ``num_sequences`` rows of ``seq_length``
+    (the project's one packing, :mod:`megatron_prealign.data.packing`).
 
     Raises ValueError for an empty form, a form longer than ``seq_length`` and forms that do not
     fit (then put fewer words into the microbatch)."""
     if len(forms) != len(form_group):
         raise ValueError(f"{len(forms)} forms but {len(form_group)} group ids")
-    if seq_length < 1 or num_sequences < 1:
-        raise ValueError("seq_length and num_sequences must be >= 1")
-    tokens = torch.full((num_sequences, seq_length), pad_token_id, dtype=torch.int64)
-    positions = torch.zeros((num_sequences, seq_length), dtype=torch.int64)
-    segments = torch.full((num_sequences, seq_length), -1, dtype=torch.int64)
-    used = [0] * num_sequences
     for index, form in enumerate(forms):
-        length = len(form)
-        if length == 0:
+        if len(form) == 0:
             raise ValueError(f"form {index} (group {form_group[index]}) is empty")
-        if length > seq_length:
+        if len(form) > seq_length:
             raise ValueError(
-                f"form {index} (group {form_group[index]}) has {length} tokens, more than the "
+                f"form {index} (group {form_group[index]}) has {len(form)} tokens, more than the "
                 f"packing length {seq_length} (--seq-length); drop or truncate such words"
             )
-        row = next((r for r in range(num_sequences) if used[r] + length <= seq_length), None)
-        if row is None:
-            raise ValueError(
-                f"{len(forms)} forms do not fit into {num_sequences} x {seq_length} tokens "
-                f"(stopped at form {index}); use fewer words per alignment microbatch"
-            )
-        start = used[row]
-        tokens[row, start : start + length] = torch.as_tensor(list(form), dtype=torch.int64)
-        positions[row, start : start + length] = torch.arange(length)
-        segments[row, start : start + length] = index
-        used[row] += length
+    try:
+        placement = pack_layout([len(f) for f in forms], seq_length, num_sequences)
+    except ValueError as error:
+        if "do not fit" not in str(error):
+            raise
+        raise ValueError(f"{error}; use fewer words per alignment microbatch") from None
+    tokens, positions, segments = fill_rows(forms, placement, seq_length, num_sequences, pad_token_id)
     return AlignmentBatch(tokens, positions, segments, torch.as_tensor(list(form_group), dtype=torch.int64))
 
 

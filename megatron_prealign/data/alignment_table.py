@@ -1,6 +1,6 @@
 """The alignment table: frequent English words and their translations (JSON lines).
 
-One English word a line (see ../shared/DESIGN.md)::
+One English word a line (docs/architecture.md, "Formats")::
 
     {"word": "bank", "count": 1234, "translations": {"de": ["Bank", "Ufer"], "zh": ["银行"]}}
 

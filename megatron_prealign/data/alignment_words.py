@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from megatron_prealign.data.alignment_table import TableEntry, is_held_out, read_table
+from megatron_prealign.data.packing import block_diagonal_causal_mask, fill_rows, pack_layout
 from megatron_prealign.data.text_encoder import TextEncoder
 
 ENGLISH = "en"
@@ -80,13 +81,7 @@ class WordFormBatch:
 
     def attention_mask(self) -> torch.Tensor:
         """Block-diagonal causal mask, True = masked; padding tokens attend to themselves."""
-        seg = self.segment_ids
-        length = seg.shape[1]
-        causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
-        same = seg[:, :, None] == seg[:, None, :]
-        allowed = same & causal & (seg[:, :, None] >= 0)
-        allowed |= torch.eye(length, dtype=torch.bool)  # keep padding rows' softmax finite
-        return (~allowed)[:, None]
+        return block_diagonal_causal_mask(self.segment_ids)
 
 
 def encode_groups(
@@ -200,18 +195,11 @@ class AlignmentWordDataset:
             for form in self.groups[index].forms:
                 forms.append(form)
                 form_group.append(dp_rank * per_rank + local)
-        rows = self._layout([len(f.ids) for f in forms])
-        n_seq = len(rows)
-        tokens = torch.full((n_seq, self.seq_length), self.pad_id, dtype=torch.long)
-        positions = torch.zeros((n_seq, self.seq_length), dtype=torch.long)
-        segments = torch.full((n_seq, self.seq_length), -1, dtype=torch.long)
-        for row, placed in enumerate(rows):
-            for form_index, start in placed:
-                ids = forms[form_index].ids
-                end = start + len(ids)
-                tokens[row, start:end] = torch.tensor(ids, dtype=torch.long)
-                positions[row, start:end] = torch.arange(len(ids))
-                segments[row, start:end] = form_index
+        lengths = [len(f.ids) for f in forms]
+        placement = (pack_layout(lengths, self.seq_length) if self.pack
+                     else [(i, 0) for i in range(len(forms))])
+        tokens, positions, segments = fill_rows(
+            [f.ids for f in forms], placement, self.seq_length, pad_value=self.pad_id)
         return WordFormBatch(
             tokens=tokens,
             position_ids=positions,
@@ -220,17 +208,3 @@ class AlignmentWordDataset:
             form_language=[f.language for f in forms],
             group_words=[self.groups[i].word for i in chosen],
         )
-
-    def _layout(self, lengths: Sequence[int]) -> List[List[Tuple[int, int]]]:
-        """Rows of (form index, start column): one form a row, or packed in order."""
-        if not self.pack:
-            return [[(i, 0)] for i in range(len(lengths))]
-        rows: List[List[Tuple[int, int]]] = []
-        used = self.seq_length  # forces a new row for the first form
-        for i, n in enumerate(lengths):
-            if used + n > self.seq_length:
-                rows.append([])
-                used = 0
-            rows[-1].append((i, used))
-            used += n
-        return rows

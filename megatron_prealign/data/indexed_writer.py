@@ -1,6 +1,6 @@
 """Writing a token dataset and its ``_loss_mask`` sibling with megatron-core's IndexedDatasetBuilder.
 
-Files (DESIGN.md)::
+Files (docs/architecture.md, "Formats")::
 
     {prefix}.bin / .idx             token ids (megatron-core IndexedDataset, dtype from vocab size)
     {prefix}_loss_mask.bin / .idx   uint8, identical sequence lengths and document boundaries

@@ -1,10 +1,12 @@
-"""`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, mixed-script.
+"""`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, mixed-script, translation, qa,
+representation, zs-clt.
 
 Every subcommand loads a training checkpoint (``--load``, any TP/PP layout) at the evaluation's
 own layout, runs on the CPU or a GPU through ``megatron_prealign.platform`` (under ``torchrun``
 for TP/PP > 1), writes its JSON result atomically to ``--output`` (rank 0) and prints a summary.
 Bad input (another architecture, a table or data of another tokenizer, an empty set): a message
-and exit status 2.
+and exit status 2. The generation-based subcommands (translation, qa) score a file of existing
+outputs instead with ``--predictions`` (no checkpoint needed).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from megatron_prealign.data.tokenizer import add_tokenizer_args, build_tokenizer
 from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
 from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
 
-SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script")
+SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script", "translation", "qa", "representation",
+               "zs-clt")
+GENERATION_BASED = ("translation", "qa")
 
 
-def _common(parser: argparse.ArgumentParser, tokenizer_required: bool):
+def add_checkpoint_args(parser: argparse.ArgumentParser, tokenizer_required: bool,
+                        load_required: bool = True, output_help: str = "JSON result (written atomically)"):
     group = parser.add_argument_group("checkpoint and layout")
-    group.add_argument("--load", required=True, help="checkpoint root (as training's --save)")
+    group.add_argument("--load", required=load_required, help="checkpoint root (as training's --save)")
     group.add_argument("--iteration", type=int, help="default: the latest complete checkpoint")
     group.add_argument("--tensor-model-parallel-size", type=int, default=1)
     group.add_argument("--pipeline-model-parallel-size", type=int, default=1)
@@ -32,7 +37,7 @@ def _common(parser: argparse.ArgumentParser, tokenizer_required: bool):
     group.add_argument("--micro-batch-size", type=int, default=8)
     group.add_argument("--bf16", action="store_true")
     group.add_argument("--seed", type=int, default=1234)
-    group.add_argument("--output", required=True, help="JSON result (written atomically)")
+    group.add_argument("--output", required=True, help=output_help)
     expect = parser.add_argument_group("architecture the checkpoint must have (optional)")
     expect.add_argument("--model-family", choices=["gpt2", "llama"])
     expect.add_argument("--num-layers", type=int)
@@ -42,6 +47,14 @@ def _common(parser: argparse.ArgumentParser, tokenizer_required: bool):
     for action in parser._actions:
         if action.dest == "tokenizer_type":
             action.required = tokenizer_required
+
+
+_common = add_checkpoint_args
+
+
+def _language_names(parser: argparse.ArgumentParser):
+    parser.add_argument("--language-name", nargs="+", default=[], metavar="CODE=NAME",
+                        help="English names of language codes the templates do not know")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +97,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enclone-mapping", help="En-Clone: languages are the two id ranges")
     p.add_argument("--prompt-language", choices=["en", "enclone"], default="en")
     p.add_argument("--other-token-pattern", help="regex on token text marking the other language")
+
+    from megatron_prealign.generation.cli import add_generation_args
+
+    p = sub.add_parser("translation", help="BLEU / chrF++ (/ spBLEU / COMET) of generated translations")
+    _common(p, tokenizer_required=False, load_required=False)
+    p.add_argument("--src", help="source sentences, one a line (Flores style)")
+    p.add_argument("--ref", help="reference translations, line-aligned with --src")
+    p.add_argument("--jsonl", help="JSON lines with a key per language ({\"en\": ..., \"de\": ...})")
+    p.add_argument("--direction", nargs="+", required=True, metavar="SRC-TGT",
+                   help="language pair(s), e.g. en-de (several only with --jsonl)")
+    p.add_argument("--predictions", help="score these outputs instead of generating: JSON lines "
+                   "{\"output\"} (as tools/generate.py writes; with \"direction\" for several) or "
+                   "plain text, one translation a line")
+    p.add_argument("--spm-model", help="local Flores SentencePiece model for spBLEU")
+    p.add_argument("--comet-model", help="local COMET checkpoint (needs unbabel-comet)")
+    _language_names(p)
+    add_generation_args(p, max_new_tokens=256)
+
+    p = sub.add_parser("qa", help="XQuAD / MLQA: containment accuracy and MLQA EM / F1")
+    _common(p, tokenizer_required=False, load_required=False)
+    p.add_argument("--input", required=True, help="SQuAD-format JSON (XQuAD / MLQA file)")
+    p.add_argument("--language", required=True, help="language of the contexts and answers (e.g. zh)")
+    p.add_argument("--predictions", help="score these answers instead of generating: SQuAD-style "
+                   "JSON {id: answer} or JSON lines {\"id\", \"output\"}")
+    _language_names(p)
+    add_generation_args(p, max_new_tokens=64)
+
+    p = sub.add_parser("representation", help="per-layer similarity / retrieval of parallel sentences")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--jsonl", help="JSON lines of parallel sentences ({\"en\": ..., \"de\": ...})")
+    p.add_argument("--src", help="source sentences, one a line")
+    p.add_argument("--tgt", help="their translations, line-aligned")
+    p.add_argument("--src-lang", default="en")
+    p.add_argument("--tgt-lang", required=True)
+    p.add_argument("--plot", help="PNG of the per-layer measures")
+
+    p = sub.add_parser("zs-clt", help="zero-shot cross-lingual transfer on XNLI-style data")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--test", nargs="+", required=True, metavar="LANG=FILE",
+                   help="test sets (TSV or JSON lines); a multi-language TSV may repeat: ar=xnli.test.tsv")
+    p.add_argument("--train", help="English training split: its labels are the label words; "
+                   "written as instruction records next to --output for the fine-tuning stage")
+    p.add_argument("--label-words", nargs="+", help="default: the training labels, else XNLI's")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune on --train through the instruction-tuning stage, then score")
+    p.add_argument("--template", help="instruction template JSON (default: Alpaca / x-LLM)")
     return parser
 
 
@@ -103,8 +162,26 @@ def _tokenizer(args, required: bool = True):
     return build_tokenizer_from_args(args)
 
 
+def tokenizer_for(args, required: bool = True):
+    return _tokenizer(args, required)
+
+
+def load_for(args):
+    expected = {"family": args.model_family, "num_layers": args.num_layers,
+                "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
+    return load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+                      args.seq_length, args.iteration, expected, args.seed, args.bf16)
+
+
 def run(args) -> dict:
     """Run one evaluation in this process (a rank under torchrun); returns the result dict."""
+    if args.command in ("translation", "qa", "representation", "zs-clt"):
+        from megatron_prealign.evaluation import downstream
+
+        result = downstream.run(args)
+        if common.rank_zero():
+            common.write_json(args.output, result)
+        return result
     start = time.time()
     expected = {"family": args.model_family, "num_layers": args.num_layers,
                 "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
@@ -167,6 +244,10 @@ def run(args) -> dict:
 
 def summary(result: dict) -> str:
     command = result["command"]
+    if command in ("translation", "qa", "representation", "zs-clt"):
+        from megatron_prealign.evaluation import downstream
+
+        return downstream.summary(result)
     if command == "perplexity":
         return "\n".join(f"{name}: perplexity {v['perplexity']:.3f} over {v['tokens']} tokens"
                          for name, v in result["sources"].items())

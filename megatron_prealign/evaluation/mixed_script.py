@@ -14,55 +14,19 @@ import re
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
 
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel, last_token_logits
+from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
 
 
 def generate(model: LoadedModel, prompts: List[np.ndarray], max_new_tokens: int, greedy: bool = True,
              temperature: float = 1.0, top_k: int = 0, seed: int = 1234, eod: Optional[int] = None,
              allowed_vocab: Optional[int] = None) -> List[List[int]]:
-    """Continuations (new token ids) of each prompt; a row stops at ``eod``."""
-    if not prompts:
-        raise EvaluationError("no prompts (empty evaluation set)")
-    longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens > model.seq_length:
-        raise EvaluationError(
-            f"prompt ({longest} tokens) + --max-new-tokens {max_new_tokens} exceed --seq-length "
-            f"{model.seq_length}")
-    if min(len(p) for p in prompts) == 0:
-        raise EvaluationError("a prompt tokenizes to nothing")
-    generator = torch.Generator().manual_seed(seed)
-    rows = [list(map(int, p)) for p in prompts]
-    new: List[List[int]] = [[] for _ in prompts]
-    done = [False] * len(prompts)
-    for _ in range(max_new_tokens):
-        lengths = torch.tensor([len(r) for r in rows])
-        width = int(lengths.max())
-        tokens = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, r in enumerate(rows):
-            tokens[i, :len(r)] = torch.tensor(r)
-        logits = last_token_logits(model, tokens, lengths)
-        if allowed_vocab is not None:
-            logits[:, allowed_vocab:] = -float("inf")  # padded vocabulary rows
-        if greedy:
-            chosen = logits.argmax(-1)
-        else:
-            scaled = logits / max(temperature, 1e-6)
-            if top_k:
-                threshold = scaled.topk(top_k, dim=-1).values[:, -1:]
-                scaled = scaled.masked_fill(scaled < threshold, -float("inf"))
-            chosen = torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator).squeeze(-1)
-        for i, token in enumerate(chosen.tolist()):
-            if done[i]:
-                continue
-            rows[i].append(token)
-            new[i].append(token)
-            if eod is not None and token == eod:
-                done[i] = True
-        if all(done):
-            break
-    return new
+    """Continuations (new token ids) of each prompt; a row stops at ``eod`` (included)."""
+    from megatron_prealign.generation import SamplingParams, generate as generate_tokens
+
+    params = SamplingParams(greedy=greedy, temperature=temperature, top_k=top_k, seed=seed)
+    return [g.tokens for g in generate_tokens(model, prompts, max_new_tokens, params, eod=eod,
+                                              allowed_vocab=allowed_vocab)]
 
 
 def other_language_predicate(mapping=None, prompt_language: str = "en", pattern: Optional[str] = None,

@@ -123,14 +123,10 @@ def load_model(
     if positions is not None and seq_length > positions:
         raise EvaluationError(
             f"--seq-length {seq_length} exceeds the checkpoint's {positions} learned positions")
-    model_args = ModelArgs(
-        vocab_size=architecture["vocab_size"], seq_length=seq_length, family=architecture["family"],
-        num_layers=architecture["num_layers"], hidden_size=architecture["hidden_size"],
-        num_attention_heads=architecture["num_attention_heads"],
-        num_query_groups=architecture.get("num_query_groups"),
-        ffn_hidden_size=architecture.get("ffn_hidden_size"),
-        max_position_embeddings=positions or seq_length, hidden_dropout=0.0, attention_dropout=0.0,
-        transformer_impl=architecture.get("transformer_impl", "local"),
+    model_args = ModelArgs.from_architecture(
+        architecture, seq_length=seq_length,
+        max_position_embeddings=positions or architecture.get("max_position_embeddings") or seq_length,
+        hidden_dropout=0.0, attention_dropout=0.0,
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )
@@ -229,25 +225,43 @@ def sequence_nll(model: LoadedModel, tokens: torch.Tensor, labels: torch.Tensor,
     return result[:n].cpu()
 
 
-def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                      inference_context=None, start_position: int = 0) -> torch.Tensor:
     """[n, vocab] fp32 on every rank: full-vocabulary logits after the last real token of each
-    row (rows right-padded to a common length)."""
+    row (rows right-padded to a common length; ``lengths`` None: every row is full).
+
+    With a megatron-core ``inference_context`` (a KV cache) ``tokens`` are the next tokens of
+    every row at positions ``start_position...``: the cache holds the keys / values of the
+    positions before them, and the model returns the last position's logits only."""
     n, s = tokens.shape
+    last = (lengths - 1).long() if lengths is not None else torch.full((n,), s - 1)
     batch = _to_device({
         "tokens": tokens.long(),
-        "position_ids": torch.arange(s).expand(n, s).contiguous(),
-        "last": (lengths - 1).long(),
+        "position_ids": torch.arange(start_position, start_position + s).expand(n, s).contiguous(),
+        "last": last if inference_context is None else torch.zeros(n, dtype=torch.long),
     })
 
-    def factory(b):
+    def forward_step(iterator, chunk):
+        b = next(iterator)
+        if inference_context is None:
+            output = chunk(b["tokens"], b["position_ids"], None)
+        else:  # megatron-core's inference mode gathers the vocabulary over TP itself
+            output = chunk(b["tokens"], b["position_ids"], None, inference_context=inference_context,
+                           runtime_gather_output=True)
+
         def loss_func(logits):
             # logits [b, s, vocab / TP] (parallel_output): gather the vocabulary over TP.
-            picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]]
-            full = tensor_parallel.gather_from_tensor_model_parallel_region(picked.float())
+            picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]].float()
+            full = (picked if inference_context is not None
+                    else tensor_parallel.gather_from_tensor_model_parallel_region(picked))
             return full.sum() * 0, torch.ones((), dtype=torch.int, device=full.device), {"logits": full}
-        return loss_func
+        return output, loss_func
 
-    outputs = _run(model, [batch], factory)
+    with torch.no_grad():
+        outputs = get_forward_backward_func()(
+            forward_step_func=forward_step, data_iterator=iter([batch]), model=model.chunks,
+            num_microbatches=1, seq_length=s, micro_batch_size=n, forward_only=True,
+        )
     result = outputs[0]["logits"] if outputs else None
     result = _broadcast_from_last_stage(result, (n, model.vocab_size), torch.float32)
     return result.cpu()

@@ -8,7 +8,7 @@ tokenizes the prompt alone and can be off by one at a SentencePiece boundary).
 
 import json
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 # The Alpaca / x-LLM prompts, character for character; the response follows "### Response:"
 # directly (no space, no newline), as in the reference code.
@@ -67,13 +67,30 @@ def translation_instruction(source: str, target: str, index: int = 0,
                            target=language_name(target, extra_names))
 
 
+# Chat (``--format messages``) defaults: Alpaca's section headers, one turn after the other.
+CHAT_SYSTEM = "{content}\n\n"
+CHAT_USER = "### Instruction:\n{content}\n\n### Response:"
+CHAT_TURN_SEPARATOR = "\n\n"
+ROLES = ("system", "user", "assistant")
+TEMPLATE_KEYS = ("prompt_input", "prompt_no_input", "response_suffix", "chat_system", "chat_user",
+                 "chat_turn_separator")
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
-    """Prompt strings with `{instruction}` / `{input}` fields; the response is appended as is."""
+    """Prompt strings with `{instruction}` / `{input}` fields; the response is appended as is.
+
+    Chat records (a list of messages) render as: each system message through ``chat_system``,
+    each user message through ``chat_user``, each assistant message as is (the target), and
+    ``chat_turn_separator`` (not a target) after every assistant message but the last.
+    """
 
     prompt_input: str = ALPACA_PROMPT_INPUT
     prompt_no_input: str = ALPACA_PROMPT_NO_INPUT
     response_suffix: str = ""
+    chat_system: str = CHAT_SYSTEM
+    chat_user: str = CHAT_USER
+    chat_turn_separator: str = CHAT_TURN_SEPARATOR
 
     @classmethod
     def from_file(cls, path: str) -> "PromptTemplate":
@@ -83,20 +100,27 @@ class PromptTemplate:
                 spec = json.load(handle)
         except (OSError, json.JSONDecodeError) as error:
             raise TemplateError(f"--template {path}: {error}") from None
-        unknown = set(spec) - {"prompt_input", "prompt_no_input", "response_suffix"}
+        unknown = set(spec) - set(TEMPLATE_KEYS) if isinstance(spec, dict) else set()
         if not isinstance(spec, dict) or unknown or "prompt_input" not in spec:
             raise TemplateError(
                 f"--template {path}: expected a JSON object with 'prompt_input' (and optionally "
-                f"'prompt_no_input', 'response_suffix'); unknown keys: {sorted(unknown)}"
+                f"{', '.join(repr(k) for k in TEMPLATE_KEYS[1:])}); unknown keys: {sorted(unknown)}"
             )
-        template = cls(spec["prompt_input"], spec.get("prompt_no_input", spec["prompt_input"]),
-                       spec.get("response_suffix", ""))
-        for name, text in (("prompt_input", template.prompt_input), ("prompt_no_input", template.prompt_no_input)):
+        if not all(isinstance(value, str) for value in spec.values()):
+            raise TemplateError(f"--template {path}: every value must be a string")
+        defaults = cls()
+        template = cls(
+            spec["prompt_input"], spec.get("prompt_no_input", spec["prompt_input"]),
+            **{key: spec.get(key, getattr(defaults, key)) for key in TEMPLATE_KEYS[2:]},
+        )
+        fields = (("prompt_input", ("instruction", "input")), ("prompt_no_input", ("instruction", "input")),
+                  ("chat_system", ("content",)), ("chat_user", ("content",)))
+        for name, allowed in fields:
             try:
-                text.format(instruction="", input="")
+                getattr(template, name).format(**{field: "" for field in allowed})
             except (KeyError, IndexError, ValueError) as error:
                 raise TemplateError(f"--template {path}: {name} has a field other than "
-                                    f"{{instruction}} / {{input}}: {error}") from None
+                                    f"{' / '.join('{' + f + '}' for f in allowed)}: {error}") from None
         return template
 
     def render(self, instruction: str, input: str = "", output: str = "") -> Tuple[str, str]:
@@ -106,6 +130,24 @@ class PromptTemplate:
         else:
             prompt = self.prompt_no_input.format(instruction=instruction)
         return prompt, output + self.response_suffix
+
+    def render_messages(self, messages: Sequence[Tuple[str, str]]) -> List[Tuple[str, bool]]:
+        """(text, is_target) parts of a chat given as (role, content) pairs; the assistant
+        messages (with ``response_suffix``) are the targets."""
+        parts: List[Tuple[str, bool]] = []
+        last_assistant = max((i for i, (role, _) in enumerate(messages) if role == "assistant"), default=-1)
+        for index, (role, content) in enumerate(messages):
+            if role == "system":
+                parts.append((self.chat_system.format(content=content), False))
+            elif role == "user":
+                parts.append((self.chat_user.format(content=content), False))
+            elif role == "assistant":
+                parts.append((content + self.response_suffix, True))
+                if index != last_assistant:
+                    parts.append((self.chat_turn_separator, False))
+            else:
+                raise TemplateError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        return parts
 
 
 ALPACA = PromptTemplate()

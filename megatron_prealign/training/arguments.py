@@ -52,11 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--micro-batch-size", type=int, required=True)
     optim.add_argument("--global-batch-size", type=int, required=True)
-    optim.add_argument("--train-iters", type=int, required=True, help="pretraining iterations")
+    optim.add_argument("--train-iters", type=int,
+                       help="pretraining / fine-tuning iterations (or --train-samples, --train-epochs)")
+    optim.add_argument("--train-samples", type=int, help="train for this many sequences instead")
+    optim.add_argument("--train-epochs", type=float,
+                       help="--sft / --sft-packing: passes over the training records instead")
     optim.add_argument("--lr", type=float, default=3e-4)
     optim.add_argument("--min-lr", type=float, default=3e-5)
     optim.add_argument("--lr-decay-style", choices=["cosine", "linear", "constant"], default="cosine")
     optim.add_argument("--lr-warmup-iters", type=int, default=0)
+    optim.add_argument("--lr-warmup-fraction", type=float,
+                       help="warmup as a share of --lr-decay-iters (x-LLaMA: 0.03)")
     optim.add_argument("--lr-decay-iters", type=int, help="default: all iterations of all stages")
     optim.add_argument("--weight-decay", type=float, default=0.1)
     optim.add_argument("--adam-beta1", type=float, default=0.9)
@@ -95,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--enclone-mapping", help="En-Clone id mapping (tools/make_enclone.py)")
     align.add_argument("--enclone-init", action="store_true",
                        help="perfect-alignment initialisation: clone embeddings copied from English")
+
+    finetune = parser.add_argument_group("fine-tuning (x-LLaMA instruction tuning)")
+    finetune.add_argument("--sft", action="store_true",
+                          help="instruction data (tools/build_instruction_data.py): one record a "
+                          "sequence, right-padded, loss on the responses only; stage 'finetune'")
+    finetune.add_argument("--sft-packing", action="store_true",
+                          help="like --sft, several records a sequence (no attention across them)")
+    finetune.add_argument("--pretrained-checkpoint",
+                          help="start from these weights (any TP/PP layout): new optimizer and "
+                          "scheduler, iteration 0; ignored once --load holds a checkpoint")
+    finetune.add_argument("--finetune", action="store_true",
+                          help="load only the weights of --load (new optimizer, scheduler, "
+                          "iteration 0), as Megatron-LM's --finetune")
 
     ckpt = parser.add_argument_group("checkpointing")
     ckpt.add_argument("--save")
@@ -179,17 +198,17 @@ def validate(args: argparse.Namespace, world_size: int):
             f"--global-batch-size {args.global_batch_size} must be a multiple of "
             f"--micro-batch-size {args.micro_batch_size} x data-parallel size {dp}"
         )
-    for name in ("train_iters", "prealign_iters", "postalign_iters"):
-        if getattr(args, name) < 0:
+    lengths = [f for f in ("train_iters", "train_samples", "train_epochs") if getattr(args, f) is not None]
+    if len(lengths) > 1:
+        raise ValueError("give one of --train-iters, --train-samples, --train-epochs")
+    if args.train_epochs is not None and not (args.sft or args.sft_packing):
+        raise ValueError("--train-epochs needs --sft or --sft-packing (instruction data)")
+    for name in lengths + ["prealign_iters", "postalign_iters"]:
+        if not getattr(args, name) >= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
-    total = args.prealign_iters + args.train_iters + args.postalign_iters
-    if total < 1:
-        raise ValueError("nothing to train: --train-iters, --prealign-iters and --postalign-iters are all 0")
-    if args.lr_warmup_iters >= (args.lr_decay_iters or total):
-        raise ValueError(
-            f"--lr-warmup-iters {args.lr_warmup_iters} must be smaller than --lr-decay-iters "
-            f"(default: all {total} iterations of all stages)"
-        )
+    if args.train_epochs is None:  # with --train-epochs: once the data is read
+        validate_schedule(args, train_iters(args))
+    validate_finetuning(args)
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and not args.alignment_table:
         raise ValueError(
@@ -226,6 +245,59 @@ def validate(args: argparse.Namespace, world_size: int):
                 raise ValueError(f"--data-path: {prefix + suffix} does not exist (give the prefix without .bin/.idx)")
     if args.load and not os.path.isdir(args.load):
         raise ValueError(f"--load {args.load} is not a directory")
+
+
+def train_iters(args: argparse.Namespace, rows_per_run: Optional[int] = None) -> int:
+    """Iterations of the train stage: --train-iters, or --train-samples / the sequences of
+    --train-epochs (``rows_per_run``) over the global batch, rounded up."""
+    samples = args.train_samples if args.train_samples is not None else rows_per_run
+    if samples is not None:
+        return -(-samples // args.global_batch_size)
+    return args.train_iters or 0
+
+
+def validate_schedule(args: argparse.Namespace, train_iters: int) -> int:
+    """Checks of the iteration counts; returns the warmup iterations."""
+    total = args.prealign_iters + train_iters + args.postalign_iters
+    if total < 1:
+        raise ValueError("nothing to train: --train-iters (or --train-samples / --train-epochs), "
+                         "--prealign-iters and --postalign-iters are all 0")
+    warmup = args.lr_warmup_iters
+    if args.lr_warmup_fraction is not None:
+        if not 0 <= args.lr_warmup_fraction < 1:
+            raise ValueError("--lr-warmup-fraction must be in [0, 1)")
+        if args.lr_warmup_iters:
+            raise ValueError("give --lr-warmup-iters or --lr-warmup-fraction, not both")
+        warmup = int(args.lr_warmup_fraction * (args.lr_decay_iters or total))
+    if warmup >= (args.lr_decay_iters or total):
+        raise ValueError(
+            f"--lr-warmup-iters {warmup} must be smaller than --lr-decay-iters "
+            f"(default: all {total} iterations of all stages)"
+        )
+    return warmup
+
+
+def validate_finetuning(args: argparse.Namespace):
+    if args.sft and args.sft_packing:
+        raise ValueError("give --sft (one record a sequence) or --sft-packing (several), not both")
+    if (args.sft or args.sft_packing) and (
+        args.prealign_iters or args.postalign_iters or args.alignment_during_pretraining
+    ):
+        raise ValueError("--sft / --sft-packing fine-tune on instruction data: run the alignment "
+                         "stages in a pretraining run first and pass its --save as "
+                         "--pretrained-checkpoint")
+    if (args.sft or args.sft_packing) and args.codeswitch_mode != "input-only":
+        raise ValueError("--sft / --sft-packing always honour the stored loss masks; drop --codeswitch-mode")
+    if args.pretrained_checkpoint is not None:
+        from megatron_prealign.training.checkpointing import latest_iteration
+
+        if not os.path.isdir(args.pretrained_checkpoint):
+            raise ValueError(f"--pretrained-checkpoint {args.pretrained_checkpoint} is not a directory")
+        if latest_iteration(args.pretrained_checkpoint) is None:
+            raise ValueError(f"--pretrained-checkpoint {args.pretrained_checkpoint} holds no "
+                             "checkpoint (no latest_checkpointed_iteration.txt)")
+    if args.finetune and not (args.load or args.pretrained_checkpoint):
+        raise ValueError("--finetune needs --load DIR or --pretrained-checkpoint DIR (the weights to start from)")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

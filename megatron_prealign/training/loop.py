@@ -6,6 +6,7 @@ optimizer and scheduler, logs, and saves when asked (interval, end, SIGTERM / SI
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -23,12 +24,14 @@ from megatron_prealign import platform
 from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
+from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, to_thd
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
-from megatron_prealign.model import build_model
+from megatron_prealign.instruct.finetune import FinetuneData
+from megatron_prealign.model import CHECKPOINT_DETAIL_FIELDS, build_model
 from megatron_prealign.training import arguments, checkpointing, enclone_init, signals
 from megatron_prealign.training.batches import LMBatches, alignment_microbatch, build_datasets
 from megatron_prealign.training.logger import TrainingLogger
-from megatron_prealign.training.stages import StagePlan
+from megatron_prealign.training.stages import FINETUNE, PRETRAIN, StagePlan
 
 # Model settings a checkpoint must share with the run loading it.
 ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads",
@@ -36,29 +39,59 @@ ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads
 
 
 def _architecture(model_args) -> dict:
-    return {
-        "family": model_args.family,
-        "num_layers": model_args.num_layers,
-        "hidden_size": model_args.hidden_size,
-        "num_attention_heads": model_args.num_attention_heads,
-        "num_query_groups": model_args.num_query_groups or model_args.num_attention_heads,
-        "ffn_hidden_size": model_args.resolved_ffn_hidden_size(),
-        "vocab_size": model_args.vocab_size,
-        # Not compared on --load (older checkpoints lack it); evaluation builds the same layers.
-        "transformer_impl": model_args.transformer_impl,
-    }
+    return model_args.architecture()
+
+
+def _checkpoint_to_load(args):
+    """(directory, weights only?) of the checkpoint this run starts from, or (None, False).
+
+    --load with a checkpoint resumes it exactly, unless --finetune without
+    --pretrained-checkpoint asks for its weights alone (Megatron-LM's --finetune). Otherwise
+    --pretrained-checkpoint gives the weights (new optimizer and scheduler, iteration 0); a
+    relaunched fine-tuning run with the same flags therefore resumes from its own --load."""
+    if args.load and checkpointing.latest_iteration(args.load) is not None:
+        return args.load, bool(args.finetune and not args.pretrained_checkpoint)
+    if args.pretrained_checkpoint:
+        return args.pretrained_checkpoint, True
+    return None, False
 
 
 def _vocab_size(args, tokenizer, tp: int) -> int:
     if args.padded_vocab_size:
         return args.padded_vocab_size
+    directory, _ = _checkpoint_to_load(args)
+    if directory is not None:  # a checkpoint padded for another TP size keeps its vocabulary
+        saved = checkpointing.read_run_state(
+            checkpointing.checkpoint_dir(directory, checkpointing.latest_iteration(directory))
+        ).get("architecture", {}).get("vocab_size")
+        if saved and saved % tp == 0 and saved >= tokenizer.vocab_size:
+            return saved
     size = EncloneMapping.load(args.enclone_mapping).vocab_size if args.enclone_mapping else tokenizer.vocab_size
     multiple = 128 * tp  # Megatron-LM's --make-vocab-size-divisible-by 128, times TP
     return -(-size // multiple) * multiple
 
 
+def _uses_local_attention(model) -> bool:
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.utils import unwrap_model
+
+    layers = unwrap_model(model).decoder.layers
+    return not len(layers) or isinstance(layers[0].self_attention.core_attention, DotProductAttention)
+
+
 def _lm_forward_step(batch, model):
-    output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    """An LM microbatch; with ``segment_ids`` (--sft-packing) a packed one: block-diagonal
+    attention on the local layers, THD ``PackedSeqParams`` on Transformer Engine layers. Every
+    pipeline stage runs this on the same batch, so every stage sees the record boundaries."""
+    attention_mask, packed = None, None
+    if "segment_ids" in batch:
+        if _uses_local_attention(model):
+            attention_mask = block_diagonal_causal_mask(batch["segment_ids"])
+        else:
+            packed = packed_seq_params(batch["segment_ids"])
+            batch = to_thd(batch)
+    output = model(batch["tokens"], batch["position_ids"], attention_mask, labels=batch["labels"],
+                   packed_seq_params=packed)
     mask = batch["loss_mask"].float()
 
     def loss_func(per_token_loss):
@@ -130,13 +163,19 @@ class Trainer:
         self.args = args
         world = int(os.environ.get("WORLD_SIZE", "1"))
         arguments.validate(args, world)  # before any compute
-        self.plan = StagePlan(args.prealign_iters, args.train_iters, args.postalign_iters,
-                              args.alignment_during_pretraining)
         tokenizer = build_tokenizer_from_args(args)
+        self.finetune_data = FinetuneData(args) if args.sft or args.sft_packing else None
+        rows = self.finetune_data.rows_per_run(args.train_epochs) if self.finetune_data else None
+        train_iters = arguments.train_iters(args, rows)
+        self.warmup_iters = arguments.validate_schedule(args, train_iters)
+        self.plan = StagePlan(args.prealign_iters, train_iters, args.postalign_iters,
+                              args.alignment_during_pretraining,
+                              FINETUNE if self.finetune_data else PRETRAIN)
         self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, args.tensor_model_parallel_size))
         self.model_args.validate(world)
-        if args.load:
-            self._check_checkpoint_architecture()
+        start_from, self.weights_only = _checkpoint_to_load(args)
+        if start_from:
+            self._check_checkpoint_architecture(start_from)
         self.word_dataset = None
         if self.plan.uses_alignment:
             self.word_dataset = AlignmentWordDataset.from_table(
@@ -173,7 +212,7 @@ class Trainer:
         total = self.plan.total_iters
         self.scheduler = OptimizerParamScheduler(
             self.optimizer, init_lr=0.0, max_lr=args.lr, min_lr=args.min_lr,
-            lr_warmup_steps=args.lr_warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
+            lr_warmup_steps=self.warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
             lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
             wd_incr_steps=total, wd_incr_style="constant",
         )
@@ -183,7 +222,10 @@ class Trainer:
         )
 
         self.iteration, consumed, self.alignment_steps = 0, 0, 0
-        if args.load and checkpointing.latest_iteration(args.load) is not None:
+        if start_from and self.weights_only:  # fine-tuning starts: weights only, iteration 0
+            checkpointing.load_checkpoint(start_from, self.chunks, None, None, load_rng=False)
+            self.optimizer.reload_model_params()
+        elif start_from:
             run_state = checkpointing.load_checkpoint(
                 args.load, self.chunks, None if args.no_load_optim else self.optimizer,
                 None if args.no_load_optim else self.scheduler, load_rng=not args.no_load_rng,
@@ -198,7 +240,11 @@ class Trainer:
             self.optimizer.reload_model_params()
 
         # Validation uses one dataset per source (_validation_sets); here only the train split.
-        train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
+        if self.finetune_data:
+            train = self.finetune_data.train
+            train.extend_to(total * args.global_batch_size)
+        else:
+            train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
         self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed,
                                     num_workers=arguments.num_workers(args))
         self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
@@ -206,20 +252,26 @@ class Trainer:
 
     # -- setup helpers ------------------------------------------------------------------------
 
-    def _check_checkpoint_architecture(self):
-        iteration = checkpointing.latest_iteration(self.args.load)
+    def _check_checkpoint_architecture(self, directory):
+        iteration = checkpointing.latest_iteration(directory)
         if iteration is None:
             return
-        saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(self.args.load, iteration))
+        saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(directory, iteration))
         expected = _architecture(self.model_args)
         different = {k: (saved.get("architecture", {}).get(k), expected[k]) for k in ARCHITECTURE_KEYS
                      if saved.get("architecture", {}).get(k) != expected[k]}
         if different:
             details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in different.items())
-            raise ValueError(f"--load {self.args.load} holds another architecture ({details}); "
-                             "change the model flags to match or start without --load")
+            flag = "--load" if directory == self.args.load else "--pretrained-checkpoint"
+            raise ValueError(f"{flag} {directory} holds another architecture ({details}); "
+                             f"change the model flags to match or start without {flag}")
+        # Details without training flags (e.g. of an imported Hugging Face model) come from it.
+        details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
+        self.model_args = dataclasses.replace(self.model_args, **details)
 
     def _validation_sets(self, tokenizer):
+        if self.finetune_data:
+            return self.finetune_data.validation
         prefixes = arguments.data_prefixes(self.args.data_path)
         sets = {}
         for prefix in prefixes:
@@ -229,6 +281,14 @@ class Trainer:
         return sets
 
     # -- one step ----------------------------------------------------------------------------
+
+    def _schedule_shape(self) -> dict:
+        """What the pipeline schedule sizes its [s, b, h] messages by: packed microbatches on
+        Transformer Engine layers travel as one THD row of b * s tokens."""
+        args = self.args
+        if args.sft_packing and args.transformer_impl == "transformer_engine":
+            return {"seq_length": args.seq_length * args.micro_batch_size, "micro_batch_size": 1}
+        return {"seq_length": args.seq_length, "micro_batch_size": args.micro_batch_size}
 
     def _step(self, stage: str):
         """One training step. Returns this rank's (LM loss sum, token count) of the step and the
@@ -264,8 +324,7 @@ class Trainer:
             alignment.begin_step(1, total_lm_tokens=lm_tokens)
         outputs = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(microbatches), model=self.chunks,
-            num_microbatches=len(microbatches), seq_length=args.seq_length,
-            micro_batch_size=args.micro_batch_size, forward_only=False,
+            num_microbatches=len(microbatches), **self._schedule_shape(), forward_only=False,
         )
         statistics = None
         if aligning:
@@ -285,8 +344,7 @@ class Trainer:
                 outputs = get_forward_backward_func()(
                     forward_step_func=lambda it, model: _lm_forward_step(next(it), model),
                     data_iterator=iter(micro), model=self.chunks, num_microbatches=len(micro),
-                    seq_length=self.args.seq_length, micro_batch_size=self.args.micro_batch_size,
-                    forward_only=True,
+                    **self._schedule_shape(), forward_only=True,
                 )
                 sums += _lm_sums(outputs)
             losses[name] = _global_mean(sums)

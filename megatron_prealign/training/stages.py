@@ -6,11 +6,12 @@
 
 PreAlign: P > 0 on input-only codeswitched data. Joint Training: P = Q = 0, no alignment.
 On-the-fly alignment: alignment during pretraining. Post alignment: Q > 0.
+Instruction tuning (--sft / --sft-packing): the T iterations are the stage "finetune".
 """
 
 import dataclasses
 
-PREALIGN, PRETRAIN, POSTALIGN = "prealign", "pretrain", "postalign"
+PREALIGN, PRETRAIN, POSTALIGN, FINETUNE = "prealign", "pretrain", "postalign", "finetune"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +20,7 @@ class StagePlan:
     train_iters: int
     postalign_iters: int = 0
     align_during_pretraining: bool = False
+    train_stage: str = PRETRAIN  # FINETUNE for instruction tuning
 
     @property
     def total_iters(self) -> int:
@@ -31,7 +33,7 @@ class StagePlan:
         if iteration <= self.prealign_iters:
             return PREALIGN
         if iteration <= self.prealign_iters + self.train_iters:
-            return PRETRAIN
+            return self.train_stage
         return POSTALIGN
 
     def aligns(self, stage: str) -> bool:

@@ -1,6 +1,6 @@
 """The PreAlign demo: the paper's En-Clone experiment (Table 1) in miniature, on the CPU.
 
-1. data: synthetic English (grammar + facts about invented people, ``demo_data``), a tokenizer,
+1. data: synthetic English (grammar + facts about invented people, ``demo.data``), a tokenizer,
    an identity dictionary -> English table -> En-Clone table and id mapping, indexed datasets
    (English plain and input-only codeswitched into En-Clone, a small En-Clone corpus cloned from
    fact-free English text), all through the real tools (``tools/*.py``);
@@ -22,9 +22,9 @@ import sys
 import time
 from typing import Dict, List
 
-from megatron_prealign import demo_data
+from megatron_prealign.demo import data as demo_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclasses.dataclass

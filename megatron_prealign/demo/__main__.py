@@ -14,7 +14,7 @@ See the README ("Evaluation and the demo") for measured numbers and margins.
 import argparse
 import os
 
-from megatron_prealign.demo_run import DemoConfig, run_demo
+from megatron_prealign.demo.prealign import DemoConfig, run_demo
 
 
 def main(argv=None):

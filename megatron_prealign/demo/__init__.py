@@ -1,0 +1,5 @@
+"""`make demo`: the papers' results in miniature on built-in data (`python -m megatron_prealign.demo`).
+
+* :mod:`.data` — the built-in synthetic English (grammar + facts about invented people);
+* :mod:`.prealign` — the PreAlign En-Clone experiment (Joint Training vs PreAlign).
+"""

@@ -1,0 +1,263 @@
+"""The downstream subcommands of ``tools/evaluate.py``: translation, qa, representation, zs-clt.
+
+Every input is read and checked before a checkpoint is loaded (bad input costs no compute);
+generation-based subcommands score ``--predictions`` without loading a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, List
+
+from megatron_prealign.evaluation import common
+from megatron_prealign.evaluation.model_loading import EvaluationError
+
+
+def _names(args) -> Dict[str, str]:
+    names = {}
+    for value in getattr(args, "language_name", []) or []:
+        code, sep, name = value.partition("=")
+        if not sep or not code or not name:
+            raise EvaluationError(f"--language-name {value!r}: give CODE=Name")
+        names[code] = name
+    return names
+
+
+def _model_and_ids(args):
+    from megatron_prealign.evaluation.cli import load_for, tokenizer_for
+
+    if not args.load:
+        raise EvaluationError("give --load CHECKPOINT to generate, or --predictions FILE to score existing outputs")
+    tokenizer = tokenizer_for(args, required=True)
+    model = load_for(args)
+    return model, common.TextToIds(tokenizer, model.vocab_size)
+
+
+def _header(args, model=None) -> dict:
+    result = {"command": args.command}
+    if model is not None:
+        result.update({"checkpoint": model.directory, "iteration": model.run_state.get("iteration"),
+                       "layout": {"tensor_model_parallel_size": args.tensor_model_parallel_size,
+                                  "pipeline_model_parallel_size": args.pipeline_model_parallel_size},
+                       "seq_length": model.seq_length})
+    return result
+
+
+def _read_predictions(path: str, what: str) -> List[dict]:
+    """JSON lines (objects) or, for other files, plain text lines as {"output": line}."""
+    if path.endswith((".jsonl", ".json")):
+        return common.read_jsonl(path, "--predictions")
+    from megatron_prealign.evaluation.translation import read_lines
+
+    return [{"output": line} for line in read_lines(path, "--predictions")]
+
+
+def _prediction_text(record: dict, path: str, number: int) -> str:
+    for key in ("output", "prediction", "hypothesis"):
+        if key in record:
+            return str(record[key])
+    raise EvaluationError(f"--predictions {path}: record {number} has no 'output' (or 'prediction')")
+
+
+def _decoding(args) -> dict:
+    return {"decoding": "sample" if args.sample else "greedy", "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed}
+
+
+# -- translation --------------------------------------------------------------------------------
+
+
+def run_translation(args) -> dict:
+    from megatron_prealign.evaluation import translation
+    from megatron_prealign.generation.prompts import load_template
+
+    directions = []
+    for value in args.direction:
+        src, sep, tgt = value.partition("-")
+        if not sep or not src or not tgt:
+            raise EvaluationError(f"--direction {value!r}: give SRC-TGT language codes, e.g. en-de")
+        directions.append((src, tgt))
+    if len(directions) > 1 and not args.jsonl:
+        raise EvaluationError("several --direction values need --jsonl (one file with every language)")
+    data = {f"{s}-{t}": translation.read_pairs(args.src, args.ref, args.jsonl, s, t) for s, t in directions}
+    names = _names(args)
+    template = load_template(args.template)
+    prompts = {d: translation.prompts(v["sources"], *d.split("-", 1), template, names) for d, v in data.items()}
+    if args.spm_model and not os.path.isfile(args.spm_model):
+        raise EvaluationError(f"--spm-model {args.spm_model} does not exist (a local SentencePiece model)")
+    if args.comet_model and not os.path.exists(args.comet_model):
+        raise EvaluationError(f"--comet-model {args.comet_model} does not exist (a local checkpoint path)")
+
+    model = None
+    if args.predictions:
+        records = _read_predictions(args.predictions, "translation")
+        hypotheses = {d: [] for d in data}
+        for number, record in enumerate(records, 1):
+            direction = record.get("direction", next(iter(data)) if len(data) == 1 else None)
+            if direction not in hypotheses:
+                raise EvaluationError(f"--predictions {args.predictions}: record {number} has direction "
+                                      f"{direction!r}, not one of {list(data)}")
+            hypotheses[direction].append(_prediction_text(record, args.predictions, number))
+        for d, v in data.items():
+            if len(hypotheses[d]) != len(v["references"]):
+                raise EvaluationError(f"--predictions {args.predictions} has {len(hypotheses[d])} outputs "
+                                      f"for {d} but there are {len(v['references'])} references")
+    else:
+        from megatron_prealign.generation.cli import generate_texts
+
+        model, to_ids = _model_and_ids(args)
+        order = list(data)
+        flat = [p for d in order for p in prompts[d]]
+        texts, _ = generate_texts(model, to_ids, flat, args, stop=["\n"])
+        hypotheses, position = {}, 0
+        for d in order:
+            hypotheses[d] = [t.strip() for t in texts[position:position + len(prompts[d])]]
+            position += len(prompts[d])
+    result = _header(args, model)
+    result["directions"] = {}
+    for d, v in data.items():
+        scores = translation.score(hypotheses[d], v["references"], d.split("-", 1)[1], args.spm_model,
+                                   args.comet_model, v["sources"])
+        result["directions"][d] = {**scores, "predictions": hypotheses[d]}
+    if not args.predictions:
+        result.update(_decoding(args))
+    result["predictions_file"] = args.predictions
+    return result
+
+
+# -- qa -----------------------------------------------------------------------------------------
+
+
+def run_qa(args) -> dict:
+    from megatron_prealign.evaluation import qa
+    from megatron_prealign.generation.prompts import load_template
+
+    items = qa.read_squad(args.input)
+    prompts = qa.prompts(items, args.language, load_template(args.template), _names(args))
+    model = None
+    if args.predictions:
+        path = args.predictions
+        if path.endswith(".jsonl"):
+            predictions = {}
+            for number, record in enumerate(common.read_jsonl(path, "--predictions"), 1):
+                if "id" not in record:
+                    raise EvaluationError(f"--predictions {path}: record {number} has no 'id'")
+                predictions[str(record["id"])] = _prediction_text(record, path, number)
+        else:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    predictions = json.load(handle)
+            except (OSError, json.JSONDecodeError) as error:
+                raise EvaluationError(f"--predictions {path}: {error}") from error
+            if not isinstance(predictions, dict):
+                raise EvaluationError(f"--predictions {path}: expected a JSON object {{id: answer}}")
+            predictions = {str(k): str(v) for k, v in predictions.items()}
+    else:
+        from megatron_prealign.generation.cli import generate_texts
+
+        model, to_ids = _model_and_ids(args)
+        texts, _ = generate_texts(model, to_ids, prompts, args, stop=["\n"])
+        predictions = {item["id"]: text.strip() for item, text in zip(items, texts)}
+    result = _header(args, model)
+    result.update(qa.score(items, predictions, args.language))
+    if not args.predictions:
+        result.update(_decoding(args))
+    result["input"] = args.input
+    return result
+
+
+# -- representation -----------------------------------------------------------------------------
+
+
+def run_representation(args) -> dict:
+    from megatron_prealign.evaluation import representation
+    from megatron_prealign.evaluation.translation import read_pairs
+
+    pairs = read_pairs(args.src, args.tgt, args.jsonl, args.src_lang, args.tgt_lang)
+    if len(pairs["sources"]) < 2:
+        raise EvaluationError("need at least two sentence pairs (random pairs and retrieval)")
+    model, to_ids = _model_and_ids(args)
+    result = _header(args, model)
+    result.update({"src_lang": args.src_lang, "tgt_lang": args.tgt_lang})
+    result.update(representation.evaluate_representation(
+        model, to_ids, pairs["sources"], pairs["references"], args.micro_batch_size))
+    if args.plot and common.rank_zero():
+        result["plot"] = representation.plot_representation(
+            result, args.plot, f"{args.src_lang}-{args.tgt_lang} sentence representations")
+    return result
+
+
+# -- zs-clt -------------------------------------------------------------------------------------
+
+
+def run_zs_clt(args) -> dict:
+    from megatron_prealign.evaluation import classification
+    from megatron_prealign.generation.prompts import load_template
+
+    tests = {}
+    for language, path in classification.named_paths(args.test, "--test"):
+        tests[language] = classification.read_examples(path, "--test", language)
+    train = classification.read_examples(args.train, "--train", None) if args.train else None
+    label_words = classification.label_words_from(train, args.label_words)
+    classification.check_labels(label_words, {f"--test {k}": v for k, v in tests.items()})
+    if train is not None:
+        classification.check_labels(label_words, {f"--train {args.train}": train})
+    template = load_template(args.template)
+    if args.finetune:
+        if train is None:
+            raise EvaluationError("--finetune needs --train (the English training split)")
+        raise EvaluationError(
+            "--finetune needs the instruction-tuning stage (megatron_prealign.instruct training), "
+            "which this version does not have: fine-tune on the instruction records this command "
+            "writes with --train (without --finetune) and evaluate the fine-tuned checkpoint with --load")
+    records_path = None
+    if train is not None and common.rank_zero():
+        records_path = os.path.splitext(args.output)[0] + ".train_records.jsonl"
+        classification.write_instruction_records(records_path, train, label_words)
+    model, to_ids = _model_and_ids(args)
+    result = _header(args, model)
+    result.update({"variant": "prompt-only", "label_words": label_words, "train_records": records_path,
+                   "languages": {}})
+    for language, examples in tests.items():
+        result["languages"][language] = classification.evaluate_language(
+            model, examples, label_words, to_ids, template, args.micro_batch_size)
+    return result
+
+
+RUNNERS = {"translation": run_translation, "qa": run_qa, "representation": run_representation,
+           "zs-clt": run_zs_clt}
+
+
+def run(args) -> dict:
+    start = time.time()
+    result = RUNNERS[args.command](args)
+    result["elapsed_s"] = time.time() - start
+    return result
+
+
+def _fmt(value) -> str:
+    return f"{value:7.2f}" if isinstance(value, (int, float)) else "    n/c"
+
+
+def summary(result: dict) -> str:
+    command = result["command"]
+    if command == "translation":
+        lines = [f"{'direction':10s} {'BLEU':>7s} {'chrF++':>7s} {'spBLEU':>7s} {'COMET':>7s}  segments"]
+        for d, v in result["directions"].items():
+            lines.append(f"{d:10s} {_fmt(v['bleu'])} {_fmt(v['chrf++'])} {_fmt(v['spbleu'])} "
+                         f"{_fmt(v['comet'])}  {v['segments']}")
+        return "\n".join(lines + ["(n/c: not computed; see the JSON for why)"])
+    if command == "qa":
+        return (f"{result['language']}: containment accuracy {result['containment_accuracy']:.1f}, "
+                f"EM {result['exact_match']:.1f}, F1 {result['f1']:.1f} ({result['questions']} questions)")
+    if command == "representation":
+        return "\n".join(f"{name:24s} aligned {a:6.3f} random {r:6.3f} acc@1 {h:5.3f}" for name, a, r, h in
+                         zip(result["states"], result["aligned"], result["random"], result["retrieval_acc@1"]))
+    lines = [f"{result['variant']}; label words {result['label_words']}"]
+    for language, v in result["languages"].items():
+        low, high = v["ci95"]
+        lines.append(f"{language:6s} accuracy {100 * v['accuracy']:5.1f}% ({v['correct']}/{v['examples']}), "
+                     f"95% CI [{100 * low:.1f}, {100 * high:.1f}], chance {100 * v['chance']:.1f}%")
+    return "\n".join(lines)

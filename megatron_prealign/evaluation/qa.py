@@ -1,0 +1,160 @@
+"""Multilingual extractive QA by generation (x-LLaMA's XQuAD / MLQA protocol).
+
+Input: SQuAD-format JSON (``{"data": [{"paragraphs": [{"context", "qas": [{"id", "question",
+"answers": [{"text", "answer_start"}]}]}]}]}``), the native XQuAD and MLQA files. Each question
+becomes an instruction record (the per-language instruction below, input "context / question")
+rendered with the instruction template; the model's greedy answer is scored by
+
+- containment accuracy (the x-LLM reference code): some gold answer, lowercased, is a substring
+  of the lowercased prediction;
+- exact match and F1 of the official MLQA script (max over the gold answers, x 100), whose
+  normalisation is: lowercase; drop every character of a Unicode punctuation category (P*) and
+  ASCII punctuation; drop articles (language-specific, MLQA's lists: en, es, vi, de, ar; none
+  for other languages); tokens by whitespace, for zh by "mixed segmentation" (each CJK character
+  and punctuation mark a token, other runs split at whitespace). For English this equals the
+  SQuAD v1.1 script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import sys
+import unicodedata
+from collections import Counter
+from typing import Dict, List, Sequence
+
+from megatron_prealign.evaluation.model_loading import EvaluationError
+
+PUNCTUATION = frozenset(
+    {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}
+    | set(string.punctuation))
+ARTICLES = {  # MLQA's evaluation script
+    "en": r"\b(a|an|the)\b",
+    "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+    "vi": r"\b(của|là|cái|chiếc|những)\b",
+    "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+    "ar": r"\sال^|ال",
+}
+MIXED_SEGMENTATION = ("zh",)
+CJK = re.compile(r"[\u4e00-\u9fa5]")
+
+# The question instruction; {language} is the language's English name.
+QA_INSTRUCTION = ("Answer the question according to the context. Reply with the answer only, "
+                  "in {language}.")
+
+
+def mixed_segmentation(text: str) -> List[str]:
+    tokens, run = [], ""
+    for char in text:
+        if CJK.search(char) or char in PUNCTUATION:
+            tokens.extend(run.split())
+            run = ""
+            tokens.append(char)
+        else:
+            run += char
+    tokens.extend(run.split())
+    return tokens
+
+
+def normalize_answer(text: str, language: str) -> str:
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    if language in ARTICLES:
+        text = re.sub(ARTICLES[language], " ", text)
+    tokens = mixed_segmentation(text) if language in MIXED_SEGMENTATION else text.split()
+    return " ".join(t for t in tokens if t.strip())
+
+
+def exact_match(prediction: str, gold: str, language: str) -> float:
+    return float(normalize_answer(prediction, language) == normalize_answer(gold, language))
+
+
+def f1(prediction: str, gold: str, language: str) -> float:
+    predicted = normalize_answer(prediction, language).split()
+    truth = normalize_answer(gold, language).split()
+    same = sum((Counter(predicted) & Counter(truth)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(truth)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains(prediction: str, gold: str) -> float:
+    return float(gold.lower() in prediction.lower())
+
+
+def read_squad(path: str) -> List[Dict]:
+    """[{"id", "context", "question", "answers": [text, ...]}] of a SQuAD-format file."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f"--input {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise EvaluationError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from error
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise EvaluationError(f"{path}: expected SQuAD format {{\"data\": [{{\"paragraphs\": ...}}]}}")
+    items, seen = [], set()
+    for a, article in enumerate(data["data"]):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise EvaluationError(f"{path}: data[{a}] has no 'paragraphs' list")
+        for p, paragraph in enumerate(paragraphs):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str) \
+                    or not isinstance(paragraph.get("qas"), list):
+                raise EvaluationError(f"{where} needs a 'context' string and a 'qas' list")
+            for q, qa in enumerate(paragraph["qas"]):
+                answers = qa.get("answers") if isinstance(qa, dict) else None
+                if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or "id" not in qa \
+                        or not isinstance(answers, list) or not answers \
+                        or not all(isinstance(x, dict) and isinstance(x.get("text"), str) for x in answers):
+                    raise EvaluationError(
+                        f"{where}.qas[{q}] needs 'id', 'question' and a non-empty 'answers' list of "
+                        "{\"text\": ...}")
+                if qa["id"] in seen:
+                    raise EvaluationError(f"{where}.qas[{q}]: duplicate id {qa['id']!r}")
+                seen.add(qa["id"])
+                items.append({"id": str(qa["id"]), "context": paragraph["context"],
+                              "question": qa["question"], "answers": [x["text"] for x in answers]})
+    if not items:
+        raise EvaluationError(f"{path}: no questions (empty evaluation set)")
+    return items
+
+
+def prompts(items: Sequence[Dict], language: str, template, extra_names=None) -> List[str]:
+    from megatron_prealign.instruct.templates import TemplateError, language_name
+
+    try:
+        instruction = QA_INSTRUCTION.format(language=language_name(language, extra_names))
+    except TemplateError as error:
+        raise EvaluationError(str(error)) from error
+    return [template.render(instruction, f"Context: {item['context']}\nQuestion: {item['question']}")[0]
+            for item in items]
+
+
+def score(items: Sequence[Dict], predictions: Dict[str, str], language: str) -> Dict:
+    missing = [item["id"] for item in items if item["id"] not in predictions]
+    if missing:
+        raise EvaluationError(f"no prediction for {len(missing)} question(s), e.g. id {missing[0]!r}")
+    per_item = []
+    for item in items:
+        prediction = predictions[item["id"]]
+        per_item.append({
+            "id": item["id"], "prediction": prediction,
+            "contains": max(contains(prediction, g) for g in item["answers"]),
+            "exact_match": max(exact_match(prediction, g, language) for g in item["answers"]),
+            "f1": max(f1(prediction, g, language) for g in item["answers"]),
+        })
+    n = len(per_item)
+    from megatron_prealign.evaluation.common import wilson_interval
+
+    correct = int(sum(x["contains"] for x in per_item))
+    return {"language": language, "questions": n,
+            "containment_accuracy": 100.0 * correct / n,
+            "containment_ci95": [100.0 * v for v in wilson_interval(correct, n)],
+            "exact_match": 100.0 * sum(x["exact_match"] for x in per_item) / n,
+            "f1": 100.0 * sum(x["f1"] for x in per_item) / n,
+            "per_item": per_item}

@@ -1,0 +1,260 @@
+"""Generation with megatron-core's KV cache: cached == recompute-everything greedy output, the
+same continuations at TP=1, TP=2 and PP=2 from one checkpoint (tools/generate.py), sampling
+controls, stop strings, and the model-based downstream evaluations (translation, qa,
+representation, zs-clt) giving the same numbers at every layout."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tests import pretrain_case
+from tests.dist_utils import run_distributed
+
+EVAL_SEQ = "320"  # RoPE: evaluation may run longer sequences than training (the prompts are long)
+
+
+def _direct_cache_check():
+    """Rank body: a gpt2-family model (learned positions) built directly; ragged prompts."""
+    from megatron_prealign import platform
+    from megatron_prealign.evaluation.model_loading import LoadedModel
+    from megatron_prealign.generation import SamplingParams, generate
+    from megatron_prealign.model import ModelArgs, build_model
+
+    platform.initialize(1, 1, seed=3)
+    args = ModelArgs(vocab_size=64, seq_length=48, family="gpt2", num_layers=2, hidden_size=32,
+                     num_attention_heads=4, hidden_dropout=0.0, attention_dropout=0.0, init_method_std=0.2)
+    chunks = build_model(args, wrap_with_ddp=False)
+    for chunk in chunks:
+        chunk.eval()
+    model = LoadedModel(chunks, args, {}, "")
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 64, (n,), generator=g).tolist() for n in (5, 9, 3, 12, 7)]
+    cached = generate(model, prompts, 12, batch_size=3, use_cache=True)
+    recomputed = generate(model, prompts, 12, batch_size=3, use_cache=False)
+    one_by_one = [generate(model, [p], 12, use_cache=True)[0] for p in prompts]
+    sample = SamplingParams(greedy=False, temperature=0.8, top_p=0.9, seed=5)
+    sampled = [generate(model, prompts, 12, sample, batch_size=3)[i].tokens for i in range(2)]
+    again = generate(model, prompts, 12, sample, batch_size=3)[0].tokens
+    other_seed = generate(model, prompts, 12, SamplingParams(greedy=False, seed=6), batch_size=3)[0].tokens
+    eod = cached[0].tokens[3]
+    stopped = generate(model, prompts[:1], 12, eod=eod)[0]
+    return {"cached": [c.tokens for c in cached], "recomputed": [r.tokens for r in recomputed],
+            "one_by_one": [o.tokens for o in one_by_one], "sampled0": sampled[0], "again": again,
+            "other_seed": other_seed, "eod": eod, "stopped": (stopped.tokens, stopped.stop_reason)}
+
+
+def test_kv_cache_matches_recompute_everything():
+    result = run_distributed(_direct_cache_check, 1)[0]
+    assert result["cached"] == result["recomputed"]  # batched, ragged prompts, cache vs none
+    assert result["cached"] == result["one_by_one"]  # batching / padding does not leak
+    assert all(len(tokens) == 12 for tokens in result["cached"])
+    assert result["sampled0"] == result["again"] != result["other_seed"]
+    tokens, reason = result["stopped"]
+    first = result["cached"][0].index(result["eod"])
+    assert reason == "eod" and tokens == result["cached"][0][:first + 1]
+
+
+def test_sampling_filters():
+    from megatron_prealign.generation.sampling import SamplingParams, next_tokens
+
+    logits = torch.tensor([[0.0, 3.0, 2.9, -1.0, 1.0]] * 400)
+    g = torch.Generator().manual_seed(0)
+    assert next_tokens(logits, SamplingParams(), g).eq(1).all()
+    top2 = next_tokens(logits, SamplingParams(greedy=False, top_k=2), g)
+    assert set(top2.tolist()) == {1, 2}
+    nucleus = next_tokens(logits, SamplingParams(greedy=False, top_p=0.3), g)
+    assert nucleus.eq(1).all()  # token 1 alone holds > 30% of the mass
+    assert next_tokens(logits, SamplingParams(), g, allowed_vocab=1).eq(0).all()
+    with pytest.raises(ValueError, match="top-p"):
+        SamplingParams(greedy=False, top_p=0.0).validate()
+
+
+def test_completion_text_cuts_at_stop_string_and_eod():
+    from megatron_prealign.generation.decoding import Generation, completion_text
+
+    decode = lambda ids: "".join(chr(96 + i) for i in ids)  # noqa: E731
+    assert completion_text(Generation([1, 2, 3, 9], "eod"), decode, 9) == "abc"
+    assert completion_text(Generation([1, 2, 3, 4], "stop"), decode, 9, ["cd", "bc"]) == "a"
+
+
+# -- a checkpoint at TP=2, generated / evaluated at TP=1, TP=2 and PP=2 ---------------------------
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("generation"))
+    data = pretrain_case.prepare_data(os.path.join(root, "data"))
+    work = os.path.join(root, "train")
+    os.makedirs(work)
+    argv = pretrain_case.base_argv(data, work, train_iters=2, model_family="llama",
+                                   tensor_model_parallel_size=2, save=os.path.join(work, "ckpt"))
+    run_distributed(pretrain_case.run_pretrain, 2, argv)
+    files = {}
+
+    def write(name, lines):
+        files[name] = os.path.join(root, name)
+        with open(files[name], "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+
+    write("prompts.jsonl", [json.dumps({"prompt": "The river"}), json.dumps({"prompt": "Money and the bank"}),
+                            json.dumps({"instruction": "Say something.", "input": "The city"})])
+    write("en.txt", ["The river was in the city.", "The man is new.", "The bank is near the river."])
+    write("de.txt", ["Der fluss war in der stadt.", "Der mann ist neu.", "Die bank ist am fluss."])
+    write("de_short.txt", ["Der fluss war in der stadt."])
+    write("nli_train.jsonl", [json.dumps({"premise": "The man is new.", "hypothesis": "The man is new.", "label": 0}),
+                              json.dumps({"premise": "The man is new.", "hypothesis": "The man is old.", "label": 2}),
+                              json.dumps({"premise": "The river.", "hypothesis": "A city.", "label": 1})])
+    write("nli_test.tsv", ["language\tgold_label\tsentence1\tsentence2",
+                           "de\tentailment\tDer mann ist neu.\tDer mann ist neu.",
+                           "de\tcontradiction\tDer mann ist neu.\tDer mann ist alt.",
+                           "en\tneutral\tThe river.\tA city."])
+    write("nli_unseen.jsonl", [json.dumps({"premise": "a", "hypothesis": "b", "label": "maybe"})])
+    write("long.jsonl", [json.dumps({"prompt": " ".join(["river"] * 400)})])
+    write("empty.jsonl", [])
+    return {"root": root, "data": data, "ckpt": os.path.join(work, "ckpt"), **files}
+
+
+def _argvs(case, tag, layout):
+    root = case["root"]
+    tok = ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", case["data"]["sp"]]
+    common = ["--load", case["ckpt"], *layout, "--seq-length", EVAL_SEQ, *tok]
+    out = lambda name: ["--output", os.path.join(root, f"{tag}_{name}")]  # noqa: E731
+    return {
+        "generate": ("generate", [*common, *out("gen.jsonl"), "--input", case["prompts.jsonl"],
+                                  "--max-new-tokens", "6", "--batch-size", "2"]),
+        "translation": ("evaluate", ["translation", *common, *out("mt.json"), "--src", case["en.txt"],
+                                     "--ref", case["de.txt"], "--direction", "en-de", "--max-new-tokens", "5"]),
+        "representation": ("evaluate", ["representation", *common, *out("rep.json"), "--src", case["en.txt"],
+                                        "--tgt", case["de.txt"], "--tgt-lang", "de", "--micro-batch-size", "2",
+                                        "--plot", os.path.join(root, f"{tag}_rep.png")]),
+        "zs-clt": ("evaluate", ["zs-clt", *common, *out("nli.json"), "--train", case["nli_train.jsonl"],
+                                "--test", f"de={case['nli_test.tsv']}", f"en={case['nli_test.tsv']}",
+                                "--micro-batch-size", "4"]),
+    }
+
+
+def _bad_runs(case, tp1):
+    def with_(entry, **changes):
+        tool, argv = entry
+        argv = list(argv)
+        for flag, value in changes.items():
+            flag = "--" + flag.replace("_", "-")
+            argv[argv.index(flag) + 1] = value
+        return tool, argv
+
+    return {
+        "bad prompt too long": with_(tp1["generate"], input=case["long.jsonl"]),
+        "bad empty prompts": with_(tp1["generate"], input=case["empty.jsonl"]),
+        "bad line counts": with_(tp1["translation"], ref=case["de_short.txt"]),
+        "bad unknown language": with_(tp1["translation"], direction="en-xx"),
+        "bad unseen label": with_(tp1["zs-clt"], train=case["nli_unseen.jsonl"]),
+    }
+
+
+def _rank(runs, extra_checks=False):
+    from megatron_prealign.evaluation import cli as evaluate_cli
+    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.generation import cli as generate_cli
+
+    results = {}
+    for name, (tool, argv) in runs.items():
+        module = generate_cli if tool == "generate" else evaluate_cli
+        try:
+            result = module.run(module.build_parser().parse_args(argv))
+            if isinstance(result, dict):
+                for key in ("elapsed_s", "plot", "train_records"):
+                    result.pop(key, None)
+            results[name] = json.dumps(result)
+        except EvaluationError as error:
+            results[name] = "error: " + str(error)
+    if extra_checks:
+        results["likelihood check"] = _likelihood_against_logits(runs["tp1 zs-clt"][1])
+    return results
+
+
+def _likelihood_against_logits(argv):
+    """The label-word scores against a direct log-softmax of the model's logits (TP=1)."""
+    from megatron_prealign.evaluation import classification, cli
+
+    args = cli.build_parser().parse_args(argv)
+    model = cli.load_for(args)
+    prefixes = [np.array([5, 6, 7, 8]), np.array([9, 10])]
+    words = [np.array([11, 12]), np.array([13])]
+    scores = classification.continuation_loglik(model, prefixes, words, 2)
+    reference = []
+    for prefix, word in zip(prefixes, words):
+        seq = torch.tensor(np.concatenate([prefix, word]))[None]
+        with torch.no_grad():
+            logits = model.chunks[0](seq[:, :-1], torch.arange(seq.shape[1] - 1)[None], None)
+        logprobs = torch.log_softmax(logits.float(), -1)[0]
+        reference.append(sum(float(logprobs[len(prefix) - 1 + k, int(w)]) for k, w in enumerate(word)))
+    return json.dumps([list(map(float, scores)), reference])
+
+
+@pytest.fixture(scope="module")
+def layouts(case):
+    tp2 = _argvs(case, "tp2", ["--tensor-model-parallel-size", "2"])
+    pp2 = _argvs(case, "pp2", ["--pipeline-model-parallel-size", "2"])
+    on_two = run_distributed(_rank, 2, {**{f"tp2 {k}": v for k, v in tp2.items()},
+                                        **{f"pp2 {k}": v for k, v in pp2.items()}})
+    assert on_two[0] == on_two[1]  # every rank returns the same results
+    tp1 = _argvs(case, "tp1", [])
+    nocache = ("generate", tp1["generate"][1] + ["--no-kv-cache"])
+    nocache[1][nocache[1].index("--output") + 1] = os.path.join(case["root"], "nocache_gen.jsonl")
+    on_one = run_distributed(_rank, 1, {**{f"tp1 {k}": v for k, v in tp1.items()}, "tp1 nocache": nocache,
+                                        **_bad_runs(case, tp1)}, extra_checks=True)[0]
+    results = {**on_two[0], **on_one}
+    return {k: (v[len("error: "):] if v.startswith("error: ") else json.loads(v)) for k, v in results.items()}
+
+
+def _outputs(result):
+    return [(r["output"], r["stop_reason"], r["new_tokens"]) for r in result]
+
+
+def test_generate_same_at_tp1_tp2_pp2_and_without_cache(case, layouts):
+    reference = _outputs(layouts["tp1 generate"])
+    assert len(reference) == 3 and all(n >= 1 for _, _, n in reference)
+    assert _outputs(layouts["tp2 generate"]) == reference
+    assert _outputs(layouts["pp2 generate"]) == reference
+    assert _outputs(layouts["tp1 nocache"]) == reference
+    with open(os.path.join(case["root"], "tp1_gen.jsonl")) as handle:
+        written = [json.loads(line) for line in handle]
+    assert _outputs(written) == reference
+    assert written[2]["prompt"].startswith("Below is an instruction") and written[2]["input"] == "The city"
+
+
+def test_model_evaluations_same_at_every_layout(layouts):
+    for name in ("translation", "zs-clt"):
+        reference = {k: v for k, v in layouts[f"tp1 {name}"].items() if k not in ("checkpoint", "layout")}
+        for tag in ("tp2", "pp2"):
+            other = {k: v for k, v in layouts[f"{tag} {name}"].items() if k not in ("checkpoint", "layout")}
+            assert json.dumps(other, sort_keys=True) == json.dumps(reference, sort_keys=True), (tag, name)
+    rep = layouts["tp1 representation"]
+    assert len(rep["aligned"]) == len(rep["states"]) == 3  # embedding, layer 1, final norm
+    for tag in ("tp2", "pp2"):
+        for key in ("aligned", "random", "retrieval_acc@1"):
+            np.testing.assert_allclose(layouts[f"{tag} representation"][key], rep[key], atol=1e-5)
+    nli = layouts["tp1 zs-clt"]
+    assert nli["label_words"] == ["entailment", "neutral", "contradiction"]
+    assert nli["languages"]["de"]["examples"] == 2 and nli["languages"]["en"]["examples"] == 1
+    mt = layouts["tp1 translation"]["directions"]["en-de"]
+    assert mt["segments"] == 3 and "tok:13a" in mt["bleu_signature"] and mt["spbleu"].startswith("not computed")
+
+
+def test_label_likelihood_matches_log_softmax(layouts):
+    scores, reference = json.loads(json.dumps(layouts["likelihood check"]))
+    np.testing.assert_allclose(scores, reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("bad prompt too long", "exceeds the model's sequence length"),
+    ("bad empty prompts", "is empty"),
+    ("bad line counts", "has 3 lines but --ref"),
+    ("bad unknown language", "unknown language code 'xx'"),
+    ("bad unseen label", "are not among the label words"),
+])
+def test_bad_input(layouts, name, message):
+    assert isinstance(layouts[name], str) and message in layouts[name], layouts[name]
