@@ -269,7 +269,10 @@ def test_lm_batches_read_ahead_keeps_order_and_resume():
     expected = take(in_place, 8)
     assert expected[0] == [[3, 4, 5], [9, 10, 11]] and expected[6][0] == [75 % 37, 76 % 37, 77 % 37]
     ahead = LMBatches(_CountingDataset(), 3, dp_rank=1, dp_size=2, num_workers=2)
+    rng = torch.get_rng_state()
     first = take(ahead, 3)
+    # The global RNG (dropout) is untouched: a resumed run restores it before the loader starts.
+    assert torch.equal(torch.get_rng_state(), rng)
     consumed = ahead.consumed_samples
     ahead.close()
     assert consumed == 3 * 2 * 3 * 2

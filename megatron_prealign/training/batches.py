@@ -73,6 +73,9 @@ class LMBatches:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.num_workers,
             pin_memory=platform.cuda_in_use(),
+            # Its own generator: a DataLoader iterator otherwise draws its base seed from the
+            # global RNG, which a resumed run has just restored (dropout would then differ).
+            generator=torch.Generator().manual_seed(0),
         )
         return iter(loader)
 
