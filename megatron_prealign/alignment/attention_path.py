@@ -45,13 +45,13 @@ def honours_explicit_mask(gpt_model) -> bool:
 
 def choose(gpt_models, pipeline_parallel_size: int) -> str:
     """BLOCK_MASK where the attention applies it (the CPU and `--transformer-impl local`),
-    otherwise ONE_FORM_PER_ROW; raises for an attention that ignores masks under pipeline
+    otherwise ONE_FORM_PER_ROW; raises ValueError for an attention that ignores masks under pipeline
     parallelism, naming what to change."""
     if all(honours_explicit_mask(m) for m in gpt_models):
         return BLOCK_MASK
     if pipeline_parallel_size == 1:
         return ONE_FORM_PER_ROW
-    raise NotImplementedError(
+    raise ValueError(
         "the alignment pass under pipeline parallelism packs word forms into rows of "
         "--seq-length with a block-diagonal mask, which Transformer Engine's / fused attention "
         "ignores: use --transformer-impl local, or --pipeline-model-parallel-size 1 (then each "
