@@ -1,154 +1,180 @@
 #!/usr/bin/env python
-"""Benchmark tools/preprocess_data.py: codeswitching cost and worker scaling.
+"""Benchmark tools/preprocess_data.py against the tokenizer's own batch encoding.
 
-On one generated English corpus (megatron_prealign.data.synthetic) with a SentencePiece BPE
-tokenizer (--vocab-size, default 4000: like real 32k+ vocabularies, frequent table words are
-mostly single tokens) trained on it and an alignment table (de + zh), measures tokens/s
-with --codeswitch-mode none and with input-only codeswitching (ratio 0.05) with 1 worker, and
-codeswitching with 2 workers: --repeats rounds, the three configurations interleaved in each,
-reporting the best and the median of each (and the machine's load average: on a shared machine
-2 workers only help when a second core is actually free).
+On a generated English corpus of about --mb MB (megatron_prealign.data.synthetic) with a
+SentencePiece BPE tokenizer (--vocab-size, default 4000) and an alignment table (de + zh), each
+round measures, on the same text and the same number of cores (--workers):
 
-Target: codeswitching keeps at least 85% of the plain throughput (costs at most 15%).
-The last line printed is a JSON object with metric, value, target and the details.
+* the tokenizer alone: SentencePiece ``encode(list, num_threads=--workers)`` on batches of the
+  already parsed texts (no JSON, no files): the ceiling preprocessing can reach;
+* ``run_preprocess`` with input-only codeswitching (ratio 0.05) and ``--workers`` processes:
+  reading JSON lines, encoding, codeswitching, writing tokens and masks;
+* (once) the whole process: ``tools/preprocess_data.py`` as a subprocess, start to exit, and
+  the peak resident memory of its main process and of its largest worker.
 
-    .venv/bin/python bench/preprocess.py [--docs 3000] [--repeats 5]
+Value: median over the --repeats rounds of (tokenizer time / preprocessing time) on the same
+bytes. Target: >= 0.9. The last line printed is a JSON object with metric, value, target and the
+details. On a busy machine use a smaller --mb (the ratio is per byte).
+
+    .venv/bin/python bench/preprocess.py [--mb 50] [--workers 2] [--repeats 3]
 """
 
 import argparse
 import json
-import statistics
 import os
+import random
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 warnings.filterwarnings("ignore")
 
 from megatron_prealign.data.preprocess import PreprocessSettings, run_preprocess  # noqa: E402
-from megatron_prealign.data.tokenizer_training import train_sentencepiece  # noqa: E402
 from megatron_prealign.data.synthetic import (  # noqa: E402
     corpus_sentences,
     english_document,
     make_assets,
-    write_jsonl,
 )
 from megatron_prealign.data.tokenizer import tokenizer_spec  # noqa: E402
+from megatron_prealign.data.tokenizer_training import train_sentencepiece  # noqa: E402
+
+
+def write_corpus(path: str, megabytes: float, seed: int = 1) -> int:
+    """JSON lines of generated English documents, streamed until ``megabytes`` are written."""
+    rng = random.Random(seed)
+    written = 0
+    with open(path, "w", encoding="utf-8") as out:
+        while written < megabytes * 1e6:
+            line = json.dumps({"text": english_document(rng, 20)}, ensure_ascii=False) + "\n"
+            out.write(line)
+            written += len(line.encode("utf-8"))
+    return written
+
+
+def cpu_seconds() -> float:
+    return sum(r.ru_utime + r.ru_stime for r in
+               (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, default=3000)
-    parser.add_argument("--sentences", type=int, default=20, help="sentences per document")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mb", type=float, default=50.0, help="corpus size in MB")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ratio", type=float, default=0.05)
     parser.add_argument("--vocab-size", type=int, default=4000)
+    parser.add_argument("--batch-docs", type=int, default=256,
+                        help="documents per tokenizer call in the tokenizer-only measurement")
     args = parser.parse_args()
 
-    import random
+    import sentencepiece
 
     with tempfile.TemporaryDirectory() as tmp:
         assets = make_assets(os.path.join(tmp, "assets"))
-        rng = random.Random(1)
-        corpus = write_jsonl(
-            os.path.join(tmp, "bench.jsonl"),
-            [english_document(rng, args.sentences) for _ in range(args.docs)],
-        )
+        corpus = os.path.join(tmp, "corpus.jsonl")
+        corpus_bytes = write_corpus(corpus, args.mb)
         model = train_sentencepiece(
             corpus_sentences([assets["en"], assets["de"], assets["zh"]]),
             os.path.join(tmp, "bench_spm"), args.vocab_size, hard_vocab_limit=False,
         )
         tok = tokenizer_spec(tokenizer_type="SentencePieceTokenizer", tokenizer_model=model)
+        settings = PreprocessSettings(
+            tokenizer=tok, json_keys=["text"], append_eod=True,
+            alignment_table=assets["table"], languages=["de", "zh"],
+            codeswitch_ratio=args.ratio, codeswitch_mode="input-only", seed=1,
+        )
+        sp = sentencepiece.SentencePieceProcessor(model_file=model)
+        with open(corpus, encoding="utf-8") as handle:
+            texts = [json.loads(line)["text"] for line in handle]
 
-        def run(mode: str, workers: int) -> dict:
-            settings = PreprocessSettings(
-                tokenizer=tok, json_keys=["text"], append_eod=True,
-                alignment_table=assets["table"] if mode != "none" else None,
-                languages=["de", "zh"] if mode != "none" else [],
-                codeswitch_ratio=args.ratio, codeswitch_mode=mode, seed=1,
-            )
-            before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-            summary = run_preprocess([corpus], os.path.join(tmp, f"out_{mode}_{workers}"), settings,
-                                     workers=workers, progress=False)
-            after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-            # CPU seconds of this process and its (joined) workers: less sensitive to other jobs
-            # on the machine than wall time (includes the main process's table/tokenizer setup).
-            summary["cpu_s"] = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime
-                                   for a, b in zip(after, before))
+        def tokenizer_only() -> dict:
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            tokens = 0
+            for i in range(0, len(texts), args.batch_docs):
+                ids = sp.encode(texts[i : i + args.batch_docs], num_threads=args.workers)
+                tokens += sum(map(len, ids))
+            return {"wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu, "tokens": tokens}
+
+        def preprocess() -> dict:
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            summary = run_preprocess([corpus], os.path.join(tmp, "out"), settings,
+                                     workers=args.workers, progress=False)
+            summary.update(wall_s=time.perf_counter() - wall, cpu_s=cpu_seconds() - cpu)
             return summary
 
-        run("none", 1)  # warm-up: imports, page cache
-        run("input-only", 2)
-        configs = [("none", 1), ("input-only", 1), ("input-only", 2)]
-        runs = {c: [] for c in configs}
+        # Warm-up on the first 1000 documents: one-time imports and caches are not measured.
+        warm = os.path.join(tmp, "warm.jsonl")
+        with open(corpus, encoding="utf-8") as src, open(warm, "w", encoding="utf-8") as dst:
+            dst.writelines(line for _, line in zip(range(1000), src))
+        run_preprocess([warm], os.path.join(tmp, "warm"), settings, workers=args.workers,
+                       progress=False)
+        sp.encode(texts[:1000], num_threads=args.workers)
         load_before = os.getloadavg()
-        for _ in range(args.repeats):  # interleaved, so that load changes hit every config
-            for mode, workers in configs:
-                runs[(mode, workers)].append(run(mode, workers))
+        base, pre = [], []
+        for _ in range(args.repeats):  # interleaved, so that load changes hit both
+            base.append(tokenizer_only())
+            pre.append(preprocess())
+
+        # The whole process, as a user runs it (interpreter start, imports, table, workers).
+        command = [
+            sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"),
+            "--input", corpus, "--json-keys", "text", "--output-prefix", os.path.join(tmp, "cli"),
+            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model,
+            "--append-eod", "--workers", str(args.workers), "--alignment-table", assets["table"],
+            "--codeswitch-languages", "de", "zh", "--codeswitch-ratio", str(args.ratio),
+            "--seed", "1", "--no-progress",
+        ]
+        wall = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": ROOT})
+        whole_s = time.perf_counter() - wall
+        if result.returncode:
+            print(result.stdout, result.stderr, file=sys.stderr)
+            return 1
         load_after = os.getloadavg()
 
-    def best(config):
-        return max(runs[config], key=lambda s: s["tokens_per_s"])
-
-    def median(config):
-        return statistics.median(s["tokens_per_s"] for s in runs[config])
-
-    none, cs, two = best(("none", 1)), best(("input-only", 1)), best(("input-only", 2))
-    ratio = cs["tokens_per_s"] / none["tokens_per_s"]
-    speedup = two["tokens_per_s"] / cs["tokens_per_s"]
-    ratio_median = median(("input-only", 1)) / median(("none", 1))
-    # Runs of one round are seconds apart: their ratio is least affected by load drifting.
-    ratio_paired = statistics.median(
-        c["tokens_per_s"] / p["tokens_per_s"] for p, c in zip(runs[("none", 1)], runs[("input-only", 1)])
-    )
-    speedup_median = median(("input-only", 2)) / median(("input-only", 1))
-    print(f"corpus: {none['documents']} documents, {none['tokens']} tokens (plain); "
-          f"{args.repeats} interleaved repeats, tokens/s best (median)")
-    print(f"1 worker, --codeswitch-mode none:       {none['tokens_per_s']:10.0f} "
-          f"({median(('none', 1)):.0f}) tokens/s")
-    print(f"1 worker, input-only r={args.ratio}:        {cs['tokens_per_s']:10.0f} "
-          f"({median(('input-only', 1)):.0f}) tokens/s "
-          f"({cs['switched_words']} of {cs['eligible_words']} eligible words switched, "
-          f"{cs['eligible_words'] / max(cs['words'], 1):.0%} of words eligible)")
-    print(f"2 workers, input-only:                  {two['tokens_per_s']:10.0f} "
-          f"({median(('input-only', 2)):.0f}) tokens/s "
-          f"(speed-up {speedup:.2f}x, median {speedup_median:.2f}x, on {os.cpu_count()} CPUs)")
-    def cpu(config):
-        return statistics.median(s["cpu_s"] for s in runs[config])
-
-    def cores(config):  # CPU seconds per wall second of the run: cores actually obtained
-        return statistics.median(s["cpu_s"] / s["elapsed_s"] for s in runs[config])
-
-    ratio_cpu = cpu(("none", 1)) / cpu(("input-only", 1))
-    print(f"CPU seconds (median): none {cpu(('none', 1)):.3f}, input-only {cpu(('input-only', 1)):.3f}, "
-          f"input-only 2 workers {cpu(('input-only', 2)):.3f} (all processes); "
-          f"codeswitch/none by CPU time: {ratio_cpu:.3f}")
-    print(f"cores obtained (CPU s / wall s, median): 1 worker {cores(('input-only', 1)):.2f}, "
-          f"2 workers {cores(('input-only', 2)):.2f}")
-    print(f"codeswitch/none throughput: {ratio:.3f} (median {ratio_median:.3f}, "
-          f"median of per-round ratios {ratio_paired:.3f}); "
-          f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    paired = [b["wall_s"] / p["wall_s"] for b, p in zip(base, pre)]
+    paired_cpu = [b["cpu_s"] / p["cpu_s"] for b, p in zip(base, pre)]
+    ratio, ratio_cpu = statistics.median(paired), statistics.median(paired_cpu)
+    mbps = lambda runs: corpus_bytes / 1e6 / statistics.median(r["wall_s"] for r in runs)  # noqa: E731
+    peak_worker = max(p["peak_rss_worker_mib"] for p in pre)
+    peak_main = max(p["peak_rss_main_mib"] for p in pre)
+    print(f"corpus: {corpus_bytes / 1e6:.1f} MB, {len(texts)} documents, {base[0]['tokens']} tokens; "
+          f"{args.workers} workers / threads on {os.cpu_count()} CPUs, {args.repeats} rounds")
+    print(f"tokenizer only (SentencePiece encode, num_threads={args.workers}): {mbps(base):.2f} MB/s "
+          f"(median wall {statistics.median(r['wall_s'] for r in base):.2f} s)")
+    print(f"preprocessing, input-only r={args.ratio}: {mbps(pre):.2f} MB/s "
+          f"(median wall {statistics.median(r['wall_s'] for r in pre):.2f} s; "
+          f"{pre[0]['switched_words']} words switched, {pre[0]['masked_tokens']} tokens masked)")
+    print(f"preprocessing / tokenizer throughput per round: {', '.join(f'{r:.3f}' for r in paired)} "
+          f"(median {ratio:.3f}); by CPU time {ratio_cpu:.3f}")
+    print(f"whole process (tools/preprocess_data.py, {args.workers} workers): {whole_s:.2f} s "
+          f"= {corpus_bytes / 1e6 / whole_s:.2f} MB/s")
+    print(f"peak memory: main process {peak_main:.0f} MiB, largest worker {peak_worker:.0f} MiB "
+          f"(in-process runs; the main process of this bench also holds the parsed corpus)")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(result.stdout.strip().splitlines()[-1])
     print(json.dumps({
-        "metric": "preprocess_codeswitch_throughput_ratio",
+        "metric": "preprocess_vs_tokenizer_throughput_ratio",
         "value": round(ratio, 4),
-        "target": 0.85,
+        "target": 0.9,
         "higher_is_better": True,
-        "value_median": round(ratio_median, 4),
-        "tokens_per_s_none": round(none["tokens_per_s"]),
-        "tokens_per_s_codeswitch": round(cs["tokens_per_s"]),
-        "tokens_per_s_codeswitch_2_workers": round(two["tokens_per_s"]),
-        "workers_speedup_1_to_2": round(speedup, 3),
-        "workers_speedup_1_to_2_median": round(speedup_median, 3),
-        "value_paired_median": round(ratio_paired, 4),
+        "per_round": [round(r, 4) for r in paired],
         "value_cpu_time": round(ratio_cpu, 4),
-        "cpu_s_median": {f"{m}_{w}": round(cpu((m, w)), 3) for m, w in runs},
-        "cores_obtained_2_workers": round(cores(("input-only", 2)), 2),
+        "tokenizer_mb_per_s": round(mbps(base), 3),
+        "preprocess_mb_per_s": round(mbps(pre), 3),
+        "whole_process_s": round(whole_s, 2),
+        "corpus_mb": round(corpus_bytes / 1e6, 2),
+        "peak_rss_worker_mib": round(peak_worker),
+        "peak_rss_worker_target_mib": 1024,
+        "workers": args.workers,
         "repeats": args.repeats,
-        "tokens": none["tokens"],
-        "vocab_size": args.vocab_size,
         "cpus": os.cpu_count(),
         "load_average_1min": [round(load_before[0], 2), round(load_after[0], 2)],
     }))

@@ -60,6 +60,7 @@ warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
 from megatron_prealign.model import ModelArgs, count_parameters  # noqa: E402
 from megatron_prealign.training import arguments  # noqa: E402
+from megatron_prealign.training.vocab import pad_vocab_size  # noqa: E402
 
 GIB = 1024 ** 3
 FRAMEWORK_OVERHEAD_GIB = 3.0
@@ -83,9 +84,8 @@ class Layout:
 
 
 def padded_vocab(vocab: int, tp: int) -> int:
-    """The driver's padding (training/loop.py `_vocab_size`): a multiple of 128 x TP."""
-    multiple = 128 * tp
-    return -(-vocab // multiple) * multiple
+    """The driver's padding of a fresh run (training/vocab.py): a multiple of 128 x TP."""
+    return pad_vocab_size(vocab, tp)
 
 
 def resolve_vocab(args: argparse.Namespace, assumed: int) -> (int, str):
@@ -256,7 +256,8 @@ def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mf
     seconds_align = flops_align / (world * peak * 1e12 * mfu)
     mem_train = memory(args, model, layout, aligning=False)
     mem_align = memory(args, model, layout, aligning=True) if aligning else None
-    total_seconds = seconds * args.train_iters + seconds_align * args.prealign_iters
+    train_iters = arguments.train_iters(args)  # 0 with --train-epochs: known once the data is read
+    total_seconds = seconds * train_iters + seconds_align * args.prealign_iters
     return {
         "model": {"size": args.model_size, "family": model.family, "layers": model.num_layers,
                   "hidden": model.hidden_size, "heads": model.num_attention_heads,
@@ -276,8 +277,9 @@ def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mf
         "gpu": spec["name"], "peak_tflops": peak, "mfu": mfu,
         "step_seconds": seconds,
         "prealign_step_seconds": seconds_align if aligning else None,
-        "iterations": {"prealign": args.prealign_iters, "pretrain": args.train_iters},
-        "run_hours": total_seconds / 3600,
+        "iterations": {"prealign": args.prealign_iters, "pretrain": train_iters},
+        "train_epochs": args.train_epochs,
+        "run_hours": None if args.train_epochs else total_seconds / 3600,
         "memory_gib": mem_train,
         "memory_gib_prealign": mem_align,
         "memory_capacity_gib": spec["memory_gib"],
@@ -317,8 +319,10 @@ def format_text(p: dict, others: Optional[Dict[int, str]] = None) -> str:
         f"expected step time at {p['mfu']:.0%} MFU of {p['peak_tflops']:.0f} TFLOP/s ({p['gpu']}): "
         f"{p['step_seconds']:.2f} s"
         + (f" (pre-alignment {p['prealign_step_seconds']:.2f} s)" if p["prealign_step_seconds"] else "")
-        + f"; whole run ({p['iterations']['prealign']} + {p['iterations']['pretrain']} iterations): "
-        f"{p['run_hours']:.1f} h",
+        + (f"; whole run: --train-epochs {p['train_epochs']:g} (iterations follow from the data)"
+           if p.get("train_epochs") else
+           f"; whole run ({p['iterations']['prealign']} + {p['iterations']['pretrain']} iterations): "
+           f"{p['run_hours']:.1f} h"),
     ]
     for title, mem in (("pretraining", p["memory_gib"]), ("pre-alignment", p["memory_gib_prealign"])):
         if mem is None:
@@ -355,8 +359,9 @@ def format_markdown(plans: List[dict]) -> str:
              f"{first['gpu']}, step time at {first['mfu']:.0%} MFU of {first['peak_tflops']:.0f} TFLOP/s"
              + ("; pre-alignment steps (with the alignment microbatches) in brackets"
                 if first["prealign_step_seconds"] else "")
-             + f"; {first['iterations']['prealign']} + {first['iterations']['pretrain']} iterations: "
-             f"{first['run_hours']:.1f} h on {first['layout']['nnodes']} node(s)")
+             + (f"; --train-epochs {first['train_epochs']:g}" if first.get("train_epochs") else
+                f"; {first['iterations']['prealign']} + {first['iterations']['pretrain']} iterations: "
+                f"{first['run_hours']:.1f} h on {first['layout']['nnodes']} node(s)"))
     rows = [title, "", MARKDOWN_HEADER]
     for p in plans:
         lay = p["layout"]

@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import os
 import random
+import re
 import socket
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_prealign import cpu_compat, device_check
+from megatron_prealign.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +95,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """Who started this process: "torchrun" (RANK / WORLD_SIZE, also any env:// launcher),
+    "slurm" (an `srun` step without torchrun), or "single" (a plain `python`)."""
+    launcher: str
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """The first host of a SLURM node list such as ``gpu[03-05,09],cpu1`` (-> gpu03)."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        return "127.0.0.1"
+    prefix, ranges = match.groups()
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "")
+
+
+def detect_launcher(environ=None) -> Launch:
+    """torchrun's environment wins; else SLURM's task variables inside an `srun` step (set up as
+    torchrun's, MASTER_ADDR = the step's first node); else a world of one. Several processes
+    without any of these would each be a world of one: mpirun's are refused here, any other are
+    stopped by the --save lock (training/save_lock.py)."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return Launch("torchrun", int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
+    in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env  # srun, not the batch script itself
+    if in_step and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        launch = Launch("slurm", int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+        env.setdefault("MASTER_ADDR", _first_slurm_host(nodes))
+        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))
+        env.update(RANK=str(launch.rank), WORLD_SIZE=str(launch.world_size), LOCAL_RANK=str(launch.local_rank))
+        return launch
+    for variable in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
+        if int(env.get(variable, "1") or 1) > 1:
+            raise ConfigError(
+                f"{variable}={env[variable]}: several processes were started without torchrun's "
+                "RANK / WORLD_SIZE; each would train alone. Launch with torchrun or srun.")
+    return Launch("single", 0, 1, 0)
+
+
 def _init_process_group(backend: str, timeout_minutes: float):
     if dist.is_initialized():
         return
     timeout = datetime.timedelta(minutes=timeout_minutes)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    if detect_launcher().launcher != "single":
         dist.init_process_group(backend=backend, timeout=timeout)  # torchrun / srun env://
     else:
         # A plain `python script.py`: a world of one, on a private port.
@@ -112,9 +157,9 @@ def _init_process_group(backend: str, timeout_minutes: float):
 
 def validate_layout(world_size: int, tensor_parallel: int, pipeline_parallel: int):
     if tensor_parallel < 1 or pipeline_parallel < 1:
-        raise ValueError("--tensor-model-parallel-size and --pipeline-model-parallel-size must be >= 1")
+        raise ConfigError("--tensor-model-parallel-size and --pipeline-model-parallel-size must be >= 1")
     if world_size % (tensor_parallel * pipeline_parallel):
-        raise ValueError(
+        raise ConfigError(
             f"world size {world_size} is not divisible by --tensor-model-parallel-size "
             f"({tensor_parallel}) x --pipeline-model-parallel-size ({pipeline_parallel}); change "
             "the parallel sizes or the number of processes (torchrun --nproc-per-node)"
@@ -134,10 +179,13 @@ def set_seed(seed: int):
     tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
 
 
-def select_backend():
-    """("nccl", ()) with CUDA; otherwise ("gloo", names of the CPU patches now applied)."""
+def select_backend(requested=None):
+    """("nccl", ()) with CUDA; otherwise ("gloo", names of the CPU patches now applied).
+    `requested` (--distributed-backend) may choose gloo on CUDA; nccl needs CUDA."""
+    if requested == "nccl" and not cuda_in_use():
+        raise ConfigError("--distributed-backend nccl needs a CUDA device; use gloo (the CPU default)")
     if cuda_in_use():
-        return "nccl", ()
+        return requested or "nccl", ()
     return "gloo", tuple(cpu_compat.apply_all())
 
 
@@ -147,14 +195,16 @@ def initialize(
     virtual_pipeline_model_parallel_size=None,
     seed: int = 1234,
     timeout_minutes: float = 10.0,
+    backend=None,
 ) -> Runtime:
-    """Set up distributed state, megatron-core's parallel groups and the seeds."""
+    """Set up distributed state, megatron-core's parallel groups and the seeds. `backend` and
+    `timeout_minutes`: --distributed-backend / --distributed-timeout-minutes."""
     cpu_compat.check_megatron_core_version()
     if device_check.requested() and not device_check.active():
         device_check.enter()  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend, patches = select_backend()
-    if backend == "nccl":
+    local_rank = detect_launcher().local_rank
+    backend, patches = select_backend(backend)
+    if cuda_in_use():
         torch.cuda.set_device(local_rank)
 
     _init_process_group(backend, timeout_minutes)

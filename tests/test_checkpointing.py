@@ -117,9 +117,9 @@ def test_resume_is_exact(tmp_path, use_distributed_optimizer):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     from megatron_prealign.training import checkpointing
 
-    with pytest.raises(FileNotFoundError, match="nothing to resume from"):
+    with pytest.raises(ValueError, match="nothing to resume from"):
         checkpointing.load_checkpoint(str(tmp_path), chunks=None)
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("7")
-    with pytest.raises(FileNotFoundError, match="iter_0000007"):
+    with pytest.raises(ValueError, match="iter_0000007.*no complete checkpoint"):
         checkpointing.load_checkpoint(str(tmp_path), chunks=None)
     assert not os.path.exists(tmp_path / "iter_0000007")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from megatron_prealign.data.text_encoder import TextEncoder, token_indices_in_span
@@ -59,3 +60,14 @@ def test_encoder_without_offsets_falls_back_to_tokenize():
     assert null.encode("1 2 3") == [1, 2, 3]
     with pytest.raises(NotImplementedError, match="character offsets"):
         null.encode_with_offsets("1 2")
+
+
+def test_encode_batch_equals_encoding_each_text(encoder):
+    texts = ["The bank, by the river-side.", "银行 und Straße!", "x", "  two  spaces\nnewline "]
+    ids, lengths = encoder.encode_batch(texts)
+    assert ids.dtype == np.int64 and lengths.tolist() == [len(encoder.encode(t)) for t in texts]
+    assert ids.tolist() == sum((encoder.encode(t) for t in texts), [])
+    empty_ids, empty_lengths = encoder.encode_batch([])
+    assert empty_ids.size == 0 and empty_lengths.size == 0
+    null = TextEncoder(build_tokenizer("NullTokenizer", vocab_size=100))  # no batch encoder
+    assert [a.tolist() for a in null.encode_batch(["1 2", "3"])] == [[1, 2, 3], [2, 1]]

@@ -69,6 +69,16 @@ def test_qa_metrics_on_constructed_answers():
         assert qa.contains(prediction, gold) == contained, prediction
 
 
+def test_qa_prompt_is_the_reference_codes():
+    from megatron_prealign.instruct.templates import ALPACA
+
+    item = {"id": "1", "context": " 长江很长。 ", "question": "什么很长？", "answers": ["长江"]}
+    (prompt,) = qa.prompts([item], "zh", ALPACA)
+    assert prompt == ALPACA.render("请根据以下段落，回答问题", "段落: 长江很长。\n问题: 什么很长？\n答案: ")[0]
+    custom = qa.prompts([item], "de", ALPACA, "Beantworte die Frage.", "Text: {context} Frage: {question}")
+    assert "### Input:\nText: 长江很长。 Frage: 什么很长？" in custom[0]
+
+
 def _squad(path, questions):
     data = {"version": "1.1", "data": [{"title": "t", "paragraphs": [
         {"context": "Der Fluss fließt durch Hamburg.", "qas": questions}]}]}
@@ -102,6 +112,7 @@ def test_qa_from_predictions_file(tmp_path):
     ("line count", "has 2 lines but --ref"),
     ("unknown language", "unknown language code 'xx'"),
     ("no checkpoint", "give --load CHECKPOINT"),
+    ("no qa prompt", "has no QA prompt"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, case, message):
     src = _lines(tmp_path / "en.txt", ["a b", "c d"])
@@ -120,6 +131,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, case, message):
         "unknown language": ["translation", "--src", src, "--ref", src, "--direction", "en-xx",
                              "--predictions", src],
         "no checkpoint": ["translation", "--src", src, "--ref", src, "--direction", "en-de"],
+        "no qa prompt": ["qa", "--input", _squad(tmp_path / "ok.json", squad_ok), "--language", "de"],
     }[case]
     assert _evaluate(argv + ["--output", out]) == 2
     assert message in capsys.readouterr().err

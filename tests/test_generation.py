@@ -13,7 +13,7 @@ import torch
 from tests import pretrain_case
 from tests.dist_utils import run_distributed
 
-EVAL_SEQ = "320"  # RoPE: evaluation may run longer sequences than training (the prompts are long)
+EVAL_SEQ = "320"  # RoPE: evaluation runs longer sequences than training (the prompts are long)
 
 
 def _direct_cache_check():
@@ -89,7 +89,7 @@ def case(tmp_path_factory):
     data = pretrain_case.prepare_data(os.path.join(root, "data"))
     work = os.path.join(root, "train")
     os.makedirs(work)
-    argv = pretrain_case.base_argv(data, work, train_iters=2, model_family="llama",
+    argv = pretrain_case.base_argv(data, work, train_iters=2, model_family="llama", max_position_embeddings=EVAL_SEQ,
                                    tensor_model_parallel_size=2, save=os.path.join(work, "ckpt"))
     run_distributed(pretrain_case.run_pretrain, 2, argv)
     files = {}
@@ -114,6 +114,9 @@ def case(tmp_path_factory):
     write("nli_unseen.jsonl", [json.dumps({"premise": "a", "hypothesis": "b", "label": "maybe"})])
     write("long.jsonl", [json.dumps({"prompt": " ".join(["river"] * 400)})])
     write("empty.jsonl", [])
+    write("squad.en.json", [json.dumps({"data": [{"paragraphs": [{"context": "The river was in the city.", "qas": [
+        {"id": "a", "question": "Where was the river?", "answers": [{"text": "in the city", "answer_start": 14}]},
+        {"id": "b", "question": "What was in the city?", "answers": [{"text": "The river", "answer_start": 0}]}]}]}]})])
     return {"root": root, "data": data, "ckpt": os.path.join(work, "ckpt"), **files}
 
 
@@ -204,7 +207,11 @@ def layouts(case):
     tp1 = _argvs(case, "tp1", [])
     nocache = ("generate", tp1["generate"][1] + ["--no-kv-cache"])
     nocache[1][nocache[1].index("--output") + 1] = os.path.join(case["root"], "nocache_gen.jsonl")
+    qa = ("evaluate", ["qa", *tp1["translation"][1][1:tp1["translation"][1].index("--output")],
+                       "--output", os.path.join(case["root"], "tp1_qa.json"), "--input", case["squad.en.json"],
+                       "--language", "en", "--max-new-tokens", "4"])
     on_one = run_distributed(_rank, 1, {**{f"tp1 {k}": v for k, v in tp1.items()}, "tp1 nocache": nocache,
+                                        "tp1 qa": qa,
                                         **_bad_runs(case, tp1)}, extra_checks=True)[0]
     results = {**on_two[0], **on_one}
     return {k: (v[len("error: "):] if v.startswith("error: ") else json.loads(v)) for k, v in results.items()}
@@ -214,6 +221,7 @@ def _outputs(result):
     return [(r["output"], r["stop_reason"], r["new_tokens"]) for r in result]
 
 
+@pytest.mark.slow
 def test_generate_same_at_tp1_tp2_pp2_and_without_cache(case, layouts):
     reference = _outputs(layouts["tp1 generate"])
     assert len(reference) == 3 and all(n >= 1 for _, _, n in reference)
@@ -226,6 +234,7 @@ def test_generate_same_at_tp1_tp2_pp2_and_without_cache(case, layouts):
     assert written[2]["prompt"].startswith("Below is an instruction") and written[2]["input"] == "The city"
 
 
+@pytest.mark.slow
 def test_model_evaluations_same_at_every_layout(layouts):
     for name in ("translation", "zs-clt"):
         reference = {k: v for k, v in layouts[f"tp1 {name}"].items() if k not in ("checkpoint", "layout")}
@@ -240,15 +249,20 @@ def test_model_evaluations_same_at_every_layout(layouts):
     nli = layouts["tp1 zs-clt"]
     assert nli["label_words"] == ["entailment", "neutral", "contradiction"]
     assert nli["languages"]["de"]["examples"] == 2 and nli["languages"]["en"]["examples"] == 1
+    answers = layouts["tp1 qa"]
+    assert answers["questions"] == 2 and [x["id"] for x in answers["per_item"]] == ["a", "b"]
+    assert 0 <= answers["f1"] <= 100 and answers["decoding"] == "greedy"
     mt = layouts["tp1 translation"]["directions"]["en-de"]
     assert mt["segments"] == 3 and "tok:13a" in mt["bleu_signature"] and mt["spbleu"].startswith("not computed")
 
 
+@pytest.mark.slow
 def test_label_likelihood_matches_log_softmax(layouts):
     scores, reference = json.loads(json.dumps(layouts["likelihood check"]))
     np.testing.assert_allclose(scores, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, message", [
     ("bad prompt too long", "exceeds the model's sequence length"),
     ("bad empty prompts", "is empty"),
@@ -258,3 +272,36 @@ def test_label_likelihood_matches_log_softmax(layouts):
 ])
 def test_bad_input(layouts, name, message):
     assert isinstance(layouts[name], str) and message in layouts[name], layouts[name]
+
+
+@pytest.mark.slow
+def test_zs_clt_finetune_on_english_then_score(case):
+    """The transfer variant end to end: English records -> instruction data -> the fine-tuning
+    stage (from the TP=2 checkpoint) -> label-word scoring. The training labels are mostly
+    'contradiction'; the fine-tuned model learns that, the prompt-only model does not know it."""
+    import random
+
+    rng = random.Random(0)
+    words = "the river was in city man is new old bank near money and".split()
+    sentence = lambda: " ".join(rng.choice(words) for _ in range(4)).capitalize() + "."  # noqa: E731
+    train = os.path.join(case["root"], "ft_train.jsonl")
+    test = os.path.join(case["root"], "ft_test.jsonl")
+    with open(train, "w") as handle:
+        for i in range(16):
+            handle.write(json.dumps({"premise": sentence(), "hypothesis": sentence(),
+                                     "label": "contradiction" if i % 8 else "entailment"}) + "\n")
+    with open(test, "w") as handle:
+        for _ in range(4):
+            handle.write(json.dumps({"premise": sentence(), "hypothesis": sentence(), "label": "contradiction"}) + "\n")
+    base = ["zs-clt", "--load", case["ckpt"], "--seq-length", "256", "--tokenizer-type", "SentencePieceTokenizer",
+            "--tokenizer-model", case["data"]["sp"], "--train", train, "--test", f"de={test}"]
+    out = lambda name: ["--output", os.path.join(case["root"], name)]  # noqa: E731
+    finetune = ["--finetune", "--finetune-epochs", "8", "--finetune-lr", "1e-2", "--finetune-global-batch-size", "4",
+                "--finetune-micro-batch-size", "4"]
+    results = run_distributed(_rank, 1, {"prompt-only": ("evaluate", base + out("ft0.json")),
+                                         "transfer": ("evaluate", base + out("ft1.json") + finetune)})[0]
+    prompt_only, transfer = json.loads(results["prompt-only"]), json.loads(results["transfer"])
+    assert prompt_only["variant"] == "prompt-only" and transfer["variant"].startswith("fine-tuned")
+    assert transfer["finetuned_checkpoint"] == os.path.join(case["root"], "ft1.finetuned", "checkpoint")
+    assert os.path.exists(os.path.join(transfer["finetuned_checkpoint"], "latest_checkpointed_iteration.txt"))
+    assert transfer["languages"]["de"]["accuracy"] == 1.0 > prompt_only["languages"]["de"]["accuracy"]

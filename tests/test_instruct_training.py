@@ -2,6 +2,7 @@
 contribute nothing, a short CoIT run, fine-tuning from a PreAlign checkpoint saved at another
 layout, and the exact resume of a fine-tuning run after kill -9."""
 
+import json
 import os
 import time
 
@@ -142,7 +143,7 @@ def data(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("instruct_train"))
     paths = instruct_case.prepare(directory)
     lm = pretrain_case.prepare_data(directory)  # same assets directory: the same tokenizer
-    return {**lm, **paths}
+    return {**paths, **lm}  # lm's "de" is the German dataset prefix
 
 
 def finetune_argv(data, work, **flags):
@@ -207,9 +208,12 @@ def _finetune_rank(argv):
 
 
 def test_short_coit_run_lowers_the_response_loss(data, tmp_path):
-    argv = finetune_argv(data, str(tmp_path), sft_packing=True, train_epochs=2, eval_interval=100, eval_iters=1)
+    argv = finetune_argv(data, str(tmp_path), sft_packing=True, train_epochs=2, eval_interval=10, eval_iters=1)
     run_distributed(_finetune_rank, 1, argv)
     log = pretrain_case.read_log(str(tmp_path))
+    with open(os.path.join(str(tmp_path), "log.jsonl")) as handle:
+        validation = [json.loads(line) for line in handle if "validation_lm_loss" in line]
+    assert validation and set(validation[0]["validation_lm_loss"]) == {os.path.basename(data["coit"])}
     assert {r["stage"] for r in log} == {"finetune"} and set(pretrain_case_keys()) <= set(log[0])
     losses = [r["lm_loss"] for r in log]
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
@@ -230,28 +234,27 @@ def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_ki
     from tests.test_pretrain import _kill_tree, _torchrun
 
     # A PreAlign run (pre-alignment + pretraining) saved at TP=2.
-    pretrained = str(tmp_path / "prealign")
-    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=1, prealign_iters=1, save=pretrained,
+    pretrained_dir = str(tmp_path / "prealign")
+    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=1, prealign_iters=1, save=pretrained_dir,
                                    seq_length=96, max_position_embeddings=96, tensor_model_parallel_size=2,
+                                   hidden_dropout=0.0, attention_dropout=0.0,
                                    **pretrain_case.alignment_flags(data))
-    argv = argv[:argv.index("--seq-length")] + argv[argv.index("--seq-length") + 4:]  # base_argv's seq 32 out
     run_distributed(_finetune_rank, 2, argv)
 
-    def finetune(name, nproc=2, **flags):
+    def finetune(name, iters=4, pretrained=True, **flags):
         work = tmp_path / name
         work.mkdir()
-        return str(work), finetune_argv(data, str(work), sft_packing=True, train_iters=4,
-                                        pretrained_checkpoint=pretrained, finetune=True, **flags)
+        if pretrained:
+            flags.update(pretrained_checkpoint=pretrained_dir, finetune=True)
+        return str(work), finetune_argv(data, str(work), sft_packing=True, train_iters=iters, **flags)
 
     # Fine-tuning at PP=2 and on one process from the TP=2 checkpoint: same weights, same start.
     work_pp, argv_pp = finetune("pp2", pipeline_model_parallel_size=2)
     run_distributed(_finetune_rank, 2, argv_pp)
-    work_one, argv_one = finetune("single")
-    run_distributed(_finetune_rank, 1, argv_one[:-2] + ["--train-iters", "1"])
-    work_fresh, argv_fresh = finetune("fresh")
-    fresh = [a for a in argv_fresh if a not in ("--finetune",)]
-    fresh = fresh[:fresh.index("--pretrained-checkpoint")] + fresh[fresh.index("--pretrained-checkpoint") + 2:]
-    run_distributed(_finetune_rank, 1, fresh[:-2] + ["--train-iters", "1"])
+    work_one, argv_one = finetune("single", iters=1)
+    run_distributed(_finetune_rank, 1, argv_one)
+    work_fresh, argv_fresh = finetune("fresh", iters=1, pretrained=False)
+    run_distributed(_finetune_rank, 1, argv_fresh)
     straight = _first_losses(work_pp)
     assert sorted(straight) == [1, 2, 3, 4]  # iteration 0: a new run, not the checkpoint's iteration 2
     assert straight[1] == pytest.approx(_first_losses(work_one)[1], rel=1e-4)
@@ -260,6 +263,7 @@ def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_ki
     # The same run at PP=2, killed (-9) after its checkpoint at iteration 2, relaunched as is.
     work_killed, argv_killed = finetune("killed", pipeline_model_parallel_size=2)
     checkpoints = os.path.join(work_killed, "checkpoints")
+    os.makedirs(checkpoints)  # as the launch scripts do: --load DIR must exist
     argv_killed += ["--save", checkpoints, "--load", checkpoints, "--save-interval", "2"]
     process = _torchrun(argv_killed, 2, os.path.join(work_killed, "out.txt"))
     pointer = os.path.join(checkpoints, "latest_checkpointed_iteration.txt")
@@ -276,3 +280,26 @@ def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_ki
     assert sorted(resumed) == [3, 4]
     for iteration in resumed:
         assert resumed[iteration] == straight[iteration], (iteration, resumed, straight)
+
+
+@pytest.mark.parametrize("script", ["xllama_coit.sh", "xllama_muit.sh"])
+def test_xllama_scripts_dry_run_with_the_reference_hyperparameters(script):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in ("TP", "PP", "NNODES")}
+    env.update(PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    result = subprocess.run(["bash", os.path.join(root, "examples", script), "--dry-run"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    command = result.stdout.splitlines()[1]
+    for flags in ("--sft --pretrained-checkpoint", "--train-epochs 3 --lr 2e-5", "--lr-decay-style cosine",
+                  "--lr-warmup-fraction 0.03 --weight-decay 0.0", "--global-batch-size 128", "--seq-length 512",
+                  "--bf16", "--finetune"):
+        assert flags in command, flags
+    assert "TP=2 PP=1 DP=4" in result.stdout and "whole run: --train-epochs 3" in result.stdout
+    # launching without a base model is a clear error, before anything starts
+    result = subprocess.run(["bash", os.path.join(root, "examples", script)], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "PRETRAINED_CHECKPOINT" in result.stderr

@@ -20,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron_prealign.data.alignment_table import write_table  # noqa: E402
+from megatron_prealign.errors import describe_os_error  # noqa: E402
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter  # noqa: E402
 from megatron_prealign.data.dictionaries import read_dictionary  # noqa: E402
 from megatron_prealign.data.jsonl_input import expand_inputs  # noqa: E402
@@ -56,6 +57,10 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     skip = SkipCounter(args.skip_bad_lines)
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):  # found before counting, not after
+        print(f"build_alignment_table.py: error: --output directory {out_dir} does not exist", file=sys.stderr)
+        return 2
     try:
         if args.max_translations < 1:
             raise ValueError("--max-translations must be >= 1")
@@ -76,7 +81,16 @@ def main(argv=None) -> int:
     entries = build_entries(
         words, counts, dictionaries, args.max_translations, args.keep_identical
     )
-    write_table(args.output, entries)
+    if not entries:
+        print(f"build_alignment_table.py: error: no frequent word has a translation in the "
+              f"dictionaries (corpus: {len(counts)} word types): no table written; lower "
+              "--min-count or check the dictionaries' languages", file=sys.stderr)
+        return 2
+    try:
+        write_table(args.output, entries)
+    except OSError as err:
+        print(f"build_alignment_table.py: error: {describe_os_error(err, args.output)}", file=sys.stderr)
+        return 1
     languages = [lang for lang, _ in dict_args]
     languages = list(dict.fromkeys(languages))
     print(f"corpus: {len(files)} files, {sum(counts.values())} word tokens, {len(counts)} types")

@@ -19,7 +19,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron_prealign.data.bad_input import BadInputError  # noqa: E402
+from megatron_prealign.errors import describe_os_error  # noqa: E402
 from megatron_prealign.data.codeswitch import CODESWITCH_MODES  # noqa: E402
+from megatron_prealign.data.jsonl_input import expand_inputs  # noqa: E402
+from megatron_prealign.data.parallel import partition_files, partition_prefix  # noqa: E402
 from megatron_prealign.data.preprocess import (  # noqa: E402
     PreprocessSettings,
     format_summary,
@@ -41,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--append-eod", action="store_true")
     group = parser.add_argument_group("runtime")
     group.add_argument("--workers", type=int, default=1)
+    group.add_argument("--partitions", type=int, default=1,
+                       help="split the input files into this many contiguous, size-balanced "
+                            "shares (one per machine, e.g. a SLURM array task); see "
+                            "tools/merge_datasets.py")
+    group.add_argument("--partition-index", type=int, default=None,
+                       help="0-based share this run preprocesses (needed with --partitions > 1); "
+                            "outputs go to PREFIX-partKKKKK-of-NNNNN_{key}_document")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("codeswitching (PreAlign)")
     group.add_argument("--alignment-table", help="table written by tools/build_alignment_table.py")
@@ -65,9 +75,24 @@ def main(argv=None) -> int:
     ratio = 0.05 if args.codeswitch_ratio is None else args.codeswitch_ratio
     if not 0.0 <= ratio <= 1.0:
         parser.error("--codeswitch-ratio must be in [0, 1]")
+    if args.tokenizer_model and not os.path.exists(args.tokenizer_model):
+        parser.error(f"--tokenizer-model {args.tokenizer_model} does not exist")
+    if args.alignment_table and not os.path.isfile(args.alignment_table):
+        parser.error(f"--alignment-table {args.alignment_table} does not exist")
     out_dir = os.path.dirname(os.path.abspath(args.output_prefix))
     if not os.path.isdir(out_dir):
         parser.error(f"output directory does not exist: {out_dir}")
+    inputs, output_prefix = args.input, args.output_prefix
+    if args.partitions != 1 or args.partition_index is not None:
+        if args.partition_index is None:
+            parser.error("--partitions needs --partition-index (e.g. $SLURM_ARRAY_TASK_ID)")
+        try:
+            inputs = partition_files(expand_inputs(args.input), args.partitions, args.partition_index)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
+        output_prefix = partition_prefix(args.output_prefix, args.partition_index, args.partitions)
+        print(f"partition {args.partition_index} of {args.partitions}: {len(inputs)} files, "
+              f"{inputs[0]} ... {inputs[-1]} -> {output_prefix}", file=sys.stderr)
     settings = PreprocessSettings(
         tokenizer=spec_from_args(args),
         json_keys=args.json_keys,
@@ -81,12 +106,15 @@ def main(argv=None) -> int:
     )
     try:
         summary = run_preprocess(
-            args.input, args.output_prefix, settings, workers=args.workers,
+            inputs, output_prefix, settings, workers=args.workers,
             progress=not args.no_progress,
         )
     except (BadInputError, FileNotFoundError) as err:
         print(f"preprocess_data.py: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. a full disk: earlier outputs are untouched (atomic writers)
+        print(f"preprocess_data.py: error: {describe_os_error(err, args.output_prefix)}", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     return 0
 

@@ -20,7 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter  # noqa: E402
 from megatron_prealign.data.jsonl_input import expand_inputs  # noqa: E402
+from megatron_prealign.errors import describe_os_error  # noqa: E402
 from megatron_prealign.data.tokenizer_training import (  # noqa: E402
+    TokenizerOutputError,
     sample_sentences,
     train_byte_level_bpe,
     train_sentencepiece,
@@ -54,6 +56,11 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     skip = SkipCounter(args.skip_bad_lines)
+    out_dir = os.path.dirname(os.path.abspath(args.model_prefix))
+    if not os.path.isdir(out_dir):  # found before training, not after
+        print(f"train_tokenizer.py: error: --model-prefix directory {out_dir} does not exist",
+              file=sys.stderr)
+        return 2
     try:
         files = expand_inputs(args.input)
         with tqdm(desc="reading", unit=" lines", file=sys.stderr,
@@ -64,15 +71,26 @@ def main(argv=None) -> int:
     except (BadInputError, FileNotFoundError, ValueError) as err:
         print(f"train_tokenizer.py: error: {err}", file=sys.stderr)
         return 2
+    if not sentences:
+        print(f"train_tokenizer.py: error: no text in {' '.join(files)} (key {args.json_key!r}): "
+              "nothing to train on", file=sys.stderr)
+        return 2
     print(f"training {args.model_type} tokenizer on {len(sentences)} sampled lines ...",
           file=sys.stderr)
-    if args.model_type == "byte-bpe":
-        output = train_byte_level_bpe(sentences, args.model_prefix, args.vocab_size)
-    else:
-        output = train_sentencepiece(
-            sentences, args.model_prefix, args.vocab_size, args.model_type,
-            args.character_coverage, not args.no_hard_vocab_limit, args.threads,
-        )
+    try:
+        if args.model_type == "byte-bpe":
+            output = train_byte_level_bpe(sentences, args.model_prefix, args.vocab_size)
+        else:
+            output = train_sentencepiece(
+                sentences, args.model_prefix, args.vocab_size, args.model_type,
+                args.character_coverage, not args.no_hard_vocab_limit, args.threads,
+            )
+    except TokenizerOutputError as err:
+        print(f"train_tokenizer.py: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"train_tokenizer.py: error: {describe_os_error(err, args.model_prefix)}", file=sys.stderr)
+        return 1
     for s in stats:
         print(f"{s['file']}: weight {s['weight']:g}, {s['sentences']} lines, {s['sampled']} sampled")
     print(f"skipped lines: {skip.summary()}")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import List, Optional
+from megatron_prealign.errors import ConfigError
 
 import torch
 
@@ -88,7 +89,7 @@ class AlignmentPass:
     def __init__(self, model_chunks, temperature: float = DEFAULT_TEMPERATURE, loss_weight: float = 1.0):
         self.temperature = check_temperature(temperature)
         if not loss_weight >= 0:
-            raise ValueError(f"--alignment-loss-weight must be >= 0, got {loss_weight}")
+            raise ConfigError(f"--alignment-loss-weight must be >= 0, got {loss_weight}")
         self.loss_weight = float(loss_weight)
         chunks = model_chunks if isinstance(model_chunks, (list, tuple)) else [model_chunks]
         self.gpt_models = unwrap_model(list(chunks))
@@ -128,7 +129,7 @@ class AlignmentPass:
         factor = self.loss_weight / num_alignment_microbatches / self._ddp_scale
         if config.calculate_per_token_loss:
             if total_lm_tokens is None:
-                raise ValueError(
+                raise ConfigError(
                     "with calculate_per_token_loss, begin_step needs total_lm_tokens (the LM loss "
                     "tokens of the step over all data-parallel ranks)"
                 )

@@ -52,7 +52,7 @@ def is_language_code(code: object) -> bool:
     return isinstance(code, str) and bool(_LANG_RE.match(code))
 
 
-def parse_entry(line: str, path: str, line_no: int) -> TableEntry:
+def parse_entry(line: str, path: str, line_no: int, max_token_id: Optional[int] = None) -> TableEntry:
     """Parse and validate one table line; raises :class:`BadInputError` naming file and line."""
     try:
         record = json.loads(line)
@@ -97,13 +97,19 @@ def parse_entry(line: str, path: str, line_no: int) -> TableEntry:
                 line_no,
                 f"bad token_ids: {lang!r} needs one non-empty list of ids per translation",
             )
+        largest = max(max(ids) for ids in forms)
+        if max_token_id is not None and largest >= max_token_id:
+            raise BadInputError(
+                path, line_no, f"token id {largest} ({lang!r}) is outside the vocabulary "
+                f"(ids < {max_token_id}): the table was made for another tokenizer")
     return TableEntry(word=word, count=count, translations=translations, token_ids=token_ids)
 
 
 def read_table(
-    path: str, skip: Optional[SkipCounter] = None
+    path: str, skip: Optional[SkipCounter] = None, max_token_id: Optional[int] = None
 ) -> List[TableEntry]:
     """Read a table. Bad lines raise, or are counted in ``skip`` when it allows skipping.
+    ``max_token_id``: token ids must lie below it (the vocabulary the ids are used with).
 
     Duplicate words are bad lines too (a table is a mapping).
     """
@@ -119,7 +125,7 @@ def read_table(
                     raise BadInputError(path, line_no, "invalid UTF-8") from None
                 if not line.strip():
                     continue
-                entry = parse_entry(line, path, line_no)
+                entry = parse_entry(line, path, line_no, max_token_id)
                 if entry.word in seen:
                     raise BadInputError(path, line_no, f"duplicate word: {entry.word!r}")
             except BadInputError as err:

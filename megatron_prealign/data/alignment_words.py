@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
+from megatron_prealign.errors import ConfigError
 
 import numpy as np
 import torch
@@ -129,15 +130,15 @@ class AlignmentWordDataset:
         held_out_words: Sequence[str] = (),
     ) -> None:
         if words_per_batch < 2:
-            raise ValueError("words_per_batch must be >= 2 (a contrastive batch needs negatives)")
+            raise ConfigError("words_per_batch must be >= 2 (a contrastive batch needs negatives)")
         if len(groups) < words_per_batch:
-            raise ValueError(
+            raise ConfigError(
                 f"only {len(groups)} word groups for words_per_batch={words_per_batch}"
             )
         for group in groups:
             for form in group.forms:
                 if len(form.ids) > seq_length:
-                    raise ValueError(
+                    raise ConfigError(
                         f"form {form.text!r} ({form.language}) of word {group.word!r} has "
                         f"{len(form.ids)} tokens, more than seq_length={seq_length}"
                     )
@@ -186,7 +187,7 @@ class AlignmentWordDataset:
 
     def batch(self, step: int, dp_rank: int = 0, dp_size: int = 1) -> WordFormBatch:
         if self.words_per_batch % dp_size:
-            raise ValueError(f"words_per_batch={self.words_per_batch} not divisible by {dp_size}")
+            raise ConfigError(f"words_per_batch={self.words_per_batch} not divisible by {dp_size}")
         per_rank = self.words_per_batch // dp_size
         chosen = self.step_groups(step)[dp_rank * per_rank : (dp_rank + 1) * per_rank]
         forms: List[WordForm] = []

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
+from megatron_prealign.errors import ConfigError
 
-class BadInputError(ValueError):
+
+class BadInputError(ConfigError):
     """A malformed input line. ``str(err)`` is ``"FILE:LINE: message"``."""
 
     def __init__(self, path: str, line: Optional[int], message: str) -> None:

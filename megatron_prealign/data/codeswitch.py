@@ -400,19 +400,16 @@ class Codeswitcher:
         doc_indices: Sequence[int],
         key_index: int = 0,
         eod: Optional[int] = None,
-        encoded: Optional[Sequence[np.ndarray]] = None,
+        encoded: Optional[Tuple[np.ndarray, np.ndarray]] = None,
     ) -> "SwitchedBatch":
         """Several documents back to back (what the preprocessing workers send to the writer).
 
         Same tokens, masks and counts as :meth:`process` for each document; ``eod`` (if given)
         is appended to every document with mask 1. ``encoded`` may give the documents' token
-        ids (:meth:`TextEncoder.encode_array`) when they are already known.
+        ids and lengths (:meth:`TextEncoder.encode_batch`) when they are already known.
         """
-        if encoded is None:
-            encoded = [self.encoder.encode_array(text) for text in texts]
-        n_docs = len(encoded)
-        lens = np.fromiter(map(len, encoded), dtype=np.int64, count=n_docs)
-        all_ids = np.concatenate(encoded) if n_docs else np.zeros(0, dtype=np.int64)
+        all_ids, lens = self.encoder.encode_batch(texts) if encoded is None else encoded
+        n_docs = len(lens)
         zeros = np.zeros(n_docs, dtype=np.int64)
         if self.mode == "none" or self.ratio == 0.0 or not n_docs:
             return SwitchedBatch.build(all_ids, lens, None, zeros, zeros, zeros, zeros, eod)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Tuple
+from megatron_prealign.errors import ConfigError
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class EncloneMapping:
         """Clone ids of original ids (shared ids unchanged)."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.original_vocab_size):
-            raise ValueError(
+            raise ConfigError(
                 f"token id outside the original vocabulary [0, {self.original_vocab_size})"
             )
         out = ids + self.offset
@@ -93,10 +94,10 @@ class EncloneMapping:
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
         if record.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an En-Clone mapping (format {record.get('format')!r})")
+            raise ConfigError(f"{path}: not an En-Clone mapping (format {record.get('format')!r})")
         mapping = cls(int(record["original_vocab_size"]), [int(i) for i in record["shared_ids"]])
         if record.get("offset") != mapping.offset:
-            raise ValueError(f"{path}: offset {record.get('offset')} != original_vocab_size")
+            raise ConfigError(f"{path}: offset {record.get('offset')} != original_vocab_size")
         return mapping
 
 

@@ -36,9 +36,11 @@ def token_dtype(vocab_size: int) -> type:
 class PairedIndexedWriter:
     """Appends documents to a token dataset and (optionally) its loss-mask sibling."""
 
-    def __init__(self, prefix: str, vocab_size: int, with_loss_mask: bool = True) -> None:
+    def __init__(self, prefix: str, vocab_size: int, with_loss_mask: bool = True,
+                 dtype: Optional[type] = None) -> None:
+        """``dtype`` overrides the token dtype chosen from ``vocab_size`` (merging datasets)."""
         self.prefix = prefix
-        self.dtype = token_dtype(vocab_size)
+        self.dtype = token_dtype(vocab_size) if dtype is None else dtype
         self.vocab_size = vocab_size
         tag = f".tmp-{os.getpid()}"
         self._final = [(prefix, np.dtype(self.dtype))]
@@ -123,6 +125,15 @@ class PairedIndexedWriter:
             builder.document_indices.extend(range(n + 1, n + 1 + len(seq_lengths)))
         self.documents += len(seq_lengths)
         self.tokens += int(ids.size)
+
+    def add_index(self, prefix: str) -> None:
+        """Append a whole dataset (and its ``_loss_mask`` sibling when this writer has one) with
+        megatron-core's ``IndexedDatasetBuilder.add_index``; the caller checks dtypes and masks."""
+        self._token_builder.add_index(prefix)
+        if self._mask_builder is not None:
+            self._mask_builder.add_index(loss_mask_prefix(prefix))
+        self.documents = len(self._token_builder.document_indices) - 1
+        self.tokens += os.path.getsize(prefix + ".bin") // np.dtype(self.dtype).itemsize
 
     def commit(self) -> None:
         """Finish the index files and move everything to the final names."""

@@ -21,6 +21,7 @@ Training code calls::
 from __future__ import annotations
 
 import copy
+import os
 from typing import Callable, List, Optional, Sequence
 
 import numpy
@@ -31,9 +32,10 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split, get_blend_from_list
 
 from megatron_prealign.data.indexed_writer import loss_mask_prefix
+from megatron_prealign.errors import ConfigError
 
 
-class LossMaskMismatchError(ValueError):
+class LossMaskMismatchError(ConfigError):
     """The ``_loss_mask`` sibling does not describe the same sequences as the token data."""
 
 
@@ -162,3 +164,25 @@ def build_lm_datasets(
         is_built_on_rank or (lambda: True),
         config,
     ).build()
+
+
+def check_indexed_files(prefix: str) -> None:
+    """Raise ConfigError when ``prefix.bin`` (or its ``_loss_mask`` sibling's) is shorter than its
+    ``.idx`` says (an interrupted copy): found at start, naming the file, not at the first read."""
+    from megatron.core.datasets.indexed_dataset import _IndexReader
+
+    for path in (prefix, loss_mask_prefix(prefix)):
+        if path != prefix and not IndexedDataset.exists(path):
+            continue
+        try:
+            index = _IndexReader(path + ".idx", multimodal=False)
+        except Exception as error:  # struct / numpy errors of a damaged header
+            raise ConfigError(f"--data-path: {path}.idx cannot be read ({error}); re-create it with "
+                              "tools/preprocess_data.py") from error
+        expected = 0
+        if len(index.sequence_lengths):
+            expected = int(index.sequence_pointers[-1]) + int(index.sequence_lengths[-1]) * index.dtype_size
+        actual = os.path.getsize(path + ".bin")
+        if actual < expected:
+            raise ConfigError(f"--data-path: {path}.bin has {actual} bytes but {path}.idx describes "
+                              f"{expected}: the file is truncated; copy or preprocess it again")

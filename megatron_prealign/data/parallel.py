@@ -1,9 +1,12 @@
-"""Ordered, bounded parallel map for streaming tools."""
+"""Parallel work for the streaming tools: an ordered, bounded map over worker processes and the
+split of input files between machines."""
 
 from __future__ import annotations
 
+import bisect
 import collections
-from typing import Callable, Iterable, Iterator
+import os
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 
 def ordered_bounded_map(pool, fn: Callable, items: Iterable, max_in_flight: int) -> Iterator:
@@ -18,3 +21,38 @@ def ordered_bounded_map(pool, fn: Callable, items: Iterable, max_in_flight: int)
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+def partition_files(files: Sequence[str], partitions: int, index: int,
+                    sizes: Optional[Sequence[int]] = None) -> List[str]:
+    """The input files of partition ``index`` (0-based) of ``partitions``, for several machines
+    that each preprocess a share of a corpus (``--partitions``).
+
+    Partitions are contiguous runs of ``files`` (their order is kept, so merging the partitions
+    in index order keeps the input order), balanced by size: a file goes to the partition its
+    middle byte falls in, and every partition gets at least one file. The result depends only on
+    the file list and sizes, so every machine computes the same split.
+    """
+    if not 1 <= partitions <= len(files):
+        raise ValueError(f"--partitions {partitions}: must be between 1 and the number of input "
+                         f"files ({len(files)}); use fewer partitions or split the input files")
+    if not 0 <= index < partitions:
+        raise ValueError(f"--partition-index {index}: must be in [0, {partitions})")
+    if sizes is None:
+        sizes = [os.path.getsize(f) for f in files]
+    total = sum(sizes) or 1
+    middles, before = [], 0
+    for size in sizes:
+        middles.append(before + size / 2)
+        before += size
+    bounds = [0]
+    for k in range(1, partitions):
+        start = bisect.bisect_left(middles, k * total / partitions)
+        bounds.append(min(max(start, bounds[-1] + 1), len(files) - (partitions - k)))
+    bounds.append(len(files))
+    return list(files[bounds[index] : bounds[index + 1]])
+
+
+def partition_prefix(prefix: str, index: int, partitions: int) -> str:
+    """Output prefix of one partition: ``PREFIX-part00003-of-00008`` (sorts in index order)."""
+    return f"{prefix}-part{index:05d}-of-{partitions:05d}"

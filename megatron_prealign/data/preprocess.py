@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -108,6 +109,13 @@ def _init_worker(settings: PreprocessSettings, token: Optional[int] = None) -> N
     _WORKER.update(settings=settings, encoder=encoder, switcher=switcher, token=token)
 
 
+def _init_pool_worker(settings: PreprocessSettings, token: Optional[int] = None) -> None:
+    """Initializer of the worker processes: :func:`_init_worker`, and one encoding thread per
+    worker (the ``tokenizers`` batch encoder would otherwise use every core in every worker)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _init_worker(settings, token)
+
+
 @dataclass
 class ChunkResult:
     """What a worker sends back for one chunk of lines: a few arrays, not one object a line."""
@@ -134,14 +142,14 @@ def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> ChunkResult:
     stats = SwitchStats()
     for key_index, key in enumerate(settings.json_keys):
         texts = [texts[key] for _, texts in docs]
-        if switcher is not None:  # all documents of the chunk at once (vectorised matching)
-            batch = switcher.process_batch(texts, doc_indices, key_index, eod=eod)
+        # All documents of the chunk at once: one batch call into the tokenizer, vectorised
+        # matching of table words.
+        ids, lens = encoder.encode_batch(texts)
+        if switcher is not None:
+            batch = switcher.process_batch(texts, doc_indices, key_index, eod=eod, encoded=(ids, lens))
             stats.add(batch.total_stats())
         else:
-            encoded = [encoder.encode_array(text) for text in texts]
-            lens = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-            zeros = np.zeros(len(encoded), dtype=np.int64)
-            ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.int64)
+            zeros = np.zeros(len(lens), dtype=np.int64)
             batch = SwitchedBatch.build(ids, lens, None, zeros, zeros, zeros, zeros, eod)
         per_key.append(batch)
     return ChunkResult(per_key, stats, bad, sum(len(raw) for *_, raw in chunk))
@@ -181,6 +189,9 @@ def run_preprocess(
     ignored_languages: List[str] = []
     if settings.alignment_table and settings.codeswitch_mode != "none":
         entries = read_table(settings.alignment_table)  # validate once, with file:line errors
+        if not entries:
+            raise BadInputError(settings.alignment_table, None, "the table has no entries: nothing "
+                                "to codeswitch (rebuild it, or use --codeswitch-mode none)")
         settings.languages, ignored_languages = resolve_languages(
             settings.alignment_table, entries, settings.languages
         )
@@ -190,6 +201,9 @@ def run_preprocess(
     _init_worker(settings, token)
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
+    if switcher is not None and any(e.token_ids for e in entries):
+        # Token-id forms may name the tokenizer's ids and their En-Clone copies, nothing beyond.
+        read_table(settings.alignment_table, max_token_id=2 * encoder.vocab_size)
     # Token-id forms (En-Clone) may lie beyond the tokenizer's vocabulary.
     vocab_size = switcher.id_bound if switcher is not None else encoder.vocab_size
     skip = SkipCounter(settings.skip_bad_lines)
@@ -212,7 +226,7 @@ def run_preprocess(
         chunks = _chunks(iter_raw_lines(files), chunk_lines)
         if workers > 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings, token))
+            pool = ctx.Pool(workers, initializer=_init_pool_worker, initargs=(settings, token))
             results = ordered_bounded_map(pool, _process_chunk, chunks, 2 * workers)
         else:
             results = map(_process_chunk, chunks)
@@ -224,6 +238,9 @@ def run_preprocess(
             stats.add(chunk_result.stats)
             bar.update(chunk_result.nbytes)
         bar.close()
+        if writers and writers[0].documents == 0:
+            raise BadInputError(", ".join(files), None, "no documents: the input holds no text "
+                                f"under --json-keys {' '.join(settings.json_keys)}; nothing written")
         for writer in writers:
             writer.commit()
     except BaseException:
@@ -236,6 +253,10 @@ def run_preprocess(
             pool.terminate()
             pool.join()
     elapsed = time.perf_counter() - start
+    # Peak resident memory (MiB; Linux reports KiB) of this process and of the largest of the
+    # (joined) worker processes: bounded by the chunk size and the queue length, not the corpus.
+    peak_main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if pool else peak_main
     return {
         "outputs": prefixes,
         "files": len(files),
@@ -252,6 +273,9 @@ def run_preprocess(
         "ignored_table_languages": ignored_languages,
         "elapsed_s": elapsed,
         "tokens_per_s": sum(w.tokens for w in writers) / elapsed if elapsed > 0 else 0.0,
+        "input_bytes": total_bytes,
+        "peak_rss_main_mib": peak_main,
+        "peak_rss_worker_mib": peak_worker,
     }
 
 
@@ -277,6 +301,11 @@ def format_summary(summary: Dict[str, Any]) -> str:
             f"masked tokens:    {summary['masked_tokens']}",
         ]
     lines.append(
-        f"time:             {summary['elapsed_s']:.2f} s, {summary['tokens_per_s']:.0f} tokens/s"
+        f"time:             {summary['elapsed_s']:.2f} s, {summary['tokens_per_s']:.0f} tokens/s, "
+        f"{summary['input_bytes'] / 1e6 / max(summary['elapsed_s'], 1e-9):.2f} MB/s"
+    )
+    lines.append(
+        f"peak memory:      main {summary['peak_rss_main_mib']:.0f} MiB, "
+        f"largest worker {summary['peak_rss_worker_mib']:.0f} MiB"
     )
     return "\n".join(lines)

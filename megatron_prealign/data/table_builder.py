@@ -2,8 +2,10 @@
 
 Used by ``tools/build_alignment_table.py``. Steps:
 
-1. Count words of the English corpus with :func:`megatron_prealign.data.words.count_words`
-   (NLTK's word tokenizer, lower-cased), in parallel chunks with ``workers > 1``.
+1. Count words of the English corpus as :func:`megatron_prealign.data.words.count_words`
+   defines them (NLTK's word tokenizer, lower-cased), with its fast equivalent
+   :func:`~megatron_prealign.data.words.corpus_words`; with ``workers > 1`` chunks of lines are
+   counted in worker processes and the counts summed (the same counts as one pass).
 2. Keep words with ``count >= min_count``; with ``top_fraction`` only that most frequent share
    of those word types (ties broken alphabetically, so the result is deterministic).
 3. For each kept word and language, the dictionary's translations in file order, NFC, deduped,
@@ -28,7 +30,7 @@ from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.dictionaries import Dictionary
 from megatron_prealign.data.jsonl_input import iter_raw_lines, parse_document
 from megatron_prealign.data.parallel import ordered_bounded_map
-from megatron_prealign.data.words import count_words
+from megatron_prealign.data.words import corpus_words
 
 _CHUNK_LINES = 256
 
@@ -43,7 +45,7 @@ def _count_chunk(args: Tuple[str, List[Tuple[str, int, bytes]]]) -> Tuple[Counte
         except BadInputError as err:
             bad.append((err.path, err.line, err.message))
             continue
-        counts.update(count_words(text))
+        counts.update(corpus_words(text))
     return counts, bad
 
 

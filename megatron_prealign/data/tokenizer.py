@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 from typing import Any, Dict, Optional
+from megatron_prealign.errors import ConfigError
 
 # Megatron-LM's defaults for every attribute megatron-core's build_tokenizer reads.
 _DEFAULTS: Dict[str, Any] = dict(
@@ -59,7 +60,7 @@ def tokenizer_spec(**kwargs: Any) -> Dict[str, Any]:
     spec = dict(_DEFAULTS)
     spec.update({k: v for k, v in kwargs.items() if v is not None})
     if spec["tokenizer_type"] not in TOKENIZER_TYPES:
-        raise ValueError(
+        raise ConfigError(
             f"--tokenizer-type {spec['tokenizer_type']!r} is not one of {', '.join(TOKENIZER_TYPES)}"
         )
     return spec

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import shutil
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from megatron_prealign.data.bad_input import SkipCounter
@@ -126,6 +127,9 @@ def train_sentencepiece(
             num_threads=num_threads,
             minloglevel=2,
         )
+        # SentencePiece does not report a failed write (a full disk leaves 0-byte files): check
+        # that the new model loads and matches its .vocab before it replaces anything.
+        verify_sentencepiece(tmp_prefix + ".model", tmp_prefix + ".vocab", model_prefix)
         os.replace(tmp_prefix + ".vocab", model_prefix + ".vocab")
         os.replace(tmp_prefix + ".model", model_prefix + ".model")
     finally:
@@ -133,6 +137,36 @@ def train_sentencepiece(
             if os.path.exists(tmp_prefix + ext):
                 os.remove(tmp_prefix + ext)
     return model_prefix + ".model"
+
+
+class TokenizerOutputError(OSError):
+    """A tokenizer written by a trainer is missing, empty or does not load."""
+
+
+def verify_sentencepiece(model_path: str, vocab_path: str, final_prefix: str) -> None:
+    """Raise :class:`TokenizerOutputError` unless ``model_path`` loads and ``vocab_path`` lists
+    exactly its pieces."""
+    import sentencepiece as spm
+
+    directory = os.path.dirname(os.path.abspath(final_prefix))
+    problem = None
+    for path in (model_path, vocab_path):
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            problem = f"{os.path.basename(path)} is empty or missing"
+            break
+    if problem is None:
+        try:
+            size = spm.SentencePieceProcessor(model_file=model_path).get_piece_size()
+            with open(vocab_path, encoding="utf-8") as handle:
+                lines = sum(1 for _ in handle)
+            if lines != size:
+                problem = f"{vocab_path} has {lines} lines for {size} pieces"
+        except (OSError, RuntimeError, UnicodeDecodeError) as error:
+            problem = f"the written model does not load ({error})"
+    if problem is not None:
+        raise TokenizerOutputError(
+            f"writing {final_prefix}.model / .vocab failed: {problem} (no space left on device in "
+            f"{directory}?); any earlier {final_prefix}.model is unchanged")
 
 
 def train_byte_level_bpe(sentences: Sequence[str], out_dir: str, vocab_size: int) -> str:
@@ -154,8 +188,6 @@ def train_byte_level_bpe(sentences: Sequence[str], out_dir: str, vocab_size: int
         show_progress=False,
     )
     tokenizer.train_from_iterator(sentences, trainer)
-    os.makedirs(out_dir, exist_ok=True)
-    tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": EOD_TOKEN,
@@ -165,6 +197,30 @@ def train_byte_level_bpe(sentences: Sequence[str], out_dir: str, vocab_size: int
         "model_max_length": 1 << 30,
         "clean_up_tokenization_spaces": False,
     }
-    with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as handle:
-        json.dump(config, handle, indent=1)
+    # Written into a new sibling directory, checked (it loads, same vocabulary), then renamed
+    # into place; an existing out_dir is replaced only after that.
+    out_dir = os.path.abspath(out_dir)
+    tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+    old_dir = f"{out_dir}.old-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    try:
+        os.makedirs(tmp_dir)
+        tokenizer.save(os.path.join(tmp_dir, "tokenizer.json"))
+        with open(os.path.join(tmp_dir, "tokenizer_config.json"), "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=1)
+        try:
+            loaded = Tokenizer.from_file(os.path.join(tmp_dir, "tokenizer.json"))
+            json.load(open(os.path.join(tmp_dir, "tokenizer_config.json"), encoding="utf-8"))
+        except Exception as error:  # tokenizers raises plain Exception subclasses
+            raise TokenizerOutputError(
+                f"writing {out_dir} failed: the written tokenizer does not load ({error}; no space "
+                f"left on device?); any earlier {out_dir} is unchanged") from error
+        if loaded.get_vocab_size() != tokenizer.get_vocab_size():
+            raise TokenizerOutputError(f"writing {out_dir} failed: the written tokenizer is incomplete")
+        if os.path.isdir(out_dir):
+            os.rename(out_dir, old_dir)
+        os.rename(tmp_dir, out_dir)
+        shutil.rmtree(old_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return out_dir

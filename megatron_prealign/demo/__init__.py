@@ -1,5 +1,7 @@
 """`make demo`: the papers' results in miniature on built-in data (`python -m megatron_prealign.demo`).
 
 * :mod:`.data` — the built-in synthetic English (grammar + facts about invented people);
-* :mod:`.prealign` — the PreAlign En-Clone experiment (Joint Training vs PreAlign).
+* :mod:`.prealign` — the PreAlign En-Clone experiment (Joint Training vs PreAlign);
+* :mod:`.xllama_data` — two synthetic target languages, instruction / translation / QA data;
+* :mod:`.xllama` — the x-LLaMA miniature (English-only vs CoIT, the scaling law, allocation).
 """

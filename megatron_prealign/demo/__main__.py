@@ -1,34 +1,76 @@
-"""`make demo`: the paper's En-Clone result (Table 1) in miniature, on the CPU.
+"""`make demo`: the papers' results in miniature, on the CPU.
 
-Synthetic English (a small grammar plus facts about invented people), its En-Clone copy (a
-shifted-token-id "second language", 5% of the English data, no facts), the En-Clone alignment
-table and the indexed datasets are made with the real tools; then Joint Training and PreAlign
-(pre-alignment, then input-only codeswitching) train the same tiny GPT on the same LM batches,
-and the evaluation tools measure English / En-Clone perplexity and En-Clone CLKA (facts taught
-in English only). Prints a Table-1 shaped table; writes results/demo/results.json and plots.
-See the README ("Evaluation and the demo") for measured numbers and margins.
+1. PreAlign (the paper's Table 1): synthetic English (a small grammar plus facts about invented
+   people), its En-Clone copy (a shifted-token-id "second language", 5% of the English data, no
+   facts), the En-Clone alignment table and the indexed datasets are made with the real tools;
+   then Joint Training and PreAlign (pre-alignment, then input-only codeswitching) train the same
+   tiny GPT on the same LM batches, and the evaluation tools measure English / En-Clone
+   perplexity and En-Clone CLKA (facts taught in English only).
+2. x-LLaMA: two synthetic target languages (Clonish, Tolvish), Joint and PreAlign bases,
+   English-only instruction tuning vs CoIT per language, a translation-data sweep, the fitted
+   scaling laws and a budget allocated by them vs the uniform split (docs/xllama.md).
 
-    python -m megatron_prealign.demo [--output-dir results/demo] [--seed 1234] [--quick]
+Prints the tables; writes results/demo/results.json (``runs`` ... for PreAlign, ``xllama`` for
+x-LLaMA) and plots. See the README ("Evaluation and the demo", "x-LLaMA") for measured numbers.
+
+    python -m megatron_prealign.demo [--only prealign|xllama] [--output-dir results/demo]
+                                     [--seed 1234] [--quick]
 """
 
 import argparse
+import json
 import os
+import sys
 
-from megatron_prealign.demo.prealign import DemoConfig, run_demo
+from megatron_prealign.demo.prealign import DemoConfig, log, run_demo
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=os.path.join("results", "demo"))
     parser.add_argument("--seed", type=int, default=None, help="default: the configuration's (1234)")
-    parser.add_argument("--quick", action="store_true", help="reduced configuration (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="reduced configuration (a few minutes)")
+    parser.add_argument("--only", choices=("prealign", "xllama"), help="run one part (default: both)")
     args = parser.parse_args(argv)
-    config = DemoConfig.quick() if args.quick else DemoConfig()
-    if args.seed is not None:
-        config.seed = args.seed
+    from megatron_prealign.demo import xllama
+
+    run_xllama = args.only != "prealign"
+    missing = xllama.missing_dependencies()
+    if run_xllama and missing:  # checked before any compute
+        if args.only == "xllama":
+            parser.error(f"the x-LLaMA miniature needs {missing}")
+        log(f"skipping the x-LLaMA part: it needs {missing}")
+        run_xllama = False
     os.makedirs(args.output_dir, exist_ok=True)
-    run_demo(config, args.output_dir)
+    if args.only != "xllama":
+        config = DemoConfig.quick() if args.quick else DemoConfig()
+        if args.seed is not None:
+            config.seed = args.seed
+        run_demo(config, args.output_dir)
+    if run_xllama:
+        config = xllama.XllamaDemoConfig.quick() if args.quick else xllama.XllamaDemoConfig()
+        if args.seed is not None:
+            config.seed = args.seed
+        run_xllama_part(config, args.output_dir)
+
+
+def run_xllama_part(config, output_dir: str) -> dict:
+    """Run the x-LLaMA miniature and add its record to results.json as ``xllama``."""
+    from megatron_prealign.demo import xllama
+    from megatron_prealign.evaluation.common import write_json
+
+    record = xllama.run_xllama(config, output_dir)
+    path = os.path.join(output_dir, "results.json")
+    results = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            results = json.load(handle)
+    results["xllama"] = record
+    write_json(path, results)
+    print("\nx-LLaMA in miniature:\n" + xllama.summary(record), flush=True)
+    log(f"results -> {path} (x-LLaMA part {record['timings_s']['total_s']:.0f} s)")
+    return record
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

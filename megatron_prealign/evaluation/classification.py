@@ -157,3 +157,83 @@ def named_paths(values: Sequence[str], flag: str) -> List[Tuple[str, str]]:
             raise EvaluationError(f"{flag} {value!r}: give LANG=FILE")
         out.append((name, path))
     return out
+
+
+def _tokenizer_flags(args) -> List[str]:
+    flags = ["--tokenizer-type", args.tokenizer_type]
+    for name in ("tokenizer_model", "vocab_file", "merge_file", "vocab_size"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
+def finetune(args, records_path: str, seq_length: int) -> str:
+    """The transfer variant's fine-tuning: the English instruction records through
+    ``tools/build_instruction_data.py`` (answer-only loss masks) and the training driver's
+    instruction-tuning stage (``--sft --pretrained-checkpoint``) at the evaluation's TP / PP
+    layout. Returns the checkpoint root, kept in ``--finetune-dir``."""
+    import sys
+    import time as _time
+
+    from megatron_prealign.evaluation.model_loading import read_architecture
+
+    architecture = read_architecture(args.load, args.iteration)["architecture"]
+    work = os.path.abspath(args.finetune_dir or os.path.splitext(args.output)[0] + ".finetuned")
+    prefix = os.path.join(work, "data", "zs_clt_train")
+    # rank 0 builds the data; the others wait for this launch's marker (torchrun's address / port)
+    done = f"{prefix}.built.{os.environ.get('MASTER_ADDR', 'local')}_{os.environ.get('MASTER_PORT', '0')}"
+    if int(os.environ.get("RANK", "0")) == 0:
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+        tools = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
+        sys.path.insert(0, tools)
+        import build_instruction_data
+
+        build = ["--format", "alpaca", "--input", records_path, "--lang", "en", "--output-prefix", prefix,
+                 "--seq-length", str(seq_length), "--no-progress", *_tokenizer_flags(args)]
+        if args.template:
+            build += ["--template", args.template]
+        if build_instruction_data.main(build) != 0:
+            raise EvaluationError(f"building the fine-tuning data from {records_path} failed (see above)")
+        open(done, "w").close()
+    deadline = _time.time() + 3600
+    while not os.path.exists(done):  # other ranks: wait for rank 0's data
+        if _time.time() > deadline:
+            raise EvaluationError(f"{done} did not appear: rank 0 failed to build the fine-tuning data")
+        _time.sleep(1)
+    train = ["--model-family", architecture["family"], "--num-layers", str(architecture["num_layers"]),
+             "--hidden-size", str(architecture["hidden_size"]),
+             "--num-attention-heads", str(architecture["num_attention_heads"]),
+             "--seq-length", str(seq_length), "--hidden-dropout", "0.0", "--attention-dropout", "0.0",
+             "--padded-vocab-size", str(architecture["vocab_size"]),
+             "--micro-batch-size", str(args.finetune_micro_batch_size),
+             "--global-batch-size", str(args.finetune_global_batch_size),
+             "--train-epochs", str(args.finetune_epochs), "--lr", str(args.finetune_lr),
+             "--min-lr", str(args.finetune_lr / 10), "--lr-warmup-fraction", "0.03", "--weight-decay", "0.0",
+             "--seed", str(args.seed), "--data-path", prefix + "_text_document", "--split", "100,0,0",
+             "--sft", "--pretrained-checkpoint", args.load, "--save", os.path.join(work, "checkpoint"),
+             "--tensor-model-parallel-size", str(args.tensor_model_parallel_size),
+             "--pipeline-model-parallel-size", str(args.pipeline_model_parallel_size),
+             "--log-json", os.path.join(work, "log.jsonl"), *_tokenizer_flags(args)]
+    for key, flag in (("num_query_groups", "--num-query-groups"), ("ffn_hidden_size", "--ffn-hidden-size")):
+        if architecture.get(key):
+            train += [flag, str(architecture[key])]
+    positions = architecture.get("max_position_embeddings")
+    if architecture["family"] == "gpt2":
+        from megatron_prealign.evaluation.model_loading import _checkpoint_directory, _saved_position_rows
+
+        positions = _saved_position_rows(_checkpoint_directory(args.load, args.iteration)) or positions
+    if positions:
+        if seq_length > positions:
+            raise EvaluationError(f"--finetune-seq-length {seq_length} exceeds the checkpoint's "
+                                  f"{positions} positions")
+        train += ["--max-position-embeddings", str(positions)]
+    if args.bf16:
+        train.append("--bf16")
+    from megatron_prealign.training import arguments, loop
+
+    try:
+        loop.run(arguments.parse_args(train))
+    except (ValueError, FileNotFoundError) as error:
+        raise EvaluationError(f"fine-tuning on {records_path} failed: {error}") from error
+    return os.path.join(work, "checkpoint")

@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", required=True, help="language of the contexts and answers (e.g. zh)")
     p.add_argument("--predictions", help="score these answers instead of generating: SQuAD-style "
                    "JSON {id: answer} or JSON lines {\"id\", \"output\"}")
-    _language_names(p)
+    p.add_argument("--qa-instruction", help="instruction for a language without the reference prompt")
+    p.add_argument("--qa-input-template", help="its input, with {context} and {question}")
     add_generation_args(p, max_new_tokens=64)
 
     p = sub.add_parser("representation", help="per-layer similarity / retrieval of parallel sentences")
@@ -141,7 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "written as instruction records next to --output for the fine-tuning stage")
     p.add_argument("--label-words", nargs="+", help="default: the training labels, else XNLI's")
     p.add_argument("--finetune", action="store_true",
-                   help="fine-tune on --train through the instruction-tuning stage, then score")
+                   help="fine-tune --load on --train through the instruction-tuning stage (kept in "
+                   "--finetune-dir), then score the fine-tuned model (the transfer variant)")
+    p.add_argument("--finetune-dir", help="default: <output without .json>.finetuned")
+    p.add_argument("--finetune-epochs", type=float, default=3.0)
+    p.add_argument("--finetune-lr", type=float, default=2e-5)
+    p.add_argument("--finetune-global-batch-size", type=int, default=128)
+    p.add_argument("--finetune-micro-batch-size", type=int, default=4)
+    p.add_argument("--finetune-seq-length", type=int, help="default: --seq-length")
     p.add_argument("--template", help="instruction template JSON (default: Alpaca / x-LLM)")
     return parser
 

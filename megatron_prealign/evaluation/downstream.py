@@ -135,7 +135,9 @@ def run_qa(args) -> dict:
     from megatron_prealign.generation.prompts import load_template
 
     items = qa.read_squad(args.input)
-    prompts = qa.prompts(items, args.language, load_template(args.template), _names(args))
+    if not args.predictions:  # checked before a model is loaded
+        prompts = qa.prompts(items, args.language, load_template(args.template), args.qa_instruction,
+                             args.qa_input_template)
     model = None
     if args.predictions:
         path = args.predictions
@@ -205,21 +207,28 @@ def run_zs_clt(args) -> dict:
     if train is not None:
         classification.check_labels(label_words, {f"--train {args.train}": train})
     template = load_template(args.template)
-    if args.finetune:
-        if train is None:
-            raise EvaluationError("--finetune needs --train (the English training split)")
-        raise EvaluationError(
-            "--finetune needs the instruction-tuning stage (megatron_prealign.instruct training), "
-            "which this version does not have: fine-tune on the instruction records this command "
-            "writes with --train (without --finetune) and evaluate the fine-tuned checkpoint with --load")
+    if args.finetune and train is None:
+        raise EvaluationError("--finetune needs --train (the English training split)")
     records_path = None
-    if train is not None and common.rank_zero():
+    if train is not None:
         records_path = os.path.splitext(args.output)[0] + ".train_records.jsonl"
-        classification.write_instruction_records(records_path, train, label_words)
+        if int(os.environ.get("RANK", "0")) == 0:
+            classification.write_instruction_records(records_path, train, label_words)
+    finetuned = None
+    if args.finetune:
+        from megatron_prealign.evaluation.model_loading import read_architecture
+
+        read_architecture(args.load, args.iteration)  # a bad --load fails before any work
+        seq_length = args.finetune_seq_length or args.seq_length
+        if not seq_length:
+            raise EvaluationError("--finetune needs --finetune-seq-length (or --seq-length)")
+        finetuned = classification.finetune(args, records_path, seq_length)
+        args.load, args.iteration = finetuned, None
     model, to_ids = _model_and_ids(args)
     result = _header(args, model)
-    result.update({"variant": "prompt-only", "label_words": label_words, "train_records": records_path,
-                   "languages": {}})
+    result.update({"variant": "fine-tuned on --train (transfer)" if finetuned else "prompt-only",
+                   "finetuned_checkpoint": finetuned, "label_words": label_words,
+                   "train_records": records_path, "languages": {}})
     for language, examples in tests.items():
         result["languages"][language] = classification.evaluate_language(
             model, examples, label_words, to_ids, template, args.micro_batch_size)

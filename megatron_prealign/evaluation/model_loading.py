@@ -23,13 +23,14 @@ from megatron.core import parallel_state, tensor_parallel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import platform
+from megatron_prealign.errors import ConfigError
 from megatron_prealign.model import ModelArgs, build_model
 from megatron_prealign.training import checkpointing
 
 POSITION_KEY = "embedding.position_embeddings.weight"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ConfigError):
     """Bad input to an evaluation (checkpoint, table, data): the message says what to change."""
 
 
@@ -94,11 +95,8 @@ def read_architecture(load: str, iteration: Optional[int] = None) -> dict:
 
 def check_architecture(architecture: dict, expected: Dict[str, object], load: str):
     """``expected``: architecture values the user asserted (flags); a mismatch is an error."""
-    different = {k: (architecture.get(k), v) for k, v in expected.items()
-                 if v is not None and architecture.get(k) != v}
-    if different:
-        details = ", ".join(f"{k}: checkpoint {a} vs requested {b}" for k, (a, b) in different.items())
-        raise EvaluationError(f"--load {load} holds another architecture ({details})")
+    checkpointing.check_architecture(architecture, expected, f"--load {load}", other="requested",
+                                     error=EvaluationError)
 
 
 def load_model(
@@ -130,7 +128,7 @@ def load_model(
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = platform.detect_launcher().world_size
     try:
         model_args.validate(world)
     except ValueError as error:

@@ -2,11 +2,12 @@
 
 Input: SQuAD-format JSON (``{"data": [{"paragraphs": [{"context", "qas": [{"id", "question",
 "answers": [{"text", "answer_start"}]}]}]}]}``), the native XQuAD and MLQA files. Each question
-becomes an instruction record (the per-language instruction below, input "context / question")
+becomes an instruction record (the reference code's per-language instruction and "context /
+question / answer" input below)
 rendered with the instruction template; the model's greedy answer is scored by
 
-- containment accuracy (the x-LLM reference code): some gold answer, lowercased, is a substring
-  of the lowercased prediction;
+- containment accuracy (the x-LLM reference code): the first gold answer (stripped, lowercased)
+  is a substring of the lowercased prediction;
 - exact match and F1 of the official MLQA script (max over the gold answers, x 100), whose
   normalisation is: lowercase; drop every character of a Unicode punctuation category (P*) and
   ASCII punctuation; drop articles (language-specific, MLQA's lists: en, es, vi, de, ar; none
@@ -24,7 +25,7 @@ import string
 import sys
 import unicodedata
 from collections import Counter
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from megatron_prealign.evaluation.model_loading import EvaluationError
 
@@ -41,9 +42,20 @@ ARTICLES = {  # MLQA's evaluation script
 MIXED_SEGMENTATION = ("zh",)
 CJK = re.compile(r"[\u4e00-\u9fa5]")
 
-# The question instruction; {language} is the language's English name.
-QA_INSTRUCTION = ("Answer the question according to the context. Reply with the answer only, "
-                  "in {language}.")
+# The x-LLM reference code's per-language instruction and input template (its XQuAD / MLQA data
+# loaders); the model's answer follows the rendered prompt. Other languages: --qa-instruction and
+# --qa-input-template.
+QA_PROMPTS = {
+    "ar": ("الرجاء الإجابة على الأسئلة بناءً على الفقرات التالية", "فقرة: {context}\nسؤال: {question}\nإجابة: "),
+    "el": ("Απαντήστε στις ερωτήσεις με βάση τις παρακάτω παραγράφους",
+           "παράγραφος: {context}\nερώτηση: {question}\nΑπάντηση: "),
+    "en": ("Answer the final question with following context", "Context: {context}\nQuestion: {question}\nAnswer: "),
+    "hi": ("कृपया निम्नलिखित पैराग्राफ के अनुसार प्रश्नों के उत्तर दें", "अनुच्छेद: {context}\nसवाल: {question}\nउत्तर: "),
+    "tr": ("Lütfen soruları aşağıdaki paragraflara göre cevaplayınız",
+           "paragraf: {context}\nsoru: {question}\nCevap: "),
+    "vi": ("Hãy trả lời các câu hỏi theo đoạn văn sau", "đoạn văn: {context}\ncâu hỏi: {question}\nTrả lời: "),
+    "zh": ("请根据以下段落，回答问题", "段落: {context}\n问题: {question}\n答案: "),
+}
 
 
 def mixed_segmentation(text: str) -> List[str]:
@@ -124,14 +136,24 @@ def read_squad(path: str) -> List[Dict]:
     return items
 
 
-def prompts(items: Sequence[Dict], language: str, template, extra_names=None) -> List[str]:
-    from megatron_prealign.instruct.templates import TemplateError, language_name
+def qa_prompt(language: str, instruction: Optional[str] = None, input_template: Optional[str] = None):
+    """(instruction, input template) of a language: the reference code's, or the user's."""
+    if instruction and input_template:
+        if "{context}" not in input_template or "{question}" not in input_template:
+            raise EvaluationError("--qa-input-template needs the fields {context} and {question}")
+        return instruction, input_template
+    if language not in QA_PROMPTS:
+        raise EvaluationError(
+            f"--language {language!r} has no QA prompt (known: {', '.join(sorted(QA_PROMPTS))}); "
+            "give --qa-instruction TEXT and --qa-input-template 'TEXT {context} TEXT {question} TEXT'")
+    return QA_PROMPTS[language]
 
-    try:
-        instruction = QA_INSTRUCTION.format(language=language_name(language, extra_names))
-    except TemplateError as error:
-        raise EvaluationError(str(error)) from error
-    return [template.render(instruction, f"Context: {item['context']}\nQuestion: {item['question']}")[0]
+
+def prompts(items: Sequence[Dict], language: str, template, instruction: Optional[str] = None,
+            input_template: Optional[str] = None) -> List[str]:
+    instruction, input_template = qa_prompt(language, instruction, input_template)
+    return [template.render(instruction, input_template.format(context=item["context"].strip(),
+                                                              question=item["question"].strip()))[0]
             for item in items]
 
 
@@ -144,7 +166,8 @@ def score(items: Sequence[Dict], predictions: Dict[str, str], language: str) -> 
         prediction = predictions[item["id"]]
         per_item.append({
             "id": item["id"], "prediction": prediction,
-            "contains": max(contains(prediction, g) for g in item["answers"]),
+            # the reference code checks its record's "output", the first gold answer
+            "contains": contains(prediction, item["answers"][0].strip()),
             "exact_match": max(exact_match(prediction, g, language) for g in item["answers"]),
             "f1": max(f1(prediction, g, language) for g in item["answers"]),
         })

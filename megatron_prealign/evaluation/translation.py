@@ -131,4 +131,4 @@ def prompts(sources: Sequence[str], src_lang: str, tgt_lang: str, template,
         instruction = translation_instruction(src_lang, tgt_lang, 0, extra_names)
     except TemplateError as error:
         raise EvaluationError(str(error)) from error
-    return [template.render(instruction, source)[0] for source in sources]
+    return [template.render(instruction, source.strip())[0] for source in sources]

@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import List, Optional
 
+from megatron_prealign.data.lm_dataset import check_indexed_files
 from megatron_prealign.data.tokenizer import add_tokenizer_args
+from megatron_prealign.errors import ConfigError
 from megatron_prealign.model import FAMILIES, MODEL_SIZES, ModelArgs
 
 
@@ -48,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--overlap-param-gather", action="store_true",
                           help="overlap the distributed optimizer's parameter all-gather with the "
                           "next forward pass (needs --use-distributed-optimizer and --overlap-grad-reduce)")
+    parallel.add_argument("--distributed-backend", choices=["nccl", "gloo"],
+                          help="default: nccl with CUDA, gloo on the CPU")
+    parallel.add_argument("--distributed-timeout-minutes", type=float, default=10,
+                          help="timeout of collectives (NCCL / gloo), as in Megatron-LM")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--micro-batch-size", type=int, required=True)
@@ -120,8 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--save-interval", type=int,
                       help="also saved: the last iteration of every stage and of the run")
     ckpt.add_argument("--load")
-    ckpt.add_argument("--no-load-optim", action="store_true")
+    ckpt.add_argument("--load-iteration", type=int,
+                      help="resume from this iteration of --load instead of the latest")
+    ckpt.add_argument("--no-load-optim", action="store_true",
+                      help="do not load the optimizer state (the schedule and iteration are kept)")
     ckpt.add_argument("--no-load-rng", action="store_true")
+    ckpt.add_argument("--override-opt-param-scheduler", action="store_true",
+                      help="take the learning-rate schedule's values from the flags, not the checkpoint")
 
     log = parser.add_argument_group("logging")
     log.add_argument("--log-interval", type=int, default=1)
@@ -140,7 +151,7 @@ def model_args(args: argparse.Namespace, vocab_size: int) -> ModelArgs:
             sizes[name] = getattr(args, name)
     missing = [f"--{n.replace('_', '-')}" for n in ("num_layers", "hidden_size", "num_attention_heads") if n not in sizes]
     if missing:
-        raise ValueError(f"give --model-size or {', '.join(missing)}")
+        raise ConfigError(f"give --model-size or {', '.join(missing)}")
     return ModelArgs(
         vocab_size=vocab_size,
         seq_length=args.seq_length,
@@ -184,73 +195,108 @@ def data_prefixes(data_path: List[str]) -> List[str]:
     return list(data_path)
 
 
+def _check_positive(args: argparse.Namespace):
+    for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "micro_batch_size",
+                 "global_batch_size", "seq_length", "log_interval"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, not {getattr(args, name)}")
+    for name in ("save_interval", "eval_interval", "exit_interval", "max_position_embeddings"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+    if args.eval_interval and args.eval_iters < 1:
+        raise ConfigError(f"--eval-iters must be >= 1 with --eval-interval, not {args.eval_iters}")
+    if args.distributed_timeout_minutes <= 0:
+        raise ConfigError("--distributed-timeout-minutes must be > 0")
+    try:
+        split = [float(part) for part in args.split.replace("/", ",").split(",")]
+    except ValueError:
+        split = []
+    if not split or len(split) > 3 or any(w < 0 for w in split) or sum(split) <= 0 or split[0] <= 0:
+        raise ConfigError(f"--split {args.split!r}: give up to three non-negative weights "
+                          "(train,validation,test) with a positive train weight, e.g. 969,30,1")
+
+
 def validate(args: argparse.Namespace, world_size: int):
-    """Checks that need no model or data loaded. Raises ValueError naming the flag."""
+    """Checks that need no model or data loaded. Raises ConfigError naming the flag."""
+    _check_positive(args)
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     if world_size % (tp * pp):
-        raise ValueError(
+        raise ConfigError(
             f"{world_size} processes are not divisible by --tensor-model-parallel-size {tp} x "
             f"--pipeline-model-parallel-size {pp}"
         )
     dp = world_size // (tp * pp)
     if args.global_batch_size % (args.micro_batch_size * dp):
-        raise ValueError(
+        raise ConfigError(
             f"--global-batch-size {args.global_batch_size} must be a multiple of "
             f"--micro-batch-size {args.micro_batch_size} x data-parallel size {dp}"
         )
     lengths = [f for f in ("train_iters", "train_samples", "train_epochs") if getattr(args, f) is not None]
     if len(lengths) > 1:
-        raise ValueError("give one of --train-iters, --train-samples, --train-epochs")
+        raise ConfigError("give one of --train-iters, --train-samples, --train-epochs")
     if args.train_epochs is not None and not (args.sft or args.sft_packing):
-        raise ValueError("--train-epochs needs --sft or --sft-packing (instruction data)")
+        raise ConfigError("--train-epochs needs --sft or --sft-packing (instruction data)")
     for name in lengths + ["prealign_iters", "postalign_iters"]:
         if not getattr(args, name) >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
     if args.train_epochs is None:  # with --train-epochs: once the data is read
         validate_schedule(args, train_iters(args))
     validate_finetuning(args)
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and not args.alignment_table:
-        raise ValueError(
+        raise ConfigError(
             "--prealign-iters / --postalign-iters / --alignment-during-pretraining need "
             "--alignment-table"
         )
     if args.alignment_table and not aligning:
-        raise ValueError(
+        raise ConfigError(
             "--alignment-table is given but no stage aligns: add --prealign-iters N (PreAlign), "
             "--alignment-during-pretraining or --postalign-iters N, or drop the table"
         )
     if aligning and args.transformer_impl == "transformer_engine" and args.pipeline_model_parallel_size > 1:
-        raise ValueError(
+        raise ConfigError(
             "the alignment pass with --transformer-impl transformer_engine needs "
             "--pipeline-model-parallel-size 1 (each word form in its own row; TE's attention ignores "
             "the block-diagonal mask of packed rows): use --transformer-impl local under pipeline "
             "parallelism")
     if args.alignment_table and not os.path.isfile(args.alignment_table):
-        raise ValueError(f"--alignment-table {args.alignment_table} does not exist")
+        raise ConfigError(f"--alignment-table {args.alignment_table} does not exist")
     if args.alignment_temperature <= 0:
-        raise ValueError("--alignment-temperature must be > 0")
+        raise ConfigError("--alignment-temperature must be > 0")
     if args.alignment_words_per_batch % dp:
-        raise ValueError(
+        raise ConfigError(
             f"--alignment-words-per-batch {args.alignment_words_per_batch} must be divisible by "
             f"the data-parallel size {dp}"
         )
     if args.enclone_init and not args.enclone_mapping:
-        raise ValueError("--enclone-init needs --enclone-mapping (written by tools/make_enclone.py)")
+        raise ConfigError("--enclone-init needs --enclone-mapping (written by tools/make_enclone.py)")
     if args.enclone_mapping and not os.path.isfile(args.enclone_mapping):
         raise ValueError(f"--enclone-mapping {args.enclone_mapping} does not exist")
     if args.overlap_param_gather and not (args.use_distributed_optimizer and args.overlap_grad_reduce):
         raise ValueError("--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce")
     if args.num_workers is not None and args.num_workers < 0:
         raise ValueError("--num-workers must be >= 0")
+        raise ConfigError(f"--enclone-mapping {args.enclone_mapping} does not exist")
     if args.save_interval and not args.save:
-        raise ValueError("--save-interval needs --save DIR")
+        raise ConfigError("--save-interval needs --save DIR")
     for prefix in data_prefixes(args.data_path):
         for suffix in (".bin", ".idx"):
             if not os.path.isfile(prefix + suffix):
-                raise ValueError(f"--data-path: {prefix + suffix} does not exist (give the prefix without .bin/.idx)")
-    if args.load and not os.path.isdir(args.load):
-        raise ValueError(f"--load {args.load} is not a directory")
+                raise ConfigError(f"--data-path: {prefix + suffix} does not exist (give the prefix without .bin/.idx)")
+        check_indexed_files(prefix)
+    if getattr(args, "tokenizer_model", None) and not os.path.exists(args.tokenizer_model):
+        raise ConfigError(f"--tokenizer-model {args.tokenizer_model} does not exist")
+    # A --load that does not exist yet but is the --save directory is a fresh start (Megatron-LM).
+    if args.load and not os.path.isdir(args.load) and not fresh_start_directory(args):
+        raise ConfigError(f"--load {args.load} is not a directory")
+    if args.load_iteration is not None and not args.load:
+        raise ConfigError("--load-iteration needs --load")
+
+
+def fresh_start_directory(args: argparse.Namespace) -> bool:
+    """--load names the --save directory and it does not exist yet: nothing to resume."""
+    return bool(args.load and args.save and not os.path.exists(args.load)
+                and os.path.abspath(args.load) == os.path.abspath(args.save))
 
 
 def train_iters(args: argparse.Namespace, rows_per_run: Optional[int] = None) -> int:
@@ -266,17 +312,17 @@ def validate_schedule(args: argparse.Namespace, train_iters: int) -> int:
     """Checks of the iteration counts; returns the warmup iterations."""
     total = args.prealign_iters + train_iters + args.postalign_iters
     if total < 1:
-        raise ValueError("nothing to train: --train-iters (or --train-samples / --train-epochs), "
+        raise ConfigError("nothing to train: --train-iters (or --train-samples / --train-epochs), "
                          "--prealign-iters and --postalign-iters are all 0")
     warmup = args.lr_warmup_iters
     if args.lr_warmup_fraction is not None:
         if not 0 <= args.lr_warmup_fraction < 1:
-            raise ValueError("--lr-warmup-fraction must be in [0, 1)")
+            raise ConfigError("--lr-warmup-fraction must be in [0, 1)")
         if args.lr_warmup_iters:
-            raise ValueError("give --lr-warmup-iters or --lr-warmup-fraction, not both")
+            raise ConfigError("give --lr-warmup-iters or --lr-warmup-fraction, not both")
         warmup = int(args.lr_warmup_fraction * (args.lr_decay_iters or total))
     if warmup >= (args.lr_decay_iters or total):
-        raise ValueError(
+        raise ConfigError(
             f"--lr-warmup-iters {warmup} must be smaller than --lr-decay-iters "
             f"(default: all {total} iterations of all stages)"
         )
@@ -285,25 +331,25 @@ def validate_schedule(args: argparse.Namespace, train_iters: int) -> int:
 
 def validate_finetuning(args: argparse.Namespace):
     if args.sft and args.sft_packing:
-        raise ValueError("give --sft (one record a sequence) or --sft-packing (several), not both")
+        raise ConfigError("give --sft (one record a sequence) or --sft-packing (several), not both")
     if (args.sft or args.sft_packing) and (
         args.prealign_iters or args.postalign_iters or args.alignment_during_pretraining
     ):
-        raise ValueError("--sft / --sft-packing fine-tune on instruction data: run the alignment "
+        raise ConfigError("--sft / --sft-packing fine-tune on instruction data: run the alignment "
                          "stages in a pretraining run first and pass its --save as "
                          "--pretrained-checkpoint")
     if (args.sft or args.sft_packing) and args.codeswitch_mode != "input-only":
-        raise ValueError("--sft / --sft-packing always honour the stored loss masks; drop --codeswitch-mode")
+        raise ConfigError("--sft / --sft-packing always honour the stored loss masks; drop --codeswitch-mode")
     if args.pretrained_checkpoint is not None:
         from megatron_prealign.training.checkpointing import latest_iteration
 
         if not os.path.isdir(args.pretrained_checkpoint):
-            raise ValueError(f"--pretrained-checkpoint {args.pretrained_checkpoint} is not a directory")
+            raise ConfigError(f"--pretrained-checkpoint {args.pretrained_checkpoint} is not a directory")
         if latest_iteration(args.pretrained_checkpoint) is None:
-            raise ValueError(f"--pretrained-checkpoint {args.pretrained_checkpoint} holds no "
+            raise ConfigError(f"--pretrained-checkpoint {args.pretrained_checkpoint} holds no "
                              "checkpoint (no latest_checkpointed_iteration.txt)")
     if args.finetune and not (args.load or args.pretrained_checkpoint):
-        raise ValueError("--finetune needs --load DIR or --pretrained-checkpoint DIR (the weights to start from)")
+        raise ConfigError("--finetune needs --load DIR or --pretrained-checkpoint DIR (the weights to start from)")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

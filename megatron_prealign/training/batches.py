@@ -7,6 +7,7 @@ checkpoint stores, so a resumed run continues with exactly the samples it would 
 """
 
 from typing import List
+from megatron_prealign.errors import ConfigError
 
 import torch
 
@@ -109,7 +110,7 @@ def alignment_microbatch(word_batch, rows: int, seq_length: int, layout: str = B
     try:
         return pack_forms(forms_of(batch), batch.form_group.tolist(), seq_length, rows)
     except ValueError as error:
-        raise ValueError(
+        raise ConfigError(
             f"{error}: the alignment words of one step do not fit into --micro-batch-size {rows} "
             f"rows of --seq-length {seq_length}; lower --alignment-words-per-batch or raise "
             "--micro-batch-size"

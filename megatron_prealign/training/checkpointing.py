@@ -2,9 +2,12 @@
 
 Layout (as Megatron-LM's): ``{save}/iter_0000100/`` holds one checkpoint (model, optimizer,
 scheduler, per-rank RNG states, iteration and whatever run state the caller adds), and
-``{save}/latest_checkpointed_iteration.txt`` names the newest complete one. The pointer is
-written (atomically) only after every rank has finished writing, so a run killed mid-save
-resumes from the previous checkpoint. Saves are synchronous: megatron-core's async path needs a
+``{save}/latest_checkpointed_iteration.txt`` names the newest complete one. Every save is
+written into a new directory ``iter_N.partial`` and renamed to ``iter_N`` only after every rank
+has finished; then the pointer is replaced (atomically). A complete checkpoint is never deleted
+before its replacement is complete, so a run killed at any moment leaves a loadable checkpoint;
+a resume whose pointer names a missing or incomplete directory falls back to the newest
+complete one and says so (docs/reliability.md). Saves are synchronous: megatron-core's async path needs a
 persistent worker and brings nothing on the CPU. Sharded tensors carry their global layout, so
 a checkpoint saved at one TP x PP layout loads at another.
 """
@@ -22,10 +25,43 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.utils import unwrap_model
 
+from megatron_prealign.errors import ConfigError, describe_os_error
+
 LATEST = "latest_checkpointed_iteration.txt"
+PARTIAL = ".partial"  # suffix of a save in progress (never loaded)
+# Written by dist_checkpointing / torch.distributed.checkpoint only when a save finished.
+COMPLETE_MARKERS = ("metadata.json", ".metadata", "common.pt")
 # Megatron-LM's default distributed-optimizer format. (megatron-core 0.16.1's fully reshardable
 # formats fail with torch's Adam, i.e. without TE / apex: its per-parameter `step` is lost.)
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
+
+
+# Model settings a checkpoint must share with the run (or evaluation) loading it.
+ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads", "num_query_groups",
+                     "ffn_hidden_size", "vocab_size", "max_position_embeddings")
+
+
+def architecture(model_args) -> dict:
+    """What a checkpoint records (run_state["architecture"]): the model's own description, with
+    the position table's effective size."""
+    return model_args.architecture() | {
+        "max_position_embeddings": model_args.max_position_embeddings or model_args.seq_length}
+
+
+def check_architecture(saved: Optional[dict], expected: dict, where: str, other: str = "run",
+                       error=ConfigError):
+    """Raise `error` naming every key where the checkpoint's architecture differs from
+    `expected`; `where` names it ("--load DIR"). Keys expected as None, or absent from an older
+    checkpoint, are not compared."""
+    if not saved:
+        raise error(f"{where} records no architecture (not written by megatron_prealign's "
+                    "training driver)")
+    different = {k: (saved[k], v) for k, v in expected.items()
+                 if k in ARCHITECTURE_KEYS and v is not None and saved.get(k) is not None and saved[k] != v}
+    if different:
+        details = ", ".join(f"{k}: checkpoint {a} vs {other} {b}" for k, (a, b) in different.items())
+        raise error(f"{where} holds another architecture ({details}); change the model flags "
+                    f"to match or start without {where.split()[0]}")
 
 
 def checkpoint_dir(root: str, iteration: int) -> str:
@@ -33,14 +69,67 @@ def checkpoint_dir(root: str, iteration: int) -> str:
 
 
 def latest_iteration(root: str) -> Optional[int]:
-    """The iteration of the newest complete checkpoint under `root`, or None."""
+    """The iteration named by `root`'s pointer file, or None when there is none."""
     path = os.path.join(root, LATEST)
     if not os.path.isfile(path):
         return None
     text = open(path).read().strip()
     if not text.isdigit():
-        raise ValueError(f"{path} should hold an iteration number, found {text!r}")
+        raise ConfigError(f"{path} should hold an iteration number, found {text!r}")
     return int(text)
+
+
+def incomplete_reason(directory: str) -> Optional[str]:
+    """None when `directory` holds a finished save, else what is wrong with it."""
+    if not os.path.isdir(directory):
+        return "it does not exist"
+    missing = [name for name in COMPLETE_MARKERS if not os.path.isfile(os.path.join(directory, name))]
+    if missing:
+        return f"{', '.join(missing)} missing: an interrupted save"
+    return None
+
+
+def complete_iterations(root: str) -> list:
+    """Iterations under `root` with a finished checkpoint, ascending."""
+    found = []
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        if name.startswith("iter_") and name[5:].isdigit() and incomplete_reason(os.path.join(root, name)) is None:
+            found.append(int(name[5:]))
+    return sorted(found)
+
+
+def resolve_iteration(root: str, requested: Optional[int] = None, announce=print) -> Optional[int]:
+    """The iteration to resume from: `requested` (--load-iteration) if it is complete, else the
+    pointer's, else (pointer unreadable or naming an incomplete save) the newest complete one,
+    announced. None when `root` holds no checkpoint at all."""
+    complete = complete_iterations(root)
+    if requested is not None:
+        reason = incomplete_reason(checkpoint_dir(root, requested))
+        if reason:
+            raise ConfigError(f"--load-iteration {requested}: {checkpoint_dir(root, requested)} cannot be "
+                              f"loaded ({reason}); complete iterations in {root}: {complete or 'none'}")
+        return requested
+    try:
+        latest = latest_iteration(root)
+        problem = None if latest is None else incomplete_reason(checkpoint_dir(root, latest))
+    except ConfigError as error:
+        latest, problem = -1, str(error)
+    if latest is None and not complete:
+        return None
+    if latest is not None and problem is None:
+        return latest
+    where = os.path.join(root, LATEST)
+    if latest is None:
+        problem = "it is missing"
+    elif latest >= 0:
+        problem = f"it names {checkpoint_dir(root, latest)}, but {problem}"
+    if not complete:
+        raise ConfigError(f"cannot resume from {root}: {where}: {problem}; no complete checkpoint "
+                          f"(iter_*/ with {', '.join(COMPLETE_MARKERS)}) to fall back to")
+    if announce:
+        announce(f"warning: {where}: {problem}; resuming from the newest complete checkpoint, iteration "
+                 f"{complete[-1]} (choose another with --load-iteration)", flush=True)
+    return complete[-1]
 
 
 def _rng_state() -> dict:
@@ -117,25 +206,56 @@ def save_checkpoint(root: str, iteration: int, chunks, optimizer=None, scheduler
     """Save everything needed to resume at `iteration`; move the `latest` pointer last."""
     if len(chunks) != 1:
         raise NotImplementedError("virtual pipeline stages (several model chunks) are not supported")
-    run_state = {"iteration": iteration, "layout": _layout(), **(run_state or {})}
+    run_state = {"iteration": iteration, "layout": _layout(),
+                 "data_parallel_size": parallel_state.get_data_parallel_world_size(),
+                 "distributed_optimizer": optimizer is not None and _has_distributed_optimizer(optimizer),
+                 **(run_state or {})}
     directory = checkpoint_dir(root, iteration)
-    if dist.get_rank() == 0:
-        if os.path.isdir(directory):  # a partial save of this iteration by a killed run
-            shutil.rmtree(directory)
-        os.makedirs(directory)
-    dist.barrier()
-    state = _sharded_state(chunks, optimizer, scheduler, run_state, with_rng=True, is_loading=False)
-    dist_checkpointing.save(state, directory)
-    dist.barrier()
-    if dist.get_rank() == 0:
-        pointer = os.path.join(root, LATEST)
-        with open(pointer + ".tmp", "w") as f:
-            f.write(str(iteration))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(pointer + ".tmp", pointer)
-    dist.barrier()
+    staging = directory + PARTIAL  # the same name on every rank; never a complete checkpoint
+    try:
+        if dist.get_rank() == 0:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
+            os.makedirs(staging)
+        dist.barrier()
+        state = _sharded_state(chunks, optimizer, scheduler, run_state, with_rng=True, is_loading=False)
+        dist_checkpointing.save(state, staging)
+        dist.barrier()
+        if dist.get_rank() == 0:
+            _publish(root, staging, directory, iteration)
+        dist.barrier()
+    except Exception as error:
+        if _is_no_space(error):
+            raise ConfigError(describe_os_error(OSError(28, "No space left on device"), staging)
+                              + f"; the previous checkpoint in {root} is untouched") from error
+        raise
     return directory
+
+
+def _publish(root: str, staging: str, directory: str, iteration: int):
+    """Rename the finished save into place, then move the pointer (rank 0)."""
+    replaced = directory + ".replaced"
+    if os.path.isdir(directory):  # the same iteration saved again: swap, delete the old one last
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.rename(directory, replaced)
+    os.rename(staging, directory)
+    pointer = os.path.join(root, LATEST)
+    with open(pointer + ".tmp", "w") as f:
+        f.write(str(iteration))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(pointer + ".tmp", pointer)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _is_no_space(error: BaseException) -> bool:
+    """ENOSPC anywhere in the chain (torch's checkpoint writer wraps per-rank failures)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) == 28 or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def load_checkpoint(
@@ -146,20 +266,28 @@ def load_checkpoint(
     iteration: Optional[int] = None,
     load_rng: bool = True,
 ) -> dict:
-    """Load model (and optimizer, scheduler, RNG) state in place; return the run state."""
+    """Load model (and optimizer, scheduler, RNG) state in place; return the run state.
+    `iteration` None: the pointer's, or the newest complete one (see resolve_iteration)."""
+    requested = iteration
+    first = not dist.is_initialized() or dist.get_rank() == 0
+    iteration = resolve_iteration(root, requested, announce=print if first else None)
     if iteration is None:
-        iteration = latest_iteration(root)
-        if iteration is None:
-            raise FileNotFoundError(f"no {LATEST} under {root}: nothing to resume from")
+        raise ConfigError(f"no {LATEST} and no checkpoint under {root}: nothing to resume from")
     directory = checkpoint_dir(root, iteration)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    # RNG states are per (PP, TP) rank: restore them only into the layout that saved them.
-    same_layout = read_run_state(directory).get("layout") == _layout()
+    saved = read_run_state(directory)
+    # RNG states are per rank: restore them only into the layout that saved them.
+    saved_dp = saved.get("data_parallel_size")
+    same_layout = saved.get("layout") == _layout() and saved_dp in (None, parallel_state.get_data_parallel_world_size())
     with_rng = load_rng and same_layout
-    if optimizer is not None and not same_layout and _has_distributed_optimizer(optimizer):
-        raise ValueError(
-            f"{directory} was saved with (PP, TP) = {read_run_state(directory).get('layout')}; the "
+    if load_rng and not same_layout and first:
+        print(f"note: {directory} was saved at (PP, TP, DP) = ({', '.join(map(str, saved.get('layout', [])))}, "
+              f"{saved_dp}); this run's layout differs, so the random state comes from --seed "
+              "instead (resumption is not bit-exact)", flush=True)
+    if optimizer is not None:
+        _check_optimizer_kind(saved, optimizer, directory)
+    if optimizer is not None and saved.get("layout") != _layout() and _has_distributed_optimizer(optimizer):
+        raise ConfigError(
+            f"{directory} was saved with (PP, TP) = {saved.get('layout')}; the "
             "distributed optimizer's state (Megatron-LM's default dp_reshardable format) reshards "
             "only across data parallelism. Load the weights alone with --no-load-optim, or keep "
             "the saved TP and PP sizes."
@@ -177,9 +305,25 @@ def load_checkpoint(
         _restore_adam_steps(optimizer)
     if scheduler is not None:
         scheduler.load_state_dict(loaded["scheduler"])
-    if with_rng:
+    if with_rng and len(loaded["rng_state"]) == parallel_state.get_data_parallel_world_size():
         _set_rng_state(loaded["rng_state"][parallel_state.get_data_parallel_rank()])
     return loaded["run_state"]
+
+
+def _check_optimizer_kind(saved: dict, optimizer, directory: str):
+    """Megatron's distributed and plain optimizers store different state: say so instead of
+    failing inside the loader with a KeyError."""
+    if "distributed_optimizer" not in saved:
+        return  # saved before this was recorded: the loader's own error stands
+    if saved["distributed_optimizer"] != _has_distributed_optimizer(optimizer):
+        def describe(flag):
+            return "with --use-distributed-optimizer" if flag else "without --use-distributed-optimizer"
+
+        raise ConfigError(
+            f"{directory} was saved {describe(saved['distributed_optimizer'])} and this run is "
+            f"{describe(not saved['distributed_optimizer'])}: their optimizer states differ. Resume "
+            f"{describe(saved['distributed_optimizer'])}, or load the weights (and schedule) alone "
+            "with --no-load-optim.")
 
 
 def _has_distributed_optimizer(optimizer) -> bool:

@@ -2,6 +2,7 @@
 row when untied) starts as a copy of its English original's row."""
 
 import torch
+from megatron_prealign.errors import ConfigError
 import torch.distributed as dist
 
 from megatron.core import parallel_state
@@ -18,7 +19,7 @@ def _copy_rows(weight: torch.Tensor, mapping: EncloneMapping):
     full = torch.cat(slices)
     original, clone = (torch.as_tensor(x) for x in mapping.pairs())
     if clone.max() >= full.shape[0]:
-        raise ValueError(
+        raise ConfigError(
             f"the model vocabulary ({full.shape[0]}) is smaller than the En-Clone vocabulary "
             f"({mapping.vocab_size}): set --padded-vocab-size >= {mapping.vocab_size}"
         )

@@ -11,9 +11,31 @@ from typing import Optional
 
 import torch.distributed as dist
 
+from megatron_prealign.data.atomic import atomic_text_writer
+
+
+def _truncate_log(path: str, start_iteration: int):
+    """Keep only the records up to the iteration this run starts from, so that a resumed run's
+    log is one consistent run (the iterations after the checkpoint are replayed)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = []
+    for line in lines:
+        try:
+            iteration = json.loads(line).get("iteration", 0)
+        except ValueError:  # a line cut by a kill
+            continue
+        if isinstance(iteration, int) and iteration <= start_iteration:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        with atomic_text_writer(path) as handle:
+            handle.writelines(kept)
+
 
 class TrainingLogger:
-    def __init__(self, tensorboard_dir: Optional[str], log_json: Optional[str]):
+    def __init__(self, tensorboard_dir: Optional[str], log_json: Optional[str], start_iteration: int = 0):
         self.writes = dist.get_rank() == dist.get_world_size() - 1
         self.start = time.time()
         self.tensorboard = None
@@ -26,6 +48,7 @@ class TrainingLogger:
             self.tensorboard = SummaryWriter(log_dir=tensorboard_dir)
         if log_json:
             os.makedirs(os.path.dirname(os.path.abspath(log_json)), exist_ok=True)
+            _truncate_log(log_json, start_iteration)
             self.json_file = open(log_json, "a", encoding="utf-8")
 
     def elapsed(self) -> float:

@@ -22,53 +22,47 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import platform
 from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
+from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
 from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, to_thd
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
 from megatron_prealign.instruct.finetune import FinetuneData
 from megatron_prealign.model import CHECKPOINT_DETAIL_FIELDS, build_model
-from megatron_prealign.training import arguments, checkpointing, enclone_init, signals
+from megatron_prealign.errors import ConfigError
+from megatron_prealign.training import arguments, checkpointing, enclone_init, signals, vocab
+from megatron_prealign.training.save_lock import SaveLock
 from megatron_prealign.training.batches import LMBatches, alignment_microbatch, build_datasets
 from megatron_prealign.training.logger import TrainingLogger
 from megatron_prealign.training.stages import FINETUNE, PRETRAIN, StagePlan
 
-# Model settings a checkpoint must share with the run loading it.
-ARCHITECTURE_KEYS = ("family", "num_layers", "hidden_size", "num_attention_heads",
-                     "num_query_groups", "ffn_hidden_size", "vocab_size")
+def _checkpoint_to_load(args, announce=print):
+    """(directory, iteration, weights only?) of the checkpoint this run starts from, or
+    (None, None, False).
 
-
-def _architecture(model_args) -> dict:
-    return model_args.architecture()
-
-
-def _checkpoint_to_load(args):
-    """(directory, weights only?) of the checkpoint this run starts from, or (None, False).
-
-    --load with a checkpoint resumes it exactly, unless --finetune without
+    --load with a checkpoint resumes it exactly (its pointer's iteration, --load-iteration, or
+    the newest complete one: checkpointing.resolve_iteration), unless --finetune without
     --pretrained-checkpoint asks for its weights alone (Megatron-LM's --finetune). Otherwise
     --pretrained-checkpoint gives the weights (new optimizer and scheduler, iteration 0); a
     relaunched fine-tuning run with the same flags therefore resumes from its own --load."""
-    if args.load and checkpointing.latest_iteration(args.load) is not None:
-        return args.load, bool(args.finetune and not args.pretrained_checkpoint)
+    if args.load and os.path.isdir(args.load):
+        iteration = checkpointing.resolve_iteration(args.load, args.load_iteration, announce)
+        if iteration is not None:
+            return args.load, iteration, bool(args.finetune and not args.pretrained_checkpoint)
     if args.pretrained_checkpoint:
-        return args.pretrained_checkpoint, True
-    return None, False
+        return args.pretrained_checkpoint, checkpointing.resolve_iteration(args.pretrained_checkpoint, None, announce), True
+    return None, None, False
 
 
-def _vocab_size(args, tokenizer, tp: int) -> int:
-    if args.padded_vocab_size:
-        return args.padded_vocab_size
-    directory, _ = _checkpoint_to_load(args)
-    if directory is not None:  # a checkpoint padded for another TP size keeps its vocabulary
-        saved = checkpointing.read_run_state(
-            checkpointing.checkpoint_dir(directory, checkpointing.latest_iteration(directory))
-        ).get("architecture", {}).get("vocab_size")
-        if saved and saved % tp == 0 and saved >= tokenizer.vocab_size:
-            return saved
-    size = EncloneMapping.load(args.enclone_mapping).vocab_size if args.enclone_mapping else tokenizer.vocab_size
-    multiple = 128 * tp  # Megatron-LM's --make-vocab-size-divisible-by 128, times TP
-    return -(-size // multiple) * multiple
+def _vocab_size(args, tokenizer, checkpoint_vocab=None) -> int:
+    tokens = tokenizer.vocab_size
+    if args.enclone_mapping:
+        mapping = EncloneMapping.load(args.enclone_mapping)
+        if mapping.original_vocab_size != tokenizer.vocab_size:
+            raise ConfigError(f"--enclone-mapping {args.enclone_mapping} was made for a vocabulary of "
+                              f"{mapping.original_vocab_size} tokens; --tokenizer-model has {tokenizer.vocab_size}")
+        tokens = mapping.vocab_size
+    return vocab.padded_vocab_size(tokens, args.tensor_model_parallel_size, args.padded_vocab_size, checkpoint_vocab)
 
 
 def _uses_local_attention(model) -> bool:
@@ -161,7 +155,8 @@ class _NonFiniteWatch:
 class Trainer:
     def __init__(self, args):
         self.args = args
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        launch = platform.detect_launcher()
+        world = launch.world_size
         arguments.validate(args, world)  # before any compute
         tokenizer = build_tokenizer_from_args(args)
         self.finetune_data = FinetuneData(args) if args.sft or args.sft_packing else None
@@ -171,11 +166,27 @@ class Trainer:
         self.plan = StagePlan(args.prealign_iters, train_iters, args.postalign_iters,
                               args.alignment_during_pretraining,
                               FINETUNE if self.finetune_data else PRETRAIN)
-        self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, args.tensor_model_parallel_size))
-        self.model_args.validate(world)
-        start_from, self.weights_only = _checkpoint_to_load(args)
-        if start_from:
-            self._check_checkpoint_architecture(start_from)
+        # The checkpoint to start from (None: a fresh start), chosen once for every later step.
+        self.start_from, self.load_iteration, self.weights_only = _checkpoint_to_load(
+            args, announce=print if launch.rank == 0 else None)
+        saved = None
+        if self.start_from is not None:
+            saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(self.start_from, self.load_iteration))
+        saved_architecture = (saved or {}).get("architecture") or {}
+        self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, saved_architecture.get("vocab_size")))
+        try:
+            self.model_args.validate(world)
+        except ValueError as error:  # ModelArgs' checks name the flag
+            raise ConfigError(str(error)) from error
+        if saved is not None:
+            flag = "--load" if self.start_from == args.load else "--pretrained-checkpoint"
+            checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
+                                             f"{flag} {self.start_from}")
+            # Details without training flags (e.g. of an imported Hugging Face model) come from it.
+            details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
+            self.model_args = dataclasses.replace(self.model_args, **details)
+        if args.alignment_table:  # token-id forms (En-Clone) must fit the model's vocabulary
+            read_table(args.alignment_table, max_token_id=self.model_args.vocab_size)
         self.word_dataset = None
         if self.plan.uses_alignment:
             self.word_dataset = AlignmentWordDataset.from_table(
@@ -185,8 +196,20 @@ class Trainer:
             )
 
         self.runtime = platform.initialize(
-            args.tensor_model_parallel_size, args.pipeline_model_parallel_size, seed=args.seed
+            args.tensor_model_parallel_size, args.pipeline_model_parallel_size, seed=args.seed,
+            timeout_minutes=args.distributed_timeout_minutes, backend=args.distributed_backend,
         )
+        self.save_lock = self._lock_save_directory()
+        try:
+            self._build(tokenizer)
+        except BaseException:  # the lock of a run that never started is not kept
+            if self.save_lock is not None:
+                self.save_lock.release()
+            raise
+
+    def _build(self, tokenizer):
+        """Everything after the --save lock: model, optimizer, checkpoint, data, logs."""
+        args = self.args
         self.dp_size = parallel_state.get_data_parallel_world_size()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.num_lm_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
@@ -215,6 +238,8 @@ class Trainer:
             lr_warmup_steps=self.warmup_iters, lr_decay_steps=args.lr_decay_iters or total,
             lr_decay_style=args.lr_decay_style, start_wd=args.weight_decay, end_wd=args.weight_decay,
             wd_incr_steps=total, wd_incr_style="constant",
+            override_opt_param_scheduler=args.override_opt_param_scheduler,
+            use_checkpoint_opt_param_scheduler=not args.override_opt_param_scheduler,
         )
         self.alignment = (
             AlignmentPass(self.chunks, args.alignment_temperature, args.alignment_loss_weight)
@@ -222,15 +247,18 @@ class Trainer:
         )
 
         self.iteration, consumed, self.alignment_steps = 0, 0, 0
-        if start_from and self.weights_only:  # fine-tuning starts: weights only, iteration 0
-            checkpointing.load_checkpoint(start_from, self.chunks, None, None, load_rng=False)
+        if self.start_from and self.weights_only:  # fine-tuning starts: weights only, iteration 0
+            checkpointing.load_checkpoint(self.start_from, self.chunks, None, None,
+                                          iteration=self.load_iteration, load_rng=False)
             self.optimizer.reload_model_params()
-        elif start_from:
+        elif self.start_from:
+            # Megatron-LM's semantics: --no-load-optim keeps the schedule and the iteration.
+            load_optimizer = not args.no_load_optim
             run_state = checkpointing.load_checkpoint(
-                args.load, self.chunks, None if args.no_load_optim else self.optimizer,
-                None if args.no_load_optim else self.scheduler, load_rng=not args.no_load_rng,
+                self.start_from, self.chunks, self.optimizer if load_optimizer else None, self.scheduler,
+                iteration=self.load_iteration, load_rng=not args.no_load_rng,
             )
-            if args.no_load_optim:
+            if not load_optimizer:
                 self.optimizer.reload_model_params()
             self.iteration = run_state["iteration"]
             consumed = run_state.get("consumed_samples", 0)
@@ -248,26 +276,24 @@ class Trainer:
         self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed,
                                     num_workers=arguments.num_workers(args))
         self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
-        self.logger = TrainingLogger(args.tensorboard_dir, args.log_json)
+        self.logger = TrainingLogger(args.tensorboard_dir, args.log_json, start_iteration=self.iteration)
 
     # -- setup helpers ------------------------------------------------------------------------
 
-    def _check_checkpoint_architecture(self, directory):
-        iteration = checkpointing.latest_iteration(directory)
-        if iteration is None:
-            return
-        saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(directory, iteration))
-        expected = _architecture(self.model_args)
-        different = {k: (saved.get("architecture", {}).get(k), expected[k]) for k in ARCHITECTURE_KEYS
-                     if saved.get("architecture", {}).get(k) != expected[k]}
-        if different:
-            details = ", ".join(f"{k}: checkpoint {a} vs run {b}" for k, (a, b) in different.items())
-            flag = "--load" if directory == self.args.load else "--pretrained-checkpoint"
-            raise ValueError(f"{flag} {directory} holds another architecture ({details}); "
-                             f"change the model flags to match or start without {flag}")
-        # Details without training flags (e.g. of an imported Hugging Face model) come from it.
-        details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
-        self.model_args = dataclasses.replace(self.model_args, **details)
+    def _lock_save_directory(self):
+        """Rank 0 takes --save's lock; every rank stops if it cannot."""
+        if not self.args.save:
+            return None
+        lock, error = SaveLock(self.args.save), [None]
+        if dist.get_rank() == 0:
+            try:
+                lock.acquire()
+            except ConfigError as problem:
+                error[0] = str(problem)
+        dist.broadcast_object_list(error, src=0)
+        if error[0]:
+            raise ConfigError(error[0])
+        return lock
 
     def _validation_sets(self, tokenizer):
         if self.finetune_data:
@@ -375,7 +401,7 @@ class Trainer:
                 "consumed_samples": self.lm_batches.consumed_samples,
                 "alignment_steps": self.alignment_steps,
                 "stage": stage,
-                "architecture": _architecture(self.model_args),
+                "architecture": checkpointing.architecture(self.model_args),
             },
         )
         if self.logger.writes:
@@ -388,6 +414,10 @@ class Trainer:
         signals.install()
         total = self.plan.total_iters
         stage = self.plan.stage(self.iteration) if self.iteration else "start"
+        start = self.iteration
+        if start >= total and self.logger.writes:
+            print(f"the run is already complete at iteration {start} of {total} (--load {args.load}); "
+                  "nothing to do", flush=True)
         interval_tokens, interval_start = 0, time.time()
         watch = _NonFiniteWatch()
         for chunk in self.chunks:
@@ -435,7 +465,9 @@ class Trainer:
                 break
         else:
             watch.check()
-            if args.save and not (args.save_interval and self.iteration % args.save_interval == 0):
+            # Saved unless just saved by the interval, or nothing ran (a relaunched finished run
+            # is a no-op: its last checkpoint is never rewritten).
+            if args.save and self.iteration > start and not (args.save_interval and self.iteration % args.save_interval == 0):
                 self._save(stage)
         self.logger.close()
         self.lm_batches.close()
@@ -443,8 +475,11 @@ class Trainer:
 
 
 def run(args) -> int:
-    trainer = Trainer(args)
+    trainer = None
     try:
+        trainer = Trainer(args)
         return trainer.train()
     finally:
+        if trainer is not None and trainer.save_lock is not None:
+            trainer.save_lock.release()
         platform.shutdown()

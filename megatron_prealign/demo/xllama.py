@@ -1,0 +1,440 @@
+"""The x-LLaMA miniature, part 1: data and the two English-dominant base models.
+
+1. data (``xllama_data``): English with facts about invented people (the demo grammar), two
+   target languages (Clonish: relexified English; Tolvish: own vocabulary and word order) as 5%
+   fact-free text each, instruction data, translation pairs, target-language QA about held-out
+   people; a SentencePiece tokenizer over all of it (prompt template included); the En->target
+   alignment table from the generated dictionaries; indexed datasets through the real tools;
+2. two bases, same model, same LM batches: Joint Training (English + both target languages)
+   and PreAlign (pre-alignment on the En->Clonish/Tolvish table, then pretraining with the
+   English input codeswitched into both languages);
+3. the bases' perplexity per language.
+
+Instruction tuning of these bases (English-only vs CoIT, the translation-data sweep, the fitted
+laws and the allocation) builds on them; see docs/xllama.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from typing import Dict, List, Tuple
+
+from megatron_prealign.demo import data as demo_data
+from megatron_prealign.demo import xllama_data
+from megatron_prealign.demo.prealign import _evaluate, _run_tool, _write_jsonl, log
+
+TARGETS = ("qaa", "qab")
+LAW_SCORE = "chrf"  # the score the scaling law is fitted to
+# A compact prompt (tools/build_instruction_data.py --template): the Alpaca preamble alone would be
+# ~70 tokens of a 700-token vocabulary, more than the miniature's whole sequence.
+COMPACT_TEMPLATE = {"prompt_input": "{instruction}\n{input}\n=>", "prompt_no_input": "{instruction}\n=>",
+                    "response_suffix": ""}
+
+
+@dataclasses.dataclass
+class XllamaDemoConfig:
+    seed: int = 1234
+    people: int = 48
+    held_out_people: int = 16
+    english_docs: int = 1500
+    sentences_per_doc: int = 8
+    fact_share: float = 0.3
+    target_fraction: float = 0.05   # each target language's corpus and mixture weight vs English
+    valid_docs: int = 100
+    english_instructions: int = 2000
+    target_instructions: int = 1000
+    translation_pool: int = 3200
+    translation_test: int = 100
+    vocab_size: int = 700
+    num_layers: int = 4
+    hidden_size: int = 64
+    heads: int = 4
+    seq_length: int = 128  # a translation prompt is ~47 tokens, its response up to ~30
+    micro_batch_size: int = 8
+    global_batch_size: int = 16
+    lr: float = 3e-3
+    prealign_iters: int = 150
+    train_iters: int = 600
+    codeswitch_ratio: float = 0.05
+    alignment_words_per_batch: int = 64
+    eval_tokens: int = 10000
+    # instruction tuning (the same steps for every run: more pairs = more diverse data, same compute)
+    finetune_iters: int = 150
+    finetune_lr: float = 1e-3
+    sweep_sizes: Tuple[int, ...] = (100, 300, 900, 2700)   # translation pairs; CoIT uses the largest
+    budget: int = 1800                                      # translation pairs over both languages
+    max_new_tokens: int = 40
+
+    @classmethod
+    def quick(cls) -> "XllamaDemoConfig":
+        return cls(people=10, held_out_people=4, english_docs=150, valid_docs=10, english_instructions=100,
+                   target_instructions=60, translation_pool=200, translation_test=10, num_layers=2,
+                   hidden_size=32, seq_length=64, prealign_iters=4, train_iters=8,
+                   alignment_words_per_batch=8, eval_tokens=1000, finetune_iters=6,
+                   sweep_sizes=(20, 60, 160), budget=120, max_new_tokens=12)
+
+    def data_config(self) -> xllama_data.XllamaDataConfig:
+        return xllama_data.XllamaDataConfig(
+            seed=self.seed, people=self.people, held_out_people=self.held_out_people,
+            english_instructions=self.english_instructions, target_instructions=self.target_instructions,
+            translation_pool=self.translation_pool, translation_test=self.translation_test,
+            target_docs=max(2, round(self.english_docs * self.target_fraction)),
+            sentences_per_doc=self.sentences_per_doc)
+
+
+def _prompt_texts(paths: Dict[str, str], names: Dict[str, str]) -> List[str]:
+    """Rendered instruction prompts, so that the tokenizer covers the template's characters."""
+    from megatron_prealign.generation.prompts import load_template
+    from megatron_prealign.instruct.templates import translation_instruction
+
+    template, texts = load_template(paths["template"]), []
+    for name in ("instructions_en", *(f"instructions_{t}" for t in TARGETS)):
+        with open(paths[name], encoding="utf-8") as handle:
+            for line in list(handle)[:50]:
+                record = json.loads(line)
+                texts.append("".join(template.render(record["instruction"], record["input"], record["output"])))
+    for target in TARGETS:
+        with open(paths[f"translation_{target}"], encoding="utf-8") as handle:
+            for index, line in enumerate(list(handle)[:50]):
+                pair = json.loads(line)
+                instruction = translation_instruction("en", target, index, names)
+                texts.append("".join(template.render(instruction, pair["src"], pair["tgt"])))
+    return texts
+
+
+def prepare_data(cfg: XllamaDemoConfig, work: str) -> Dict[str, str]:
+    data = os.path.join(work, "data")
+    paths = xllama_data.write_corpus(cfg.data_config(), os.path.join(data, "xllama"))
+    with open(paths["languages"], encoding="utf-8") as handle:
+        names = {code: spec["name"] for code, spec in json.load(handle).items()}
+    paths["language_names"] = [f"{code}={name}" for code, name in names.items()]
+    paths["template"] = os.path.join(data, "template.json")
+    os.makedirs(data, exist_ok=True)
+    with open(paths["template"], "w", encoding="utf-8") as handle:
+        json.dump(COMPACT_TEMPLATE, handle)
+    rng = random.Random(f"xllama-demo-{cfg.seed}")
+    people = demo_data.make_people(cfg.seed, cfg.people)
+    languages = xllama_data.make_languages(cfg.seed, reserved=[p["name"] for p in people])
+    paths["en_train"] = _write_jsonl(os.path.join(data, "en_train.jsonl"), [
+        demo_data.english_document(rng, people, cfg.sentences_per_doc, cfg.fact_share)
+        for _ in range(cfg.english_docs)])
+    paths["en_valid"] = _write_jsonl(os.path.join(data, "en_valid.jsonl"), [
+        demo_data.english_document(rng, people, cfg.sentences_per_doc, cfg.fact_share)
+        for _ in range(cfg.valid_docs)])
+    for target in TARGETS:
+        paths[f"valid_{target}"] = _write_jsonl(os.path.join(data, f"valid_{target}.jsonl"), xllama_data.documents(
+            rng, languages[target], cfg.valid_docs, cfg.sentences_per_doc))
+    paths["prompts"] = _write_jsonl(os.path.join(data, "prompts.jsonl"), _prompt_texts(paths, names))
+    log(f"x-LLaMA data: {cfg.english_docs} English documents ({cfg.people} people, {cfg.held_out_people} "
+        f"held out for QA), {cfg.data_config().target_docs} documents per target language "
+        f"({', '.join(f'{c} {n}' for c, n in names.items())})")
+
+    tok = os.path.join(data, "spm")
+    _run_tool("train_tokenizer", ["--input", paths["en_train"], paths["docs_qaa"], paths["docs_qab"],
+                                  paths["prompts"], "--vocab-size", str(cfg.vocab_size), "--model-prefix", tok,
+                                  "--no-hard-vocab-limit", "--threads", "1", "--seed", str(cfg.seed),
+                                  "--no-progress"])
+    paths["spm"] = tok + ".model"
+    paths["tokenizer_args"] = ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", paths["spm"]]
+    paths["table"] = os.path.join(data, "table.jsonl")
+    _run_tool("build_alignment_table", ["--input", paths["en_train"], "--dictionary",
+                                        *(f"{t}={paths[f'dictionary_{t}']}" for t in TARGETS),
+                                        "--output", paths["table"], "--min-count", "3", "--no-progress"])
+    common = ["--json-keys", "text", *paths["tokenizer_args"], "--append-eod", "--no-progress",
+              "--seed", str(cfg.seed)]
+    for name, source, extra in (
+        ("en", paths["en_train"], ["--codeswitch-mode", "none"]),
+        ("en_cs", paths["en_train"], ["--alignment-table", paths["table"], "--codeswitch-languages", *TARGETS,
+                                      "--codeswitch-ratio", str(cfg.codeswitch_ratio),
+                                      "--codeswitch-mode", "input-only"]),
+        ("en_valid", paths["en_valid"], ["--codeswitch-mode", "none"]),
+        *((t, paths[f"docs_{t}"], ["--codeswitch-mode", "none"]) for t in TARGETS),
+        *((f"{t}_valid", paths[f"valid_{t}"], ["--codeswitch-mode", "none"]) for t in TARGETS),
+    ):
+        _run_tool("preprocess_data", ["--input", source, "--output-prefix", os.path.join(data, name),
+                                      *common, *extra])
+        paths[name + "_prefix"] = os.path.join(data, name + "_text_document")
+    return paths
+
+
+def base_argv(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool) -> List[str]:
+    """Pretraining of a base: English-dominant mixture; PreAlign adds pre-alignment on the table
+    and the input-only codeswitched English. Both see the same number of LM batches."""
+    english = paths["en_cs_prefix"] if prealign else paths["en_prefix"]
+    w = cfg.target_fraction
+    argv = [
+        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
+        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
+        "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
+        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
+        "--lr", str(cfg.lr), "--min-lr", str(cfg.lr / 10), "--lr-warmup-iters", str(max(1, cfg.prealign_iters // 2)),
+        "--weight-decay", "0.01", "--seed", str(cfg.seed),
+        "--data-path", f"{1 - 2 * w:.4f}", english, *(x for t in TARGETS for x in (f"{w:.4f}", paths[f"{t}_prefix"])),
+        "--split", "100,0,0", *paths["tokenizer_args"],
+        "--save", os.path.join(run_dir, "ckpt"), "--save-interval", str(cfg.prealign_iters + cfg.train_iters),
+        "--log-json", os.path.join(run_dir, "log.jsonl"),
+        "--log-interval", str(max(1, min(10, cfg.prealign_iters // 2))),
+    ]
+    if prealign:
+        argv += ["--alignment-table", paths["table"], "--alignment-languages", *TARGETS,
+                 "--prealign-iters", str(cfg.prealign_iters), "--train-iters", str(cfg.train_iters),
+                 "--alignment-words-per-batch", str(cfg.alignment_words_per_batch)]
+    else:
+        argv += ["--train-iters", str(cfg.prealign_iters + cfg.train_iters)]
+    return argv
+
+
+def train_bases(cfg: XllamaDemoConfig, paths: Dict[str, str], work: str) -> Dict[str, dict]:
+    """Joint and PreAlign bases, with their perplexity per language."""
+    from megatron_prealign import platform
+    from megatron_prealign.training import arguments, loop
+
+    bases = {}
+    for name in ("joint", "prealign"):
+        run_dir = os.path.join(work, f"base_{name}")
+        os.makedirs(run_dir, exist_ok=True)
+        log(f"x-LLaMA base {name}: pretraining")
+        loop.run(arguments.parse_args(base_argv(cfg, paths, run_dir, name == "prealign")))
+        ppl = _evaluate(["perplexity", "--load", os.path.join(run_dir, "ckpt"),
+                         "--output", os.path.join(run_dir, "ppl.json"),
+                         "--data-path", f"en={paths['en_valid_prefix']}",
+                         *(f"{t}={paths[f'{t}_valid_prefix']}" for t in TARGETS),
+                         "--max-tokens", str(cfg.eval_tokens)])
+        platform.shutdown()
+        bases[name] = {"checkpoint": os.path.join(run_dir, "ckpt"),
+                       "perplexity": {lang: ppl["sources"][lang]["perplexity"] for lang in ("en", *TARGETS)}}
+    return bases
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: instruction tuning, evaluation, the scaling law and the allocation
+# ---------------------------------------------------------------------------------------------
+
+
+def build_instruction_set(cfg: XllamaDemoConfig, paths: Dict[str, str], name: str, pairs: Dict[str, int]) -> str:
+    """English Alpaca-style data, plus (``pairs`` non-empty) CoIT / MuIT: target-language general
+    data and the first N English->target pairs of each language in ``pairs``."""
+    prefix = os.path.join(os.path.dirname(paths["template"]), "instruct", name)
+    if os.path.exists(prefix + "_text_document.idx"):
+        return prefix + "_text_document"  # the same set for the other base
+    os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    x = {key: paths[key] for key in paths if key.startswith(("instructions_", "translation_"))}
+    common = ["--output-prefix", prefix, *paths["tokenizer_args"], "--seq-length", str(cfg.seq_length),
+              "--template", paths["template"], "--language-name", *paths["language_names"],
+              "--seed", str(cfg.seed), "--no-progress"]
+    if not pairs:
+        argv = ["--format", "alpaca", "--input", x["instructions_en"], "--lang", "en"]
+    else:
+        targets = sorted(pairs)
+        recipe = ["--recipe", "coit", "--target-lang", targets[0]] if len(targets) == 1 else \
+            ["--recipe", "muit", "--target-langs", *targets]
+        argv = [*recipe, "--instruction-data", f"en={x['instructions_en']}",
+                *(f"{t}={x[f'instructions_{t}']}" for t in targets),
+                "--translation-data", *(f"en-{t}={x[f'translation_{t}']}" for t in targets)]
+        # One language: the sweep's --translation-pairs N; several: a budget per source.
+        argv += (["--translation-pairs", str(pairs[targets[0]])] if len(targets) == 1 else
+                 ["--max-samples", *(f"translation-en-{t}={pairs[t]}" for t in targets)])
+    _run_tool("build_instruction_data", argv + common)
+    return prefix + "_text_document"
+
+
+def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str) -> str:
+    """Instruction-tune ``base`` on ``data`` (answer-only loss, packed records, fixed steps)."""
+    from megatron_prealign import platform
+    from megatron_prealign.training import arguments, loop
+
+    argv = [
+        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
+        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
+        "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
+        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
+        "--lr", str(cfg.finetune_lr), "--min-lr", str(cfg.finetune_lr / 10), "--lr-warmup-fraction", "0.03",
+        "--weight-decay", "0", "--seed", str(cfg.seed), "--data-path", data, "--split", "100,0,0",
+        *paths["tokenizer_args"], "--pretrained-checkpoint", base, "--finetune", "--sft-packing",
+        "--train-iters", str(cfg.finetune_iters), "--save", os.path.join(run_dir, "ckpt"),
+        "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(max(1, cfg.finetune_iters // 5)),
+    ]
+    loop.run(arguments.parse_args(argv))
+    platform.shutdown()
+    return os.path.join(run_dir, "ckpt")
+
+
+def _rows(path: str) -> List[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str, out: str) -> Dict[str, dict]:
+    """Per target language, with the evaluation package's definitions: English->X translation of
+    the unseen test pairs (greedy, the canonical translation instruction; corpus BLEU and chrF++)
+    and closed-book QA about the held-out people asked in X (the reference code's containment
+    accuracy: the gold word inside the lowercased answer)."""
+    from megatron_prealign import platform
+    from megatron_prealign.data.text_encoder import TextEncoder
+    from megatron_prealign.data.tokenizer import build_tokenizer
+    from megatron_prealign.evaluation import qa as qa_metrics
+    from megatron_prealign.evaluation import translation
+    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.decoding import completion_text, generate
+    from megatron_prealign.generation.prompts import load_template
+
+    names = dict(item.split("=", 1) for item in paths["language_names"])
+    encoder = TextEncoder(build_tokenizer("SentencePieceTokenizer", paths["spm"]))
+    template = load_template(paths["template"])
+    model = load_model(checkpoint, seed=cfg.seed)
+    results = {}
+    try:
+        for target in TARGETS:
+            pairs = _rows(paths[f"translation_test_{target}"])
+            qa = _rows(paths[f"qa_{target}"])
+            prompts = translation.prompts([p["src"] for p in pairs], "en", target, template, names)
+            prompts += [template.render(item["instruction"], item["input"])[0] for item in qa]
+            ids = [encoder.encode(p) for p in prompts]
+            room = cfg.seq_length - max(map(len, ids))
+            if room < 4:
+                raise ValueError(f"prompts of {max(map(len, ids))} tokens leave no room to answer "
+                                 f"within seq_length {cfg.seq_length}: raise it")
+            generations = generate(model, ids, min(cfg.max_new_tokens, room), eod=encoder.eod, batch_size=16)
+            texts = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
+            hypotheses, answers = texts[:len(pairs)], texts[len(pairs):]
+            scores = translation.score(hypotheses, [p["tgt"] for p in pairs], target)
+            results[target] = {
+                "bleu": scores["bleu"], "chrf": scores["chrf++"],
+                "qa_accuracy": sum(qa_metrics.contains(a, item["answer"]) for item, a in zip(qa, answers)) / len(qa),
+                "qa_items": len(qa), "translation_items": len(pairs),
+                "examples": [{"src": pairs[0]["src"], "hypothesis": hypotheses[0], "reference": pairs[0]["tgt"]},
+                             {"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
+            }
+    finally:
+        platform.shutdown()
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1, ensure_ascii=False)
+    return results
+
+
+def missing_dependencies() -> str:
+    import importlib.util
+
+    from megatron_prealign.demo.prealign import ROOT
+
+    missing = []
+    if not os.path.isfile(os.path.join(ROOT, "tools", "build_instruction_data.py")):
+        missing.append("tools/build_instruction_data.py (instruction data)")
+    if importlib.util.find_spec("megatron_prealign.generation") is None:
+        missing.append("megatron_prealign.generation (decoding with a KV cache)")
+    return ", ".join(missing)
+
+
+def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
+    """The whole miniature; returns the ``xllama`` record of results.json."""
+    import shutil
+    import time
+
+    from megatron_prealign.xllama import scaling_law
+
+    missing = missing_dependencies()
+    if missing:
+        raise SystemExit(f"[demo] the x-LLaMA miniature needs {missing}; run with --only prealign")
+    start = time.time()
+    work = os.path.join(output_dir, "work_xllama")
+    if os.path.isdir(work):
+        shutil.rmtree(work)  # deterministic from scratch
+    os.makedirs(work)
+    paths = prepare_data(cfg, work)
+    bases = train_bases(cfg, paths, work)
+    timings = {"data_and_bases_s": time.time() - start}
+    runs: Dict[str, dict] = {}
+
+    def tuned(name: str, base: str, pairs: Dict[str, int]) -> dict:
+        if name not in runs:
+            t0 = time.time()
+            log(f"x-LLaMA fine-tune {name} (base {base}, translation pairs {pairs or 'none'})")
+            data = build_instruction_set(cfg, paths, name.split("@")[0], pairs)
+            run_dir = os.path.join(work, "runs", name.replace("@", "_on_"))
+            checkpoint = finetune(cfg, paths, bases[base]["checkpoint"], data, run_dir)
+            scores = evaluate_model(cfg, paths, checkpoint, os.path.join(run_dir, "scores.json"))
+            runs[name] = {"base": base, "translation_pairs": pairs, "scores": scores,
+                          "seconds": time.time() - t0}
+            shutil.rmtree(checkpoint)  # keep the miniature's disk footprint small
+        return runs[name]
+
+    largest = max(cfg.sweep_sizes)
+    for base in ("joint", "prealign"):
+        tuned(f"english_only@{base}", base, {})
+        for target in TARGETS:
+            tuned(f"coit_{target}_{largest}@{base}", base, {target: largest})
+    # The sweep on the Joint base (the "LLaMA" of the miniature): chrF++ per size (the law's
+    # score; BLEU of a tiny model is often 0 at the small sizes, chrF++ still moves).
+    points = {target: [] for target in TARGETS}
+    for target in TARGETS:
+        for size in cfg.sweep_sizes:
+            run = tuned(f"coit_{target}_{size}@joint", "joint", {target: size})
+            points[target].append((size, run["scores"][target][LAW_SCORE]))
+    caps = {t: cfg.translation_pool for t in TARGETS}
+    try:
+        fits = scaling_law.fit_points(points, forms=("log", "power"))
+        fits["plot"] = scaling_law.plot_fits(fits, os.path.join(output_dir, "xllama_scaling_law.png"),
+                                             title=f"miniature: {LAW_SCORE} vs English->X pairs (Joint base)")
+        allocation = scaling_law.allocate(scaling_law.laws_from_fits(fits, "log"), cfg.budget, caps)
+        splits = {"law": allocation["allocation"], "uniform": allocation["uniform"]}
+    except scaling_law.ScalingLawError as error:  # reported, not hidden: e.g. flat scores
+        log(f"x-LLaMA: no scaling-law fit ({error}); measuring the uniform split only")
+        fits, allocation = {"error": str(error)}, None
+        splits = {"uniform": scaling_law.uniform_split(list(TARGETS), cfg.budget, caps)}
+    measured = {}
+    for label, split in splits.items():
+        run = tuned(f"muit_{label}@joint", "joint", {t: int(round(split[t])) for t in TARGETS})
+        measured[label] = {"pairs": run["translation_pairs"],
+                           **{key: {t: run["scores"][t][key] for t in TARGETS} for key in ("bleu", "chrf")},
+                           **{f"mean_{key}": sum(run["scores"][t][key] for t in TARGETS) / len(TARGETS)
+                              for key in ("bleu", "chrf")}}
+    timings["total_s"] = time.time() - start
+    return {"bases": bases, "runs": runs, "sweep_points": points, "fits": fits,
+            "allocation": allocation, "allocation_measured": measured, "config": dataclasses.asdict(cfg),
+            "timings_s": timings, "plots": ["xllama_scaling_law.png"] if allocation else []}
+
+
+def table(record: dict) -> str:
+    """Per target language: QA accuracy and BLEU / chrF of English-only tuning and CoIT, per base."""
+    lines = ["| base | tuning | language | QA accuracy | BLEU | chrF++ |", "|---|---|---|---|---|---|"]
+    largest = max(record["config"]["sweep_sizes"])
+    for base in ("joint", "prealign"):
+        for target in TARGETS:
+            for label, name in (("English only", f"english_only@{base}"), ("CoIT", f"coit_{target}_{largest}@{base}")):
+                s = record["runs"][name]["scores"][target]
+                lines.append(f"| {base} | {label} | {target} | {100 * s['qa_accuracy']:.1f}% | "
+                             f"{s['bleu']:.1f} | {s['chrf']:.1f} |")
+    return "\n".join(lines)
+
+
+def summary(record: dict) -> str:
+    """The console report: bases, English-only vs CoIT, the sweep and its laws, the allocation."""
+    out = ["Bases (perplexity): " + "; ".join(
+        f"{base} " + ", ".join(f"{lang} {ppl:.2f}" for lang, ppl in b["perplexity"].items())
+        for base, b in record["bases"].items()), "", table(record), "",
+        f"Translation-data sweep (Joint base, {LAW_SCORE} per English->X pairs):"]
+    for target, points in record["sweep_points"].items():
+        out.append(f"  {target}: " + ", ".join(f"{int(x)} -> {y:.1f}" for x, y in points))
+    fits = record["fits"]
+    if "error" in fits:
+        out.append(f"  no fit: {fits['error']}")
+    else:
+        for target, entry in fits["languages"].items():
+            for form, fit in entry["fits"].items():
+                params = ", ".join(f"{k}={v:.3g}" for k, v in fit["params"].items())
+                out.append(f"  {target} {form}: {params} (R^2 {fit['r2']:.3f})")
+    allocation, measured = record["allocation"], record["allocation_measured"]
+    if allocation:
+        out.append(f"Allocation of {allocation['budget']} pairs (log laws), predicted vs measured {LAW_SCORE}:")
+    for label, m in measured.items():
+        predicted = ""
+        if allocation:
+            key = "predicted" if label == "law" else "uniform_predicted"
+            values = [v for v in allocation[key].values() if v is not None]
+            predicted = f"predicted mean {sum(values) / len(values):.2f}, "
+        out.append(f"  {label:>7}: pairs {m['pairs']}, {predicted}measured mean {LAW_SCORE} "
+                   f"{m['mean_' + LAW_SCORE]:.2f} (BLEU {m['mean_bleu']:.2f})")
+    return "\n".join(out)

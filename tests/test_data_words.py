@@ -1,0 +1,82 @@
+"""The fast word finder (corpus_words) against the definition (count_words: NLTK's tokenizer)."""
+
+import random
+
+import pytest
+
+from megatron_prealign.data.words import corpus_words, count_words
+
+VARIED = [
+    "The well-known bank's river-side (bank) was 12 km long. Go.",
+    "I can't do it; you cannot, gonna gotta wanna gimme lemme more'n d'ye 'tis 'twas.",
+    'He said "bank" and \'bank\' and ``bank\'\' -- then... stop!? Yes: no, 3,000 or 3.5.',
+    "state-of-the-art x-bank bank-x -bank bank- 1990s 90-year-old 4-5 a-1 1-a under_score",
+    "Dr. Smith met Mr. Jones at 5 p.m. in the U.S. e.g. etc. end.",
+    "Rock'n'roll isn't they'd we'll I'm you're we've O'Neil l'homme ’quoted’ «guillemets» „low“",
+    "Email a@b.com #hash $5 50% A&B *star* [box] {curly} <angle> path/to/file x|y ~tilde",
+    "Ünïcödé naïve café Straße İstanbul ıı ſtraße K Ⅻ ² ½ ٣ ٤",
+    "银行 和 河岸。 中文,标点！ 日本語のテキスト、カタカナ。 한국어 문장입니다.",
+    "हिंदी पाठ में शब्द। Русский текст, с запятыми. Ελληνικά κείμενα; עברית טקסט.",
+    "tabs\tand\nnewlines\r\nand\u00a0nbsp\u2003em-space\x1cfile\x1dgroup\x1erecord\x1funit end",
+    "GONNA Cannot GiMMe 'TIS CAN'T WON'T I'LL 'S 'sup 'n' ''",
+    '"Starts with a quote" and ends with one."',
+    "trailing quote.\" trailing paren.) trailing bracket.] multiple.. dots... end.",
+    "—dash–ndash‒figure―bar and ellipsis… and ¿inverted? ¡marks!",
+    ":colon, start ,comma end, finally:",
+    "",
+    "   ",
+    ".",
+    "a",
+]
+
+# Characters that exercise NLTK's rules (quotes, clitics, periods, dashes, scripts, spaces).
+_ALPHABET = list("aAbBsStTnNdDmMlLrReEvVoOyYgGwWhHiIcCkK0123456789") + list(
+    " \n\t.,;:!?'\"`-_()[]{}<>*@#$%&/«»“”‘’„–—…ıİſK²é银ह\u093f\u0902\x1c\u00a0"
+)
+_PIECES = ["can", "not", "gon", "na", "'t", "is", "was", "n't", "'s", "'ll", "''", "``", "--",
+           "...", "'ye", "more", "'n", "wan", "gim", "me", " ", ". ", "\n"]
+
+
+def _fuzz_texts(n, seed=0):
+    rng = random.Random(seed)
+    for _ in range(n):
+        parts = [rng.choice(_PIECES) if rng.random() < 0.3 else rng.choice(_ALPHABET)
+                 for _ in range(rng.randint(0, 60))]
+        yield "".join(parts)
+
+
+@pytest.mark.parametrize("text", VARIED)
+def test_fast_words_equal_nltk_definition_on_varied_text(text):
+    assert corpus_words(text) == list(count_words(text))
+
+
+def test_fast_words_equal_nltk_definition_on_random_text():
+    mismatches = [t for t in _fuzz_texts(1500) if corpus_words(t) != list(count_words(t))]
+    assert not mismatches, mismatches[:5]
+
+
+def test_fast_words_find_words():  # the comparison above would also pass if both found nothing
+    assert corpus_words("The bank's well-known banks, 12 km. Straße 银行") == [
+        "the", "bank", "well-known", "banks", "km", "straße", "银行"
+    ]
+
+
+def test_parallel_counting_sums_to_one_pass(tmp_path):
+    """The table builder's counts (fast finder, chunks in worker processes, summed) equal
+    counting every line with the NLTK definition in one pass."""
+    import json
+    from collections import Counter
+
+    from megatron_prealign.data.bad_input import SkipCounter
+    from megatron_prealign.data.table_builder import count_corpus_words
+
+    texts = [t for t in VARIED + list(_fuzz_texts(600, seed=1)) if t.strip()]
+    files = []
+    for i in range(2):  # two shards (files) of the corpus
+        path = tmp_path / f"shard{i}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[i::2]), encoding="utf-8")
+        files.append(str(path))
+    expected = Counter(w for t in texts for w in count_words(t))
+    assert sum(expected.values()) > 1000
+    for workers in (1, 2):
+        assert count_corpus_words(files, "text", SkipCounter(False), workers) == expected
