@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 CPU_TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint clean-venv
+DEBIAN_TEXT_PACKAGES := manpages manpages-de debian-reference-en debian-reference-de fortunes-de trans-de-en
+
+.PHONY: install test demo demo-real debian-text lint clean-venv
 
 $(STAMP): setup.py
 	@test -x "$(PY)" || $(PYTHON) -m venv "$(VENV)"
@@ -29,6 +31,24 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	"$(PY)" -m megatron_prealign.demo
+
+# The real-language demo's text (man pages, Debian Reference, fortunes, Ding dictionary): installed
+# with apt-get when missing (as root), otherwise a message saying what to install.
+debian-text: $(STAMP)
+	@if ! "$(PY)" -c "from megatron_prealign.data.debian_text import check_installed; check_installed()" 2>/dev/null; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "[debian-text] installing $(DEBIAN_TEXT_PACKAGES)"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(DEBIAN_TEXT_PACKAGES); \
+		else \
+			echo "[debian-text] the real-language demo needs the Debian packages $(DEBIAN_TEXT_PACKAGES);" \
+				"apt-get is not available here or this is not root: install them with" \
+				"'sudo apt-get install -y $(DEBIAN_TEXT_PACKAGES)' on a Debian/Ubuntu machine"; \
+			exit 2; \
+		fi; \
+	fi
+
+demo-real: debian-text
+	"$(PY)" -m megatron_prealign.demo --only real --runs joint prealign --seeds 1234 1
 
 lint: $(STAMP)
 	"$(PY)" -m pytest tests/test_lint.py

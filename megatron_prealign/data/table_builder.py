@@ -13,6 +13,16 @@ Used by ``tools/build_alignment_table.py``. Steps:
    ``keep_identical``, at most ``max_translations``.
 4. Words without any translation are not written.
 
+Options for real dictionaries (whose file order is not a preference order and whose entries
+for frequent function words are poor, e.g. Ding's "is" -> "west"):
+
+* ``exclude_words`` (``--exclude-stopwords``: :data:`ENGLISH_STOPWORDS`): English words never
+  written, so the table holds content words only;
+* ``target_counts`` (``--target-corpus LANG=FILES``): word counts of a target-language corpus
+  (lower-cased like English words). Translations seen fewer than ``min_target_count`` times
+  there are dropped, and the rest are ordered by that count, most frequent first, before the
+  ``max_translations`` cut (ties keep file order).
+
 Coverage for a language = share of the corpus' word tokens whose word has a translation in that
 language in the table (the quantity codeswitching can act on).
 """
@@ -99,22 +109,48 @@ def select_frequent(counts: Counter, min_count: int, top_fraction: Optional[floa
     return words
 
 
+# NLTK's English stop-word list (``nltk.corpus.stopwords.words("english")``, which needs a data
+# download): function words whose dictionary translations are mostly wrong out of context.
+ENGLISH_STOPWORDS = frozenset("""
+a about above after again against ain all am an and any are aren aren't as at be because been
+before being below between both but by can couldn couldn't d did didn didn't do does doesn
+doesn't doing don don't down during each few for from further had hadn hadn't has hasn hasn't
+have haven haven't having he her here hers herself him himself his how i if in into is isn isn't
+it it's its itself just ll m ma me mightn mightn't more most mustn mustn't my myself needn
+needn't no nor not now o of off on once only or other our ours ourselves out over own re s same
+shan shan't she she's should should've shouldn shouldn't so some such t than that that'll the
+their theirs them themselves then there these they this those through to too under until up ve
+very was wasn wasn't we were weren weren't what when where which while who whom why will with
+won won't wouldn wouldn't y you you'd you'll you're you've your yours yourself yourselves
+""".split())
+
+
 def build_entries(
     words: Sequence[str],
     counts: Counter,
     dictionaries: Dict[str, Dictionary],
     max_translations: int = 5,
     keep_identical: bool = False,
+    exclude_words: frozenset = frozenset(),
+    target_counts: Optional[Dict[str, Counter]] = None,
+    min_target_count: int = 1,
 ) -> List[TableEntry]:
-    """Table entries (step 3 and 4 of the module docstring), in ``words`` order."""
+    """Table entries (step 3 and 4 and the options of the module docstring), in ``words`` order."""
     entries = []
     for word in words:
+        if word in exclude_words:
+            continue
         translations = {}
         for lang, dictionary in dictionaries.items():
             forms = [
                 t for t in dictionary.get(word, [])
                 if keep_identical or t.casefold() != word.casefold()
-            ][:max_translations]
+            ]
+            target = (target_counts or {}).get(lang)
+            if target is not None:
+                forms = [t for t in forms if target[t.lower()] >= min_target_count]
+                forms.sort(key=lambda t: -target[t.lower()])  # stable: ties keep file order
+            forms = forms[:max_translations]
             if forms:
                 translations[lang] = forms
         if translations:

@@ -4,4 +4,5 @@
 * :mod:`.prealign` — the PreAlign En-Clone experiment (Joint Training vs PreAlign);
 * :mod:`.xllama_data` — two synthetic target languages, instruction / translation / QA data;
 * :mod:`.xllama` — the x-LLaMA miniature (English-only vs CoIT, the scaling law, allocation).
+* :mod:`.real` (+ :mod:`.real_report`) — English -> German on real Debian text (``--only real``).
 """

@@ -15,6 +15,10 @@ x-LLaMA) and plots. See the README ("Evaluation and the demo", "x-LLaMA") for me
 
     python -m megatron_prealign.demo [--only prealign|xllama] [--output-dir results/demo]
                                      [--seed 1234] [--quick]
+    python -m megatron_prealign.demo --only real [--runs joint prealign] [--seeds 1234 1] [--quick]
+
+``--only real`` (not part of the default) runs English -> German on real Debian text
+(``megatron_prealign.demo.real``; needs the packages listed in docs/real_languages.md).
 """
 
 import argparse
@@ -30,17 +34,22 @@ def main(argv=None):
     parser.add_argument("--output-dir", default=os.path.join("results", "demo"))
     parser.add_argument("--seed", type=int, default=None, help="default: the configuration's (1234)")
     parser.add_argument("--quick", action="store_true", help="reduced configuration (a few minutes)")
-    parser.add_argument("--only", choices=("prealign", "xllama"), help="run one part (default: both)")
+    parser.add_argument("--only", choices=("prealign", "xllama", "real"),
+                        help="run one part (default: prealign and xllama; real only when asked)")
+    parser.add_argument("--runs", nargs="+", default=None,
+                        help="real part: runs to train (default: joint prealign)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="real part: seeds (default: 1234)")
+    parser.add_argument("--total-iters", type=int, default=None,
+                        help="real part: LM batches per run (default: the configuration's)")
+    parser.add_argument("--text-dir", help="real part: reuse extracted text (tools/extract_debian_text.py)")
     args = parser.parse_args(argv)
+    if args.only == "real":
+        run_real_part(args)
+        return
     from megatron_prealign.demo import xllama
 
     run_xllama = args.only != "prealign"
-    missing = xllama.missing_dependencies()
-    if run_xllama and missing:  # checked before any compute
-        if args.only == "xllama":
-            parser.error(f"the x-LLaMA miniature needs {missing}")
-        log(f"skipping the x-LLaMA part: it needs {missing}")
-        run_xllama = False
     os.makedirs(args.output_dir, exist_ok=True)
     if args.only != "xllama":
         config = DemoConfig.quick() if args.quick else DemoConfig()
@@ -52,6 +61,20 @@ def main(argv=None):
         if args.seed is not None:
             config.seed = args.seed
         run_xllama_part(config, args.output_dir)
+
+
+def run_real_part(args) -> dict:
+    from megatron_prealign.demo.real import RealConfig, run_real
+
+    real = RealConfig.quick() if args.quick else RealConfig()
+    if args.total_iters is not None:
+        real.total_iters = args.total_iters
+        real.save_interval = max(1, args.total_iters // 4)
+    default_output = os.path.join("results", "demo")
+    output = os.path.join("results", "demo_real") if args.output_dir == default_output else args.output_dir
+    os.makedirs(output, exist_ok=True)
+    seeds = args.seeds or [args.seed if args.seed is not None else real.seed]
+    return run_real(real, output, args.runs or ["joint", "prealign"], seeds, args.text_dir)
 
 
 def run_xllama_part(config, output_dir: str) -> dict:
