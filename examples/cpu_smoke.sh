@@ -16,21 +16,9 @@ TRAIN_ITERS="${TRAIN_ITERS:-20}"
 EXTRA_ARGS=("$@")
 
 DATA="${WORK}/data"
-mkdir -p "${DATA}"
-if [[ ! -f "${DATA}/en_text_document.idx" ]]; then
-  "${PYTHON}" -m megatron_prealign.data.synthetic "${DATA}" > /dev/null
-  "${PYTHON}" "${ROOT}/tools/train_tokenizer.py" --input "${DATA}/en.jsonl" "${DATA}/de.jsonl" \
-    --json-key text --vocab-size 600 --model-prefix "${DATA}/spm" --no-hard-vocab-limit --no-progress
-  "${PYTHON}" "${ROOT}/tools/build_alignment_table.py" --input "${DATA}/en.jsonl" --json-key text \
-    --dictionary "de=${DATA}/en-de.txt" --output "${DATA}/table.jsonl" --min-count 3 --no-progress
-  "${PYTHON}" "${ROOT}/tools/preprocess_data.py" --input "${DATA}/en.jsonl" --json-keys text \
-    --output-prefix "${DATA}/en" --tokenizer-type SentencePieceTokenizer \
-    --tokenizer-model "${DATA}/spm.model" --append-eod --alignment-table "${DATA}/table.jsonl" \
-    --codeswitch-languages de --codeswitch-ratio 0.05 --codeswitch-mode input-only --no-progress
-  "${PYTHON}" "${ROOT}/tools/preprocess_data.py" --input "${DATA}/de.jsonl" --json-keys text \
-    --output-prefix "${DATA}/de" --tokenizer-type SentencePieceTokenizer \
-    --tokenizer-model "${DATA}/spm.model" --append-eod --codeswitch-mode none --no-progress
-fi
+# shellcheck source=examples/synthetic_data.sh
+source "${ROOT}/examples/synthetic_data.sh"
+prepare_synthetic_data "${DATA}"
 
 MODEL_ARGS=(--num-layers 2 --hidden-size 64 --num-attention-heads 4 --seq-length 64
   --max-position-embeddings 64)

@@ -21,9 +21,11 @@
 #   RUNS_ROOT [<repo>/runs]  RUN_DIR [$RUNS_ROOT/prealign_<size>]  CHECKPOINT_DIR [$RUN_DIR/checkpoints]
 #   LOG_DIR [$RUN_DIR/logs]  SAVE_INTERVAL [1000]  EVAL_INTERVAL [1000]  EVAL_ITERS [10]
 #   LOG_INTERVAL [10]
-#   FP8 [0; 1: --transformer-impl transformer_engine --fp8-format hybrid, H100 only, and only
-#        with PREALIGN_ITERS=0: the alignment pass refuses Transformer Engine attention]
-#   TRANSFORMER_IMPL [local, or transformer_engine with FP8=1]  BF16 [1]
+#   FP8 [0; 1: --fp8-format hybrid, H100 only; with PREALIGN_ITERS > 0 only at PP=1, where the
+#        alignment pass puts each word form in its own row under causal attention]
+#   TRANSFORMER_IMPL [transformer_engine: TE layers, flash attention, megatron-core's fusions]
+#   BF16 [1]  OVERLAP [1: --overlap-grad-reduce --overlap-param-gather with the distributed
+#        optimizer]
 #   GPU [a100, or h100 with FP8=1: the peak FLOP/s --dry-run assumes]  MFU [0.40]
 #   NUM_LAYERS HIDDEN_SIZE NUM_ATTENTION_HEADS MAX_POSITION_EMBEDDINGS [unset: override the
 #        named size, e.g. for a tiny run]
@@ -81,13 +83,9 @@ LR_WARMUP_ITERS="${LR_WARMUP_ITERS:-500}"
 # --- precision ---
 FP8="${FP8:-0}"
 BF16="${BF16:-1}"
-if [[ "${FP8}" == "1" ]]; then
-  TRANSFORMER_IMPL="${TRANSFORMER_IMPL:-transformer_engine}"
-  GPU="${GPU:-h100}"
-else
-  TRANSFORMER_IMPL="${TRANSFORMER_IMPL:-local}"
-  GPU="${GPU:-a100}"
-fi
+TRANSFORMER_IMPL="${TRANSFORMER_IMPL:-transformer_engine}"
+OVERLAP="${OVERLAP:-1}"
+if [[ "${FP8}" == "1" ]]; then GPU="${GPU:-h100}"; else GPU="${GPU:-a100}"; fi
 MFU="${MFU:-0.40}"
 
 # --- outputs ---
@@ -127,12 +125,14 @@ precision_args() {
   if [[ "${BF16}" == "1" ]]; then PRECISION_ARGS+=(--bf16); fi
   if [[ "${FP8}" == "1" ]]; then
     PRECISION_ARGS+=(--fp8-format hybrid)
-    if ((PREALIGN_ITERS > 0)); then
-      echo "error: FP8=1 needs --transformer-impl transformer_engine, and the pre-alignment pass" \
-        "supports only --transformer-impl local (its packed word batches need megatron-core's" \
-        "local attention with an explicit block-diagonal mask). Run the PreAlign pipeline in bf16" \
-        "(FP8=0, which also runs on H100), or use FP8=1 for a pretraining-only run with" \
-        "PREALIGN_ITERS=0 (e.g. the Joint Training baseline or the w/o-alignment ablation)." >&2
+    if [[ "${TRANSFORMER_IMPL}" != "transformer_engine" ]]; then
+      echo "error: FP8=1 needs TRANSFORMER_IMPL=transformer_engine" >&2
+      exit 2
+    fi
+    if ((PREALIGN_ITERS > 0 && PP > 1)); then
+      echo "error: FP8=1 with pre-alignment needs PP=1: under pipeline parallelism the alignment" \
+        "pass packs word forms into rows with a block-diagonal mask, which Transformer Engine's" \
+        "attention ignores. Use PP=1, FP8=0 with TRANSFORMER_IMPL=local, or PREALIGN_ITERS=0." >&2
       exit 2
     fi
   fi
@@ -158,6 +158,10 @@ common_args() {
   OUTPUT_ARGS=(--save "${CHECKPOINT_DIR}" --load "${CHECKPOINT_DIR}" --save-interval "${SAVE_INTERVAL}"
     --log-interval "${LOG_INTERVAL}" --eval-interval "${EVAL_INTERVAL}" --eval-iters "${EVAL_ITERS}"
     --log-json "${LOG_DIR}/train.jsonl" --tensorboard-dir "${LOG_DIR}/tensorboard")
+  OVERLAP_ARGS=()
+  if [[ "${OVERLAP}" == "1" && " ${PARALLEL_ARGS[*]} " == *" --use-distributed-optimizer "* ]]; then
+    OVERLAP_ARGS=(--overlap-grad-reduce --overlap-param-gather)
+  fi
   DISTRIBUTED_ARGS=(--nnodes "${NNODES}" --node-rank "${NODE_RANK}" --master-addr "${MASTER_ADDR}"
     --master-port "${MASTER_PORT}" --nproc-per-node "${GPUS_PER_NODE}")
 }
@@ -169,7 +173,7 @@ prealign_launch() {
     if [[ "${arg}" == "--dry-run" ]]; then dry_run=1; else extra+=("${arg}"); fi
   done
   common_args
-  local pretrain_args=("${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${TRAINING_ARGS[@]}"
+  local pretrain_args=("${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${OVERLAP_ARGS[@]}" "${TRAINING_ARGS[@]}"
     "${DATA_ARGS[@]}" "${PREALIGN_ARGS[@]}" "${OUTPUT_ARGS[@]}" "${extra[@]}")
   local command=("${PYTHON}" -m torch.distributed.run "${DISTRIBUTED_ARGS[@]}"
     -m megatron_prealign.pretrain "${pretrain_args[@]}")

@@ -131,10 +131,10 @@ def check_layout(args: argparse.Namespace, model: ModelArgs, world: int) -> Layo
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and args.alignment_words_per_batch % dp:
         raise ValueError(f"--alignment-words-per-batch {args.alignment_words_per_batch} is not divisible by DP {dp}")
-    if aligning and args.transformer_impl != "local":
+    if aligning and args.transformer_impl != "local" and pp > 1:
         raise ValueError(
-            "the alignment pass needs --transformer-impl local (it refuses Transformer Engine "
-            "attention): fp8 applies to pretraining-only runs (PREALIGN_ITERS=0)"
+            "the alignment pass with Transformer Engine attention needs PP=1 (one word form per "
+            "row); use --transformer-impl local under pipeline parallelism"
         )
     return Layout(world, tp, pp, dp, args.micro_batch_size, args.global_batch_size,
                   args.global_batch_size // (args.micro_batch_size * dp))

@@ -28,7 +28,7 @@ from megatron.core.transformer.transformer_block import (
 )
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from megatron_prealign import platform
+from megatron_prealign import device_check, platform
 from megatron_prealign.norms import local_norm
 
 # The paper's sizes (GPT-2 style; 12 * layers * hidden^2 non-embedding parameters) and a
@@ -47,6 +47,7 @@ ARCHITECTURE_FIELDS = (
     "ffn_hidden_size", "vocab_size", "max_position_embeddings", "rotary_base", "norm_epsilon",
     "untie_embeddings_and_output_weights", "activation", "kv_channels", "rope_scaling_factor",
     "rotary_seq_len_interpolation_factor", "sliding_window", "true_vocab_size",
+    "transformer_impl",  # the parameter layout: TE fuses the norms into the linear layers
 )
 
 # Details a run loading a checkpoint takes from it (no training flags for them; written by
@@ -205,10 +206,20 @@ class ModelArgs:
             )
 
 
+def fused_kernels(args: ModelArgs) -> bool:
+    """megatron-core's fusions (Megatron-LM's defaults) where their kernels exist: on CUDA with
+    the Transformer Engine spec (TE brings fused attention, RoPE, weight-gradient accumulation;
+    megatron-core's bias-GeLU / SwiGLU and bias-dropout fusions are torch.jit / torch.compile
+    code). With the local spec (the CPU, or TE missing) every fusion stays off: the local path is
+    the exact reference the alignment pass and the CPU tests rely on."""
+    return platform.cuda_in_use() and args.transformer_impl == "transformer_engine"
+
+
 def transformer_config(args: ModelArgs) -> TransformerConfig:
     llama = args.family == "llama"
     gated = args.resolved_activation() == "swiglu"
     activation = {"gelu": F.gelu, "gelu_tanh": gelu_tanh, "swiglu": F.silu}[args.resolved_activation()]
+    fused = fused_kernels(args)
     tp = args.tensor_model_parallel_size or parallel_state.get_tensor_model_parallel_world_size()
     pp = args.pipeline_model_parallel_size or parallel_state.get_pipeline_model_parallel_world_size()
     params_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
@@ -232,12 +243,13 @@ def transformer_config(args: ModelArgs) -> TransformerConfig:
         # megatron-core's (left, right) window; HF's sliding window counts the query itself.
         window_size=(args.sliding_window - 1, 0) if args.sliding_window else None,
         add_bias_linear=not llama,
-        bias_activation_fusion=False,
-        bias_dropout_fusion=False,
-        masked_softmax_fusion=False,
-        persist_layer_norm=False,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+        bias_activation_fusion=fused,
+        bias_dropout_fusion=fused,
+        masked_softmax_fusion=fused,
+        persist_layer_norm=False,  # apex's FusedLayerNorm only; the TE spec has its own norms
+        apply_rope_fusion=fused and llama,
+        # megatron-core's own output layer needs apex's fused_weight_gradient_mlp_cuda for it
+        gradient_accumulation_fusion=fused and platform.gradient_accumulation_fusion_available(),
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         sequence_parallel=args.sequence_parallel,
@@ -333,12 +345,14 @@ def build_model(
     wrap_with_ddp: bool = True,
     use_distributed_optimizer: bool = False,
     overlap_grad_reduce: bool = False,
+    overlap_param_gather: bool = False,
 ) -> List[torch.nn.Module]:
     """Model chunks for this rank, as Megatron-LM's `get_model` builds them: on the device,
     wrapped in `Float16Module` for bf16/fp16 and in megatron-core's DDP."""
     config = transformer_config(args)
     model = build_gpt_model(args, config)
     model.to(platform.device())
+    device_check.watch_model_inputs(model)  # a no-op unless the device check mode is on
     chunks = [model]
     if args.bf16 or args.fp16:
         chunks = [Float16Module(config, chunk) for chunk in chunks]
@@ -346,6 +360,7 @@ def build_model(
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=overlap_grad_reduce,
+            overlap_param_gather=overlap_param_gather,
             use_distributed_optimizer=use_distributed_optimizer,
         )
         chunks = [

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_prealign import cpu_compat
+from megatron_prealign import cpu_compat, device_check
 from megatron_prealign.errors import ConfigError
 
 
@@ -40,9 +40,34 @@ def device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cuda_in_use() else torch.device("cpu")
 
 
+def to_device(batch):
+    """A batch (dict / list / tensor of host tensors) on `device()`: pinned host memory and a
+    non-blocking copy on CUDA, so the copy overlaps compute; non-tensors pass through."""
+    target = device()
+    if isinstance(batch, dict):
+        return {key: to_device(value) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value) for value in batch)
+    if not isinstance(batch, torch.Tensor):
+        return batch
+    if target.type == "cuda" and batch.device.type == "cpu" and not batch.is_pinned():
+        batch = batch.pin_memory()
+    return batch.to(target, non_blocking=target.type == "cuda")
+
+
 def transformer_engine_available() -> bool:
     try:
         import transformer_engine.pytorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gradient_accumulation_fusion_available() -> bool:
+    """apex's fused weight-gradient kernel, which megatron-core's linear layers need for
+    gradient_accumulation_fusion (the NVIDIA PyTorch container has it)."""
+    try:
+        import fused_weight_gradient_mlp_cuda  # noqa: F401
     except ImportError:
         return False
     return True
@@ -175,6 +200,8 @@ def initialize(
     """Set up distributed state, megatron-core's parallel groups and the seeds. `backend` and
     `timeout_minutes`: --distributed-backend / --distributed-timeout-minutes."""
     cpu_compat.check_megatron_core_version()
+    if device_check.requested() and not device_check.active():
+        device_check.enter()  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
     local_rank = detect_launcher().local_rank
     backend, patches = select_backend(backend)
     if cuda_in_use():
@@ -211,3 +238,5 @@ def shutdown():
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+    if device_check.requested():
+        device_check.leave()

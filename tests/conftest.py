@@ -29,3 +29,15 @@ def encoder(request, assets):
     if request.param == "sp":
         return TextEncoder(build_tokenizer("SentencePieceTokenizer", assets["sp"]))
     return TextEncoder(build_tokenizer("HuggingFaceTokenizer", assets["hf"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` need a CUDA device: skipped (and counted as skipped) without one."""
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("PREALIGN_FORCE_CPU", "0") != "1":
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

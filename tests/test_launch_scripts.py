@@ -74,7 +74,8 @@ def test_dry_run_prints_command_and_valid_layouts(size):
     assert "-m torch.distributed.run --nnodes " + str(nodes) + " --node-rank 0 --master-addr 127.0.0.1" in command
     assert "--nproc-per-node 8 -m megatron_prealign.pretrain --model-size " + size in command
     assert "--prealign-iters 500" in command and "--train-iters 20000" in command
-    assert "--bf16" in command and "--transformer-impl local" in command
+    assert "--bf16" in command and "--transformer-impl transformer_engine" in command
+    assert "--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather" in command
     for label in ("parameters:", "layout:", "tokens per step:", "FLOPs per step:", "memory per GPU, pretraining",
                   "memory per GPU, pre-alignment", "expected step time"):
         assert label in out
@@ -124,11 +125,11 @@ def test_dry_run_parameter_counts_match_the_built_model():
     assert counts["150M/12"] == plans["150M"]["parameters"]["total"]  # the full 150M model
 
 
-def test_fp8_with_prealignment_is_refused_clearly():
+def test_fp8_with_prealignment_is_refused_clearly_under_pipeline_parallelism():
     result = subprocess.run(["bash", os.path.join(EXAMPLES, "pretrain_1.3b.sh"), "--dry-run"],
-                            env=_env(FP8=1), capture_output=True, text=True, timeout=60)
+                            env=_env(FP8=1, PP=2), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "PREALIGN_ITERS=0" in result.stderr and "--transformer-impl local" in result.stderr
+    assert "needs PP=1" in result.stderr and "PREALIGN_ITERS=0" in result.stderr
 
 
 def test_plan_formulas():

@@ -15,6 +15,7 @@ pipeline's batches are accepted as they are (:meth:`AlignmentBatch.of`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import List, Sequence
 
@@ -72,11 +73,12 @@ class AlignmentBatch:
         return torch.bincount(self.segment_ids[valid], minlength=self.num_forms)
 
     def to(self, device) -> "AlignmentBatch":
-        if all(getattr(self, f.name).device == torch.device(device) for f in dataclasses.fields(self)):
-            return self  # already there: skip re-validation
-        return dataclasses.replace(
-            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)}
-        )
+        """The batch on ``device``, not validated again (validated on the host when made:
+        validating on a GPU would synchronise with the host)."""
+        moved = copy.copy(self)
+        for field in dataclasses.fields(self):
+            setattr(moved, field.name, getattr(self, field.name).to(device, non_blocking=True))
+        return moved
 
 
 def validate(batch: AlignmentBatch):
@@ -147,6 +149,30 @@ def pack_forms(
             raise
         raise ValueError(f"{error}; use fewer words per alignment microbatch") from None
     tokens, positions, segments = fill_rows(forms, placement, seq_length, num_sequences, pad_token_id)
+    return AlignmentBatch(tokens, positions, segments, torch.as_tensor(list(form_group), dtype=torch.int64))
+
+
+def one_form_per_row(forms: Sequence[Sequence[int]], form_group: Sequence[int], row_multiple: int = 1,
+                     rows_multiple: int = 1, pad_token_id: int = 0) -> AlignmentBatch:
+    """Every form at the start of its own row (attention_path.ONE_FORM_PER_ROW): rows as long
+    as the longest form rounded up to ``row_multiple`` (sequence parallelism splits rows over
+    TP ranks), row count rounded up to ``rows_multiple`` with padding rows (fp8 GEMMs want token
+    counts divisible by 16)."""
+    if not forms:
+        raise ValueError("no forms to put into rows")
+    if len(forms) != len(form_group):
+        raise ValueError(f"{len(forms)} forms but {len(form_group)} group ids")
+    length = -(-max(len(form) for form in forms) // row_multiple) * row_multiple
+    rows = -(-len(forms) // rows_multiple) * rows_multiple
+    tokens = torch.full((rows, length), pad_token_id, dtype=torch.int64)
+    positions = torch.zeros((rows, length), dtype=torch.int64)
+    segments = torch.full((rows, length), -1, dtype=torch.int64)
+    for index, form in enumerate(forms):
+        if not len(form):
+            raise ValueError(f"form {index} (group {form_group[index]}) is empty")
+        tokens[index, : len(form)] = torch.as_tensor(list(form), dtype=torch.int64)
+        positions[index, : len(form)] = torch.arange(len(form))
+        segments[index, : len(form)] = index
     return AlignmentBatch(tokens, positions, segments, torch.as_tensor(list(form_group), dtype=torch.int64))
 
 

@@ -51,7 +51,9 @@ class AlignmentStatistics:
 
     def __post_init__(self):
         if self.sums is None:
-            self.sums = torch.zeros(7, self.num_states, dtype=torch.float64)
+            from megatron_prealign import platform
+
+            self.sums = torch.zeros(7, self.num_states, dtype=torch.float64, device=platform.device())
 
     def add(self, state: int, loss: torch.Tensor, anchors: torch.Tensor, pair_sums: torch.Tensor):
         """Tensors in, no host synchronisation."""
@@ -65,11 +67,15 @@ class AlignmentStatistics:
 
     def reduce(self, group=None) -> "AlignmentStatistics":
         """Sum over ``group`` (the pipeline-parallel group; stages own disjoint states); the
-        result lives on the CPU."""
+        result stays on the device (no host sync: read it with the methods below)."""
         sums = self.sums.clone()
         if group is not None and dist.get_world_size(group) > 1:
             dist.all_reduce(sums, group=group)
-        return AlignmentStatistics(self.num_states, sums.cpu())
+        return AlignmentStatistics(self.num_states, sums)
+
+    def total_loss_tensor(self) -> torch.Tensor:
+        """Sum of the per-state losses, on the device (for a non-finite check without a sync)."""
+        return self.sums[LOSS].sum()
 
     @staticmethod
     def _ratio(numerator, denominator) -> List[Optional[float]]:
@@ -93,6 +99,8 @@ class AlignmentStatistics:
 
     def as_log_dict(self) -> Dict[str, object]:
         """JSON-ready (None where undefined, never NaN): the keys of ``--log-json``."""
+        if self.sums.device.type != "cpu":
+            return AlignmentStatistics(self.num_states, self.sums.cpu()).as_log_dict()
         return {
             "alignment_loss": self.loss(),
             "alignment_loss_per_layer": self.per_state_loss(),

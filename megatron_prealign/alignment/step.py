@@ -43,10 +43,9 @@ from megatron_prealign.errors import ConfigError
 import torch
 
 from megatron.core import parallel_state
-from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.utils import unwrap_model
 
-from megatron_prealign.alignment import capture
+from megatron_prealign.alignment import attention_path, capture
 from megatron_prealign.alignment.batch import AlignmentBatch, block_diagonal_causal_mask
 from megatron_prealign.alignment.contrastive import (
     DEFAULT_TEMPERATURE,
@@ -97,13 +96,11 @@ class AlignmentPass:
         config = self.gpt_models[0].config
         if parallel_state.get_context_parallel_world_size() > 1:
             raise NotImplementedError("the alignment pass does not support context parallelism")
-        for gpt_model in self.gpt_models:
-            for layer in gpt_model.decoder.layers:
-                if not isinstance(layer.self_attention.core_attention, DotProductAttention):
-                    raise NotImplementedError(
-                        "packed alignment microbatches need megatron-core's local attention (an "
-                        "explicit block-diagonal mask): use --transformer-impl local"
-                    )
+        # How forms are kept apart (attention_path.py): packed rows with a block-diagonal mask,
+        # or one form per row under plain causal attention (TE / fused attention).
+        self.attention_path = attention_path.choose(
+            self.gpt_models, parallel_state.get_pipeline_model_parallel_world_size())
+        self._checked_shapes = set()
         self.num_layers = config.num_layers
         self.num_states = config.num_layers + 2
         self._ddp_scale = _ddp_gradient_scale(chunks[0])
@@ -117,8 +114,9 @@ class AlignmentPass:
 
     def begin_step(self, num_alignment_microbatches: int, total_lm_tokens: Optional[int] = None):
         """Declare the step's alignment microbatches (per DP rank) and, with
-        ``calculate_per_token_loss``, the step's LM loss tokens over all DP ranks (not needed for
-        evaluation without gradients)."""
+        ``calculate_per_token_loss``, the step's LM loss tokens over all DP ranks (an int, or a
+        scalar tensor on the device to avoid a host sync; not needed for evaluation without
+        gradients)."""
         if num_alignment_microbatches < 1:
             raise ValueError("num_alignment_microbatches must be >= 1")
         capture.release_all()
@@ -135,6 +133,8 @@ class AlignmentPass:
                     "with calculate_per_token_loss, begin_step needs total_lm_tokens (the LM loss "
                     "tokens of the step over all data-parallel ranks)"
                 )
+            if isinstance(total_lm_tokens, torch.Tensor):  # stays on the device: no host sync
+                return total_lm_tokens.double().clamp(min=1) * factor
             factor *= max(int(total_lm_tokens), 1)
         return factor
 
@@ -168,6 +168,9 @@ class AlignmentPass:
         capture.release_finished()
         needs_backward = torch.is_grad_enabled()
         mask = block_diagonal_causal_mask(batch.segment_ids)
+        if batch.tokens.shape not in self._checked_shapes:  # the attention kernel depends on it
+            attention_path.check_mask_honoured(gpt_model, mask, batch.segment_ids)
+            self._checked_shapes.add(batch.tokens.shape)
         context = capture.MicrobatchContext(
             batch.segment_ids, batch.num_forms, mask, self.num_layers, config.sequence_parallel,
             needs_backward,
@@ -261,4 +264,4 @@ def _alignment_loss_func(output_tensor):
     """A zero 'loss' (the alignment gradient is injected directly) contributing no LM tokens;
     the step's alignment numbers come from AlignmentPass.end_step()."""
     marker = {ALIGNMENT_MARKER: torch.ones((), device=output_tensor.device)}
-    return output_tensor, torch.zeros((), dtype=torch.int), marker
+    return output_tensor, torch.zeros((), dtype=torch.int, device=output_tensor.device), marker

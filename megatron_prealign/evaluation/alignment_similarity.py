@@ -20,6 +20,7 @@ import torch
 
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from megatron_prealign import platform
 from megatron_prealign.alignment import AlignmentPass
 from megatron_prealign.alignment.metrics import AlignmentStatistics
 from megatron_prealign.data.alignment_table import is_held_out, read_table
@@ -81,13 +82,17 @@ def _statistics(model: LoadedModel, groups, words_per_batch: int, seed: int) -> 
     batches = [dataset.batch(step, dp_rank, dp_size) for step in range(dataset.steps_per_epoch)]
     # Pipeline stages exchange fixed-size activations: pack every batch into the same rows.
     rows = [b.tokens.shape[0] for b in batches]
-    rows_tensor = torch.tensor([max(rows)])
+    rows_tensor = torch.tensor([max(rows)], device=platform.device())
     torch.distributed.all_reduce(rows_tensor, op=torch.distributed.ReduceOp.MAX)
     alignment = AlignmentPass(model.chunks)
     total = AlignmentStatistics(alignment.num_states)
     try:
         for words in batches:
-            micro = alignment_microbatch(words, int(rows_tensor.item()), model.seq_length)
+            model_args = model.model_args
+            micro = alignment_microbatch(
+                words, int(rows_tensor.item()), model.seq_length, alignment.attention_path,
+                (model_args.tensor_model_parallel_size or 1) if model_args.sequence_parallel else 1,
+                bool(model_args.fp8_format))
             alignment.begin_step(1)
             with torch.no_grad():
                 get_forward_backward_func()(

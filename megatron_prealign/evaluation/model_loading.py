@@ -214,7 +214,7 @@ def sequence_nll(model: LoadedModel, tokens: torch.Tensor, labels: torch.Tensor,
             weights = batch["loss_mask"]
             sums = (per_token_loss.float() * weights).sum(1).double()
             stacked = torch.stack([sums, weights.sum(1).double()], dim=1)
-            return stacked.sum(), torch.tensor(1, dtype=torch.int), {"rows": stacked}
+            return stacked.sum(), torch.ones((), dtype=torch.int, device=stacked.device), {"rows": stacked}
         return loss_func
 
     outputs = _run(model, microbatches, factory)
@@ -252,7 +252,7 @@ def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optiona
             picked = logits[torch.arange(logits.shape[0], device=logits.device), b["last"]].float()
             full = (picked if inference_context is not None
                     else tensor_parallel.gather_from_tensor_model_parallel_region(picked))
-            return full.sum() * 0, torch.tensor(1, dtype=torch.int), {"logits": full}
+            return full.sum() * 0, torch.ones((), dtype=torch.int, device=full.device), {"logits": full}
         return output, loss_func
 
     with torch.no_grad():

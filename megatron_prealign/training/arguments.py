@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     parallel.add_argument("--sequence-parallel", action="store_true")
     parallel.add_argument("--use-distributed-optimizer", action="store_true")
+    parallel.add_argument("--overlap-grad-reduce", action="store_true",
+                          help="overlap the data-parallel gradient reduction with the backward pass")
+    parallel.add_argument("--overlap-param-gather", action="store_true",
+                          help="overlap the distributed optimizer's parameter all-gather with the "
+                          "next forward pass (needs --use-distributed-optimizer and --overlap-grad-reduce)")
     parallel.add_argument("--distributed-backend", choices=["nccl", "gloo"],
                           help="default: nccl with CUDA, gloo on the CPU")
     parallel.add_argument("--distributed-timeout-minutes", type=float, default=10,
@@ -77,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="prefixes, or 'weight prefix weight prefix ...' for a blend")
     data.add_argument("--split", default="969,30,1")
     data.add_argument("--data-cache-path")
+    data.add_argument("--num-workers", type=int,
+                      help="DataLoader processes reading LM batches ahead (default: 2 on CUDA, 0 on "
+                      "the CPU, where they would compete with the compute for cores)")
     data.add_argument("--codeswitch-mode", choices=["input-only", "original"], default="input-only",
                       help="input-only honours the stored loss masks (switched words are not "
                       "targets); original ignores them (every token is a target)")
@@ -168,6 +176,14 @@ def model_args(args: argparse.Namespace, vocab_size: int) -> ModelArgs:
     )
 
 
+def num_workers(args: argparse.Namespace) -> int:
+    from megatron_prealign import platform
+
+    if args.num_workers is not None:
+        return args.num_workers
+    return 2 if platform.cuda_in_use() else 0
+
+
 def data_prefixes(data_path: List[str]) -> List[str]:
     """The prefixes of Megatron-LM's --data-path (dropping the weights of a blend)."""
     if len(data_path) > 1 and len(data_path) % 2 == 0:
@@ -237,6 +253,12 @@ def validate(args: argparse.Namespace, world_size: int):
             "--alignment-table is given but no stage aligns: add --prealign-iters N (PreAlign), "
             "--alignment-during-pretraining or --postalign-iters N, or drop the table"
         )
+    if aligning and args.transformer_impl == "transformer_engine" and args.pipeline_model_parallel_size > 1:
+        raise ConfigError(
+            "the alignment pass with --transformer-impl transformer_engine needs "
+            "--pipeline-model-parallel-size 1 (each word form in its own row; TE's attention ignores "
+            "the block-diagonal mask of packed rows): use --transformer-impl local under pipeline "
+            "parallelism")
     if args.alignment_table and not os.path.isfile(args.alignment_table):
         raise ConfigError(f"--alignment-table {args.alignment_table} does not exist")
     if args.alignment_temperature <= 0:
@@ -249,6 +271,11 @@ def validate(args: argparse.Namespace, world_size: int):
     if args.enclone_init and not args.enclone_mapping:
         raise ConfigError("--enclone-init needs --enclone-mapping (written by tools/make_enclone.py)")
     if args.enclone_mapping and not os.path.isfile(args.enclone_mapping):
+        raise ValueError(f"--enclone-mapping {args.enclone_mapping} does not exist")
+    if args.overlap_param_gather and not (args.use_distributed_optimizer and args.overlap_grad_reduce):
+        raise ValueError("--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise ValueError("--num-workers must be >= 0")
         raise ConfigError(f"--enclone-mapping {args.enclone_mapping} does not exist")
     if args.save_interval and not args.save:
         raise ConfigError("--save-interval needs --save DIR")

@@ -14,8 +14,10 @@ import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset
 
+from megatron_prealign import platform
 from megatron_prealign.alignment import AlignmentBatch
-from megatron_prealign.alignment.batch import forms_of, pack_forms
+from megatron_prealign.alignment.attention_path import BLOCK_MASK, ONE_FORM_PER_ROW
+from megatron_prealign.alignment.batch import forms_of, one_form_per_row, pack_forms
 from megatron_prealign.data.lm_dataset import MaskedGPTDataset, lm_dataset_config
 
 
@@ -34,29 +36,75 @@ def _collate(samples) -> dict:
     return {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
 
 
+class _RankSampler(torch.utils.data.Sampler):
+    """Megatron-LM's pretraining sampler as a batch sampler: from sample `consumed` on, this
+    rank's block of `micro` indices of every `micro x dp` slice (wrapping around the dataset)."""
+
+    def __init__(self, size: int, micro: int, dp_rank: int, dp_size: int, consumed: int):
+        self.size, self.micro, self.dp_rank, self.dp_size, self.consumed = size, micro, dp_rank, dp_size, consumed
+
+    def __iter__(self):
+        consumed = self.consumed
+        while True:
+            start = consumed + self.dp_rank * self.micro
+            yield [i % self.size for i in range(start, start + self.micro)]
+            consumed += self.micro * self.dp_size
+
+
 class LMBatches:
-    def __init__(self, dataset, micro_batch_size: int, dp_rank: int, dp_size: int, consumed_samples: int = 0):
+    """This rank's LM microbatches, step after step, on `platform.device()`.
+
+    A torch DataLoader reads ahead (`num_workers` processes, pinned memory on CUDA, copies
+    without blocking); the order is fixed by the sampler alone, so results and exact resume do
+    not depend on the number of workers. `consumed_samples` counts the samples of the steps
+    handed out (what a checkpoint stores), not the ones read ahead."""
+
+    def __init__(self, dataset, micro_batch_size: int, dp_rank: int, dp_size: int,
+                 consumed_samples: int = 0, num_workers: int = 0):
         self.dataset = dataset
         self.micro = micro_batch_size
         self.dp_rank = dp_rank
         self.dp_size = dp_size
         self.consumed_samples = consumed_samples
+        self.num_workers = num_workers
+        self._iterator = None
+
+    def _loader_iterator(self):
+        sampler = _RankSampler(len(self.dataset), self.micro, self.dp_rank, self.dp_size, self.consumed_samples)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.num_workers,
+            pin_memory=platform.cuda_in_use(),
+            # Its own generator: a DataLoader iterator otherwise draws its base seed from the
+            # global RNG, which a resumed run has just restored (dropout would then differ).
+            generator=torch.Generator().manual_seed(0),
+        )
+        return iter(loader)
 
     def next_step(self, num_microbatches: int) -> List[dict]:
-        """This rank's microbatches of the next global batch."""
+        """This rank's microbatches of the next global batch, on the device."""
+        if self._iterator is None:
+            self._iterator = self._loader_iterator()
         microbatches = []
         for _ in range(num_microbatches):
-            start = self.consumed_samples + self.dp_rank * self.micro
-            indices = range(start, start + self.micro)
-            microbatches.append(_collate([self.dataset[i % len(self.dataset)] for i in indices]))
+            microbatches.append(platform.to_device(next(self._iterator)))
             self.consumed_samples += self.micro * self.dp_size
         return microbatches
 
+    def close(self):
+        """Stop the reading workers (also done when the object is collected)."""
+        self._iterator = None
 
-def alignment_microbatch(word_batch, rows: int, seq_length: int) -> AlignmentBatch:
-    """The step's word forms as one alignment microbatch of exactly `rows` sequences (pipeline
-    stages exchange fixed [seq, micro batch, hidden] activations)."""
+
+def alignment_microbatch(word_batch, rows: int, seq_length: int, layout: str = BLOCK_MASK,
+                         tensor_parallel: int = 1, fp8: bool = False) -> AlignmentBatch:
+    """The step's word forms as one alignment microbatch in the `layout` the model's attention
+    needs (alignment/attention_path.py): packed into exactly `rows` sequences of `seq_length`
+    (pipeline stages exchange fixed [seq, micro batch, hidden] activations), or one form per
+    row."""
     batch = AlignmentBatch.of(word_batch)
+    if layout == ONE_FORM_PER_ROW:
+        return one_form_per_row(forms_of(batch), batch.form_group.tolist(), row_multiple=tensor_parallel,
+                                rows_multiple=16 if fp8 else 1)
     if batch.num_sequences == rows:
         return batch
     try:

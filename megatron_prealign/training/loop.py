@@ -5,6 +5,7 @@ stages), runs them through `get_forward_backward_func` together, steps megatron-
 optimizer and scheduler, logs, and saves when asked (interval, end, SIGTERM / SIGUSR1).
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -96,6 +97,61 @@ def _lm_forward_step(batch, model):
     return output, loss_func
 
 
+def _lm_sums(outputs) -> torch.Tensor:
+    """[LM loss sum, token count] of this rank's microbatches, on the device (zeros on the
+    stages before the last)."""
+    sums = torch.zeros(2, device=platform.device())
+    for out in outputs or []:
+        if "lm_sum_count" in out:
+            sums += out["lm_sum_count"].float()
+    return sums
+
+
+def _global_mean(sums: torch.Tensor, empty=float("nan")):
+    """Loss over all ranks from per-rank [sum, count]: DP shards add up, non-last pipeline
+    stages add 0, TP ranks repeat both. Synchronises with the host."""
+    sums = sums.clone()
+    dist.all_reduce(sums)
+    sums = sums.cpu()
+    return (sums[0] / sums[1]).item() if sums[1] > 0 else empty
+
+
+class _NonFiniteWatch:
+    """Notes on the device the first iteration whose LM or alignment loss is not finite, and
+    raises naming it when checked (at log time and before a save): no host sync per step. A
+    non-finite grad norm (already on the host: megatron-core's clipping reads it) stops at once."""
+
+    def __init__(self):
+        self.first_bad = torch.full((), math.inf, device=platform.device(), dtype=torch.float64)
+        self.stages = {}
+
+    def add(self, iteration: int, stage: str, lm_sums: torch.Tensor, statistics, grad_norm):
+        self.stages[iteration] = stage
+        values = [lm_sums[0]]
+        if statistics is not None:
+            values.append(statistics.total_loss_tensor())
+        bad = ~torch.isfinite(torch.stack([v.double() for v in values])).all()
+        self.first_bad = torch.where(bad, torch.minimum(self.first_bad, torch.full_like(self.first_bad, iteration)),
+                                     self.first_bad)
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            self.check()  # name the loss if that went first
+            self._raise("the gradient norm", grad_norm, iteration)
+
+    def check(self):
+        first = self.first_bad.clone()
+        dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        first = first.item()
+        if math.isfinite(first):
+            self._raise("the loss", "not finite", int(first))
+        self.stages.clear()
+
+    def _raise(self, what, value, iteration: int):
+        stage = self.stages.get(iteration, "?")
+        raise FloatingPointError(
+            f"{what} is {value} at iteration {iteration} (stage {stage}); stopping. Lower --lr, "
+            "check the data, or resume from the last checkpoint.")
+
+
 class Trainer:
     def __init__(self, args):
         self.args = args
@@ -158,16 +214,21 @@ class Trainer:
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.num_lm_microbatches = args.global_batch_size // (args.micro_batch_size * self.dp_size)
 
-        self.chunks = build_model(self.model_args, use_distributed_optimizer=args.use_distributed_optimizer)
+        self.chunks = build_model(self.model_args, use_distributed_optimizer=args.use_distributed_optimizer,
+                                  overlap_grad_reduce=args.overlap_grad_reduce,
+                                  overlap_param_gather=args.overlap_param_gather)
         config = self.chunks[0].config
         config.finalize_model_grads_func = finalize_model_grads
         config.no_sync_func = self.chunks[0].no_sync
+        if args.overlap_grad_reduce:  # as Megatron-LM's training.py wires it
+            config.grad_sync_func = self.chunks[0].start_grad_sync
         self.optimizer = get_megatron_optimizer(
             OptimizerConfig(
                 optimizer="adam", lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
                 adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_eps=args.adam_eps,
                 clip_grad=args.clip_grad, bf16=args.bf16, fp16=args.fp16,
                 use_distributed_optimizer=args.use_distributed_optimizer,
+                overlap_param_gather=args.overlap_param_gather,
             ),
             self.chunks,
         )
@@ -212,7 +273,8 @@ class Trainer:
             train.extend_to(total * args.global_batch_size)
         else:
             train, _, _ = build_datasets(args, tokenizer, [total * args.global_batch_size, 1, 1])
-        self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed)
+        self.lm_batches = LMBatches(train, args.micro_batch_size, self.dp_rank, self.dp_size, consumed,
+                                    num_workers=arguments.num_workers(args))
         self.validation = self._validation_sets(tokenizer) if args.eval_interval else {}
         self.logger = TrainingLogger(args.tensorboard_dir, args.log_json, start_iteration=self.iteration)
 
@@ -255,17 +317,25 @@ class Trainer:
         return {"seq_length": args.seq_length, "micro_batch_size": args.micro_batch_size}
 
     def _step(self, stage: str):
+        """One training step. Returns this rank's (LM loss sum, token count) of the step and the
+        alignment statistics, both on the device (read at log time: no host sync here), and the
+        optimizer's grad norm."""
         args = self.args
-        microbatches = self.lm_batches.next_step(self.num_lm_microbatches)
-        local_tokens = sum(int(m["loss_mask"].sum()) for m in microbatches)
-        lm_tokens = torch.tensor([float(local_tokens)])
+        microbatches = self.lm_batches.next_step(self.num_lm_microbatches)  # on the device
+        lm_tokens = torch.stack([m["loss_mask"].sum() for m in microbatches]).sum().float()
         dist.all_reduce(lm_tokens, group=parallel_state.get_data_parallel_group())
         aligning = self.plan.aligns(stage)
+        alignment = self.alignment
         if aligning:
             words = self.word_dataset.batch(self.alignment_steps, self.dp_rank, self.dp_size)
             rows = args.micro_batch_size if args.pipeline_model_parallel_size > 1 else None
-            microbatches.append(alignment_microbatch(words, rows or words.tokens.shape[0], args.seq_length))
-        alignment = self.alignment
+            packed = alignment_microbatch(
+                words, rows or words.tokens.shape[0], args.seq_length, alignment.attention_path,
+                args.tensor_model_parallel_size if args.sequence_parallel else 1, bool(args.fp8_format))
+            # With --overlap-grad-reduce megatron's DDP issues a bucket's reduction once the
+            # last microbatch's gradients have all arrived: that must be an LM microbatch (the
+            # alignment one leaves an untied output layer without a gradient).
+            microbatches.insert(0 if args.overlap_grad_reduce else len(microbatches), packed)
 
         def forward_step(data_iterator, model):
             batch = next(data_iterator)
@@ -277,32 +347,24 @@ class Trainer:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
         if aligning:
-            alignment.begin_step(1, total_lm_tokens=int(lm_tokens.item()))
+            alignment.begin_step(1, total_lm_tokens=lm_tokens)
         outputs = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter(microbatches), model=self.chunks,
             num_microbatches=len(microbatches), **self._schedule_shape(), forward_only=False,
         )
-        statistics = {"alignment_loss": None, "alignment_similarity": None}
+        statistics = None
         if aligning:
-            statistics = alignment.end_step().as_log_dict()
+            statistics = alignment.end_step()
             self.alignment_steps += 1
         _, grad_norm, _ = self.optimizer.step()
         self.scheduler.step(1)
-
-        sums = torch.zeros(2)
-        for out in outputs or []:
-            if "lm_sum_count" in out:
-                sums += out["lm_sum_count"].float()
-        # Over all ranks: DP shards add up, non-last pipeline stages add 0; TP ranks repeat both.
-        dist.all_reduce(sums)
-        lm_loss = (sums[0] / sums[1]).item() if sums[1] > 0 else None
-        return lm_loss, statistics, grad_norm
+        return _lm_sums(outputs), statistics, grad_norm
 
     def _evaluate(self):
         losses = {}
         for name, dataset in self.validation.items():
             batches = LMBatches(dataset, self.args.micro_batch_size, self.dp_rank, self.dp_size)
-            sums = torch.zeros(2)
+            sums = torch.zeros(2, device=platform.device())
             for _ in range(self.args.eval_iters):
                 micro = batches.next_step(self.num_lm_microbatches)
                 outputs = get_forward_backward_func()(
@@ -310,13 +372,29 @@ class Trainer:
                     data_iterator=iter(micro), model=self.chunks, num_microbatches=len(micro),
                     **self._schedule_shape(), forward_only=True,
                 )
-                for out in outputs or []:
-                    sums += out["lm_sum_count"].float()
-            dist.all_reduce(sums)
-            losses[name] = (sums[0] / sums[1]).item() if sums[1] > 0 else float("nan")
+                sums += _lm_sums(outputs)
+            losses[name] = _global_mean(sums)
         return losses
 
+    @contextlib.contextmanager
+    def _parameters_gathered(self):
+        """With --overlap-param-gather the optimizer step leaves the parameter all-gather to the
+        next forward's pre-hooks; saving or evaluating needs them now (Megatron-LM's
+        disable_forward_pre_hook / enable_forward_pre_hook)."""
+        overlapped = [c for c in self.chunks if getattr(c, "use_forward_hook", False)]
+        for chunk in overlapped:
+            chunk.disable_forward_pre_hook()
+        try:
+            yield
+        finally:
+            for chunk in overlapped:
+                chunk.enable_forward_pre_hook()
+
     def _save(self, stage: str):
+        with self._parameters_gathered():
+            self._save_gathered(stage)
+
+    def _save_gathered(self, stage: str):
         checkpointing.save_checkpoint(
             self.args.save, self.iteration, self.chunks, self.optimizer, self.scheduler,
             run_state={
@@ -341,25 +419,24 @@ class Trainer:
             print(f"the run is already complete at iteration {start} of {total} (--load {args.load}); "
                   "nothing to do", flush=True)
         interval_tokens, interval_start = 0, time.time()
+        watch = _NonFiniteWatch()
         for chunk in self.chunks:
             chunk.train()
         while self.iteration < total:
             self.iteration += 1
             stage = self.plan.stage(self.iteration)
-            lm_loss, statistics, grad_norm = self._step(stage)
+            lm_sums, statistics, grad_norm = self._step(stage)
             interval_tokens += args.global_batch_size * args.seq_length
-            alignment_loss = statistics.get("alignment_loss")
-            for name, value in (("lm loss", lm_loss), ("alignment loss", alignment_loss)):
-                if value is not None and not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"{name} is {value} at iteration {self.iteration} (stage {stage}); "
-                        "stopping. Lower --lr, check the data, or resume from the last checkpoint."
-                    )
-            if self.iteration % args.log_interval == 0 or self.iteration == total:
+            watch.add(self.iteration, stage, lm_sums, statistics, grad_norm)
+            log_now = self.iteration % args.log_interval == 0 or self.iteration == total
+            if log_now:
+                watch.check()  # the interval's one host synchronisation
                 seconds = time.time() - interval_start
                 self.logger.log({
                     "iteration": self.iteration, "total_iters": total, "stage": stage,
-                    "lm_loss": lm_loss, **statistics,
+                    "lm_loss": _global_mean(lm_sums, empty=None),
+                    **(statistics.as_log_dict() if statistics is not None else
+                       {"alignment_loss": None, "alignment_similarity": None}),
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
                     "tokens_per_sec": interval_tokens / max(seconds, 1e-9),
@@ -368,26 +445,32 @@ class Trainer:
                 })
                 interval_tokens, interval_start = 0, time.time()
             if args.eval_interval and self.iteration % args.eval_interval == 0:
-                self.logger.log_validation(self.iteration, self._evaluate())
+                with self._parameters_gathered():
+                    self.logger.log_validation(self.iteration, self._evaluate())
                 for chunk in self.chunks:
                     chunk.train()
-            stop = signals.exit_requested() or (args.exit_interval and self.iteration % args.exit_interval == 0)
+            # The ranks agree on a signal at log iterations only (the check is a host sync).
+            stop = (log_now and signals.exit_requested()) or (
+                args.exit_interval and self.iteration % args.exit_interval == 0)
             # The last iteration of a stage followed by another (e.g. the end of pre-alignment)
             # is always saved: the pre-aligned model is a result of its own.
             stage_ends = self.iteration < total and self.plan.stage(self.iteration + 1) != stage
             interval = args.save_interval and self.iteration % args.save_interval == 0
             if args.save and (stop or interval or stage_ends):
+                watch.check()  # never save a model that went non-finite
                 self._save(stage)
             if stop:
                 if self.logger.writes:
                     print(f"exiting at iteration {self.iteration} as requested", flush=True)
                 break
         else:
+            watch.check()
             # Saved unless just saved by the interval, or nothing ran (a relaunched finished run
             # is a no-op: its last checkpoint is never rewritten).
             if args.save and self.iteration > start and not (args.save_interval and self.iteration % args.save_interval == 0):
                 self._save(stage)
         self.logger.close()
+        self.lm_batches.close()
         return self.iteration
 
 

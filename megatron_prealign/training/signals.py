@@ -22,6 +22,8 @@ def install():
 
 
 def exit_requested() -> bool:
-    flag = torch.tensor([1.0 if _received else 0.0])
+    from megatron_prealign import platform
+
+    flag = torch.tensor([1.0 if _received else 0.0], device=platform.device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# First run on a new cluster (a few minutes on one GPU): a 150M-shaped model (GPT-2 style, hidden
+# 1024, 16 heads, 4 instead of 12 layers, seq 1024) in bf16 with Transformer Engine layers when
+# TE is importable runs pre-alignment then pretraining, is stopped after a checkpoint and
+# resumed (the resumed losses must equal an uninterrupted run's), then evaluated (perplexity).
+# With 2+ GPUs the same runs at TP=2 (2 GPUs) and with 4+ at TP=2 x PP=2. Prints tokens/s,
+# achieved TFLOP/s and MFU (FLOPs from megatron_prealign/launch_plan.py) and the nvidia-smi peak
+# memory as the last line (JSON); exits non-zero when anything fails.
+#   examples/gpu_check.sh               # on a GPU node
+#   examples/gpu_check.sh --cpu-dry     # the same logic on the CPU with a tiny model (tests)
+# Environment: WORK [<repo>/runs/gpu_check], PYTHON, GPUS [all visible], RESUME_RTOL [0: exact]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "${ROOT}/.venv/bin/python" ]]; then PYTHON="${ROOT}/.venv/bin/python"; else PYTHON="python3"; fi
+fi
+export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+WORK="${WORK:-${ROOT}/runs/gpu_check}"
+CPU_DRY=0
+for arg in "$@"; do
+  case "${arg}" in
+    --cpu-dry) CPU_DRY=1 ;;
+    *) echo "error: unknown argument ${arg} (only --cpu-dry)" >&2; exit 2 ;;
+  esac
+done
+
+if ((CPU_DRY)); then
+  export PREALIGN_FORCE_CPU=1
+  GPUS="${GPUS:-1}"
+  GPU_NAME="cpu"
+  MODEL=(--num-layers 2 --hidden-size 64 --num-attention-heads 4 --seq-length 64 --max-position-embeddings 64)
+  BATCH=(--micro-batch-size 2 --global-batch-size 4)
+  PREALIGN_ITERS=2 TRAIN_ITERS=3 STOP_AT=3 LOG_INTERVAL=1
+  PRECISION=()
+  TE_IMPL=local
+else
+  if ! command -v nvidia-smi > /dev/null; then
+    echo "error: nvidia-smi not found: run on a GPU node, or pass --cpu-dry" >&2
+    exit 2
+  fi
+  GPUS="${GPUS:-$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)}"
+  GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
+  MODEL=(--model-size 150M --num-layers 4 --seq-length 1024 --max-position-embeddings 1024)
+  BATCH=(--micro-batch-size 8 --global-batch-size 64)
+  PREALIGN_ITERS=10 TRAIN_ITERS=30 STOP_AT=20 LOG_INTERVAL=5
+  PRECISION=(--bf16)
+  TE_IMPL=local
+  if "${PYTHON}" -c "import transformer_engine.pytorch" 2> /dev/null; then TE_IMPL=transformer_engine; fi
+  # Deterministic kernels, so that the resumed run can match the uninterrupted one bit for bit.
+  export NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 CUBLAS_WORKSPACE_CONFIG=":4096:8"
+fi
+if ((GPUS < 1)); then echo "error: no GPU visible" >&2; exit 2; fi
+
+DATA="${WORK}/data"
+# shellcheck source=examples/synthetic_data.sh
+source "${ROOT}/examples/synthetic_data.sh"
+mkdir -p "${WORK}"
+prepare_synthetic_data "${DATA}" > "${WORK}/data.log" 2>&1 || {
+  cat "${WORK}/data.log" >&2
+  exit 1
+}
+
+COMMON=("${MODEL[@]}" "${BATCH[@]}" "${PRECISION[@]}" --train-iters "${TRAIN_ITERS}"
+  --lr 3e-4 --min-lr 3e-5 --lr-warmup-iters 2 --seed 1234 --hidden-dropout 0.1 --attention-dropout 0.1
+  --use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather
+  --data-path 0.9 "${DATA}/en_text_document" 0.1 "${DATA}/de_text_document" --split "98,2,0"
+  --tokenizer-type SentencePieceTokenizer --tokenizer-model "${DATA}/spm.model"
+  --alignment-table "${DATA}/table.jsonl" --alignment-languages de --prealign-iters "${PREALIGN_ITERS}"
+  --alignment-words-per-batch 16 --log-interval "${LOG_INTERVAL}")
+
+# name gpus tp pp impl
+LAYOUTS=("single 1 1 1 ${TE_IMPL}")
+if ((GPUS >= 4)); then
+  # Under pipeline parallelism the alignment pass needs local attention (attention_path.py).
+  LAYOUTS+=("tp2xpp2 4 2 2 local")
+elif ((GPUS >= 2)); then
+  LAYOUTS+=("tp2 2 2 1 ${TE_IMPL}")
+fi
+
+MEMORY_LOG="${WORK}/nvidia_smi.csv"
+SAMPLER_PID=""
+stop_sampler() { if [[ -n "${SAMPLER_PID}" ]]; then kill "${SAMPLER_PID}" 2> /dev/null || true; fi; }
+trap stop_sampler EXIT
+rm -f "${MEMORY_LOG}"
+if ((!CPU_DRY)); then
+  nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 500 > "${MEMORY_LOG}" &
+  SAMPLER_PID=$!
+fi
+
+pretrain() {  # pretrain NPROC LOGFILE FLAGS...
+  local nproc="$1" log="$2"
+  shift 2
+  if ! "${PYTHON}" -m torch.distributed.run --standalone --nproc-per-node "${nproc}" \
+    -m megatron_prealign.pretrain "$@" > "${log}" 2>&1; then
+    tail -n 40 "${log}" >&2
+    echo "gpu_check: FAILED (${log})" >&2
+    return 1
+  fi
+}
+
+SUMMARY_ARGS=()
+for layout in "${LAYOUTS[@]}"; do
+  read -r name nproc tp pp impl <<< "${layout}"
+  run="${WORK}/${name}"
+  rm -rf "${run}"
+  mkdir -p "${run}/straight" "${run}/resumed"
+  flags=("${COMMON[@]}" --tensor-model-parallel-size "${tp}" --pipeline-model-parallel-size "${pp}"
+    --transformer-impl "${impl}")
+  echo "gpu_check: ${name} (${nproc} processes, TP=${tp} PP=${pp}, ${impl}): uninterrupted run" >&2
+  pretrain "${nproc}" "${run}/straight.out" "${flags[@]}" --log-json "${run}/straight/log.jsonl"
+  echo "gpu_check: ${name}: run stopped after the checkpoint of iteration ${STOP_AT}, then resumed" >&2
+  pretrain "${nproc}" "${run}/stopped.out" "${flags[@]}" --save "${run}/checkpoints" \
+    --exit-interval "${STOP_AT}" --log-json "${run}/stopped.jsonl"
+  pretrain "${nproc}" "${run}/resumed.out" "${flags[@]}" --save "${run}/checkpoints" \
+    --load "${run}/checkpoints" --log-json "${run}/resumed/log.jsonl"
+  echo "gpu_check: ${name}: evaluation" >&2
+  eval_flags=(perplexity --load "${run}/checkpoints" --tensor-model-parallel-size "${tp}"
+    --pipeline-model-parallel-size "${pp}" --data-path "en=${DATA}/en_text_document"
+    "de=${DATA}/de_text_document" --max-tokens 20000 --output "${run}/perplexity.json")
+  if ((!CPU_DRY)); then eval_flags+=(--bf16); fi
+  if ! "${PYTHON}" -m torch.distributed.run --standalone --nproc-per-node "$((tp * pp))" \
+    "${ROOT}/tools/evaluate.py" "${eval_flags[@]}" > "${run}/evaluate.out" 2>&1; then
+    tail -n 40 "${run}/evaluate.out" >&2
+    echo "gpu_check: FAILED (${run}/evaluate.out)" >&2
+    exit 1
+  fi
+  SUMMARY_ARGS+=(--layout "${name}" "${run}/straight" "${run}/resumed" "${run}/perplexity.json" "${nproc}")
+done
+stop_sampler
+SAMPLER_PID=""
+
+"${PYTHON}" -m megatron_prealign.gpu_check "${SUMMARY_ARGS[@]}" --resume-iteration "${STOP_AT}" \
+  --resume-rtol "${RESUME_RTOL:-0}" --memory-samples "${MEMORY_LOG}" --gpu-name "${GPU_NAME}" \
+  -- "${COMMON[@]}"

@@ -1,0 +1,141 @@
+"""The figures and verdict of `examples/gpu_check.sh`: per layout, exact resume (the resumed run
+logs the losses of the uninterrupted one), a finite evaluation, throughput in tokens/s, achieved
+TFLOP/s and MFU from the launch plan's FLOP formula (`launch_plan.flops_per_step`), and the peak
+GPU memory `nvidia-smi` sampled; one JSON line last. Exit status 1 when a check fails.
+
+    python -m megatron_prealign.gpu_check --layout NAME STRAIGHT_DIR RESUMED_DIR EVAL_JSON GPUS \\
+        [--layout ...] --resume-iteration K [--memory-samples FILE] [--gpu-name NAME] -- PRETRAIN_FLAGS
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from typing import List, Optional
+
+# Dense bf16 peak TFLOP/s (NVIDIA data sheets, SXM parts), by a substring of nvidia-smi's name.
+PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("A100", 312.0))
+
+
+def peak_tflops(gpu_name: Optional[str]) -> Optional[float]:
+    for key, peak in PEAK_BF16_TFLOPS:
+        if gpu_name and key in gpu_name.upper():
+            return peak
+    return None
+
+
+def read_log(directory: str) -> List[dict]:
+    path = os.path.join(directory, "log.jsonl")
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if '"stage"' in line]
+
+
+def resume_mismatches(straight: List[dict], resumed: List[dict], after: int, rtol: float) -> List[str]:
+    """Iterations after `after` whose losses differ between the two logs."""
+    expected = {r["iteration"]: r for r in straight}
+    problems = []
+    got = [r for r in resumed if r["iteration"] > after]
+    if not got:
+        problems.append(f"the resumed run logged no iteration after {after}")
+    for record in got:
+        reference = expected.get(record["iteration"])
+        if reference is None:
+            problems.append(f"iteration {record['iteration']} is missing from the uninterrupted run")
+            continue
+        for key in ("lm_loss", "alignment_loss"):
+            a, b = reference.get(key), record.get(key)
+            if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=rtol, abs_tol=0.0)):
+                problems.append(f"iteration {record['iteration']} {key}: uninterrupted {a} vs resumed {b}")
+    return problems
+
+
+def throughput(records: List[dict], flops_per_token: float, gpus: int, peak: Optional[float]) -> dict:
+    """Median over the pretraining log records, the first one (warm-up, compilation) left out."""
+    pretraining = [r for r in records if r["stage"] == "pretrain" and r.get("tokens_per_sec")]
+    samples = pretraining[1:] or pretraining
+    if not samples:
+        return {"tokens_per_sec": None, "tflops": None, "mfu": None}
+    tokens_per_sec = statistics.median(r["tokens_per_sec"] for r in samples)
+    tflops = tokens_per_sec * flops_per_token / 1e12
+    return {"tokens_per_sec": tokens_per_sec, "tflops": tflops,
+            "tflops_per_gpu": tflops / gpus, "mfu": tflops / (gpus * peak) if peak else None}
+
+
+def flops_per_token(pretrain_flags: List[str]) -> float:
+    from megatron_prealign import launch_plan
+    from megatron_prealign.training import arguments
+
+    args = arguments.parse_args(pretrain_flags)
+    vocab, _ = launch_plan.resolve_vocab(args, 50257)
+    model = arguments.model_args(args, vocab)
+    tokens = args.global_batch_size * args.seq_length
+    return launch_plan.flops_per_step(model, tokens) / tokens
+
+
+def peak_memory_mib(path: Optional[str]) -> Optional[float]:
+    """Largest per-GPU memory.used sample (MiB) of `nvidia-smi --query-gpu=memory.used`."""
+    if not path or not os.path.exists(path):
+        return None
+    values = []
+    with open(path) as handle:
+        for line in handle:
+            try:
+                values.append(float(line.strip().split(",")[-1]))
+            except ValueError:
+                continue
+    return max(values) if values else None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pretrain_flags = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(prog="gpu_check")
+    parser.add_argument("--layout", nargs=5, action="append", required=True,
+                        metavar=("NAME", "STRAIGHT_DIR", "RESUMED_DIR", "EVAL_JSON", "GPUS"))
+    parser.add_argument("--resume-iteration", type=int, required=True)
+    parser.add_argument("--resume-rtol", type=float, default=0.0)
+    parser.add_argument("--memory-samples")
+    parser.add_argument("--gpu-name")
+    args = parser.parse_args(own)
+
+    per_token = flops_per_token(pretrain_flags)
+    peak = peak_tflops(args.gpu_name)
+    layouts, failures = {}, []
+    for name, straight_dir, resumed_dir, eval_json, gpus in args.layout:
+        entry = {"gpus": int(gpus)}
+        try:
+            straight, resumed = read_log(straight_dir), read_log(resumed_dir)
+            problems = resume_mismatches(straight, resumed, args.resume_iteration, args.resume_rtol)
+            entry["exact_resume"] = not problems
+            failures += [f"{name}: {p}" for p in problems]
+            entry.update(throughput(straight, per_token, int(gpus), peak))
+            with open(eval_json) as handle:
+                evaluation = json.load(handle)
+            perplexities = [s.get("perplexity") for s in evaluation.get("sources", {}).values()] \
+                if isinstance(evaluation.get("sources"), dict) else []
+            entry["evaluation"] = evaluation.get("sources", evaluation)
+            if not perplexities or not all(isinstance(p, (int, float)) and math.isfinite(p) for p in perplexities):
+                failures.append(f"{name}: evaluation gave no finite perplexity ({eval_json})")
+        except (OSError, ValueError, KeyError) as error:
+            failures.append(f"{name}: {type(error).__name__}: {error}")
+        layouts[name] = entry
+    first = next(iter(layouts.values()))
+    result = {
+        "metric": "gpu_check_mfu", "value": first.get("mfu"), "target": None,
+        "ok": not failures, "failures": failures, "gpu": args.gpu_name, "peak_bf16_tflops": peak,
+        "flops_per_token": per_token, "peak_memory_mib": peak_memory_mib(args.memory_samples),
+        "layouts": layouts,
+    }
+    for failure in failures:
+        print(f"gpu_check: FAILED {failure}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
