@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["megatron_prealign", "megatron_prealign.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # The CPU compatibility layer (megatron_prealign/platform.py) is checked against 0.16.x only.
+        # The CPU compatibility layer (megatron_prealign/runtime.py) is checked against 0.16.x only.
         "megatron-core>=0.16,<0.17",
         "torch>=2.4",
         "numpy",

@@ -38,13 +38,13 @@ def main():
     from megatron.core.distributed import finalize_model_grads
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
     from megatron_prealign.alignment.synthetic import random_groups
     from megatron_prealign.alignment.batch import pack_forms
     from megatron_prealign.model import ModelArgs, build_model
 
-    platform.initialize(1, 1, seed=5)
+    runtime.initialize(1, 1, seed=5)
     vocab, seq = 1024, options.seq_length
     args = ModelArgs(
         vocab_size=vocab, seq_length=seq, num_layers=4, hidden_size=64, num_attention_heads=4,
@@ -109,7 +109,7 @@ def main():
     print(f"LM only: {lm_time * 1e3:.1f} ms; LM + alignment: {mixed_time * 1e3:.1f} ms (fastest of {options.repeats}; medians "
           f"{statistics.median(lm_only) * 1e3:.1f} / {statistics.median(mixed) * 1e3:.1f} ms)")
     print(json.dumps({"metric": "alignment_step_time_ratio", "value": round(mixed_time / lm_time, 4), "target": 1.10}))
-    platform.shutdown()
+    runtime.shutdown()
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ def main():
                            MASTER_PORT=os.environ.get("MASTER_PORT", "29531")).items():
         os.environ.setdefault(key, value)
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.evaluation.model_loading import LoadedModel
     from megatron_prealign.generation import generate
     from megatron_prealign.model import ModelArgs, build_model
 
-    platform.initialize(1, 1, seed=1)
+    runtime.initialize(1, 1, seed=1)
     seq = options.prompt_tokens + options.new_tokens
     args = ModelArgs(vocab_size=options.vocab_size, seq_length=seq, family=options.family,
                      num_layers=options.num_layers, hidden_size=options.hidden_size,
@@ -76,12 +76,12 @@ def main():
     tokens = options.batch_size * options.new_tokens
     fast, slow = min(cached), min(recomputed)
     print(f"{options.family} {options.num_layers} layers x {options.hidden_size}, {options.prompt_tokens}-token "
-          f"prompt(s) x {options.batch_size}, {options.new_tokens} new tokens, device {platform.device()}")
+          f"prompt(s) x {options.batch_size}, {options.new_tokens} new tokens, device {runtime.device()}")
     print(f"KV cache: {tokens / fast:.1f} tokens/s; recompute everything: {tokens / slow:.1f} tokens/s "
           f"(fastest of {options.repeats}); same greedy tokens: {same}")
     print(json.dumps({"metric": "generation_tokens_per_s_cached_over_recompute", "value": round(slow / fast, 3),
                       "target": 5.0}))
-    platform.shutdown()
+    runtime.shutdown()
     if not same:
         sys.exit(1)
 

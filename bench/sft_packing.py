@@ -60,7 +60,7 @@ def main():
 
     import torch
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.instruct.finetune import FinetuneData
     from megatron_prealign.training import arguments
     from megatron_prealign.training.batches import LMBatches
@@ -102,7 +102,7 @@ def main():
                 rows[mode] += last - first
                 tokens[mode] += step_tokens
                 step_rates[mode].append(step_tokens / elapsed)
-    platform.shutdown()
+    runtime.shutdown()
     # The median of the per-step rates: robust to a step slowed down by other load.
     rate = {mode: statistics.median(step_rates[mode]) for mode in sources}
     for mode in sources:

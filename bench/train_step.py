@@ -25,7 +25,7 @@ def main():
 
     import torch
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.data.tokenizer import build_tokenizer_from_args
     from megatron_prealign.training import arguments
     from megatron_prealign.training.batches import LMBatches, build_datasets
@@ -55,7 +55,7 @@ def main():
             trainer._step("pretrain")
             if repeat:  # the first step of each source warms up
                 times[name].append(time.perf_counter() - start)
-    platform.shutdown()
+    runtime.shutdown()
     best = {name: min(values) for name, values in times.items()}
     for name in sources:
         print(f"{name:9s} step: fastest {best[name] * 1e3:.1f} ms, median {statistics.median(times[name]) * 1e3:.1f} ms")

@@ -2,11 +2,11 @@
 
 megatron-core assumes a CUDA device in a handful of places (docs/architecture.md,
 "The CPU compatibility layer"). Each patch below stands in for a named piece of megatron-core, is as
-narrow as we could make it, and is applied by `megatron_prealign.platform` only when no CUDA
+narrow as we could make it, and is applied by `megatron_prealign.runtime` only when no CUDA
 device is in use. Nothing here changes numerics: on the CPU the "CUDA" RNG, buffers and
 scalars simply live on the CPU.
 
-Only import this module through `platform.py`; no other module may special-case the CPU.
+Only import this module through `runtime.py`; no other module may special-case the CPU.
 """
 
 import contextlib
@@ -176,7 +176,7 @@ def patch_rng_tracker():
     random.CudaRNGStatesTracker.add = _tracker_add
     random.CudaRNGStatesTracker.fork = _tracker_fork
     # model_parallel_cuda_manual_seed also calls torch.cuda.manual_seed, which is lazy and
-    # harmless without CUDA; the default CPU seed is set by platform.initialize.
+    # harmless without CUDA; the default CPU seed is set by runtime.initialize.
 
 
 # --------------------------------------------------------------------------------------------

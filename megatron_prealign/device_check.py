@@ -1,6 +1,6 @@
 """Device check mode: make a CPU run fail where a CUDA run would put a tensor on the wrong device.
 
-On the CPU every tensor is on `platform.device()`, so a scalar made with `torch.tensor([x])` for
+On the CPU every tensor is on `runtime.device()`, so a scalar made with `torch.tensor([x])` for
 an NCCL all-reduce, or a batch handed to the model without moving it, goes unnoticed until the
 first GPU run. Under this mode such tensors are *host* tensors and using one fails:
 
@@ -9,13 +9,13 @@ first GPU run. Under this mode such tensors are *host* tensors and using one fai
   ``.cpu()``, one handed out by a torch ``DataLoader``, and the result of an operation whose
   tensor inputs are all host tensors (an in-place operation keeps its target's kind);
 * ``.to(device)`` / ``.cuda()`` and factories given a ``device=`` make device tensors (on the CPU
-  ``platform.device()`` is the CPU, so an explicit ``device=platform.device()`` is what the code
+  ``runtime.device()`` is the CPU, so an explicit ``device=runtime.device()`` is what the code
   has to say; autograd's own results are device tensors);
 * every ``torch.distributed`` collective and point-to-point call, and every model chunk's
   forward (:func:`watch_model_inputs`), raise :class:`DeviceCheckError` for a host tensor or for a
-  tensor on another device than ``platform.device()`` (that part checks on CUDA too).
+  tensor on another device than ``runtime.device()`` (that part checks on CUDA too).
 
-Switched on by ``PREALIGN_DEVICE_CHECK=1`` (``platform.initialize`` enters it for the whole run)
+Switched on by ``PREALIGN_DEVICE_CHECK=1`` (``runtime.initialize`` enters it for the whole run)
 or ``with device_check.enabled():`` in a test. The bookkeeping is a ``TorchFunctionMode``: slow,
 for tests only. megatron-core's own calls are checked as well (it allocates with explicit
 devices); its module-level aliases of two collectives (``dist_all_gather_func``) are not.
@@ -117,15 +117,15 @@ def _is_conversion(func) -> bool:
 
 
 def check(tensors, where: str):
-    """Raise DeviceCheckError for a host tensor or one not on platform.device()."""
-    from megatron_prealign import platform
+    """Raise DeviceCheckError for a host tensor or one not on runtime.device()."""
+    from megatron_prealign import runtime
 
-    expected = platform.device()
+    expected = runtime.device()
     for tensor in _tensors(tensors):
         if is_host(tensor):
             raise DeviceCheckError(
                 f"{where}: a host tensor (shape {tuple(tensor.shape)}, {tensor.dtype}) made without "
-                "device=platform.device() or not moved with .to(platform.device()); NCCL and the "
+                "device=runtime.device() or not moved with .to(runtime.device()); NCCL and the "
                 "CUDA model need it on the device")
         if tensor.device != expected:
             raise DeviceCheckError(

@@ -28,7 +28,7 @@ from megatron.core.transformer.transformer_block import (
 )
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from megatron_prealign import device_check, platform
+from megatron_prealign import device_check, runtime
 from megatron_prealign.norms import local_norm
 
 # The paper's sizes (GPT-2 style; 12 * layers * hidden^2 non-embedding parameters) and a
@@ -154,7 +154,7 @@ class ModelArgs:
         if self.transformer_impl not in ("local", "transformer_engine"):
             raise ValueError("--transformer-impl must be 'local' or 'transformer_engine'")
         if world_size is not None:
-            platform.validate_layout(world_size, tp, pp)
+            runtime.validate_layout(world_size, tp, pp)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"--hidden-size {self.hidden_size} is not divisible by --num-attention-heads "
@@ -185,10 +185,10 @@ class ModelArgs:
                 raise ValueError("--fp8-format must be 'hybrid' or 'e4m3'")
             if self.transformer_impl != "transformer_engine":
                 raise ValueError("--fp8-format needs --transformer-impl transformer_engine")
-            available, why = platform.fp8_available()
+            available, why = runtime.fp8_available()
             if not available:
                 raise ValueError(f"--fp8-format {self.fp8_format} is unavailable: {why}; drop --fp8-format")
-        if self.transformer_impl == "transformer_engine" and not platform.transformer_engine_available():
+        if self.transformer_impl == "transformer_engine" and not runtime.transformer_engine_available():
             raise ValueError(
                 "--transformer-impl transformer_engine needs Transformer Engine (pip install "
                 "-e .[gpu], or the NVIDIA PyTorch container); use --transformer-impl local"
@@ -212,7 +212,7 @@ def fused_kernels(args: ModelArgs) -> bool:
     megatron-core's bias-GeLU / SwiGLU and bias-dropout fusions are torch.jit / torch.compile
     code). With the local spec (the CPU, or TE missing) every fusion stays off: the local path is
     the exact reference the alignment pass and the CPU tests rely on."""
-    return platform.cuda_in_use() and args.transformer_impl == "transformer_engine"
+    return runtime.cuda_in_use() and args.transformer_impl == "transformer_engine"
 
 
 def transformer_config(args: ModelArgs) -> TransformerConfig:
@@ -249,7 +249,7 @@ def transformer_config(args: ModelArgs) -> TransformerConfig:
         persist_layer_norm=False,  # apex's FusedLayerNorm only; the TE spec has its own norms
         apply_rope_fusion=fused and llama,
         # megatron-core's own output layer needs apex's fused_weight_gradient_mlp_cuda for it
-        gradient_accumulation_fusion=fused and platform.gradient_accumulation_fusion_available(),
+        gradient_accumulation_fusion=fused and runtime.gradient_accumulation_fusion_available(),
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
         sequence_parallel=args.sequence_parallel,
@@ -351,7 +351,7 @@ def build_model(
     wrapped in `Float16Module` for bf16/fp16 and in megatron-core's DDP."""
     config = transformer_config(args)
     model = build_gpt_model(args, config)
-    model.to(platform.device())
+    model.to(runtime.device())
     device_check.watch_model_inputs(model)  # a no-op unless the device check mode is on
     chunks = [model]
     if args.bf16 or args.fp16:

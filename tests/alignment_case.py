@@ -20,7 +20,7 @@ from megatron.core.distributed import (
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import unwrap_model
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.alignment import AlignmentPass, concatenate, is_alignment_batch
 from megatron_prealign.alignment.synthetic import data_parallel_batches
 from megatron_prealign.full_state import gather_full_tensors
@@ -84,7 +84,7 @@ def load_full_weights(chunks):
 
 def full_weights(family="gpt2", **overrides) -> Dict[str, torch.Tensor]:
     """The generated full tensors by name (for the plain-PyTorch reference)."""
-    platform.initialize(1, 1, seed=3)
+    runtime.initialize(1, 1, seed=3)
     chunks = build_model(tiny_args(family, **overrides), wrap_with_ddp=False)
     load_full_weights(chunks)
     return gather_full_tensors(chunks, "param")
@@ -154,7 +154,7 @@ def run_layout(tp: int, pp: int, variants: List[dict], family: str = "gpt2",
     """Rank body. Each variant: dict(name, recompute in RECOMPUTE, per_token_loss, and ModelArgs
     overrides). With ``single_process_batches`` this one process takes the whole global batch
     of `dp_size` ranks (the reference); otherwise its own DP share."""
-    platform.initialize(tp, pp, seed=11)
+    runtime.initialize(tp, pp, seed=11)
     dp_rank = parallel_state.get_data_parallel_rank()
     dp_size = parallel_state.get_data_parallel_world_size()
     results = {}
@@ -202,7 +202,7 @@ def run_degenerate(family="gpt2"):
     evaluation pass without gradients. Returns statistics and gradients."""
     from megatron_prealign.alignment.synthetic import random_alignment_batch
 
-    platform.initialize(1, 1, seed=11)
+    runtime.initialize(1, 1, seed=11)
     chunks = build(tiny_args(family), False, True)
     alignment = AlignmentPass(chunks, temperature=TEMPERATURE, loss_weight=LOSS_WEIGHT)
     singletons = random_alignment_batch(6, VOCAB, SEQ, MICRO, forms_per_group=(1, 1), seed=5)

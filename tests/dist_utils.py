@@ -1,7 +1,7 @@
 """Run a function on N real gloo ranks (spawned processes) and collect what each returns.
 
 Each rank gets torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), so the
-code under test initialises through `megatron_prealign.platform.initialize` exactly as under
+code under test initialises through `megatron_prealign.runtime.initialize` exactly as under
 torchrun. A failing rank's traceback is raised in the test process; a hung rank fails the test
 after `timeout` seconds instead of hanging the suite.
 """
@@ -40,9 +40,9 @@ def _rank_main(fn, rank, world_size, port, out_dir, args, kwargs):
             f.write(traceback.format_exc())
         raise
     finally:
-        from megatron_prealign import platform
+        from megatron_prealign import runtime
 
-        platform.shutdown()
+        runtime.shutdown()
 
 
 def run_distributed(fn, world_size: int, *args, timeout: float = 300, **kwargs) -> list:

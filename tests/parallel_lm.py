@@ -11,7 +11,7 @@ from megatron.core.distributed import finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.training import checkpointing
 from megatron_prealign.training.loop import _lm_forward_step
 from megatron_prealign.full_state import gather_full_tensors
@@ -106,7 +106,7 @@ def load_weights(chunks, directory):
 
 def run_layout(tp, pp, weights_dir, use_distributed_optimizer=False, steps=3, family="gpt2", **arg_overrides):
     """Rank body: build at (tp, pp), load the reference weights, train `steps` global batches."""
-    platform.initialize(tp, pp, seed=7)
+    runtime.initialize(tp, pp, seed=7)
     args = tiny_args(family, **arg_overrides)
     chunks, optimizer = make_model_and_optimizer(args, use_distributed_optimizer)
     load_weights(chunks, weights_dir)

@@ -50,10 +50,10 @@ def _full_logits(chunks, tokens):
 
 
 def _train_and_save(root, tp, pp):
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import checkpointing
 
-    platform.initialize(tp, pp, seed=11)
+    runtime.initialize(tp, pp, seed=11)
     chunks, optimizer = parallel_lm.make_model_and_optimizer(parallel_lm.tiny_args())
     parallel_lm.train_step(chunks, optimizer, parallel_lm.global_batch())
     checkpointing.save_checkpoint(root, 1, chunks, optimizer)
@@ -61,10 +61,10 @@ def _train_and_save(root, tp, pp):
 
 
 def _load_and_eval(root, tp, pp):
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import checkpointing
 
-    platform.initialize(tp, pp, seed=99)  # a different seed: everything must come from the file
+    runtime.initialize(tp, pp, seed=99)  # a different seed: everything must come from the file
     chunks, optimizer = parallel_lm.make_model_and_optimizer(parallel_lm.tiny_args())
     run_state = checkpointing.load_checkpoint(root, chunks, optimizer)
     return {"logits": _full_logits(chunks, parallel_lm.global_batch(5)[:2, :-1]),
@@ -83,10 +83,10 @@ def test_tp2_checkpoint_loads_at_pp2_with_the_same_logits(tmp_path):
 def _resume_run(root, steps_before, steps_after, load, use_distributed_optimizer):
     """Train `steps_before` (saving at the end) or load, then train `steps_after`, with dropout
     on so that the RNG state matters."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import checkpointing
 
-    platform.initialize(1, 1, seed=5)
+    runtime.initialize(1, 1, seed=5)
     args = parallel_lm.tiny_args(hidden_dropout=0.1, attention_dropout=0.1)
     chunks, optimizer = parallel_lm.make_model_and_optimizer(args, use_distributed_optimizer)
     scheduler = _scheduler(optimizer)

@@ -9,7 +9,7 @@ from unittest import mock
 import pytest
 import torch
 
-from megatron_prealign import cpu_compat, platform
+from megatron_prealign import cpu_compat, runtime
 from tests.dist_utils import run_distributed
 
 
@@ -22,7 +22,7 @@ def cpu_runtime():
 def test_cuda_decision_applies_no_patch_when_cuda_is_available():
     with mock.patch.object(torch.cuda, "is_available", return_value=True), \
             mock.patch.object(cpu_compat, "apply_all") as apply_all:
-        backend, patches = platform.select_backend()
+        backend, patches = runtime.select_backend()
     assert backend == "nccl" and patches == ()
     apply_all.assert_not_called()
 
@@ -30,7 +30,7 @@ def test_cuda_decision_applies_no_patch_when_cuda_is_available():
 def test_cuda_decision_patches_without_cuda():
     with mock.patch.object(torch.cuda, "is_available", return_value=False), \
             mock.patch.object(cpu_compat, "apply_all", return_value=["x"]) as apply_all:
-        backend, patches = platform.select_backend()
+        backend, patches = runtime.select_backend()
     assert backend == "gloo" and patches == ("x",)
     apply_all.assert_called_once()
 
@@ -38,7 +38,7 @@ def test_cuda_decision_patches_without_cuda():
 def test_force_cpu_environment_variable():
     with mock.patch.object(torch.cuda, "is_available", return_value=True), \
             mock.patch.dict("os.environ", {"PREALIGN_FORCE_CPU": "1"}):
-        assert not platform.cuda_in_use()
+        assert not runtime.cuda_in_use()
 
 
 def test_untested_megatron_core_version_fails_loudly():
@@ -114,7 +114,7 @@ def _rng_and_layers_rank():
     from megatron.core.tensor_parallel.layers import ColumnParallelLinear
     from megatron.core.transformer.transformer_config import TransformerConfig
 
-    platform.initialize(1, 1, seed=3)
+    runtime.initialize(1, 1, seed=3)
     tracker = tensor_parallel.get_cuda_rng_tracker()
     outside = torch.get_rng_state()
     with tracker.fork():

@@ -18,12 +18,12 @@ EVAL_SEQ = "320"  # RoPE: evaluation runs longer sequences than training (the pr
 
 def _direct_cache_check():
     """Rank body: a gpt2-family model (learned positions) built directly; ragged prompts."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.evaluation.model_loading import LoadedModel
     from megatron_prealign.generation import SamplingParams, generate
     from megatron_prealign.model import ModelArgs, build_model
 
-    platform.initialize(1, 1, seed=3)
+    runtime.initialize(1, 1, seed=3)
     args = ModelArgs(vocab_size=64, seq_length=48, family="gpt2", num_layers=2, hidden_size=32,
                      num_attention_heads=4, hidden_dropout=0.0, attention_dropout=0.0, init_method_std=0.2)
     chunks = build_model(args, wrap_with_ddp=False)

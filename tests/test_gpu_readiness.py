@@ -26,17 +26,17 @@ def _losses(work):
 
 
 def _misplaced_rank():
-    from megatron_prealign import device_check, platform
+    from megatron_prealign import device_check, runtime
     from megatron_prealign.model import ModelArgs, build_model
 
-    platform.initialize(seed=1)
+    runtime.initialize(seed=1)
     errors = {}
     with device_check.enabled():
-        on_device = torch.ones(2, device=platform.device())
+        on_device = torch.ones(2, device=runtime.device())
         torch.distributed.all_reduce(on_device)  # fine
         derived = (on_device * 2).sum()
         torch.distributed.all_reduce(derived)  # fine: derived from a device tensor
-        moved = torch.tensor([3.0]).to(platform.device())
+        moved = torch.tensor([3.0]).to(runtime.device())
         torch.distributed.all_reduce(moved)  # fine: moved
         for name, make in (
             ("factory", lambda: torch.tensor([1.0])),
@@ -59,10 +59,10 @@ def _misplaced_rank():
         loader = torch.utils.data.DataLoader([torch.ones(8, dtype=torch.long)] * 2, batch_size=1)
         batch = next(iter(loader))
         try:
-            chunks[0](batch, positions.to(platform.device()), None)
+            chunks[0](batch, positions.to(runtime.device()), None)
         except device_check.DeviceCheckError as error:
             errors["loader_batch"] = str(error)
-        output = chunks[0](platform.to_device(batch), platform.to_device(positions), None)
+        output = chunks[0](runtime.to_device(batch), runtime.to_device(positions), None)
         errors["moved_batch_ran"] = list(output.shape)
     torch.distributed.all_reduce(torch.tensor([1.0]))  # the mode is off again
     return errors
@@ -158,14 +158,14 @@ def _ignore_masks(chunks):
 
 
 def _attention_path_rank():
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, attention_path
     from megatron_prealign.alignment.batch import forms_of, one_form_per_row
     from megatron_prealign.alignment.synthetic import data_parallel_batches
     from megatron_prealign.model import build_model
     from tests import alignment_case
 
-    platform.initialize(1, 1, seed=3)
+    runtime.initialize(1, 1, seed=3)
     packed = data_parallel_batches(1, 4, alignment_case.VOCAB, alignment_case.SEQ, alignment_case.MICRO,
                                    seed=5, max_form_length=4)[0]
     per_row = one_form_per_row(forms_of(packed), packed.form_group.tolist())
@@ -316,9 +316,9 @@ def _cuda_run(argv):
     try:
         iteration = trainer.train()
     finally:
-        from megatron_prealign import platform
+        from megatron_prealign import runtime
 
-        platform.shutdown()
+        runtime.shutdown()
     return {"iteration": iteration, "syncs": syncs,
             "fused": trainer.chunks[0].config.bias_activation_fusion,
             "attention_path": trainer.alignment.attention_path if trainer.alignment else None}
@@ -330,9 +330,9 @@ def test_cuda_step_on_device_with_fusions_and_no_host_sync(data, tmp_path):
     with TE, the alignment pass takes one form per row under TE, and pretraining steps between
     log intervals synchronise with the host at most as often as megatron-core's optimizer does
     (none with --clip-grad 0 in bf16)."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
-    impl = "transformer_engine" if platform.transformer_engine_available() else "local"
+    impl = "transformer_engine" if runtime.transformer_engine_available() else "local"
     argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=8, prealign_iters=2, bf16=True,
                                    transformer_impl=impl, clip_grad=0, log_interval=5,
                                    use_distributed_optimizer=True, overlap_grad_reduce=True,
@@ -346,13 +346,13 @@ def test_cuda_step_on_device_with_fusions_and_no_host_sync(data, tmp_path):
 
 
 def _cuda_mask_probe_rank():
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.alignment import attention_path
     from megatron_prealign.alignment.batch import block_diagonal_causal_mask, forms_of, one_form_per_row
     from megatron_prealign.alignment.synthetic import data_parallel_batches
     from megatron_prealign.model import ModelArgs, build_model
 
-    platform.initialize(seed=1)
+    runtime.initialize(seed=1)
     chunks = build_model(ModelArgs(vocab_size=128, seq_length=64, num_layers=1, hidden_size=64,
                                    num_attention_heads=4, bf16=True, transformer_impl="transformer_engine"),
                          wrap_with_ddp=False)
@@ -361,7 +361,7 @@ def _cuda_mask_probe_rank():
     per_row = one_form_per_row(forms_of(packed), packed.form_group.tolist(), rows_multiple=16)
     outcome = {}
     for name, batch in (("packed", packed), ("per_row", per_row)):
-        batch = batch.to(platform.device())
+        batch = batch.to(runtime.device())
         try:
             attention_path.check_mask_honoured(gpt_model, block_diagonal_causal_mask(batch.segment_ids),
                                                batch.segment_ids)
@@ -373,9 +373,9 @@ def _cuda_mask_probe_rank():
 
 @pytest.mark.cuda
 def test_cuda_te_attention_ignores_the_block_mask_and_one_form_per_row_is_safe():
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
-    if not platform.transformer_engine_available():
+    if not runtime.transformer_engine_available():
         pytest.skip("needs Transformer Engine")
     outcome = run_distributed(_cuda_mask_probe_rank, 1)[0]
     assert outcome == {"packed": "ignored", "per_row": "honoured"}

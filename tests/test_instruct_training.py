@@ -78,12 +78,12 @@ def test_blend_weights_set_each_source_share(tmp_path):
 def _packed_vs_unpacked_rank(prefix, tp, pp, family):
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.full_state import gather_full_tensors
     from megatron_prealign.training.loop import _lm_forward_step
     from tests.parallel_lm import make_model_and_optimizer, tiny_args
 
-    platform.initialize(tp, pp, seed=7)
+    runtime.initialize(tp, pp, seed=7)
     # A larger init than usual so that attention depends on the context clearly (the check that
     # attending across records changes the loss must be able to fail).
     chunks, _ = make_model_and_optimizer(tiny_args(family, seq_length=SEQ, num_layers=2, init_method_std=0.1))
@@ -164,13 +164,13 @@ def finetune_argv(data, work, **flags):
 
 
 def _prompt_tokens_rank(data):
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.instruct.finetune import FinetuneData
     from megatron_prealign.training import arguments
     from megatron_prealign.training.loop import _lm_forward_step
     from tests.parallel_lm import make_model_and_optimizer, tiny_args
 
-    platform.initialize(1, 1, seed=7)
+    runtime.initialize(1, 1, seed=7)
     args = arguments.parse_args(finetune_argv(data, "/tmp", sft_packing=True, train_iters=1))
     samples = FinetuneData(args).train
     batch = {k: torch.stack([samples[i][k] for i in range(2)]) for k in samples[0]}

@@ -3,7 +3,7 @@
 * `--dry-run` of every size script: the printed parameter count equals (within 1%) the parameter
   count of the GPTModel the builder constructs, and the layout is valid for every node count the
   script names (checked here from the printed layout, not trusted from the helper).
-  The models are built on the CPU in a spawned rank through `platform.initialize`: the 150M
+  The models are built on the CPU in a spawned rank through `runtime.initialize`: the 150M
   model in full; for every size (150M too) with 1 and 2 layers, which gives the exact per-layer
   and the outside-the-layers (embeddings, final norm) counts, extrapolated to the named depth
   (building 1.3B / 2.7B in full would take 5-11 GB of RAM here).
@@ -96,10 +96,10 @@ def _build_counts(vocabs: dict) -> dict:
     """Rank body: parameter counts of GPTModels built by the builder (TP = PP = 1)."""
     import torch
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.model import ModelArgs, build_gpt_model
 
-    platform.initialize(1, 1, seed=1)
+    runtime.initialize(1, 1, seed=1)
     torch.set_num_threads(1)
     counts = {}
     for size, vocab in vocabs.items():

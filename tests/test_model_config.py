@@ -4,7 +4,7 @@ from unittest import mock
 
 import pytest
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.model import MODEL_SIZES, ModelArgs, count_parameters
 
 
@@ -34,11 +34,11 @@ def test_invalid_configs_name_the_flag(overrides, world, flag):
 
 def test_fp8_without_transformer_engine_or_gpu():
     args = _args(fp8_format="e4m3", transformer_impl="transformer_engine")
-    with mock.patch.object(platform, "transformer_engine_available", return_value=True), \
-            mock.patch.object(platform, "fp8_available", return_value=(False, "no CUDA device is in use")):
+    with mock.patch.object(runtime, "transformer_engine_available", return_value=True), \
+            mock.patch.object(runtime, "fp8_available", return_value=(False, "no CUDA device is in use")):
         with pytest.raises(ValueError, match="fp8-format e4m3 is unavailable: no CUDA device"):
             args.validate(1)
-    if not platform.transformer_engine_available():
+    if not runtime.transformer_engine_available():
         with pytest.raises(ValueError, match="Transformer Engine"):
             _args(transformer_impl="transformer_engine").validate(1)
 
@@ -58,7 +58,7 @@ def _count_built_rank(family):
 
     from megatron_prealign.model import build_model
 
-    platform.initialize(1, 1, seed=1)
+    runtime.initialize(1, 1, seed=1)
     args = _args(family=family, vocab_size=96)
     model = build_model(args, wrap_with_ddp=False)[0]
     return {"built": sum(p.numel() for p in model.parameters()), "formula": count_parameters(args)["total"],

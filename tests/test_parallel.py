@@ -8,9 +8,9 @@ from tests.dist_utils import run_distributed
 
 
 def _reference(weights_dir, family, steps=3, **overrides):
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
-    platform.initialize(1, 1, seed=7)
+    runtime.initialize(1, 1, seed=7)
     args = parallel_lm.tiny_args(family, **overrides)
     chunks, optimizer = parallel_lm.make_model_and_optimizer(args)
     parallel_lm.save_weights(chunks, weights_dir)

@@ -63,12 +63,12 @@ def _masked_loss_rank():
     """Changing the targets of masked positions changes neither the loss nor any gradient."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.full_state import gather_full_tensors
     from megatron_prealign.model import ModelArgs, build_model
     from megatron_prealign.training.loop import _lm_forward_step
 
-    platform.initialize(1, 1, seed=3)
+    runtime.initialize(1, 1, seed=3)
     args = ModelArgs(vocab_size=64, seq_length=8, num_layers=2, hidden_size=32, num_attention_heads=4,
                      hidden_dropout=0.0, attention_dropout=0.0)
     chunks = build_model(args)

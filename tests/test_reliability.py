@@ -49,10 +49,10 @@ def _log(work):
 def _kill_during_resave(root):
     from megatron.core import dist_checkpointing
 
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import checkpointing
 
-    platform.initialize(1, 1, seed=3)
+    runtime.initialize(1, 1, seed=3)
     chunks, optimizer = parallel_lm.make_model_and_optimizer(parallel_lm.tiny_args())
     parallel_lm.train_step(chunks, optimizer, parallel_lm.global_batch())
     checkpointing.save_checkpoint(root, 1, chunks, optimizer)
@@ -146,7 +146,7 @@ def test_relaunch_keeps_schedule_and_is_a_no_op_when_finished(data, tmp_path):
 
 def test_launcher_detection():
     from megatron_prealign.errors import ConfigError
-    from megatron_prealign.platform import detect_launcher
+    from megatron_prealign.runtime import detect_launcher
 
     env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
            "SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "gpu[07-08,11]"}

@@ -51,9 +51,9 @@ class AlignmentStatistics:
 
     def __post_init__(self):
         if self.sums is None:
-            from megatron_prealign import platform
+            from megatron_prealign import runtime
 
-            self.sums = torch.zeros(7, self.num_states, dtype=torch.float64, device=platform.device())
+            self.sums = torch.zeros(7, self.num_states, dtype=torch.float64, device=runtime.device())
 
     def add(self, state: int, loss: torch.Tensor, anchors: torch.Tensor, pair_sums: torch.Tensor):
         """Tensors in, no host synchronisation."""

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
     args = build_parser().parse_args(argv)
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.hf import convert
     from megatron_prealign.hf.config import ConversionError
     from megatron_prealign.hf.tokenizer import tokenizer_args
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     except (ConversionError, ValueError, FileNotFoundError) as error:
         return report(str(error), "convert_checkpoint.py")
     finally:
-        platform.shutdown()
+        runtime.shutdown()
     return 0
 
 

@@ -303,9 +303,9 @@ def run_demo(cfg: DemoConfig, output_dir: str) -> dict:
         log(f"evaluating {name}")
         results[name] = evaluate_run(cfg, paths, run_dir, name, output_dir)
         timings[f"evaluate_{name}_s"] = time.time() - t0
-        from megatron_prealign import platform
+        from megatron_prealign import runtime
 
-        platform.shutdown()
+        runtime.shutdown()
     plot_losses(runs, os.path.join(output_dir, "loss_curves.png"))
     plot_similarity_over_training(results, os.path.join(output_dir, "alignment_over_training.png"))
     record = {

@@ -203,7 +203,7 @@ def read_parallel(path: str, limit: int, seed: int = 1234):
 def evaluate_retrieval(cfg: RealConfig, paths: Dict[str, str], ckpt: str) -> dict:
     """Sentence retrieval English -> German on held-out parallel sentences (Ding's examples)
     with the final checkpoint, through ``evaluation.representation``."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.data.tokenizer import build_tokenizer
     from megatron_prealign.evaluation.common import TextToIds
     from megatron_prealign.evaluation.model_loading import load_model
@@ -215,7 +215,7 @@ def evaluate_retrieval(cfg: RealConfig, paths: Dict[str, str], ckpt: str) -> dic
         pairs = read_parallel(paths["parallel"], cfg.retrieval_pairs)
         result = evaluate_representation(model, to_ids, [en for en, _ in pairs], [de for _, de in pairs])
     finally:
-        platform.shutdown()
+        runtime.shutdown()
     result["chance"] = 1.0 / result["pairs"]
     return result
 
@@ -251,7 +251,7 @@ def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
 
 
 def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> dict:
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
 
     if os.path.isdir(run_dir):
@@ -262,7 +262,7 @@ def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> 
         f"{cfg.total_iters - cfg.prealign_iters} iterations (table {cfg.table}, "
         f"codeswitch {'on' if cfg.codeswitch else 'off'}, alignment weight {cfg.alignment_loss_weight})")
     loop.run(arguments.parse_args(train_argv(cfg, paths, run_dir)))
-    platform.shutdown()
+    runtime.shutdown()
     train_s = time.time() - t0
     t0 = time.time()
     result = evaluate_run(cfg, paths, run_dir)

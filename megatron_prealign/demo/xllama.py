@@ -189,7 +189,7 @@ def base_argv(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, preali
 
 def train_bases(cfg: XllamaDemoConfig, paths: Dict[str, str], work: str) -> Dict[str, dict]:
     """Joint and PreAlign bases, with their perplexity per language."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
 
     bases = {}
@@ -203,7 +203,7 @@ def train_bases(cfg: XllamaDemoConfig, paths: Dict[str, str], work: str) -> Dict
                          "--data-path", f"en={paths['en_valid_prefix']}",
                          *(f"{t}={paths[f'{t}_valid_prefix']}" for t in TARGETS),
                          "--max-tokens", str(cfg.eval_tokens)])
-        platform.shutdown()
+        runtime.shutdown()
         bases[name] = {"checkpoint": os.path.join(run_dir, "ckpt"),
                        "perplexity": {lang: ppl["sources"][lang]["perplexity"] for lang in ("en", *TARGETS)}}
     return bases
@@ -243,7 +243,7 @@ def build_instruction_set(cfg: XllamaDemoConfig, paths: Dict[str, str], name: st
 
 def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str) -> str:
     """Instruction-tune ``base`` on ``data`` (answer-only loss, packed records, fixed steps)."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
 
     argv = [
@@ -258,7 +258,7 @@ def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str,
         "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(max(1, cfg.finetune_iters // 5)),
     ]
     loop.run(arguments.parse_args(argv))
-    platform.shutdown()
+    runtime.shutdown()
     return os.path.join(run_dir, "ckpt")
 
 
@@ -272,7 +272,7 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     the unseen test pairs (greedy, the canonical translation instruction; corpus BLEU and chrF++)
     and closed-book QA about the held-out people asked in X (the reference code's containment
     accuracy: the gold word inside the lowercased answer)."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.data.text_encoder import TextEncoder
     from megatron_prealign.data.tokenizer import build_tokenizer
     from megatron_prealign.evaluation import qa as qa_metrics
@@ -309,7 +309,7 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
                              {"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
             }
     finally:
-        platform.shutdown()
+        runtime.shutdown()
     with open(out, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1, ensure_ascii=False)
     return results

@@ -20,7 +20,7 @@ import torch
 
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.alignment import AlignmentPass
 from megatron_prealign.alignment.metrics import AlignmentStatistics
 from megatron_prealign.data.alignment_table import is_held_out, read_table
@@ -82,7 +82,7 @@ def _statistics(model: LoadedModel, groups, words_per_batch: int, seed: int) -> 
     batches = [dataset.batch(step, dp_rank, dp_size) for step in range(dataset.steps_per_epoch)]
     # Pipeline stages exchange fixed-size activations: pack every batch into the same rows.
     rows = [b.tokens.shape[0] for b in batches]
-    rows_tensor = torch.tensor([max(rows)], device=platform.device())
+    rows_tensor = torch.tensor([max(rows)], device=runtime.device())
     torch.distributed.all_reduce(rows_tensor, op=torch.distributed.ReduceOp.MAX)
     alignment = AlignmentPass(model.chunks)
     total = AlignmentStatistics(alignment.num_states)

@@ -2,7 +2,7 @@
 representation, zs-clt.
 
 Every subcommand loads a training checkpoint (``--load``, any TP/PP layout) at the evaluation's
-own layout, runs on the CPU or a GPU through ``megatron_prealign.platform`` (under ``torchrun``
+own layout, runs on the CPU or a GPU through ``megatron_prealign.runtime`` (under ``torchrun``
 for TP/PP > 1), writes its JSON result atomically to ``--output`` (rank 0) and prints a summary.
 Bad input (another architecture, a table or data of another tokenizer, an empty set): a message
 and exit status 2. The generation-based subcommands (translation, qa) score a file of existing
@@ -278,14 +278,14 @@ def summary(result: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
     try:
         result = run(args)
     except (EvaluationError, FileNotFoundError) as error:
         return report(str(error), f"evaluate.py {args.command}")
     finally:
-        platform.shutdown()
+        runtime.shutdown()
     if common.rank_zero():
         print(summary(result))
         print(f"results -> {args.output}")

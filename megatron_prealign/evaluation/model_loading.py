@@ -6,7 +6,7 @@ by the training driver); the layout (``--tensor-model-parallel-size`` /
 ``--pipeline-model-parallel-size``) and the sequence length come from the evaluation's flags.
 Weights are sharded tensors with their global layout, so
 :func:`megatron_prealign.training.checkpointing.load_checkpoint` reshards them (optimizer and
-RNG are not loaded). Everything runs through :mod:`megatron_prealign.platform` (CUDA + nccl on a
+RNG are not loaded). Everything runs through :mod:`megatron_prealign.runtime` (CUDA + nccl on a
 GPU, gloo + CPU otherwise).
 """
 
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.model import ModelArgs, build_model
 from megatron_prealign.training import checkpointing
@@ -128,7 +128,7 @@ def load_model(
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )
-    world = platform.detect_launcher().world_size
+    world = runtime.detect_launcher().world_size
     try:
         model_args.validate(world)
     except ValueError as error:
@@ -137,7 +137,7 @@ def load_model(
         raise EvaluationError(
             f"the checkpoint's vocabulary {model_args.vocab_size} is not divisible by "
             f"--tensor-model-parallel-size {tensor_model_parallel_size}")
-    platform.initialize(tensor_model_parallel_size, pipeline_model_parallel_size, seed=seed)
+    runtime.initialize(tensor_model_parallel_size, pipeline_model_parallel_size, seed=seed)
     chunks = build_model(model_args, wrap_with_ddp=False)
     try:
         run_state = checkpointing.load_checkpoint(
@@ -161,7 +161,7 @@ def _broadcast_from_last_stage(tensor: Optional[torch.Tensor], shape, dtype) -> 
     if dist.get_world_size(group) == 1:
         return tensor
     if tensor is None:
-        tensor = torch.empty(shape, dtype=dtype, device=platform.device())
+        tensor = torch.empty(shape, dtype=dtype, device=runtime.device())
     source = parallel_state.get_pipeline_model_parallel_last_rank()
     dist.broadcast(tensor.contiguous(), src=source, group=group)
     return tensor
@@ -187,7 +187,7 @@ def _run(model: LoadedModel, microbatches: List[dict], loss_func_factory) -> Lis
 
 
 def _to_device(batch: dict) -> dict:
-    return {k: v.to(platform.device()) for k, v in batch.items()}
+    return {k: v.to(runtime.device()) for k, v in batch.items()}
 
 
 def sequence_nll(model: LoadedModel, tokens: torch.Tensor, labels: torch.Tensor,

@@ -25,7 +25,7 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import unwrap_model
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.alignment import capture
 from megatron_prealign.alignment.batch import block_diagonal_causal_mask
 from megatron_prealign.alignment.parallel import complete_partial_sums
@@ -56,7 +56,7 @@ def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_
             for i, ids in enumerate(rows):
                 tokens[i, :len(ids)] = torch.as_tensor(list(ids))
                 segments[i, :len(ids)] = i
-            device = platform.device()
+            device = runtime.device()
             batch = {"tokens": tokens.to(device), "segments": segments.to(device),
                      "positions": torch.arange(longest).expand(len(rows), longest).contiguous().to(device)}
             contexts = []

@@ -88,14 +88,14 @@ def run(args) -> List[dict]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
     try:
         out = run(args)
     except (EvaluationError, FileNotFoundError) as error:
         return report(str(error), "generate.py")
     finally:
-        platform.shutdown()
+        runtime.shutdown()
     from megatron_prealign.evaluation.common import rank_zero
 
     if rank_zero():

@@ -176,7 +176,7 @@ def plan_import(hf_dir: str, tensor_parallel: int, pipeline_parallel: int, divis
 def import_hf(hf_dir: str, save: str, tensor_parallel: int = 1, pipeline_parallel: int = 1,
               divisible_by: int = 128, params_dtype: str = "float32", progress: bool = True) -> str:
     """Run on tensor_parallel x pipeline_parallel (x any data-parallel) ranks; returns `save`."""
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
     from megatron_prealign.model import build_model
     from megatron_prealign.training import checkpointing
 
@@ -184,7 +184,7 @@ def import_hf(hf_dir: str, save: str, tensor_parallel: int = 1, pipeline_paralle
     config, args, reader, rules = plan_import(hf_dir, tensor_parallel, pipeline_parallel, divisible_by)
     args.bf16, args.fp16 = params_dtype == "bfloat16", params_dtype == "float16"
     args.use_cpu_initialization = True
-    platform.initialize(tensor_parallel, pipeline_parallel)
+    runtime.initialize(tensor_parallel, pipeline_parallel)
     (chunk,) = build_model(args, wrap_with_ddp=False)
     from megatron.core.utils import unwrap_model
 

@@ -177,11 +177,11 @@ def model_args(args: argparse.Namespace, vocab_size: int) -> ModelArgs:
 
 
 def num_workers(args: argparse.Namespace) -> int:
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
     if args.num_workers is not None:
         return args.num_workers
-    return 2 if platform.cuda_in_use() else 0
+    return 2 if runtime.cuda_in_use() else 0
 
 
 def data_prefixes(data_path: List[str]) -> List[str]:

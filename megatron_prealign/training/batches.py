@@ -14,7 +14,7 @@ import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.alignment import AlignmentBatch
 from megatron_prealign.alignment.attention_path import BLOCK_MASK, ONE_FORM_PER_ROW
 from megatron_prealign.alignment.batch import forms_of, one_form_per_row, pack_forms
@@ -52,7 +52,7 @@ class _RankSampler(torch.utils.data.Sampler):
 
 
 class LMBatches:
-    """This rank's LM microbatches, step after step, on `platform.device()`.
+    """This rank's LM microbatches, step after step, on `runtime.device()`.
 
     A torch DataLoader reads ahead (`num_workers` processes, pinned memory on CUDA, copies
     without blocking); the order is fixed by the sampler alone, so results and exact resume do
@@ -73,7 +73,7 @@ class LMBatches:
         sampler = _RankSampler(len(self.dataset), self.micro, self.dp_rank, self.dp_size, self.consumed_samples)
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.num_workers,
-            pin_memory=platform.cuda_in_use(),
+            pin_memory=runtime.cuda_in_use(),
             # Its own generator: a DataLoader iterator otherwise draws its base seed from the
             # global RNG, which a resumed run has just restored (dropout would then differ).
             generator=torch.Generator().manual_seed(0),
@@ -86,7 +86,7 @@ class LMBatches:
             self._iterator = self._loader_iterator()
         microbatches = []
         for _ in range(num_microbatches):
-            microbatches.append(platform.to_device(next(self._iterator)))
+            microbatches.append(runtime.to_device(next(self._iterator)))
             self.consumed_samples += self.micro * self.dp_size
         return microbatches
 

@@ -20,7 +20,7 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from megatron_prealign import platform
+from megatron_prealign import runtime
 from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
 from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
@@ -100,7 +100,7 @@ def _lm_forward_step(batch, model):
 def _lm_sums(outputs) -> torch.Tensor:
     """[LM loss sum, token count] of this rank's microbatches, on the device (zeros on the
     stages before the last)."""
-    sums = torch.zeros(2, device=platform.device())
+    sums = torch.zeros(2, device=runtime.device())
     for out in outputs or []:
         if "lm_sum_count" in out:
             sums += out["lm_sum_count"].float()
@@ -122,7 +122,7 @@ class _NonFiniteWatch:
     non-finite grad norm (already on the host: megatron-core's clipping reads it) stops at once."""
 
     def __init__(self):
-        self.first_bad = torch.full((), math.inf, device=platform.device(), dtype=torch.float64)
+        self.first_bad = torch.full((), math.inf, device=runtime.device(), dtype=torch.float64)
         self.stages = {}
 
     def add(self, iteration: int, stage: str, lm_sums: torch.Tensor, statistics, grad_norm):
@@ -155,7 +155,7 @@ class _NonFiniteWatch:
 class Trainer:
     def __init__(self, args):
         self.args = args
-        launch = platform.detect_launcher()
+        launch = runtime.detect_launcher()
         world = launch.world_size
         arguments.validate(args, world)  # before any compute
         tokenizer = build_tokenizer_from_args(args)
@@ -195,7 +195,7 @@ class Trainer:
                 seed=args.seed, held_out_fraction=args.alignment_held_out_fraction,
             )
 
-        self.runtime = platform.initialize(
+        self.runtime = runtime.initialize(
             args.tensor_model_parallel_size, args.pipeline_model_parallel_size, seed=args.seed,
             timeout_minutes=args.distributed_timeout_minutes, backend=args.distributed_backend,
         )
@@ -364,7 +364,7 @@ class Trainer:
         losses = {}
         for name, dataset in self.validation.items():
             batches = LMBatches(dataset, self.args.micro_batch_size, self.dp_rank, self.dp_size)
-            sums = torch.zeros(2, device=platform.device())
+            sums = torch.zeros(2, device=runtime.device())
             for _ in range(self.args.eval_iters):
                 micro = batches.next_step(self.num_lm_microbatches)
                 outputs = get_forward_backward_func()(
@@ -482,4 +482,4 @@ def run(args) -> int:
     finally:
         if trainer is not None and trainer.save_lock is not None:
             trainer.save_lock.release()
-        platform.shutdown()
+        runtime.shutdown()

@@ -22,8 +22,8 @@ def install():
 
 
 def exit_requested() -> bool:
-    from megatron_prealign import platform
+    from megatron_prealign import runtime
 
-    flag = torch.tensor([1.0 if _received else 0.0], device=platform.device())
+    flag = torch.tensor([1.0 if _received else 0.0], device=runtime.device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
