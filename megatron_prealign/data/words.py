@@ -11,8 +11,9 @@ Both sides must agree, otherwise the table would count words that preprocessing 
   clitics such as "'s" / "n't" are not words.
 * Words are case-folded with ``str.lower()``: the table stores lower-case English words.
 
-Preprocessing finds the same words with :data:`WORD_PATTERN` directly (a regex split is much
-faster than NLTK and gives identical word strings on ordinary text, see tests/test_data_words.py).
+Preprocessing does not look for words in the text: codeswitching finds table words in the token
+ids (:mod:`megatron_prealign.data.codeswitch`), by the tokens of each word's running-text form,
+and uses only :func:`normalize_word` from here, so that both sides fold case the same way.
 
 :func:`corpus_words` is the fast form of :func:`count_words` used for counting (the table
 builder): the same words in the same order, several times faster. It replays NLTK's own
