@@ -5,7 +5,10 @@ exception (also a ``ValueError`` from inside torch or megatron-core) keeps its t
 """
 
 import errno
+import json
 import os
+import sys
+import time
 
 
 class ConfigError(ValueError):
@@ -20,3 +23,22 @@ def describe_os_error(error: OSError, path: str) -> str:
     if error.errno == errno.EDQUOT:
         return f"disk quota exceeded while writing {path} (directory {directory})"
     return f"cannot write {path} (directory {directory}): {error.strerror or error}"
+
+
+def report(message: str, prog: str = "") -> int:
+    """Print a configuration error and return exit status 2.
+
+    Under torchrun the message also goes to the worker's error file, so that torchrun's
+    ChildFailedError summary (printed after the workers' output) ends with it rather than with a
+    pointer to its docs: the user sees what to change last, not above 30 lines of traceback.
+    """
+    text = f"{prog}: error: {message}" if prog else f"error: {message}"
+    print(text, file=sys.stderr, flush=True)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            with open(error_file, "w", encoding="utf-8") as handle:
+                json.dump({"message": text, "timestamp": int(time.time())}, handle)
+        except OSError:
+            pass  # the message is on stderr already
+    return 2

@@ -5,15 +5,14 @@ import sys
 
 
 def main(argv=None) -> int:
-    from megatron_prealign.errors import ConfigError
+    from megatron_prealign.errors import ConfigError, report
     from megatron_prealign.training import arguments, loop
 
     args = arguments.parse_args(argv)
     try:
         loop.run(args)
     except ConfigError as error:  # only the project's own: anything else keeps its traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report(str(error))
     return 0
 
 

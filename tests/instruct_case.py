@@ -10,8 +10,7 @@ import sys
 from megatron_prealign.data.synthetic import ENGLISH, GERMAN, make_assets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import build_instruction_data  # noqa: E402
+from megatron_prealign.cli import build_instruction_data
 
 TASKS = ("Repeat the following text.", "Write the text again.", "Copy this sentence.")
 

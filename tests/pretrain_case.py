@@ -9,8 +9,7 @@ import sys
 from megatron_prealign.data.synthetic import make_assets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import preprocess_data  # noqa: E402
+from megatron_prealign.cli import preprocess_data
 
 
 def prepare_data(directory: str) -> dict:

@@ -92,8 +92,7 @@ def test_table_options_for_real_dictionaries(ding_file):
 def test_build_alignment_table_tool_with_target_corpus(ding_file, tmp_path, capsys):
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-    import build_alignment_table
+    from megatron_prealign.cli import build_alignment_table
 
     en = tmp_path / "en.jsonl"
     en.write_text("".join(json.dumps({"text": t}) + "\n" for t in
@@ -138,8 +137,7 @@ def test_missing_packages_message(monkeypatch):
 def test_extract_tool_exit_status_without_packages(monkeypatch, tmp_path, capsys):
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools"))
-    import extract_debian_text
+    from megatron_prealign.cli import extract_debian_text
 
     monkeypatch.setattr(debian_text, "DING_PATH", "/nonexistent/de-en")
     assert extract_debian_text.main(["--output-dir", str(tmp_path / "x")]) == 2

@@ -120,7 +120,7 @@ def _import_all_layouts(hf_dirs, tokens, out_root):
 
 
 def _export(checkpoints, outs):
-    import convert_checkpoint
+    from megatron_prealign.cli import convert_checkpoint
 
     for load, out in zip(checkpoints, outs):
         assert convert_checkpoint.main(["export-hf", "--load", load, "--out", out, "--no-progress"]) == 0
@@ -212,7 +212,7 @@ def test_tokenizer_export_encodes_as_training(assets, kind, tmp_path):
 
 def test_bad_input_fails_before_writing(hf_models, tmp_path):
     from megatron_prealign.hf.convert import plan_import
-    import convert_checkpoint
+    from megatron_prealign.cli import convert_checkpoint
 
     llama = hf_models["models"]["llama"]["dir"]
 

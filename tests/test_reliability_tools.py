@@ -9,8 +9,7 @@ import pytest
 from megatron_prealign.data.synthetic import make_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import train_tokenizer  # noqa: E402
+from megatron_prealign.cli import train_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +56,8 @@ def test_tokenizer_bad_output_directory_and_empty_input(corpus, tmp_path, capsys
     assert rc == 2 and "nothing to train on" in capsys.readouterr().err
 
 
-import build_alignment_table  # noqa: E402
-import preprocess_data  # noqa: E402
+from megatron_prealign.cli import build_alignment_table
+from megatron_prealign.cli import preprocess_data
 
 
 def _preprocess(assets, tmp_path, source, *extra):

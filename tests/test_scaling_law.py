@@ -14,8 +14,7 @@ import pytest
 from megatron_prealign.data.bad_input import BadInputError
 from megatron_prealign.xllama import scaling_law as sl
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import scaling_law as tool  # noqa: E402
+from megatron_prealign.cli import scaling_law as tool
 
 SIZES = np.array([500, 1000, 2000, 4000, 8000, 16000, 32000, 64000], dtype=float)
 TRUE = {"log": {"a": 4.0, "g": 3e-4, "b": 1.5}, "power": {"c": 40.0, "k": 300.0, "e": 0.45}}

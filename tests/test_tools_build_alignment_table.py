@@ -10,8 +10,7 @@ from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.synthetic import CHINESE, GERMAN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import build_alignment_table  # noqa: E402
+from megatron_prealign.cli import build_alignment_table
 
 
 def direct_counts(path):

@@ -13,9 +13,8 @@ from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import make_enclone  # noqa: E402
-import preprocess_data  # noqa: E402
+from megatron_prealign.cli import make_enclone
+from megatron_prealign.cli import preprocess_data
 
 
 def test_enclone_outputs(assets, tmp_path):

@@ -14,8 +14,7 @@ from megatron_prealign.data.parallel import partition_files, partition_prefix
 from tests.test_tools_preprocess_data import read, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import merge_datasets  # noqa: E402
+from megatron_prealign.cli import merge_datasets
 
 CODESWITCH = ["--alignment-table", None, "--codeswitch-ratio", "0.3", "--append-eod", "--seed", "7"]
 

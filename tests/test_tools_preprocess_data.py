@@ -15,8 +15,7 @@ from megatron_prealign.data.tokenizer import build_tokenizer
 from tests.raw_lines import write_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import preprocess_data  # noqa: E402
+from megatron_prealign.cli import preprocess_data
 
 
 TOKENIZERS = {

@@ -11,8 +11,7 @@ from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import train_tokenizer  # noqa: E402
+from megatron_prealign.cli import train_tokenizer
 
 
 @pytest.fixture(scope="module")

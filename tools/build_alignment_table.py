@@ -1,129 +1,14 @@
 #!/usr/bin/env python
 """Build the PreAlign alignment table: frequent English words and their translations.
 
-Counts English words with NLTK's word tokenizer (no NLTK data needed), keeps words seen at least
---min-count times (optionally only the most frequent --top-fraction of them), joins bilingual
-dictionaries (MUSE `src tgt` lines, or the paper's JSON-lines forms {"src_text","tgt_text"} /
-{"words": "bank $ 银行 $ 水岸"}), and writes one JSON line per word. Prints coverage: the share of
-the corpus' word tokens that have a translation, per language. See docs/data.md.
+Thin wrapper of `megatron_prealign.cli.build_alignment_table` (installed as a console script too); `--help` for usage."""
 
-Example:
-    python tools/build_alignment_table.py --input 'en/*.jsonl' --json-key text \\
-        --dictionary de=muse/en-de.txt zh=muse/en-zh.txt --output table.jsonl --top-fraction 0.25
-"""
-
-import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from megatron_prealign.data.alignment_table import write_table  # noqa: E402
-from megatron_prealign.errors import describe_os_error  # noqa: E402
-from megatron_prealign.data.bad_input import BadInputError, SkipCounter  # noqa: E402
-from megatron_prealign.data.dictionaries import read_dictionary  # noqa: E402
-from megatron_prealign.data.jsonl_input import expand_inputs  # noqa: E402
-from megatron_prealign.data.table_builder import (  # noqa: E402
-    ENGLISH_STOPWORDS,
-    build_entries,
-    count_corpus_words,
-    coverage,
-    parse_dictionary_args,
-    select_frequent,
-)
+from megatron_prealign.cli.build_alignment_table import main  # noqa: E402
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, help="English JSON-lines files/globs")
-    parser.add_argument("--json-key", default="text")
-    parser.add_argument("--dictionary", nargs="+", required=True, metavar="LANG=PATH")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--min-count", type=int, default=20)
-    parser.add_argument("--top-fraction", type=float, default=None,
-                        help="keep only this most frequent share of the words (paper: 0.25)")
-    parser.add_argument("--max-translations", type=int, default=5)
-    parser.add_argument("--keep-identical", action="store_true",
-                        help="keep translations spelled like the English word (dropped by default)")
-    parser.add_argument("--exclude-stopwords", action="store_true",
-                        help="leave English stop words (NLTK's list) out: content words only")
-    parser.add_argument("--target-corpus", nargs="+", default=[], metavar="LANG=FILES",
-                        help="JSON lines of a target language: keep translations occurring there "
-                             "(--min-target-count) and prefer the most frequent ones")
-    parser.add_argument("--min-target-count", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--skip-bad-lines", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from tqdm import tqdm
-
-    start = time.perf_counter()
-    skip = SkipCounter(args.skip_bad_lines)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):  # found before counting, not after
-        print(f"build_alignment_table.py: error: --output directory {out_dir} does not exist", file=sys.stderr)
-        return 2
-    try:
-        if args.max_translations < 1:
-            raise ValueError("--max-translations must be >= 1")
-        dict_args = parse_dictionary_args(args.dictionary)
-        files = expand_inputs(args.input)
-        dictionaries = {}
-        for lang, path in dict_args:
-            for word, forms in read_dictionary(path, skip).items():
-                merged = dictionaries.setdefault(lang, {}).setdefault(word, [])
-                merged.extend(f for f in forms if f not in merged)
-        with tqdm(desc="counting words", unit=" lines", file=sys.stderr,
-                  disable=args.no_progress) as bar:
-            counts = count_corpus_words(files, args.json_key, skip, args.workers, bar)
-        words = select_frequent(counts, args.min_count, args.top_fraction)
-        target_counts = {}
-        for spec in args.target_corpus:
-            lang, sep, pattern = spec.partition("=")
-            if not sep or lang not in dict(dict_args):
-                raise ValueError(f"--target-corpus expects LANG=FILES with a LANG given to "
-                                 f"--dictionary, got {spec!r}")
-            with tqdm(desc=f"counting {lang} words", unit=" lines", file=sys.stderr,
-                      disable=args.no_progress) as bar:
-                target_counts[lang] = count_corpus_words(
-                    expand_inputs([pattern]), args.json_key, skip, args.workers, bar)
-    except (BadInputError, FileNotFoundError, ValueError) as err:
-        print(f"build_alignment_table.py: error: {err}", file=sys.stderr)
-        return 2
-    entries = build_entries(
-        words, counts, dictionaries, args.max_translations, args.keep_identical,
-        exclude_words=ENGLISH_STOPWORDS if args.exclude_stopwords else frozenset(),
-        target_counts=target_counts, min_target_count=args.min_target_count,
-    )
-    if not entries:
-        print(f"build_alignment_table.py: error: no frequent word has a translation in the "
-              f"dictionaries (corpus: {len(counts)} word types): no table written; lower "
-              "--min-count or check the dictionaries' languages", file=sys.stderr)
-        return 2
-    try:
-        write_table(args.output, entries)
-    except OSError as err:
-        print(f"build_alignment_table.py: error: {describe_os_error(err, args.output)}", file=sys.stderr)
-        return 1
-    languages = [lang for lang, _ in dict_args]
-    languages = list(dict.fromkeys(languages))
-    print(f"corpus: {len(files)} files, {sum(counts.values())} word tokens, {len(counts)} types")
-    print(f"frequent words (count >= {args.min_count}"
-          + (f", top {args.top_fraction:g}" if args.top_fraction else "") + f"): {len(words)}")
-    print(f"table: {len(entries)} words with a translation -> {args.output}")
-    print("coverage (share of corpus word tokens with a translation):")
-    for cov in coverage(entries, counts, languages):
-        print(f"  {cov.language:>6}: {cov.share:7.2%}  ({cov.table_words} words, "
-              f"{cov.covered_tokens}/{cov.total_tokens} tokens)")
-    print(f"skipped lines: {skip.summary()}")
-    print(f"time: {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the guard matters: dist_checkpointing re-imports __main__
     sys.exit(main())

@@ -50,12 +50,6 @@ def main(argv=None):
     from megatron_prealign.demo import xllama
 
     run_xllama = args.only != "prealign"
-    missing = xllama.missing_dependencies()
-    if run_xllama and missing:  # checked before any compute
-        if args.only == "xllama":
-            parser.error(f"the x-LLaMA miniature needs {missing}")
-        log(f"skipping the x-LLaMA part: it needs {missing}")
-        run_xllama = False
     os.makedirs(args.output_dir, exist_ok=True)
     if args.only != "xllama":
         config = DemoConfig.quick() if args.quick else DemoConfig()

@@ -3,7 +3,7 @@
 1. data: synthetic English (grammar + facts about invented people, ``demo.data``), a tokenizer,
    an identity dictionary -> English table -> En-Clone table and id mapping, indexed datasets
    (English plain and input-only codeswitched into En-Clone, a small En-Clone corpus cloned from
-   fact-free English text), all through the real tools (``tools/*.py``);
+   fact-free English text), all through the real command-line tools (``megatron_prealign.cli``);
 2. two runs, same model, same LM batches and iterations: Joint Training (English + En-Clone mix)
    and PreAlign (pre-alignment on the En-Clone table, then pretraining on the codeswitched mix);
 3. evaluation with ``megatron_prealign.evaluation``: English / En-Clone perplexity, CLKA asked in
@@ -14,17 +14,15 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import random
 import shutil
-import sys
 import time
 from typing import Dict, List
 
 from megatron_prealign.demo import data as demo_data
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclasses.dataclass
@@ -64,16 +62,9 @@ def log(message: str):
     print(f"[demo] {message}", flush=True)
 
 
-def _tool(name: str):
-    """The ``main`` of ``tools/NAME.py`` (the real command-line tools, run in this process)."""
-    tools = os.path.join(ROOT, "tools")
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    return __import__(name).main
-
-
 def _run_tool(name: str, argv: List[str]):
-    code = _tool(name)(argv)
+    """Run the command-line tool NAME (``megatron_prealign.cli.NAME``) in this process."""
+    code = importlib.import_module(f"megatron_prealign.cli.{name}").main(argv)
     if code:
         raise SystemExit(f"[demo] tools/{name}.py failed with status {code}")
 

@@ -315,19 +315,6 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     return results
 
 
-def missing_dependencies() -> str:
-    import importlib.util
-
-    from megatron_prealign.demo.prealign import ROOT
-
-    missing = []
-    if not os.path.isfile(os.path.join(ROOT, "tools", "build_instruction_data.py")):
-        missing.append("tools/build_instruction_data.py (instruction data)")
-    if importlib.util.find_spec("megatron_prealign.generation") is None:
-        missing.append("megatron_prealign.generation (decoding with a KV cache)")
-    return ", ".join(missing)
-
-
 def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
     """The whole miniature; returns the ``xllama`` record of results.json."""
     import shutil
@@ -335,9 +322,6 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
 
     from megatron_prealign.xllama import scaling_law
 
-    missing = missing_dependencies()
-    if missing:
-        raise SystemExit(f"[demo] the x-LLaMA miniature needs {missing}; run with --only prealign")
     start = time.time()
     work = os.path.join(output_dir, "work_xllama")
     if os.path.isdir(work):

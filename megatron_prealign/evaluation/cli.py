@@ -17,6 +17,7 @@ import sys
 import time
 from typing import List, Optional
 
+from megatron_prealign.errors import report
 from megatron_prealign.data.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
 from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
@@ -282,8 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = run(args)
     except (EvaluationError, FileNotFoundError) as error:
-        print(f"evaluate.py {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return report(str(error), f"evaluate.py {args.command}")
     finally:
         platform.shutdown()
     if common.rank_zero():

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from megatron_prealign.errors import report
 from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
 from megatron_prealign.generation.decoding import Generation, completion_text, generate
 from megatron_prealign.generation.sampling import SamplingParams
@@ -92,8 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         out = run(args)
     except (EvaluationError, FileNotFoundError) as error:
-        print(f"generate.py: error: {error}", file=sys.stderr)
-        return 2
+        return report(str(error), "generate.py")
     finally:
         platform.shutdown()
     from megatron_prealign.evaluation.common import rank_zero

@@ -527,6 +527,7 @@ def allocation_table(result: dict) -> str:
 
 DEFAULT_FINETUNE = ("torchrun --nproc-per-node 8 -m megatron_prealign.pretrain --pretrained-checkpoint {base} "
                     "--finetune --sft-packing --data-path {data} --save {run}/ckpt")
+BUILD_MODULE = "megatron_prealign.cli.build_instruction_data"
 DEFAULT_EVALUATE = "python tools/evaluate.py translation --load {run}/ckpt --output {run}/translation.json"
 
 
@@ -555,8 +556,6 @@ def sweep_plan(sizes: Sequence[int], output_dir: str, language: str, build_args:
     forbidden = [a for a in build_args if a.split("=")[0] in ("--translation-pairs", "--output-prefix")]
     if forbidden:
         raise ScalingLawError(f"the sweep sets {forbidden} itself; remove them from the build arguments")
-    tool = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "tools", "build_instruction_data.py")
     plan = []
     for size in sorted(sizes):
         name = f"{language}_pairs{size}"
@@ -566,7 +565,7 @@ def sweep_plan(sizes: Sequence[int], output_dir: str, language: str, build_args:
                   "language": language}
         plan.append({
             "language": language, "pairs": int(size), "prefix": prefix, "run": run,
-            "build": [python, tool, *build_args, "--translation-pairs", str(size), "--output-prefix", prefix],
+            "build": [python, "-m", BUILD_MODULE, *build_args, "--translation-pairs", str(size), "--output-prefix", prefix],
             "finetune": _fill(finetune, fields),
             "evaluate": _fill(evaluate, fields),
         })

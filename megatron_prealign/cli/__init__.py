@@ -1,0 +1,1 @@
+"""The command-line tools (`prealign-*` console scripts; `tools/*.py` wrap them)."""
