@@ -320,18 +320,23 @@ def build_gpt_model(
         vp_stage=vp_stage,
     )
     if post_process and args.true_vocab_size is not None and args.true_vocab_size < args.vocab_size:
-        model.output_layer.register_forward_hook(_padded_vocab_mask(args.true_vocab_size))
+        model.output_layer.register_forward_hook(_padded_vocab_mask(args.true_vocab_size), with_kwargs=True)
     return model
 
 
 def _padded_vocab_mask(true_vocab_size: int):
-    """Forward hook of the (vocabulary-parallel) output layer: the logits of padding rows become
-    the dtype's minimum, so no softmax, loss or argmax ever sees them."""
+    """Forward hook of the output layer: the logits of padding rows become the dtype's minimum,
+    so no softmax, loss or argmax ever sees them. The logits are this rank's vocabulary shard,
+    or the whole vocabulary when the layer gathered them (megatron-core's inference mode passes
+    ``runtime_gather_output=True``: KV-cache generation)."""
 
-    def hook(module, inputs, output):
+    def hook(module, inputs, kwargs, output):
         logits, bias = output
+        gathered = kwargs.get("runtime_gather_output")
+        if gathered is None:
+            gathered = module.gather_output
         local = logits.shape[-1]
-        start = parallel_state.get_tensor_model_parallel_rank() * local
+        start = 0 if gathered else parallel_state.get_tensor_model_parallel_rank() * local
         if start + local <= true_vocab_size:
             return output
         ids = torch.arange(start, start + local, device=logits.device)

@@ -16,20 +16,27 @@ from tests.dist_utils import run_distributed
 EVAL_SEQ = "320"  # RoPE: evaluation runs longer sequences than training (the prompts are long)
 
 
-def _direct_cache_check():
-    """Rank body: a gpt2-family model (learned positions) built directly; ragged prompts."""
+def _tiny_model(tensor_model_parallel_size=1, **overrides):
+    """A small model built directly (random weights, no dropout) at the given TP size."""
     from megatron_prealign import runtime
     from megatron_prealign.evaluation.model_loading import LoadedModel
-    from megatron_prealign.generation import SamplingParams, generate
     from megatron_prealign.model import ModelArgs, build_model
 
-    runtime.initialize(1, 1, seed=3)
-    args = ModelArgs(vocab_size=64, seq_length=48, family="gpt2", num_layers=2, hidden_size=32,
-                     num_attention_heads=4, hidden_dropout=0.0, attention_dropout=0.0, init_method_std=0.2)
+    runtime.initialize(tensor_model_parallel_size, 1, seed=3)
+    args = ModelArgs(**{**dict(vocab_size=64, seq_length=48, family="gpt2", num_layers=2, hidden_size=32,
+                                num_attention_heads=4, hidden_dropout=0.0, attention_dropout=0.0,
+                                init_method_std=0.2), **overrides})
     chunks = build_model(args, wrap_with_ddp=False)
     for chunk in chunks:
         chunk.eval()
-    model = LoadedModel(chunks, args, {}, "")
+    return LoadedModel(chunks, args, {}, "")
+
+
+def _direct_cache_check():
+    """Rank body: a gpt2-family model (learned positions) built directly; ragged prompts."""
+    from megatron_prealign.generation import SamplingParams, generate
+
+    model = _tiny_model()
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 64, (n,), generator=g).tolist() for n in (5, 9, 3, 12, 7)]
     cached = generate(model, prompts, 12, batch_size=3, use_cache=True)
@@ -55,6 +62,33 @@ def test_kv_cache_matches_recompute_everything():
     tokens, reason = result["stopped"]
     first = result["cached"][0].index(result["eod"])
     assert reason == "eod" and tokens == result["cached"][0][:first + 1]
+
+
+def _tp2_cache_check():
+    """Rank body at TP=2: a LLaMA-family model (RoPE, grouped-query attention) whose vocabulary
+    has padding rows, as every `transformers` import whose vocabulary is not a multiple of the
+    padding unit has; ragged prompts, enough new tokens to cross both vocabulary shards."""
+    from megatron_prealign.generation import generate
+
+    model = _tiny_model(2, family="llama", num_query_groups=2, true_vocab_size=61)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 61, (n,), generator=g).tolist() for n in (5, 9)]
+    cached = [c.tokens for c in generate(model, prompts, 10, use_cache=True)]
+    recomputed = [r.tokens for r in generate(model, prompts, 10, use_cache=False)]
+    return cached, recomputed
+
+
+def test_kv_cache_matches_recompute_everything_at_tp2_with_padded_vocabulary():
+    """Regression: the padded-vocabulary mask took the gathered logits of the cached path for a
+    vocabulary shard, so TP rank 1 masked every token, the ranks fed different tokens and the
+    continuation went wrong from the third token on."""
+    ranks = run_distributed(_tp2_cache_check, 2)
+    cached, recomputed = ranks[0]
+    assert cached == recomputed
+    assert ranks[1] == ranks[0]  # every TP rank chose the same tokens
+    assert all(len(tokens) == 10 for tokens in cached)
+    assert any(t >= 32 for tokens in cached for t in tokens)  # rank 1's vocabulary shard is used
+    assert all(t < 61 for tokens in cached for t in tokens)  # never a padding row
 
 
 def test_sampling_filters():
