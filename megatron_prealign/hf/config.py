@@ -15,6 +15,7 @@ import json
 from typing import Optional
 
 from megatron_prealign.model import ModelArgs
+from megatron_prealign.training.vocab import pad_vocab_size
 
 
 class ConversionError(ValueError):
@@ -26,12 +27,6 @@ GPT2_ARCHITECTURES = {"GPT2LMHeadModel": "gpt2"}
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 # megatron-core's LLaMA-3 RoPE scaling hard-codes these (RotaryEmbedding._apply_scaling).
 LLAMA3_FIXED = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-
-
-def padded_vocab_size(vocab_size: int, divisible_by: int, tensor_parallel: int) -> int:
-    """Megatron-LM's padding: the next multiple of --make-vocab-size-divisible-by x TP."""
-    multiple = divisible_by * tensor_parallel
-    return -(-vocab_size // multiple) * multiple
 
 
 def _architecture_name(config) -> str:
@@ -81,7 +76,7 @@ def model_args_from_hf(config, tensor_parallel: int = 1, pipeline_parallel: int 
     name = _architecture_name(config)
     layout = dict(tensor_model_parallel_size=tensor_parallel, pipeline_model_parallel_size=pipeline_parallel)
     common = dict(hidden_dropout=0.0, attention_dropout=0.0, true_vocab_size=config.vocab_size,
-                  vocab_size=padded_vocab_size(config.vocab_size, divisible_by, tensor_parallel))
+                  vocab_size=pad_vocab_size(config.vocab_size, tensor_parallel, divisible_by))
     if name in LLAMA_ARCHITECTURES:
         _refuse(config.hidden_act != "silu", f"hidden_act {config.hidden_act!r} (LLaMA needs silu)")
         _refuse(bool(getattr(config, "attention_bias", False)), "attention_bias=True")

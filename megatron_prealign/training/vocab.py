@@ -12,8 +12,9 @@ from megatron_prealign.errors import ConfigError
 DIVISIBLE_BY = 128  # Megatron-LM's --make-vocab-size-divisible-by
 
 
-def pad_vocab_size(vocab_size: int, tensor_parallel: int) -> int:
-    multiple = DIVISIBLE_BY * tensor_parallel
+def pad_vocab_size(vocab_size: int, tensor_parallel: int, divisible_by: int = DIVISIBLE_BY) -> int:
+    """Megatron-LM's padding: the next multiple of --make-vocab-size-divisible-by x TP."""
+    multiple = divisible_by * tensor_parallel
     return -(-vocab_size // multiple) * multiple
 
 
