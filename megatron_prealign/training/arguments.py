@@ -341,13 +341,13 @@ def validate_finetuning(args: argparse.Namespace):
     if (args.sft or args.sft_packing) and args.codeswitch_mode != "input-only":
         raise ConfigError("--sft / --sft-packing always honour the stored loss masks; drop --codeswitch-mode")
     if args.pretrained_checkpoint is not None:
-        from megatron_prealign.training.checkpointing import latest_iteration
+        from megatron_prealign.training.checkpointing import complete_iterations
 
         if not os.path.isdir(args.pretrained_checkpoint):
             raise ConfigError(f"--pretrained-checkpoint {args.pretrained_checkpoint} is not a directory")
-        if latest_iteration(args.pretrained_checkpoint) is None:
+        if not complete_iterations(args.pretrained_checkpoint):  # resume falls back to these too
             raise ConfigError(f"--pretrained-checkpoint {args.pretrained_checkpoint} holds no "
-                             "checkpoint (no latest_checkpointed_iteration.txt)")
+                             "complete checkpoint (no iter_* directory with a finished save)")
     if args.finetune and not (args.load or args.pretrained_checkpoint):
         raise ConfigError("--finetune needs --load DIR or --pretrained-checkpoint DIR (the weights to start from)")
 
