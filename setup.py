@@ -11,7 +11,8 @@ setup(
     install_requires=[
         # The CPU compatibility layer (megatron_prealign/runtime.py) is checked against 0.16.x only.
         "megatron-core>=0.16,<0.17",
-        "torch>=2.4",
+        # >= 2.6: torch.load defaults to weights_only (megatron-core reads checkpoint metadata with it).
+        "torch>=2.6",
         "numpy",
         "sentencepiece",
         "nltk",
@@ -19,7 +20,8 @@ setup(
         "tensorboard",
         "tokenizers",
         # megatron-core's HuggingFaceTokenizer loads byte-level BPE models through AutoTokenizer.
-        "transformers",
+        # >= 5: the HF converter reads and writes rope_parameters (transformers 5 config API).
+        "transformers>=5",
         "einops",
         # dist_checkpointing's filesystem strategy imports psutil.
         "psutil",

@@ -194,7 +194,7 @@ def test_long_prompts_and_empty_translation_sides(tmp_path, assets, capsys):
                        assets=assets)
     assert code == 0
     records = _records(out)
-    assert len(records) == 2 and len(records[0][0]) == 64 and records[0][1][0] == 0  # truncated, counted
+    assert len(records) == 2 and len(records[0][0]) == 65 and records[0][1][0] == 0  # truncated to one row (64 + 1), counted
     assert "truncated 1, skipped: 1 too long" in capsys.readouterr().out
     code, out = _build(tmp_path, ["--format", "alpaca", "--input", str(path), "--seq-length", "64",
                                   "--long-records", "skip", *compact], assets=assets, name="skip")

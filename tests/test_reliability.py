@@ -208,6 +208,14 @@ def test_stale_lock_is_replaced(tmp_path):
     assert json.loads(lock_path.read_text())["pid"] == os.getpid() and "stale" in notes[0]
     lock.release()
     assert not lock_path.exists()
+    # Two runs replacing the same stale lock: the later one must not delete the live lock the
+    # earlier one has just taken (it re-checks what it removes), and no private file stays behind.
+    stale = {"host": socket.gethostname(), "pid": sleeper.pid}
+    live = {"host": "elsewhere", "pid": 1}
+    lock_path.write_text(json.dumps(live))
+    SaveLock(str(tmp_path))._remove_if_still(stale, str(lock_path) + ".stale")
+    assert json.loads(lock_path.read_text()) == live
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
 
 
 # -- 4, 5: resume into another DP / TP layout -----------------------------------------------------

@@ -188,10 +188,9 @@ def evaluate_run(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, name: str
                                     "--output", os.path.join(run_dir, f"clka_{language}.json"), *extra])
     # Per-layer aligned-word similarity at every saved checkpoint (over training).
     over_training = []
-    for entry in sorted(os.listdir(ckpt)):
-        if not entry.startswith("iter_"):
-            continue
-        iteration = int(entry.split("_")[1])
+    from megatron_prealign.training import checkpointing
+
+    for iteration in checkpointing.complete_iterations(ckpt):  # not a save cut short
         result = _evaluate(["alignment", "--load", ckpt, "--iteration", str(iteration), *tokenizer,
                             "--alignment-table", paths["table"], "--alignment-languages", "enclone",
                             "--alignment-held-out-fraction", str(cfg.held_out_fraction),

@@ -227,10 +227,9 @@ def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
                      "--data-path", f"en={paths['en_valid_prefix']}", f"de={paths['de_valid_prefix']}",
                      "--max-tokens", str(cfg.eval_tokens)])
     over_training = []
-    for entry in sorted(os.listdir(ckpt)):
-        if not entry.startswith("iter_"):
-            continue
-        iteration = int(entry.split("_")[1])
+    from megatron_prealign.training import checkpointing
+
+    for iteration in checkpointing.complete_iterations(ckpt):  # not a save cut short
         # Every run is measured on the same (filtered) table; seen/held-out as in pre-alignment.
         result = _evaluate(["alignment", "--load", ckpt, "--iteration", str(iteration), *tokenizer,
                             "--alignment-table", paths["table_filtered"], "--alignment-languages", "de",

@@ -9,6 +9,8 @@ import os
 import statistics
 from typing import Dict, List
 
+from megatron_prealign.data.atomic import atomic_text_writer
+
 
 def _mid(values: List[float]) -> float:
     """Mean over the transformer layers (states 1 .. n-2: not the input / output embedding)."""
@@ -110,7 +112,7 @@ def write_report(record: dict, output_dir: str, work=None):
     plot_similarity(record, os.path.join(output_dir, "real_alignment_over_training.png"))
     plot_losses(record, os.path.join(output_dir, "real_loss_curves.png"))
     text = table(record) + "\n\n" + mean_table(record)
-    with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as handle:
+    with atomic_text_writer(os.path.join(output_dir, "results.md")) as handle:
         handle.write(text + "\n")
     print("\nEnglish -> German in miniature:\n" + text, flush=True)
 

@@ -310,8 +310,9 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
             }
     finally:
         runtime.shutdown()
-    with open(out, "w", encoding="utf-8") as handle:
-        json.dump(results, handle, indent=1, ensure_ascii=False)
+    from megatron_prealign.evaluation.common import write_json
+
+    write_json(out, results)
     return results
 
 

@@ -12,8 +12,9 @@ rendered with the instruction template; the model's greedy answer is scored by
   normalisation is: lowercase; drop every character of a Unicode punctuation category (P*) and
   ASCII punctuation; drop articles (language-specific, MLQA's lists: en, es, vi, de, ar; none
   for other languages); tokens by whitespace, for zh by "mixed segmentation" (each CJK character
-  and punctuation mark a token, other runs split at whitespace). For English this equals the
-  SQuAD v1.1 script.
+  and punctuation mark a token, other runs split at whitespace). For English this differs from
+  the SQuAD v1.1 script only where an answer contains non-ASCII punctuation (curly quotes,
+  dashes), which MLQA removes and SQuAD keeps.
 """
 
 from __future__ import annotations

@@ -58,9 +58,11 @@ def read_pairs(src: Optional[str], ref: Optional[str], jsonl: Optional[str], src
 
 
 def bleu_tokenizer(target_language: str) -> str:
-    if target_language.startswith("zh"):
+    """sacrebleu's tokenizer for a target language: ISO 639-1 (zh, ja) or Flores codes (zho_Hans, jpn_Jpan)."""
+    code = target_language.lower()
+    if code.startswith(("zh", "zho", "cmn")):
         return "zh"
-    if target_language.startswith("ja"):
+    if code.startswith(("ja", "jpn")):
         try:
             import MeCab  # noqa: F401
             return "ja-mecab"

@@ -104,12 +104,13 @@ def _process_chunk(task: Tuple[int, list]) -> List[Tuple[str, Any]]:
             continue
         ids, mask = encode_parts(encoder, parts, encoder.eod)
         truncated = False
-        if ids.size > settings.seq_length:
+        limit = settings.seq_length + 1  # a training row is seq_length inputs + the last label
+        if ids.size > limit:
             first_target = int(np.argmax(mask))  # there is always one: the EOD
-            if first_target >= settings.seq_length or settings.long_records == "skip":
+            if first_target >= limit or settings.long_records == "skip":
                 results.append(("long", None))
                 continue
-            ids, mask, truncated = ids[: settings.seq_length], mask[: settings.seq_length], True
+            ids, mask, truncated = ids[:limit], mask[:limit], True
         results.append(("ok", EncodedRecord(ids, mask, lang, truncated)))
     return results
 

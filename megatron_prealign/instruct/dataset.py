@@ -100,8 +100,12 @@ class InstructionSamples:
             self.per_epoch = sizes
         else:
             total = sum(sizes)
-            self.per_epoch = [int(round(w / sum(weights) * total)) if size else 0
+            # A source with a weight and records contributes at least one record per epoch.
+            self.per_epoch = [max(1, int(round(w / sum(weights) * total))) if size and w > 0 else 0
                               for w, size in zip(weights, sizes)]
+            if not any(self.per_epoch):
+                raise ValueError("the --data-path weights give no source any records: give a positive weight "
+                                 "to a source that has records")
         self._epochs: List[List[np.ndarray]] = []  # per epoch: rows of [(source, record, start)]
         self._ends: List[int] = []  # cumulative rows at the end of each epoch
         self.extend_to(max(1, min_samples))

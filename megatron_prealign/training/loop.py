@@ -51,6 +51,9 @@ def _checkpoint_to_load(args, announce=print):
             return args.load, iteration, bool(args.finetune and not args.pretrained_checkpoint)
     if args.pretrained_checkpoint:
         return args.pretrained_checkpoint, checkpointing.resolve_iteration(args.pretrained_checkpoint, None, announce), True
+    if args.finetune:  # fine-tuning a random model is never what --finetune means
+        raise ConfigError(f"--finetune: --load {args.load} holds no complete checkpoint; give "
+                          "--pretrained-checkpoint DIR (or --load a checkpoint) with the weights to fine-tune")
     return None, None, False
 
 

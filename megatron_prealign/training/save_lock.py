@@ -56,8 +56,13 @@ class SaveLock:
         me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         for _ in range(3):
+            # The lock appears complete or not at all: written under a private name, then linked
+            # into place (link fails if a lock exists), so no reader ever sees a half-written one.
+            private = f"{self.path}.{me['host']}.{me['pid']}"
+            with open(private, "w") as handle:
+                json.dump(me, handle)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(private, self.path)
             except FileExistsError:
                 holder = _holder(self.path)
                 if not _stale(holder):
@@ -69,16 +74,27 @@ class SaveLock:
                         "started without torchrun or srun each train alone: launch with torchrun.)")
                 if announce:
                     announce(f"note: removing the stale lock {self.path} of a run that is gone ({holder})", flush=True)
-                try:
-                    os.remove(self.path)
-                except FileNotFoundError:
-                    pass
+                self._remove_if_still(holder, private + ".stale")
                 continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
+            finally:
+                os.remove(private)
             self.held = True
             return
         raise ConfigError(f"cannot take the lock {self.path}: it keeps reappearing (another run starting?)")
+
+    def _remove_if_still(self, holder: Optional[dict], grave: str):
+        """Remove the lock only if it is still the stale one we read: two runs replacing the same
+        stale lock must not delete each other's new one."""
+        try:
+            os.rename(self.path, grave)  # atomic: whatever lock was there is now ours to inspect
+        except FileNotFoundError:
+            return
+        if _holder(grave) != holder:  # replaced since we looked: put the live lock back
+            try:
+                os.link(grave, self.path)
+            except FileExistsError:
+                pass
+        os.remove(grave)
 
     def release(self):
         if self.held:

@@ -526,7 +526,7 @@ def allocation_table(result: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 DEFAULT_FINETUNE = ("torchrun --nproc-per-node 8 -m megatron_prealign.pretrain --pretrained-checkpoint {base} "
-                    "--finetune --sft-packing --data-path {data} --save {run}/ckpt")
+                    "--finetune --sft-packing --data-path {data} --save {run}/ckpt --load {run}/ckpt")
 BUILD_MODULE = "megatron_prealign.cli.build_instruction_data"
 DEFAULT_EVALUATE = "python tools/evaluate.py translation --load {run}/ckpt --output {run}/translation.json"
 
