@@ -110,24 +110,13 @@ def resolve_vocab(args: argparse.Namespace, assumed: int) -> (int, str):
 def check_layout(args: argparse.Namespace, model: ModelArgs, world: int) -> Layout:
     """The driver's checks that depend only on the flags and the world size (ValueError)."""
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
-    if world % (tp * pp):
-        raise ValueError(f"{world} GPUs are not divisible by TP {tp} x PP {pp}")
+    model.validate_parallel_layout(world)  # the training run's own check (heads, layers, vocab)
     dp = world // (tp * pp)
-    if model.num_attention_heads % tp:
-        raise ValueError(f"{model.num_attention_heads} attention heads are not divisible by TP {tp}")
-    if model.num_layers % pp:
-        raise ValueError(f"{model.num_layers} layers are not divisible by PP {pp}")
-    if model.hidden_size % model.num_attention_heads:
-        raise ValueError(f"hidden size {model.hidden_size} is not divisible by {model.num_attention_heads} heads")
     if args.global_batch_size % (args.micro_batch_size * dp):
         raise ValueError(
             f"global batch {args.global_batch_size} is not a multiple of micro batch "
             f"{args.micro_batch_size} x DP {dp} on {world} GPUs"
         )
-    if args.sequence_parallel and tp == 1:
-        raise ValueError("--sequence-parallel needs TP > 1")
-    if model.vocab_size % tp:
-        raise ValueError(f"vocabulary {model.vocab_size} is not divisible by TP {tp}")
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and args.alignment_words_per_batch % dp:
         raise ValueError(f"--alignment-words-per-batch {args.alignment_words_per_batch} is not divisible by DP {dp}")

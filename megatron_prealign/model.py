@@ -141,18 +141,12 @@ class ModelArgs:
             return ((8 * self.hidden_size // 3 + 63) // 64) * 64
         return 4 * self.hidden_size
 
-    def validate(self, world_size: Optional[int] = None):
-        """Raise ValueError naming the flag to change. Runs before any compute."""
+    def validate_parallel_layout(self, world_size: Optional[int] = None):
+        """The one check that this model splits over its TP x PP sizes (and, given, the world
+        size): heads, query groups and vocabulary over TP, layers over PP. ValueError naming
+        the flag to change; needs nothing but the sizes (launch planning calls it too)."""
         tp = self.tensor_model_parallel_size or 1
         pp = self.pipeline_model_parallel_size or 1
-        if self.family not in FAMILIES:
-            raise ValueError(f"--model-family {self.family!r}: choose one of {', '.join(FAMILIES)}")
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-        if self.true_vocab_size is not None and not 0 < self.true_vocab_size <= self.vocab_size:
-            raise ValueError(f"true vocabulary {self.true_vocab_size} must be in 1..{self.vocab_size}")
-        if self.transformer_impl not in ("local", "transformer_engine"):
-            raise ValueError("--transformer-impl must be 'local' or 'transformer_engine'")
         if world_size is not None:
             runtime.validate_layout(world_size, tp, pp)
         if self.hidden_size % self.num_attention_heads:
@@ -178,6 +172,23 @@ class ModelArgs:
             )
         if self.sequence_parallel and tp == 1:
             raise ValueError("--sequence-parallel needs --tensor-model-parallel-size > 1")
+        if self.vocab_size % tp:
+            raise ValueError(
+                f"the (padded) vocabulary {self.vocab_size} is not divisible by "
+                f"--tensor-model-parallel-size {tp}; change one of them"
+            )
+
+    def validate(self, world_size: Optional[int] = None):
+        """Raise ValueError naming the flag to change. Runs before any compute."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"--model-family {self.family!r}: choose one of {', '.join(FAMILIES)}")
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        if self.true_vocab_size is not None and not 0 < self.true_vocab_size <= self.vocab_size:
+            raise ValueError(f"true vocabulary {self.true_vocab_size} must be in 1..{self.vocab_size}")
+        if self.transformer_impl not in ("local", "transformer_engine"):
+            raise ValueError("--transformer-impl must be 'local' or 'transformer_engine'")
+        self.validate_parallel_layout(world_size)
         if self.bf16 and self.fp16:
             raise ValueError("--bf16 and --fp16 are exclusive: pass only one of them")
         if self.fp8_format is not None:
@@ -199,11 +210,6 @@ class ModelArgs:
             raise ValueError("--recompute-granularity full needs --recompute-method uniform|block")
         if self.seq_length > (self.max_position_embeddings or self.seq_length):
             raise ValueError("--seq-length exceeds --max-position-embeddings")
-        if self.vocab_size % tp:
-            raise ValueError(
-                f"the (padded) vocabulary {self.vocab_size} is not divisible by "
-                f"--tensor-model-parallel-size {tp}; change one of them"
-            )
 
 
 def fused_kernels(args: ModelArgs) -> bool:

@@ -6,7 +6,7 @@ sees the same global batch, so losses and full gradients compare with a single p
 """
 
 import zlib
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 from megatron.core import parallel_state
@@ -21,11 +21,11 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import unwrap_model
 
 from megatron_prealign import runtime
-from megatron_prealign.alignment import AlignmentPass, concatenate, is_alignment_batch
+from megatron_prealign.alignment import AlignmentBatch, AlignmentPass, is_alignment_batch
 from megatron_prealign.alignment.synthetic import data_parallel_batches
-from megatron_prealign.full_state import gather_full_tensors
 from megatron_prealign.model import ModelArgs, build_model
 from megatron_prealign.training.loop import _lm_forward_step
+from tests.full_state import gather_full_tensors
 from tests.parallel_lm import lm_batch
 
 VOCAB, SEQ, MICRO = 64, 16, 2
@@ -39,6 +39,19 @@ RECOMPUTE = {
     "full": dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=2),
     "selective": dict(recompute_granularity="selective"),
 }
+
+
+def concatenate(batches: Sequence[AlignmentBatch]) -> AlignmentBatch:
+    """Rows of several batches in one batch (form indices renumbered): e.g. the single-process
+    equivalent of the data-parallel ranks' microbatches."""
+    tokens, positions, segments, groups, offset = [], [], [], [], 0
+    for batch in batches:
+        tokens.append(batch.tokens)
+        positions.append(batch.position_ids)
+        segments.append(torch.where(batch.segment_ids >= 0, batch.segment_ids + offset, -1))
+        groups.append(batch.form_group)
+        offset += batch.num_forms
+    return AlignmentBatch(torch.cat(tokens), torch.cat(positions), torch.cat(segments), torch.cat(groups))
 
 
 def tiny_args(family="gpt2", **overrides) -> ModelArgs:
@@ -213,7 +226,7 @@ def run_degenerate(family="gpt2"):
         output, _ = alignment.forward_step(evaluation_batch, chunks[0])
     from megatron_prealign.alignment import capture
 
-    registered = capture.registered_microbatches()
+    registered = len(capture._by_mask)  # microbatches kept for a backward pass
     evaluation = alignment.end_step()
     return {
         "singleton_log": statistics.as_log_dict(),

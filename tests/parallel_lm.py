@@ -14,7 +14,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron_prealign import runtime
 from megatron_prealign.training import checkpointing
 from megatron_prealign.training.loop import _lm_forward_step
-from megatron_prealign.full_state import gather_full_tensors
+from tests.full_state import gather_full_tensors
 from megatron_prealign.model import ModelArgs, build_model
 
 VOCAB, SEQ, MICRO, GLOBAL = 64, 16, 2, 8

@@ -4,7 +4,7 @@ plain-PyTorch reference of Eq. 1-3: same loss and gradients within 1e-5 (fp32); 
 import pytest
 import torch
 
-from megatron_prealign.alignment.batch import concatenate, forms_of
+from megatron_prealign.alignment.batch import forms_of
 from tests import alignment_case as case
 from tests import alignment_reference as reference
 from tests.dist_utils import run_distributed
@@ -26,7 +26,7 @@ def _reference(weights, family):
     leaves = {name: tensor.clone().requires_grad_(True) for name, tensor in weights.items()}
     microbatches = []
     for per_rank in case.global_alignment_microbatches(1):
-        batch = concatenate(per_rank)
+        batch = case.concatenate(per_rank)
         microbatches.append((forms_of(batch), batch.form_group.tolist()))
     args = case.tiny_args(family)
     objective = reference.alignment_objective(

@@ -1,6 +1,7 @@
 """Packing, masks, pooling, the contrastive loss and metrics on their own; bad input."""
 
 import math
+from typing import Optional, Tuple
 
 import pytest
 import torch
@@ -8,13 +9,29 @@ import torch
 from megatron_prealign.alignment.batch import (
     AlignmentBatch,
     block_diagonal_causal_mask,
-    concatenate,
     forms_of,
     pack_forms,
 )
-from megatron_prealign.alignment.contrastive import supervised_contrastive_loss
+from megatron_prealign.alignment.contrastive import DEFAULT_TEMPERATURE, anchor_terms, count_anchors
 from megatron_prealign.alignment.metrics import AlignmentStatistics, pair_similarity_sums
 from megatron_prealign.alignment.pooling import spread_to_tokens, sum_by_form
+from tests.alignment_case import concatenate
+
+
+def supervised_contrastive_loss(
+    vectors: torch.Tensor,
+    groups: torch.Tensor,
+    temperature: float = DEFAULT_TEMPERATURE,
+    valid: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The loss of :func:`anchor_terms` over the whole batch at once (the alignment pass splits
+    it into row shares): (loss, number of anchors) as 0-d tensors, for ``vectors [N, h]`` and
+    ``groups [N]``. ``valid [N]`` (bool) excludes rows entirely (padding of a gathered batch)."""
+    if valid is None:
+        valid = torch.ones(vectors.shape[-2], dtype=torch.bool, device=vectors.device)
+    terms, anchors = anchor_terms(vectors, groups, temperature, valid, slice(None))
+    num_anchors = anchors.sum()
+    return terms.sum(dim=-1) / num_anchors.clamp(min=1), num_anchors
 
 
 def test_pack_forms_layout():
@@ -143,8 +160,6 @@ def test_similarity_statistics():
 def test_batched_states_and_row_shares_match_the_plain_loss():
     """Several states at once, and the loss split into per-rank row shares (as under data
     parallelism), equal the per-state loss over the whole batch."""
-    from megatron_prealign.alignment.contrastive import anchor_terms, count_anchors
-
     generator = torch.Generator().manual_seed(1)
     z = torch.randn(3, 7, 5, generator=generator)  # 3 states, 7 forms
     groups = torch.tensor([0, 0, 1, 2, 2, 2, 3])  # groups 1 and 3: no positive

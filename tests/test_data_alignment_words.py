@@ -5,6 +5,7 @@ import torch
 
 from megatron_prealign.data.alignment_table import TableEntry, read_table, write_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset, encode_groups
+from megatron_prealign.data.packing import block_diagonal_causal_mask
 
 
 def dataset(assets, encoder, **kwargs):
@@ -77,7 +78,7 @@ def test_data_parallel_slices_partition_the_global_batch(assets, encoder):
 
 def test_attention_mask_is_block_diagonal_causal(assets, encoder):
     batch = dataset(assets, encoder).batch(0)
-    mask = batch.attention_mask()
+    mask = block_diagonal_causal_mask(batch.segment_ids)
     n, length = batch.tokens.shape
     assert mask.shape == (n, 1, length, length) and mask.dtype == torch.bool
     seg = batch.segment_ids

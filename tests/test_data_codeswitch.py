@@ -11,6 +11,25 @@ from megatron_prealign.data.alignment_table import TableEntry, read_table
 from megatron_prealign.data.codeswitch import Codeswitcher, word_uniforms
 
 
+def process_many(switcher, texts, doc_indices, key_index=0):
+    """(token ids, loss mask or None when nothing was switched, counts) of each document, cut
+    out of one :meth:`Codeswitcher.process_batch`."""
+    batch = switcher.process_batch(texts, doc_indices, key_index)
+    cuts = np.cumsum(batch.lengths)[:-1].tolist()
+    ids_split = np.split(batch.ids, cuts)
+    mask_split = np.split(batch.mask, cuts) if batch.mask is not None else [None] * len(texts)
+    results = []
+    for d, (ids, m) in enumerate(zip(ids_split, mask_split)):
+        stats = batch.doc_stats(d)
+        results.append((ids, m if m is not None and stats.switched else None, stats))
+    return results
+
+
+def process(switcher, text, doc_index, key_index=0):
+    """:func:`process_many` of one document."""
+    return process_many(switcher, [text], [doc_index], key_index)[0]
+
+
 @pytest.fixture(scope="session")
 def docs(assets):
     with open(assets["en"], encoding="utf-8") as handle:
@@ -74,7 +93,7 @@ def mask_runs(ids, mask):
 def test_ratio_one_switches_every_eligible_word_and_masks_exactly_them(encoder, docs, single_table):
     cs = Codeswitcher(single_table, ["de"], 1.0, "input-only", seed=3, encoder=encoder)
     for doc_index, text in enumerate(docs[:40]):
-        ids, mask, stats = cs.process(text, doc_index)
+        ids, mask, stats = process(cs, text, doc_index)
         ids = ids.tolist()
         expected_text, switched, eligible, _ = expected_switch_all(text, single_table)
         assert stats.eligible == eligible == stats.switched
@@ -88,7 +107,7 @@ def test_ratio_one_switches_every_eligible_word_and_masks_exactly_them(encoder, 
         # Without line breaks every switched word follows a space (or starts the document)
         # and has exactly its running-text form's tokens masked.
         flat = text.replace("\n", " ")
-        ids, mask, _ = cs.process(flat, doc_index)
+        ids, mask, _ = process(cs, flat, doc_index)
         _, switched, _, first_at_start = expected_switch_all(flat, single_table)
         n_expected = sum(len(encoder.form_ids(t)) for t in switched)
         if first_at_start:  # no space before it: tokens as at text start
@@ -102,7 +121,7 @@ def test_switch_rate_matches_ratio(encoder, docs, assets):
     cs = Codeswitcher(table, ["de", "zh"], ratio, "input-only", seed=11, encoder=encoder)
     eligible = switched = 0
     for doc_index, text in enumerate(docs):
-        _, _, stats = cs.process(text, doc_index)
+        _, _, stats = process(cs, text, doc_index)
         eligible += stats.eligible
         switched += stats.switched
     assert eligible > 2000
@@ -115,7 +134,7 @@ def test_languages_and_translations_are_all_used(encoder, docs, assets):
     cs = Codeswitcher(list(table.values()), ["de", "zh"], 1.0, "input-only", seed=5, encoder=encoder)
     runs = []
     for doc_index, text in enumerate(docs[:60]):
-        ids, mask, _ = cs.process(text, doc_index)
+        ids, mask, _ = process(cs, text, doc_index)
         runs += [" " + encoder.decode([int(t) for t in r]).strip() + " " for r in mask_runs(ids, mask)]
     switched_text = "|".join(runs)  # adjacent switched words share a run
     bank = table["bank"].translations
@@ -128,8 +147,8 @@ def test_original_mode_same_tokens_full_mask(encoder, docs, assets):
     a = Codeswitcher(table, ["de"], 0.2, "input-only", seed=1, encoder=encoder)
     b = Codeswitcher(table, ["de"], 0.2, "original", seed=1, encoder=encoder)
     for doc_index, text in enumerate(docs[:30]):
-        ids_a, mask_a, stats_a = a.process(text, doc_index)
-        ids_b, mask_b, stats_b = b.process(text, doc_index)
+        ids_a, mask_a, stats_a = process(a, text, doc_index)
+        ids_b, mask_b, stats_b = process(b, text, doc_index)
         assert ids_a.tolist() == ids_b.tolist() and stats_a.switched == stats_b.switched
         assert mask_b is None or mask_b.all()
 
@@ -137,25 +156,25 @@ def test_original_mode_same_tokens_full_mask(encoder, docs, assets):
 def test_none_mode_is_plain_tokenization(encoder, docs, assets):
     cs = Codeswitcher(read_table(assets["table"]), ["de"], 0.5, "none", seed=1, encoder=encoder)
     for doc_index, text in enumerate(docs[:10]):
-        ids, mask, stats = cs.process(text, doc_index)
+        ids, mask, stats = process(cs, text, doc_index)
         assert ids.tolist() == encoder.encode(text) and mask is None and stats.switched == 0
 
 
 def test_decisions_depend_only_on_seed_document_and_position(encoder, single_table):
     cs = Codeswitcher(single_table, ["de"], 0.5, "input-only", seed=7, encoder=encoder)
     text = " ".join(["the bank"] * 40)
-    base = cs.process(text, 4)[0].tolist()
-    assert cs.process(text, 4)[0].tolist() == base  # repeatable
-    assert cs.process(text, 5)[0].tolist() != base  # another document index draws differently
+    base = process(cs, text, 4)[0].tolist()
+    assert process(cs, text, 4)[0].tolist() == base  # repeatable
+    assert process(cs, text, 5)[0].tolist() != base  # another document index draws differently
     other_seed = Codeswitcher(single_table, ["de"], 0.5, "input-only", 8, encoder)
-    assert other_seed.process(text, 4)[0].tolist() != base
+    assert process(other_seed, text, 4)[0].tolist() != base
     # Changing words after position k does not change decisions before k.
     prefix_words = 20
     changed = " ".join(["the bank"] * 10) + " zzz" + " the bank" * 30
     u_all = word_uniforms(7, 4, 0, range(2 * prefix_words))
     assert np.array_equal(u_all[:prefix_words], word_uniforms(7, 4, 0, range(prefix_words)))
-    ids_a, mask_a, _ = cs.process(text, 4)
-    ids_b, mask_b, _ = cs.process(changed, 4)
+    ids_a, mask_a, _ = process(cs, text, 4)
+    ids_b, mask_b, _ = process(cs, changed, 4)
     ids_a, ids_b = ids_a.tolist(), ids_b.tolist()
     k = encoder.encode(" ".join(["the bank"] * 10))
     n = len(k) - 2
@@ -166,7 +185,7 @@ def test_ineligible_positions_and_casing(encoder):
     table = [TableEntry("bank", 5, {"de": ["ufer"]})]
     cs = Codeswitcher(table, ["de"], 1.0, "input-only", seed=0, encoder=encoder)
     text = "bank (bank) x-bank bank-x Bank BANK bAnk bank."
-    ids, mask, stats = cs.process(text, 0)
+    ids, mask, stats = process(cs, text, 0)
     ids = ids.tolist()
     assert stats.eligible == 4  # first word, "Bank", "BANK", and "bank." ; not "(bank", hyphenated, "bAnk"
     assert ids == encoder.encode("ufer (bank) x-bank bank-x Ufer UFER bAnk ufer.")
@@ -178,7 +197,7 @@ def test_token_id_forms_replace_the_word_tokens(encoder):
     clone = [999_000 + i for i in range(2)]
     table = [TableEntry("bank", 5, {"enclone": ["bank"]}, {"enclone": [clone]})]
     cs = Codeswitcher(table, ["enclone"], 1.0, "original", seed=0, encoder=encoder)
-    ids, mask, stats = cs.process("the bank is by the river", 0)
+    ids, mask, stats = process(cs, "the bank is by the river", 0)
     ids = ids.tolist()
     assert mask is None  # original mode: nothing masked
     the = encoder.encode("the")
@@ -197,7 +216,7 @@ def test_enclone_forms_keep_the_casing_of_the_matched_word(encoder):
     table = clone_table([TableEntry("bank", 5, {}), TableEntry("river", 3, {})], encoder, mapping)
     cs = Codeswitcher(table, ["enclone"], 1.0, "input-only", seed=0, encoder=encoder)
     text = "Bank and river.\nBANK by the River, bank"
-    ids, mask, stats = cs.process(text, 0)
+    ids, mask, stats = process(cs, text, 0)
     original = np.asarray(encoder.encode(text))
     assert stats.switched == 5 and len(ids) == len(original)
     switched = mask == 0
@@ -209,8 +228,8 @@ def test_many_documents_at_once_equals_one_by_one(encoder, docs, assets):
     cs = Codeswitcher(read_table(assets["table"]), ["de", "zh"], 0.2, "input-only", seed=4, encoder=encoder)
     chunk = docs[:50] + ["", "bank", "the bank"]
     indices = list(range(100, 100 + len(chunk)))
-    many = cs.process_many(chunk, indices)
+    many = process_many(cs, chunk, indices)
     for text, index, (ids, mask, stats) in zip(chunk, indices, many):
-        one_ids, one_mask, one_stats = cs.process(text, index)
+        one_ids, one_mask, one_stats = process(cs, text, index)
         assert ids.tolist() == one_ids.tolist() and stats == one_stats
         assert (mask is None and one_mask is None) or mask.tolist() == one_mask.tolist()

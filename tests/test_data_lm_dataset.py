@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from megatron.core.datasets.blended_dataset import BlendedDataset
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset
 
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter
 from megatron_prealign.data.lm_dataset import (
     LossMaskMismatchError,
     MaskedGPTDataset,
-    build_lm_datasets,
     lm_dataset_config,
 )
 from megatron_prealign.data.tokenizer import build_tokenizer
@@ -20,6 +20,11 @@ from megatron_prealign.data.tokenizer import build_tokenizer
 VOCAB = 70000
 STRIDE = 64  # token id = 1 + doc * STRIDE + position: every token says where it came from
 
+
+
+def build_lm_datasets(config, num_samples):
+    """[train, valid, test] built as training builds them (megatron-core's builder, every rank)."""
+    return BlendedMegatronDatasetBuilder(MaskedGPTDataset, num_samples, lambda: True, config).build()
 
 @pytest.fixture(scope="module")
 def tokenizer():

@@ -79,8 +79,8 @@ def _packed_vs_unpacked_rank(prefix, tp, pp, family):
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_prealign import runtime
-    from megatron_prealign.full_state import gather_full_tensors
     from megatron_prealign.training.loop import _lm_forward_step
+    from tests.full_state import gather_full_tensors
     from tests.parallel_lm import make_model_and_optimizer, tiny_args
 
     runtime.initialize(tp, pp, seed=7)

@@ -132,6 +132,22 @@ def test_fp8_with_prealignment_is_refused_clearly_under_pipeline_parallelism():
     assert "needs PP=1" in result.stderr and "PREALIGN_ITERS=0" in result.stderr
 
 
+@pytest.mark.parametrize("extra, world, flag", [
+    (["--tensor-model-parallel-size", "3"], 16, "--tensor-model-parallel-size"),  # 16 GPUs
+    (["--tensor-model-parallel-size", "8", "--num-query-groups", "4"], 16, "--num-query-groups"),
+    (["--pipeline-model-parallel-size", "5"], 15, "--num-layers"),  # 24 layers
+])
+def test_plan_refuses_a_layout_the_model_check_refuses(extra, world, flag):
+    """The planner runs the training run's own layout check (ModelArgs.validate_parallel_layout)."""
+    from megatron_prealign import launch_plan
+
+    argv = ["--model-size", "1.3B", "--seq-length", "1024", "--micro-batch-size", "1",
+            "--global-batch-size", "240", "--train-iters", "10", "--data-path", "x",
+            "--tokenizer-type", "NullTokenizer", "--padded-vocab-size", "50400", *extra]
+    with pytest.raises(ValueError, match=flag):
+        launch_plan.plan(argv, nnodes=1, gpus_per_node=world)
+
+
 def test_plan_formulas():
     """The helper's memory and FLOPs against the formulas written out by hand (TP=2 + SP, PP=2)."""
     from megatron_prealign import launch_plan

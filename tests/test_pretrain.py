@@ -64,9 +64,9 @@ def _masked_loss_rank():
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_prealign import runtime
-    from megatron_prealign.full_state import gather_full_tensors
     from megatron_prealign.model import ModelArgs, build_model
     from megatron_prealign.training.loop import _lm_forward_step
+    from tests.full_state import gather_full_tensors
 
     runtime.initialize(1, 1, seed=3)
     args = ModelArgs(vocab_size=64, seq_length=8, num_layers=2, hidden_size=32, num_attention_heads=4,

@@ -5,9 +5,8 @@ See docs/alignment.md."""
 from megatron_prealign.alignment.batch import (  # noqa: F401
     AlignmentBatch,
     block_diagonal_causal_mask,
-    concatenate,
     pack_forms,
 )
-from megatron_prealign.alignment.contrastive import DEFAULT_TEMPERATURE, supervised_contrastive_loss  # noqa: F401
+from megatron_prealign.alignment.contrastive import DEFAULT_TEMPERATURE  # noqa: F401
 from megatron_prealign.alignment.metrics import AlignmentStatistics  # noqa: F401
 from megatron_prealign.alignment.step import AlignmentPass, is_alignment_batch  # noqa: F401

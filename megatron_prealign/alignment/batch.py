@@ -176,19 +176,6 @@ def one_form_per_row(forms: Sequence[Sequence[int]], form_group: Sequence[int], 
     return AlignmentBatch(tokens, positions, segments, torch.as_tensor(list(form_group), dtype=torch.int64))
 
 
-def concatenate(batches: Sequence[AlignmentBatch]) -> AlignmentBatch:
-    """Rows of several batches in one batch (form indices renumbered): e.g. the single-process
-    equivalent of the data-parallel ranks' microbatches."""
-    tokens, positions, segments, groups, offset = [], [], [], [], 0
-    for batch in batches:
-        tokens.append(batch.tokens)
-        positions.append(batch.position_ids)
-        segments.append(torch.where(batch.segment_ids >= 0, batch.segment_ids + offset, -1))
-        groups.append(batch.form_group)
-        offset += batch.num_forms
-    return AlignmentBatch(torch.cat(tokens), torch.cat(positions), torch.cat(segments), torch.cat(groups))
-
-
 def forms_of(batch: AlignmentBatch) -> List[List[int]]:
     """The token ids of every form, in form order (for references and debugging)."""
     forms: List[List[int]] = [[] for _ in range(batch.num_forms)]

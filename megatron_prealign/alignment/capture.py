@@ -179,10 +179,6 @@ def release_all():
     _by_mask.clear()
 
 
-def registered_microbatches() -> int:
-    return len(_by_mask)
-
-
 # ------------------------------------------------------------------------------------------
 # Hooks
 

@@ -12,7 +12,7 @@ still serves as a negative for the others. A batch without any anchor has loss 0
 The layer losses are summed over layers (Eq. 3) by the caller.
 """
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -66,17 +66,3 @@ def count_anchors(groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     _, inverse, counts = torch.unique(groups[valid], return_inverse=True, return_counts=True)
     return (counts[inverse] > 1).sum()
 
-
-def supervised_contrastive_loss(
-    vectors: torch.Tensor,
-    groups: torch.Tensor,
-    temperature: float = DEFAULT_TEMPERATURE,
-    valid: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(loss, number of anchors) as 0-d tensors, for ``vectors [N, h]`` and ``groups [N]``.
-    ``valid [N]`` (bool) excludes rows entirely (padding of a gathered batch)."""
-    if valid is None:
-        valid = torch.ones(vectors.shape[-2], dtype=torch.bool, device=vectors.device)
-    terms, anchors = anchor_terms(vectors, groups, temperature, valid, slice(None))
-    num_anchors = anchors.sum()
-    return terms.sum(dim=-1) / num_anchors.clamp(min=1), num_anchors

@@ -15,7 +15,7 @@ Modules (one concept each):
     indexed_writer      token + _loss_mask indexed datasets, atomic
     parallel            ordered, bounded parallel map
     preprocess          the pipeline of tools/preprocess_data.py
-    lm_dataset          MaskedGPTDataset, build_lm_datasets (training LM data)
+    lm_dataset          MaskedGPTDataset, lm_dataset_config (training LM data)
     alignment_words     AlignmentWordDataset / WordFormBatch (pre-alignment batches)
     enclone             En-Clone mapping, clone data and table
     synthetic           generated corpus + tokenizers for tests, benchmarks, demos

@@ -23,9 +23,10 @@ Interface (what the alignment code calls)::
   positives of the supervised contrastive loss are the forms with equal ``form_group``.
 * ``form_language`` (list of str, "en" for the English word), ``group_words`` (list of str, the
   English word of each local group, in global group order of this rank's slice).
-* ``attention_mask()``: bool ``[n_seq, 1, seq_len, seq_len]``, True = masked (megatron-core's
-  convention): causal within a form, nothing across forms. With ``pack=False`` every row holds
-  one form left-aligned, so the ordinary causal mask is already correct and this is optional.
+* The attention mask is ``packing.block_diagonal_causal_mask(segment_ids)``: bool
+  ``[n_seq, 1, seq_len, seq_len]``, True = masked (megatron-core's convention), causal within a
+  form, nothing across forms. With ``pack=False`` every row holds one form left-aligned, so the
+  ordinary causal mask is already correct.
 
 Groups: each step takes ``words_per_batch`` groups from a per-epoch permutation (seeded by
 ``(seed, epoch)``; a partial last epoch chunk is skipped so no group repeats in a step);
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 
 from megatron_prealign.data.alignment_table import TableEntry, is_held_out, read_table
-from megatron_prealign.data.packing import block_diagonal_causal_mask, fill_rows, pack_layout
+from megatron_prealign.data.packing import fill_rows, pack_layout
 from megatron_prealign.data.text_encoder import TextEncoder
 
 ENGLISH = "en"
@@ -79,10 +80,6 @@ class WordFormBatch:
     @property
     def n_forms(self) -> int:
         return int(self.form_group.numel())
-
-    def attention_mask(self) -> torch.Tensor:
-        """Block-diagonal causal mask, True = masked; padding tokens attend to themselves."""
-        return block_diagonal_causal_mask(self.segment_ids)
 
 
 def encode_groups(

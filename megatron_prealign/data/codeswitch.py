@@ -374,26 +374,6 @@ class Codeswitcher:
             self._replacement_cache[key] = ids
         return ids
 
-    def process(
-        self, text: str, doc_index: int, key_index: int = 0
-    ) -> Tuple[np.ndarray, Optional[np.ndarray], SwitchStats]:
-        """Token ids (int64), loss mask (uint8; None = all ones) and counts for one document."""
-        return self.process_many([text], [doc_index], key_index)[0]
-
-    def process_many(
-        self, texts: Sequence[str], doc_indices: Sequence[int], key_index: int = 0
-    ) -> List[Tuple[np.ndarray, Optional[np.ndarray], SwitchStats]]:
-        """:meth:`process` for several documents; identical results, fewer numpy calls."""
-        batch = self.process_batch(texts, doc_indices, key_index)
-        cuts = np.cumsum(batch.lengths)[:-1].tolist()
-        ids_split = np.split(batch.ids, cuts)
-        mask_split = np.split(batch.mask, cuts) if batch.mask is not None else [None] * len(texts)
-        results = []
-        for d, (ids, m) in enumerate(zip(ids_split, mask_split)):
-            stats = batch.doc_stats(d)
-            results.append((ids, m if m is not None and stats.switched else None, stats))
-        return results
-
     def process_batch(
         self,
         texts: Sequence[str],
@@ -404,8 +384,8 @@ class Codeswitcher:
     ) -> "SwitchedBatch":
         """Several documents back to back (what the preprocessing workers send to the writer).
 
-        Same tokens, masks and counts as :meth:`process` for each document; ``eod`` (if given)
-        is appended to every document with mask 1. ``encoded`` may give the documents' token
+        Same tokens, masks and counts for each document as when it is given alone; ``eod`` (if
+        given) is appended to every document with mask 1. ``encoded`` may give the documents' token
         ids and lengths (:meth:`TextEncoder.encode_batch`) when they are already known.
         """
         all_ids, lens = self.encoder.encode_batch(texts) if encoded is None else encoded

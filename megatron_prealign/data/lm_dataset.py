@@ -12,21 +12,21 @@ sibling, with megatron-core's own ``_query_document_sample_shuffle_indices``: to
 are cut by the same code from the same document/sample/shuffle indices, so they cannot drift
 apart even across megatron-core versions.
 
-Training code calls::
+Training code builds the splits with megatron-core's builder::
 
     config = lm_dataset_config(tokenizer, seq_length=..., seed=..., data_path=[...], split="98,2,0")
-    train_ds, valid_ds, test_ds = build_lm_datasets(config, [n_train, n_valid, n_test])
+    train_ds, valid_ds, test_ds = BlendedMegatronDatasetBuilder(
+        MaskedGPTDataset, [n_train, n_valid, n_test], lambda: True, config).build()
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy
 import torch
-from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split, get_blend_from_list
@@ -146,24 +146,6 @@ def lm_dataset_config(
         create_attention_mask=create_attention_mask,
         **kwargs,
     )
-
-
-def build_lm_datasets(
-    config: GPTDatasetConfig,
-    train_valid_test_num_samples: Sequence[Optional[int]],
-    is_built_on_rank: Optional[Callable[[], bool]] = None,
-) -> List[Optional[torch.utils.data.Dataset]]:
-    """[train, valid, test] (each possibly None or a BlendedDataset of MaskedGPTDatasets).
-
-    ``is_built_on_rank``: megatron-core builds datasets where it returns True (Megatron-LM uses
-    "tensor-parallel rank 0 of the first/last pipeline stage"); other ranks get None.
-    """
-    return BlendedMegatronDatasetBuilder(
-        MaskedGPTDataset,
-        list(train_valid_test_num_samples),
-        is_built_on_rank or (lambda: True),
-        config,
-    ).build()
 
 
 def check_indexed_files(prefix: str) -> None:

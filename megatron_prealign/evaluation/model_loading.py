@@ -133,10 +133,6 @@ def load_model(
         model_args.validate(world)
     except ValueError as error:
         raise EvaluationError(str(error)) from error
-    if model_args.vocab_size % tensor_model_parallel_size:
-        raise EvaluationError(
-            f"the checkpoint's vocabulary {model_args.vocab_size} is not divisible by "
-            f"--tensor-model-parallel-size {tensor_model_parallel_size}")
     runtime.initialize(tensor_model_parallel_size, pipeline_model_parallel_size, seed=seed)
     chunks = build_model(model_args, wrap_with_ddp=False)
     try:

@@ -10,6 +10,7 @@ from megatron_prealign.data.lm_dataset import check_indexed_files
 from megatron_prealign.data.tokenizer import add_tokenizer_args
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.model import FAMILIES, MODEL_SIZES, ModelArgs
+from megatron_prealign.runtime import validate_layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,11 +221,7 @@ def validate(args: argparse.Namespace, world_size: int):
     """Checks that need no model or data loaded. Raises ConfigError naming the flag."""
     _check_positive(args)
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
-    if world_size % (tp * pp):
-        raise ConfigError(
-            f"{world_size} processes are not divisible by --tensor-model-parallel-size {tp} x "
-            f"--pipeline-model-parallel-size {pp}"
-        )
+    validate_layout(world_size, tp, pp)
     dp = world_size // (tp * pp)
     if args.global_batch_size % (args.micro_batch_size * dp):
         raise ConfigError(

@@ -335,6 +335,9 @@ def _has_distributed_optimizer(optimizer) -> bool:
     )
 
 
+# The two Adam workarounds below are not CPU-only, so they are not in cpu_compat: megatron-core
+# falls back to torch's Adam whenever neither Transformer Engine nor apex is installed
+# (distrib_optimizer.HAVE_APEX_OR_TE is False), on a GPU as well (transformer_impl "local").
 def _ensure_optimizer_state(optimizer):
     """megatron-core's DistributedOptimizer.state_dict() needs Adam's `step` entries, which a
     torch (non-TE, non-apex) Adam only creates on its first step; sharded_state_dict(is_loading)

@@ -3,7 +3,7 @@
 Built on the model's `sharded_state_dict()`, the same description megatron-core's
 dist_checkpointing uses to reshard, so the layout rules (fused QKV, SwiGLU's two halves, tied
 embeddings under PP, global layer numbers) come from megatron-core rather than being restated
-here. Used to compare distributed runs with a single-process reference and to export weights.
+here. Used by the tests to compare distributed runs with a single-process reference.
 Meant for small models: every rank ends up with every full tensor.
 """
 
