@@ -75,6 +75,20 @@ def _write_jsonl(path: str, texts: List[str]) -> str:
     return path
 
 
+def alignment_over_training(ckpt: str, run_dir: str, alignment_args: List[str]):
+    """Per-layer aligned-word similarity at every complete checkpoint of a run (a save cut short
+    is skipped): ([{iteration, seen, unseen}, ...], the last evaluation's full result)."""
+    from megatron_prealign.training import checkpointing
+
+    series, result = [], None
+    for iteration in checkpointing.complete_iterations(ckpt):
+        result = _evaluate(["alignment", "--load", ckpt, "--iteration", str(iteration), *alignment_args,
+                            "--output", os.path.join(run_dir, f"alignment_{iteration:05d}.json")])
+        series.append({"iteration": iteration, "seen": result["splits"]["seen"],
+                       "unseen": result["splits"]["unseen"]})
+    return series, result
+
+
 def prepare_data(cfg: DemoConfig, work: str) -> Dict[str, str]:
     data = os.path.join(work, "data")
     os.makedirs(data, exist_ok=True)
@@ -186,18 +200,10 @@ def evaluate_run(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, name: str
     for language, extra in (("enclone", ["--enclone-mapping", paths["mapping"]]), ("en", [])):
         clka[language] = _evaluate(["clka", "--load", ckpt, *tokenizer, "--input", paths["clka"],
                                     "--output", os.path.join(run_dir, f"clka_{language}.json"), *extra])
-    # Per-layer aligned-word similarity at every saved checkpoint (over training).
-    over_training = []
-    from megatron_prealign.training import checkpointing
-
-    for iteration in checkpointing.complete_iterations(ckpt):  # not a save cut short
-        result = _evaluate(["alignment", "--load", ckpt, "--iteration", str(iteration), *tokenizer,
-                            "--alignment-table", paths["table"], "--alignment-languages", "enclone",
-                            "--alignment-held-out-fraction", str(cfg.held_out_fraction),
-                            "--words-per-batch", str(cfg.alignment_words_per_batch),
-                            "--output", os.path.join(run_dir, f"alignment_{iteration:05d}.json")])
-        over_training.append({"iteration": iteration, "seen": result["splits"]["seen"],
-                              "unseen": result["splits"]["unseen"]})
+    over_training, result = alignment_over_training(
+        ckpt, run_dir, [*tokenizer, "--alignment-table", paths["table"], "--alignment-languages", "enclone",
+                        "--alignment-held-out-fraction", str(cfg.held_out_fraction),
+                        "--words-per-batch", str(cfg.alignment_words_per_batch)])
     from megatron_prealign.evaluation.alignment_similarity import plot_alignment
 
     plot_alignment(result, os.path.join(out, f"alignment_final_{name}.png"),

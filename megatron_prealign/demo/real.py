@@ -25,7 +25,7 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from megatron_prealign.demo.prealign import _run_tool, log
+from megatron_prealign.demo.prealign import _evaluate, _run_tool, alignment_over_training, log
 
 # One change each from "prealign" (the regime chosen in docs/real_languages.md).
 VARIANTS: Dict[str, dict] = {
@@ -184,12 +184,6 @@ def train_argv(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> List[str
     return argv
 
 
-def _evaluate(argv: List[str]) -> dict:
-    from megatron_prealign.evaluation import cli
-
-    return cli.run(cli.build_parser().parse_args(argv))
-
-
 def read_parallel(path: str, limit: int, seed: int = 1234):
     """``limit`` (English, German) pairs of ``parallel.jsonl``, a seeded sample."""
     import random
@@ -226,18 +220,11 @@ def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
     ppl = _evaluate(["perplexity", "--load", ckpt, "--output", os.path.join(run_dir, "ppl.json"),
                      "--data-path", f"en={paths['en_valid_prefix']}", f"de={paths['de_valid_prefix']}",
                      "--max-tokens", str(cfg.eval_tokens)])
-    over_training = []
-    from megatron_prealign.training import checkpointing
-
-    for iteration in checkpointing.complete_iterations(ckpt):  # not a save cut short
-        # Every run is measured on the same (filtered) table; seen/held-out as in pre-alignment.
-        result = _evaluate(["alignment", "--load", ckpt, "--iteration", str(iteration), *tokenizer,
-                            "--alignment-table", paths["table_filtered"], "--alignment-languages", "de",
-                            "--alignment-held-out-fraction", str(cfg.held_out_fraction),
-                            "--words-per-batch", str(cfg.alignment_words_per_batch),
-                            "--output", os.path.join(run_dir, f"alignment_{iteration:05d}.json")])
-        over_training.append({"iteration": iteration, "seen": result["splits"]["seen"],
-                              "unseen": result["splits"]["unseen"]})
+    # Every run is measured on the same (filtered) table; seen/held-out as in pre-alignment.
+    over_training, result = alignment_over_training(
+        ckpt, run_dir, [*tokenizer, "--alignment-table", paths["table_filtered"], "--alignment-languages", "de",
+                        "--alignment-held-out-fraction", str(cfg.held_out_fraction),
+                        "--words-per-batch", str(cfg.alignment_words_per_batch)])
     retrieval = evaluate_retrieval(cfg, paths, ckpt)
     return {
         "en_ppl": ppl["sources"]["en"]["perplexity"],
