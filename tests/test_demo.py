@@ -5,6 +5,7 @@ the same from a (non-editable) wheel installed away from the source tree."""
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,9 +36,15 @@ def test_quick_demo(tmp_path):
     # From scratch again, from the built wheel installed into its own directory and run from
     # another working directory (what `pip install .` and the Docker image give): the same numbers.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    wheels, site, again = (str(tmp_path / name) for name in ("wheels", "site", "again"))
+    source, wheels, site, again = (str(tmp_path / name) for name in ("source", "wheels", "site", "again"))
+    # Built from a copy: setuptools' build/ directory would otherwise land in (and persist in) the tree.
+    os.makedirs(source)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(os.path.join(root, name), source)
+    shutil.copytree(os.path.join(root, "megatron_prealign"), os.path.join(source, "megatron_prealign"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", wheels, root], check=True, cwd=str(tmp_path))
+                    "--wheel-dir", wheels, source], check=True, cwd=str(tmp_path))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", site,
                     *glob.glob(os.path.join(wheels, "*.whl"))], check=True)
     env = {**os.environ, "PYTHONPATH": site, "OMP_NUM_THREADS": "1"}
