@@ -40,6 +40,8 @@ VARIANTS: Dict[str, dict] = {
     "prealign_top25": {"table": "top25"},
     "prealign_raw_table": {"table": "raw"},
     "prealign_3_translations": {"table": "multi"},
+    "prealign_words8": {"alignment_words_per_batch": 8},
+    "prealign_words128": {"alignment_words_per_batch": 128},
     # strong alignment on few words: the top-25% table, weight 1, 20% of the steps
     "prealign_top25_w1_20pct": {"table": "top25", "alignment_loss_weight": 1.0, "prealign_share": 0.20},
 }
