@@ -144,6 +144,9 @@ def test_slurm_array_script_preprocesses_partitions_and_merges(assets, shards, t
            "ALIGNMENT_TABLE": assets["table"], "LANGUAGES": "de", "RATIO": "0.3", "SEED": "7",
            "WORKERS": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1",
            "PYTHONPATH": ROOT}
+    result = subprocess.run(["bash", script], env={**env, "MERGE": "1", "PARTITIONS": "2"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "0 of 2 shares of text found" in result.stderr  # none yet
     for task in ("0", "1"):
         result = subprocess.run(["bash", script], env={**env, "SLURM_ARRAY_TASK_ID": task},
                                 capture_output=True, text=True, timeout=300)

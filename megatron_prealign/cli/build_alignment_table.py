@@ -9,6 +9,11 @@ the corpus' word tokens that have a translation, per language. See docs/data.md.
 Example:
     python tools/build_alignment_table.py --input 'en/*.jsonl' --json-key text \\
         --dictionary de=muse/en-de.txt zh=muse/en-zh.txt --output table.jsonl --top-fraction 0.25
+
+On several machines (e.g. a SLURM array, examples/count_words_slurm.sbatch): each counts a share,
+    ... --input 'en/*.jsonl' --counts-only --save-counts counts/part-$I.tsv --partitions N --partition-index $I
+then one builds the table from the sum (the same counts as one pass):
+    ... --input-counts 'counts/part-*.tsv' --dictionary de=muse/en-de.txt --output table.jsonl
 """
 
 import argparse
@@ -27,16 +32,32 @@ from megatron_prealign.data.table_builder import (
     count_corpus_words,
     coverage,
     parse_dictionary_args,
+    read_counts,
     select_frequent,
+    write_counts,
 )
+from megatron_prealign.data.parallel import partition_files
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, help="English JSON-lines files/globs")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="English JSON-lines files/globs")
+    source.add_argument("--input-counts", nargs="+", metavar="COUNTS",
+                        help="instead of --input: counts files written by --save-counts (e.g. "
+                             "one per machine), summed")
     parser.add_argument("--json-key", default="text")
-    parser.add_argument("--dictionary", nargs="+", required=True, metavar="LANG=PATH")
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--dictionary", nargs="+", metavar="LANG=PATH",
+                        help="required unless --counts-only")
+    parser.add_argument("--output", help="the table (required unless --counts-only)")
+    parser.add_argument("--save-counts", metavar="PATH",
+                        help="also write the English word counts (word<TAB>count lines)")
+    parser.add_argument("--counts-only", action="store_true",
+                        help="stop after writing --save-counts (a machine's share of the corpus)")
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="with --counts-only: count only share --partition-index of this many "
+                             "contiguous, size-balanced shares of the input files (one per machine)")
+    parser.add_argument("--partition-index", type=int, default=None)
     parser.add_argument("--min-count", type=int, default=20)
     parser.add_argument("--top-fraction", type=float, default=None,
                         help="keep only this most frequent share of the words (paper: 0.25)")
@@ -56,28 +77,63 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from tqdm import tqdm
 
+    if args.counts_only and not args.save_counts:
+        parser.error("--counts-only needs --save-counts PATH")
+    if not args.counts_only and not (args.dictionary and args.output):
+        parser.error("--dictionary and --output are required (unless --counts-only)")
+    partitioned = args.partitions != 1 or args.partition_index is not None
+    if partitioned and not (args.counts_only and args.input):
+        parser.error("--partitions counts a share of --input: use it with --counts-only "
+                     "--save-counts, then build the table from all shares with --input-counts")
+    if partitioned and args.partition_index is None:
+        parser.error("--partitions needs --partition-index (e.g. $SLURM_ARRAY_TASK_ID)")
     start = time.perf_counter()
     skip = SkipCounter(args.skip_bad_lines)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):  # found before counting, not after
-        print(f"build_alignment_table.py: error: --output directory {out_dir} does not exist", file=sys.stderr)
-        return 2
+    for flag, path in (("--output", args.output), ("--save-counts", args.save_counts)):
+        out_dir = os.path.dirname(os.path.abspath(path)) if path else None
+        if out_dir and not os.path.isdir(out_dir):  # found before counting, not after
+            print(f"build_alignment_table.py: error: {flag} directory {out_dir} does not exist",
+                  file=sys.stderr)
+            return 2
     try:
         if args.max_translations < 1:
             raise ValueError("--max-translations must be >= 1")
-        dict_args = parse_dictionary_args(args.dictionary)
-        files = expand_inputs(args.input)
+        dict_args = parse_dictionary_args(args.dictionary or [])
+        if args.input_counts:
+            files = expand_inputs(args.input_counts)
+        else:
+            files = expand_inputs(args.input)
+            if partitioned:
+                files = partition_files(files, args.partitions, args.partition_index)
+                print(f"partition {args.partition_index} of {args.partitions}: {len(files)} files, "
+                      f"{files[0]} ... {files[-1]}", file=sys.stderr)
         dictionaries = {}
         for lang, path in dict_args:
             for word, forms in read_dictionary(path, skip).items():
                 merged = dictionaries.setdefault(lang, {}).setdefault(word, [])
                 merged.extend(f for f in forms if f not in merged)
-        with tqdm(desc="counting words", unit=" lines", file=sys.stderr,
-                  disable=args.no_progress) as bar:
-            counts = count_corpus_words(files, args.json_key, skip, args.workers, bar)
+        if args.input_counts:
+            counts = read_counts(files)
+        else:
+            with tqdm(desc="counting words", unit=" lines", file=sys.stderr,
+                      disable=args.no_progress) as bar:
+                counts = count_corpus_words(files, args.json_key, skip, args.workers, bar)
+        if args.save_counts:
+            try:
+                write_counts(args.save_counts, counts)
+            except OSError as err:
+                print(f"build_alignment_table.py: error: {describe_os_error(err, args.save_counts)}",
+                      file=sys.stderr)
+                return 1
+        if args.counts_only:
+            print(f"corpus: {len(files)} files, {sum(counts.values())} word tokens, "
+                  f"{len(counts)} types -> {args.save_counts}")
+            print(f"skipped lines: {skip.summary()}")
+            return 0
         words = select_frequent(counts, args.min_count, args.top_fraction)
         target_counts = {}
         for spec in args.target_corpus:
@@ -92,6 +148,7 @@ def main(argv=None) -> int:
     except (BadInputError, FileNotFoundError, ValueError) as err:
         print(f"build_alignment_table.py: error: {err}", file=sys.stderr)
         return 2
+
     entries = build_entries(
         words, counts, dictionaries, args.max_translations, args.keep_identical,
         exclude_words=ENGLISH_STOPWORDS if args.exclude_stopwords else frozenset(),

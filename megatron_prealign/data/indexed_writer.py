@@ -119,7 +119,7 @@ class PairedIndexedWriter:
         for builder, array in parts:
             # IndexedDatasetBuilder.add_document for each document, batched: the same bytes
             # and the same index entries.
-            builder.data_file.write(array.tobytes(order="C"))
+            builder.data_file.write(np.ascontiguousarray(array).data)  # no copy
             n = len(builder.sequence_lengths)
             builder.sequence_lengths.extend(seq_lengths)
             builder.document_indices.extend(range(n + 1, n + 1 + len(seq_lengths)))

@@ -32,9 +32,9 @@ from megatron_prealign.data.codeswitch import (
     SwitchedBatch,
     SwitchStats,
 )
-from megatron_prealign.data.indexed_writer import PairedIndexedWriter
+from megatron_prealign.data.indexed_writer import PairedIndexedWriter, token_dtype
 from megatron_prealign.data.parallel import ordered_bounded_map
-from megatron_prealign.data.jsonl_input import expand_inputs, iter_raw_lines, parse_document
+from megatron_prealign.data.jsonl_input import expand_inputs, iter_raw_lines, parse_documents
 from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
 
@@ -105,8 +105,11 @@ def _init_worker(settings: PreprocessSettings, token: Optional[int] = None) -> N
         )
     if settings.append_eod and encoder.eod is None:
         raise ValueError("--append-eod: the tokenizer defines no end-of-document token")
+    # Ids can only reach the switcher's bound (En-Clone forms lie beyond the tokenizer's ids).
+    vocab_size = switcher.id_bound if switcher is not None else encoder.vocab_size
     _WORKER.clear()
-    _WORKER.update(settings=settings, encoder=encoder, switcher=switcher, token=token)
+    _WORKER.update(settings=settings, encoder=encoder, switcher=switcher, token=token,
+                   vocab_size=vocab_size, dtype=token_dtype(vocab_size))
 
 
 def _init_pool_worker(settings: PreprocessSettings, token: Optional[int] = None) -> None:
@@ -131,13 +134,9 @@ def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> ChunkResult:
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
     eod = encoder.eod if settings.append_eod else None
-    docs, bad = [], []  # (doc index, texts) of the good lines; bad lines
-    for doc_index, path, line_no, raw in chunk:
-        try:
-            docs.append((doc_index, parse_document(raw, settings.json_keys, path, line_no)))
-        except BadInputError as err:
-            bad.append((err.path, err.line, err.message))
-    doc_indices = [d for d, _ in docs]
+    docs, bad = parse_documents([(path, line_no, raw) for _, path, line_no, raw in chunk],
+                                settings.json_keys)
+    doc_indices = [chunk[i][0] for i, _ in docs]
     per_key = []
     stats = SwitchStats()
     for key_index, key in enumerate(settings.json_keys):
@@ -151,6 +150,10 @@ def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> ChunkResult:
         else:
             zeros = np.zeros(len(lens), dtype=np.int64)
             batch = SwitchedBatch.build(ids, lens, None, zeros, zeros, zeros, zeros, eod)
+        if batch.ids.size and batch.ids.max() < _WORKER["vocab_size"]:
+            # The writer's dtype (uint16 for most vocabularies): a quarter of the bytes to send to
+            # the main process. Out-of-range ids stay int64 for the writer's error message.
+            batch.ids = batch.ids.astype(_WORKER["dtype"])
         per_key.append(batch)
     return ChunkResult(per_key, stats, bad, sum(len(raw) for *_, raw in chunk))
 
@@ -204,8 +207,7 @@ def run_preprocess(
     if switcher is not None and any(e.token_ids for e in entries):
         # Token-id forms may name the tokenizer's ids and their En-Clone copies, nothing beyond.
         read_table(settings.alignment_table, max_token_id=2 * encoder.vocab_size)
-    # Token-id forms (En-Clone) may lie beyond the tokenizer's vocabulary.
-    vocab_size = switcher.id_bound if switcher is not None else encoder.vocab_size
+    vocab_size = _WORKER["vocab_size"]
     skip = SkipCounter(settings.skip_bad_lines)
     stats = SwitchStats()
     total_bytes = sum(os.path.getsize(f) for f in files)

@@ -5,7 +5,9 @@ Used by ``tools/build_alignment_table.py``. Steps:
 1. Count words of the English corpus as :func:`megatron_prealign.data.words.count_words`
    defines them (NLTK's word tokenizer, lower-cased), with its fast equivalent
    :func:`~megatron_prealign.data.words.corpus_words`; with ``workers > 1`` chunks of lines are
-   counted in worker processes and the counts summed (the same counts as one pass).
+   counted in worker processes and the counts summed (the same counts as one pass). Across
+   machines: each counts its share of the files and saves the counts (:func:`write_counts`); the
+   table is built from their sum (:func:`read_counts`), again the same counts as one pass.
 2. Keep words with ``count >= min_count``; with ``top_fraction`` only that most frequent share
    of those word types (ties broken alphabetically, so the result is deterministic).
 3. For each kept word and language, the dictionary's translations in file order, NFC, deduped,
@@ -38,7 +40,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from megatron_prealign.data.alignment_table import TableEntry
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.dictionaries import Dictionary
-from megatron_prealign.data.jsonl_input import iter_raw_lines, parse_document
+from megatron_prealign.data.atomic import atomic_text_writer
+from megatron_prealign.data.jsonl_input import iter_raw_lines, parse_documents
 from megatron_prealign.data.parallel import ordered_bounded_map
 from megatron_prealign.data.words import corpus_words
 
@@ -48,14 +51,9 @@ _CHUNK_LINES = 256
 def _count_chunk(args: Tuple[str, List[Tuple[str, int, bytes]]]) -> Tuple[Counter, list]:
     key, chunk = args
     counts: Counter = Counter()
-    bad = []
-    for path, line_no, raw in chunk:
-        try:
-            text = parse_document(raw, [key], path, line_no)[key]
-        except BadInputError as err:
-            bad.append((err.path, err.line, err.message))
-            continue
-        counts.update(corpus_words(text))
+    docs, bad = parse_documents(chunk, [key])
+    for _, texts in docs:
+        counts.update(corpus_words(texts[key]))
     return counts, bad
 
 
@@ -97,6 +95,29 @@ def count_corpus_words(
             pool.terminate()
             pool.join()
     return counts
+
+
+def write_counts(path: str, counts: Counter) -> None:
+    """Word counts as ``word<TAB>count`` lines, most frequent first (atomically): one machine's
+    share of a corpus, summed later by :func:`read_counts` (``--save-counts`` / ``--input-counts``).
+    Words never hold whitespace (they are word-tokenizer tokens)."""
+    with atomic_text_writer(path) as out:
+        for word, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            out.write(f"{word}\t{count}\n")
+
+
+def read_counts(paths: Sequence[str]) -> Counter:
+    """The sum of the counts files at ``paths``; bad lines raise :class:`BadInputError`."""
+    total: Counter = Counter()
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                word, sep, count = line.rstrip("\n").partition("\t")
+                if not sep or not word or not count.isdigit():
+                    raise BadInputError(path, line_no, "expected 'word<TAB>count' (a counts file "
+                                        "written by build_alignment_table.py --save-counts)")
+                total[word] += int(count)
+    return total
 
 
 def select_frequent(counts: Counter, min_count: int, top_fraction: Optional[float]) -> List[str]:
