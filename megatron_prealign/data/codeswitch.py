@@ -317,10 +317,9 @@ class Codeswitcher:
         if doc_start is None:
             doc_start = np.zeros(n, dtype=np.int64)
             doc_end = np.full(n, n, dtype=np.int64)
-        best_len = np.zeros(n, dtype=np.int8 if max(self._index, default=0) < 128 else np.int64)
-        best_slot = np.zeros(n, dtype=np.int64)
+        found_parts = []  # (starts, length, slots) of each form length, on candidates only
         multi_starts = np.flatnonzero(self._multi_first[ids]) if self._multi_first is not None else None
-        for length in sorted(self._index):  # longer forms override shorter ones at a start
+        for length in sorted(self._index):
             index = self._index[length]
             if length == 1:
                 starts = np.flatnonzero(index.first[ids])
@@ -341,11 +340,19 @@ class Codeswitcher:
                 inner = plain & (starts > doc_start[starts])
                 prev_ok[inner] = self._ends_space[ids[starts[inner] - 1]]
                 ok &= prev_ok
-            found = starts[ok]
-            best_len[found] = length
-            best_slot[found] = slot[ok]
-        starts = np.flatnonzero(best_len)
-        lengths, slots = best_len[starts].astype(np.int64), best_slot[starts]
+            found_parts.append((starts[ok], length, slot[ok]))
+        if not found_parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        starts = np.concatenate([f for f, _, _ in found_parts])
+        lengths = np.concatenate([np.full(len(f), length, dtype=np.int64) for f, length, _ in found_parts])
+        slots = np.concatenate([sl for _, _, sl in found_parts])
+        if len(found_parts) > 1:  # by start; at a start the longest form wins
+            order = np.lexsort((lengths, starts))
+            starts, lengths, slots = starts[order], lengths[order], slots[order]
+            last = np.ones(len(starts), dtype=bool)
+            last[:-1] = starts[1:] != starts[:-1]
+            starts, lengths, slots = starts[last], lengths[last], slots[last]
         suspicious = np.zeros(len(starts), dtype=bool)
         suspicious[1:] = starts[1:] < starts[:-1] + lengths[:-1]  # overlaps (not for single words)
         for length, index in self._index.items():
