@@ -177,21 +177,3 @@ def test_script_help_runs():
     )
     assert result.returncode == 0 and "--codeswitch-mode" in result.stdout
 
-
-def test_batched_json_parsing_equals_one_line_at_a_time():
-    """The one-array fast path gives what parsing each line alone gives, bad lines included."""
-    from megatron_prealign.data.jsonl_input import parse_document, parse_documents
-    from megatron_prealign.data.bad_input import BadInputError
-
-    raws = [b'{"text": "a", "x": 1}', b'{"text": "\\u00e9t\\u00e9"}', b'{"text": "a"}, {"text": "b"}',
-            b"\xef\xbb\xbf" + b'{"text": "bom"}', b'[{"text": "list"}]', b'{"text": 3}',
-            *[(b if isinstance(b, bytes) else b.encode()) for b, _ in BAD_LINES]]
-    for lines in ([raws[0], raws[1]], [raws[0], raws[2]], raws, [raws[3]], [raws[4], raws[1]]):
-        located = [("in.jsonl", i + 1, raw) for i, raw in enumerate(lines)]
-        expected_good, expected_bad = [], []
-        for i, (path, line, raw) in enumerate(located):
-            try:
-                expected_good.append((i, parse_document(raw, ["text"], path, line)))
-            except BadInputError as err:
-                expected_bad.append((err.path, err.line, err.message))
-        assert parse_documents(located, ["text"]) == (expected_good, expected_bad)
