@@ -40,6 +40,8 @@ def test_quick_xllama_demo(tmp_path):
         for target in TARGETS:
             scores = run["scores"][target]
             assert 0 <= scores["qa_accuracy"] <= 1 and 0 <= scores["bleu"] <= 100 and 0 <= scores["chrf"] <= 100
+        english = run["scores"]["en"]  # the same held-out facts asked in English
+        assert english["qa_items"] == cfg.held_out_people * 2 and 0 <= english["qa_accuracy"] <= 1
     for target in TARGETS:
         assert [int(p[0]) for p in x["sweep_points"][target]] == list(cfg.sweep_sizes)
     if "error" in x["fits"]:  # a tiny, barely trained model may score the same at every size

@@ -271,7 +271,8 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     """Per target language, with the evaluation package's definitions: English->X translation of
     the unseen test pairs (greedy, the canonical translation instruction; corpus BLEU and chrF++)
     and closed-book QA about the held-out people asked in X (the reference code's containment
-    accuracy: the gold word inside the lowercased answer)."""
+    accuracy: the gold word inside the lowercased answer); the same facts asked in English
+    (``en``: QA only)."""
     from megatron_prealign import runtime
     from megatron_prealign.data.text_encoder import TextEncoder
     from megatron_prealign.data.tokenizer import build_tokenizer
@@ -308,6 +309,17 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
                 "examples": [{"src": pairs[0]["src"], "hypothesis": hypotheses[0], "reference": pairs[0]["tgt"]},
                              {"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
             }
+        # The same facts asked in English: what the model knows at all, the ceiling of transfer.
+        qa = _rows(paths["qa_en"])
+        ids = [encoder.encode(template.render(item["instruction"], item["input"])[0]) for item in qa]
+        generations = generate(model, ids, min(cfg.max_new_tokens, cfg.seq_length - max(map(len, ids))),
+                               eod=encoder.eod, batch_size=16)
+        answers = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
+        results["en"] = {
+            "qa_accuracy": sum(qa_metrics.contains(a, item["answer"]) for item, a in zip(qa, answers)) / len(qa),
+            "qa_items": len(qa),
+            "examples": [{"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
+        }
     finally:
         runtime.shutdown()
     from megatron_prealign.evaluation.common import write_json
@@ -384,14 +396,17 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
 
 def table(record: dict) -> str:
     """Per target language: QA accuracy and BLEU / chrF of English-only tuning and CoIT, per base."""
-    lines = ["| base | tuning | language | QA accuracy | BLEU | chrF++ |", "|---|---|---|---|---|---|"]
+    lines = ["| base | tuning | language | QA accuracy | BLEU | chrF++ | same facts asked in English |",
+             "|---|---|---|---|---|---|---|"]
     largest = max(record["config"]["sweep_sizes"])
     for base in ("joint", "prealign"):
         for target in TARGETS:
             for label, name in (("English only", f"english_only@{base}"), ("CoIT", f"coit_{target}_{largest}@{base}")):
-                s = record["runs"][name]["scores"][target]
+                scores = record["runs"][name]["scores"]
+                s = scores[target]
+                english = f"{100 * scores['en']['qa_accuracy']:.1f}%" if "en" in scores else "-"
                 lines.append(f"| {base} | {label} | {target} | {100 * s['qa_accuracy']:.1f}% | "
-                             f"{s['bleu']:.1f} | {s['chrf']:.1f} |")
+                             f"{s['bleu']:.1f} | {s['chrf']:.1f} | {english} |")
     return "\n".join(lines)
 
 
