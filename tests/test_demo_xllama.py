@@ -52,5 +52,8 @@ def test_quick_xllama_demo(tmp_path):
         with open(os.path.join(out, "xllama_scaling_law.png"), "rb") as f:
             assert f.read(4) == b"\x89PNG"
     assert set(x["bases"]) == {"joint", "prealign"}
+    from megatron_prealign.demo import xllama_report  # the several-seeds report reads the record
+
+    assert f"seed {cfg.seed}:" in xllama_report.report(xllama_report.load([out]))
     # From scratch again: the same numbers.
     assert run_distributed(_xllama_rank, 1, out, timeout=600)[0] == first
