@@ -42,6 +42,9 @@ VARIANTS: Dict[str, dict] = {
     "prealign_3_translations": {"table": "multi"},
     "prealign_words8": {"alignment_words_per_batch": 8},
     "prealign_words128": {"alignment_words_per_batch": 128},
+    # the two variants that cost least, together; and codeswitching alone with 3 translations
+    "prealign_3_translations_words128": {"table": "multi", "alignment_words_per_batch": 128},
+    "codeswitch_only_3_translations": {"prealign_share": 0.0, "table": "multi"},
     # strong alignment on few words: the top-25% table, weight 1, 20% of the steps
     "prealign_top25_w1_20pct": {"table": "top25", "alignment_loss_weight": 1.0, "prealign_share": 0.20},
 }
