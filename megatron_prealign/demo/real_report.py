@@ -63,49 +63,79 @@ def mean_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _styles(record: dict) -> Dict[str, dict]:
+    """Plot style per run key: one colour per run name, one line style per seed, one legend
+    entry per run name (with 20+ runs, a colour per line would repeat)."""
+    import matplotlib
+
+    names = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in record["runs"]))
+    seeds = list(dict.fromkeys(key.rsplit("/", 1)[1] for key in record["runs"]))
+    colours = matplotlib.colormaps["tab20"]
+    styles, labelled = {}, set()
+    for key in record["runs"]:
+        name, seed = key.rsplit("/", 1)
+        styles[key] = {"color": colours(names.index(name) % 20),
+                       "linestyle": ("-", "--", ":", "-.")[seeds.index(seed) % 4],
+                       "label": None if name in labelled else name}
+        labelled.add(name)
+    return styles
+
+
+def _finish(figure, axis, path: str, record: dict) -> None:
+    seeds = dict.fromkeys(key.rsplit("/", 1)[1] for key in record["runs"])
+    title = ", ".join(f"seed {seed}: {('solid', 'dashed', 'dotted', 'dash-dot')[i % 4]}"
+                      for i, seed in enumerate(seeds))
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title, title_fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
 def plot_similarity(record: dict, path: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(10, 4.8))
+    styles = _styles(record)
     for key, result in record["runs"].items():
         points = result["alignment_over_training"]
         xs = [p["iteration"] for p in points]
         gaps = [_mid(p["seen"]["aligned"]) - _mid(p["seen"]["random"]) for p in points]
-        axis.plot(xs, gaps, "-o", markersize=3, label=key)
+        axis.plot(xs, gaps, marker="o", markersize=3, linewidth=1, **styles[key])
     axis.axhline(0, color="k", linewidth=0.5)
     axis.set_xlabel("iteration")
     axis.set_ylabel("aligned - random cosine (mid layers, seen words)")
     axis.set_title("English / German word alignment over training")
-    axis.legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _finish(figure, axis, path, record)
 
 
-def plot_losses(record: dict, path: str):
+def plot_losses(record: dict, path: str, window: int = 5):
+    """LM loss of the training batches, a moving mean over ``window`` logged points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+    figure, axis = plt.subplots(figsize=(10, 4.8))
+    styles = _styles(record)
     for key, result in record["runs"].items():
         log_path = result.get("log")
         if not log_path or not os.path.isfile(log_path):
             continue
-        rows = [json.loads(line) for line in open(log_path) if '"lm_loss"' in line]
+        with open(log_path, encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if '"lm_loss"' in line]
         rows = [r for r in rows if r.get("lm_loss") is not None]
-        axis.plot([r["iteration"] for r in rows], [r["lm_loss"] for r in rows], label=key, linewidth=0.8)
+        losses = [r["lm_loss"] for r in rows]
+        smooth = [statistics.fmean(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
+        axis.plot([r["iteration"] for r in rows], smooth, linewidth=0.9, **styles[key])
     axis.set_xlabel("iteration")
-    axis.set_ylabel("LM loss (training batches)")
+    axis.set_ylabel(f"LM loss (training batches, mean of {window} logged points)")
     axis.set_ylim(top=8)
-    axis.legend(fontsize=6)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _finish(figure, axis, path, record)
 
 
 def write_report(record: dict, output_dir: str, work=None):
