@@ -48,7 +48,7 @@ debian-text: $(STAMP)
 	fi
 
 demo-real: debian-text
-	"$(PY)" -m megatron_prealign.demo --only real --runs joint prealign --seeds 1234 1
+	"$(PY)" -m megatron_prealign.demo --only real --seeds 1234 1
 
 lint: $(STAMP)
 	"$(PY)" -m pytest tests/test_lint.py

@@ -37,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--only", choices=("prealign", "xllama", "real"),
                         help="run one part (default: prealign and xllama; real only when asked)")
     parser.add_argument("--runs", nargs="+", default=None,
-                        help="real part: runs to train (default: joint prealign)")
+                        help="real part: runs to train (default: joint prealign prealign_3_translations_words128)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="real part: seeds (default: 1234)")
     parser.add_argument("--total-iters", type=int, default=None,
@@ -64,7 +64,7 @@ def main(argv=None):
 
 
 def run_real_part(args) -> dict:
-    from megatron_prealign.demo.real import RealConfig, run_real
+    from megatron_prealign.demo.real import DEMO_RUNS, RealConfig, run_real
 
     real = RealConfig.quick() if args.quick else RealConfig()
     if args.total_iters is not None:
@@ -74,7 +74,7 @@ def run_real_part(args) -> dict:
     output = os.path.join("results", "demo_real") if args.output_dir == default_output else args.output_dir
     os.makedirs(output, exist_ok=True)
     seeds = args.seeds or [args.seed if args.seed is not None else real.seed]
-    return run_real(real, output, args.runs or ["joint", "prealign"], seeds, args.text_dir)
+    return run_real(real, output, args.runs or list(DEMO_RUNS), seeds, args.text_dir)
 
 
 def run_xllama_part(config, output_dir: str) -> dict:
