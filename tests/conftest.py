@@ -41,3 +41,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synthetic_script_data(tmp_path_factory):
+    """examples/synthetic_data.sh's prepare_synthetic_data, run once by the real tools (five
+    interpreter starts) and shared by the tests of the scripts that source it (cpu_smoke.sh,
+    gpu_check.sh): each copies the directory to WORK/data, where the function reuses it."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    directory = tmp_path_factory.getbasetemp() / "synthetic_script_data"
+    env = {**os.environ, "ROOT": root, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    script = 'source "${ROOT}/examples/synthetic_data.sh" && prepare_synthetic_data "$1"'
+    result = subprocess.run(["bash", "-c", script, "prepare", str(directory)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("spm.model", "table.jsonl", "en_text_document.idx", "de_text_document.idx"):
+        assert (directory / name).exists(), name
+    return directory

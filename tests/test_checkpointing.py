@@ -106,9 +106,11 @@ def _resume_run(root, steps_before, steps_after, load, use_distributed_optimizer
 
 @pytest.mark.parametrize("use_distributed_optimizer", [False, True], ids=["adam", "distopt"])
 def test_resume_is_exact(tmp_path, use_distributed_optimizer):
-    straight = run_distributed(_resume_run, 2, str(tmp_path / "a"), 2, 2, False, use_distributed_optimizer)
-    run_distributed(_resume_run, 2, str(tmp_path / "b"), 2, 0, False, use_distributed_optimizer)
-    resumed = run_distributed(_resume_run, 2, str(tmp_path / "b"), 0, 2, True, use_distributed_optimizer)
+    # The uninterrupted run saves after its first 2 steps (and goes on); a new process loads that
+    # checkpoint and takes the last 2 steps.
+    straight = run_distributed(_resume_run, 2, str(tmp_path), 2, 2, False, use_distributed_optimizer)
+    assert open(tmp_path / "latest_checkpointed_iteration.txt").read() == "2"
+    resumed = run_distributed(_resume_run, 2, str(tmp_path), 0, 2, True, use_distributed_optimizer)
     for rank in range(2):
         assert resumed[rank]["losses"] == straight[rank]["losses"][2:], "resumed losses differ"
         assert resumed[rank]["lr"] == straight[rank]["lr"]

@@ -3,13 +3,15 @@ torchrun with pre-alignment and pretraining), here on 2 ranks with tensor parall
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_cpu_smoke_script_trains_through_both_stages(tmp_path):
+def test_cpu_smoke_script_trains_through_both_stages(tmp_path, synthetic_script_data):
+    shutil.copytree(synthetic_script_data, tmp_path / "data")  # prepared once by the same function
     env = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path), "NPROC": "2", "TP": "2",
            "PREALIGN_ITERS": "4", "TRAIN_ITERS": "6", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["bash", os.path.join(ROOT, "examples", "cpu_smoke.sh"), "--log-interval", "1"], env=env,

@@ -387,11 +387,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_gpu_check_script_cpu_dry_run(tmp_path):
+def test_gpu_check_script_cpu_dry_run(tmp_path, synthetic_script_data):
     """The script's whole logic on the CPU: data, uninterrupted / stopped / resumed runs, the
-    evaluation, the summary as the last line (JSON), exit status 0."""
+    evaluation, the summary as the last line (JSON), exit status 0. The data directory is the
+    session's copy made by the same examples/synthetic_data.sh function (the script reuses it)."""
+    import shutil
     import subprocess
     import sys
+
+    shutil.copytree(synthetic_script_data, tmp_path / "data")
 
     env = {**os.environ, "PYTHON": sys.executable, "WORK": str(tmp_path), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["bash", os.path.join(ROOT, "examples", "gpu_check.sh"), "--cpu-dry"], env=env,

@@ -182,6 +182,22 @@ def _error_of(argv):
     return {"error": ""}
 
 
+def _errors_of(steps):
+    """Rank body: ("error", argv) -> the run's error message ("" when it ran); ("train", argv)
+    -> a run that must succeed ("")."""
+    from megatron_prealign import runtime
+
+    messages = []
+    for kind, argv in steps:
+        if kind == "train":
+            pretrain_case.run_pretrain(argv)
+            messages.append("")
+        else:
+            messages.append(_error_of(argv)["error"])
+            runtime.shutdown()  # no-op when loop.run already did (it shuts down in any case)
+    return messages
+
+
 def test_bad_input_fails_before_training(data, tmp_path):
     work = str(tmp_path)
     cases = [
@@ -208,24 +224,27 @@ def test_bad_data_and_checkpoints_are_clear_errors(data, tmp_path):
     for suffix in (".bin", ".idx"):
         shutil.copy(data["en_cs"] + suffix, bad + suffix)
         shutil.copy(data["de"] + "_loss_mask" + suffix, bad + "_loss_mask" + suffix)
-    argv = pretrain_case.base_argv(data, str(tmp_path), data_path=[bad])
-    assert "loss_mask" in run_distributed(_error_of, 1, argv)[0]["error"]
+    bad_mask = pretrain_case.base_argv(data, str(tmp_path), data_path=[bad])
 
     # A table the tokenizer cannot turn into any word group.
     table = tmp_path / "table.jsonl"
     table.write_text(json.dumps({"word": "bank", "count": 30, "translations": {"de": ["bank"]}}) + "\n")
-    argv = pretrain_case.base_argv(data, str(tmp_path), prealign_iters=1, alignment_table=str(table),
-                                   alignment_words_per_batch=2)
-    assert "word groups" in run_distributed(_error_of, 1, argv)[0]["error"]
+    bad_table = pretrain_case.base_argv(data, str(tmp_path), prealign_iters=1, alignment_table=str(table),
+                                        alignment_words_per_batch=2)
 
     # A checkpoint of another architecture.
     saved = str(tmp_path / "ckpt")
-    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, save=saved)
-    run_distributed(pretrain_case.run_pretrain, 1, argv)
-    argv = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, load=saved)
-    argv[argv.index("--hidden-size") + 1] = "64"
-    error = run_distributed(_error_of, 1, argv)[0]["error"]
-    assert "another architecture" in error and "hidden_size" in error
+    save = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, save=saved)
+    other = pretrain_case.base_argv(data, str(tmp_path), train_iters=2, load=saved)
+    other[other.index("--hidden-size") + 1] = "64"
+
+    # One process runs the four in turn (each run shuts its runtime down; the checkpoint is on disk).
+    errors = run_distributed(_errors_of, 1, [("error", bad_mask), ("error", bad_table), ("train", save),
+                                             ("error", other)])[0]
+    assert "loss_mask" in errors[0]
+    assert "word groups" in errors[1]
+    assert errors[2] == "" and os.path.exists(os.path.join(saved, "latest_checkpointed_iteration.txt"))
+    assert "another architecture" in errors[3] and "hidden_size" in errors[3]
 
 
 def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
