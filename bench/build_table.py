@@ -54,6 +54,17 @@ def make_texts(megabytes: float, varied_every: int, seed: int = 1):
     return texts, size
 
 
+def read_texts(path: str, megabytes: float):
+    texts, size = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if size >= megabytes * 1e6:
+                break
+            texts.append(json.loads(line)["text"])
+            size += len(texts[-1].encode("utf-8"))
+    return texts, size
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=4.0, help="corpus size in MB")
@@ -61,8 +72,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--varied-every", type=int, default=4,
                         help="every N-th document gets varied sentences (0: none)")
+    parser.add_argument("--input", help="instead of generated text: the first --mb MB of this "
+                        "JSON-lines file's 'text' (real text, e.g. the real-language demo's "
+                        "results/demo_real/work/text/en_train.jsonl)")
     args = parser.parse_args()
-    texts, size = make_texts(args.mb, args.varied_every)
+    texts, size = read_texts(args.input, args.mb) if args.input else make_texts(args.mb, args.varied_every)
 
     def timed(words_of):
         # CPU time of this (single-threaded) process: on a shared machine less noisy than wall

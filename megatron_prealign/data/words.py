@@ -69,9 +69,9 @@ _TOKEN_WORD_RE = re.compile(r"(?<!\S)(?=[\d-]*[^\W\d_])(" + WORD_PATTERN + r")\.
 # The same where tokens are separated by spaces only (faster: the scan jumps from space to space).
 _SPACED_WORD_RE = re.compile(r" (?=[\d-]*[^\W\d_])(" + WORD_PATTERN + r")\.?(?= )")
 
-# Substrings without which an NLTK pattern (keyed by its source) cannot match; None = the text
-# must be pure ASCII too (case-insensitive patterns: in ASCII text "(?i)gonna" matches only
-# where the lower-cased text contains "gonna"; beyond ASCII, re also folds e.g. "ı" and "ſ").
+# Substrings without which an NLTK pattern (keyed by its source) cannot match; (None, literal) =
+# case-insensitive: "(?i)gonna" matches only where the text, lower-cased after
+# _FOLDS_TO_ASCII_LETTER, contains "gonna".
 _NEEDS = {
     "([«“‘„]|[`]+)": "«“‘„`",
     r"^\"": '"',
@@ -106,6 +106,11 @@ for _pattern, _literal in (
 ):
     _NEEDS[_pattern] = (None, _literal)
 
+
+# The characters that re's IGNORECASE matches with an ASCII letter but str.lower() does not turn
+# into that letter ("İ".lower() is "i" + a combining dot; "ı" and "ſ" are already lower case),
+# mapped to it; tests/test_data_words.py finds them by brute force over every code point.
+_FOLDS_TO_ASCII_LETTER = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 # Escapes whose character sets differ between ``re`` and ``regex`` (Unicode versions, \s).
 _ENGINE_DEPENDENT = re.compile(r"\\[wWsSdDbBpPNX]|\(\?[a-zA-Z]*i")
@@ -222,12 +227,14 @@ def _apply(steps: List[_Step], text: str, lower: Optional[str]) -> str:
 
 def corpus_words(text: str) -> List[str]:
     """``list(count_words(text))``, computed several times faster (see the module docstring)."""
-    lower = text.lower() if text.isascii() else None
+    is_ascii = text.isascii()
+    # Where a case-insensitive literal pattern can match, this text contains the literal.
+    lower = text.lower() if is_ascii else text.translate(_FOLDS_TO_ASCII_LETTER).lower()
     text = _apply(_AFTER, " " + _apply(_BEFORE, text, lower) + " ", lower)
     # After the str.split() collapse, tokens are separated by plain spaces only.
     spaced = _COLLAPSES and not any(c in text for c in _SPLIT_ONLY_SPACE)
     finder = _SPACED_WORD_RE if spaced else _TOKEN_WORD_RE
-    if lower is not None:  # ASCII: lower-casing maps letters to letters one to one
+    if is_ascii:  # lower-casing maps letters to letters one to one
         return finder.findall(text.lower())
     return [w.lower() for w in finder.findall(text)]
 
