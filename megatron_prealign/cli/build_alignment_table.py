@@ -148,7 +148,6 @@ def main(argv=None) -> int:
     except (BadInputError, FileNotFoundError, ValueError) as err:
         print(f"build_alignment_table.py: error: {err}", file=sys.stderr)
         return 2
-
     entries = build_entries(
         words, counts, dictionaries, args.max_translations, args.keep_identical,
         exclude_words=ENGLISH_STOPWORDS if args.exclude_stopwords else frozenset(),
