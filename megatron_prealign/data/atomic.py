@@ -28,3 +28,19 @@ def atomic_text_writer(path: str, encoding: str = "utf-8") -> Iterator[TextIO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def save_figure(figure, path: str, dpi: int = 110) -> str:
+    """Lay out, save (atomically: a PNG appears only complete) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    tmp = temp_path(path) + ".png"  # savefig picks the format from the suffix
+    try:
+        figure.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+    return path

@@ -22,6 +22,7 @@ import shutil
 import time
 from typing import Dict, List
 
+from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.demo import data as demo_data
 
 
@@ -242,9 +243,7 @@ def plot_losses(runs: Dict[str, str], path: str):
     axis.set_ylabel("loss")
     axis.set_title("training losses (same number of LM batches)")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_similarity_over_training(results: Dict[str, dict], path: str):
@@ -267,9 +266,7 @@ def plot_similarity_over_training(results: Dict[str, dict], path: str):
         axis.set_xlabel("iteration")
     (axes[0] if len(names) > 1 else axes).set_ylabel("cosine similarity")
     (axes[-1] if len(names) > 1 else axes).legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def table(results: Dict[str, dict]) -> str:

@@ -9,7 +9,7 @@ import os
 import statistics
 from typing import Dict, List
 
-from megatron_prealign.data.atomic import atomic_text_writer
+from megatron_prealign.data.atomic import atomic_text_writer, save_figure
 
 
 def _mid(values: List[float]) -> float:
@@ -86,11 +86,7 @@ def _finish(figure, axis, path: str, record: dict) -> None:
     title = ", ".join(f"seed {seed}: {('solid', 'dashed', 'dotted', 'dash-dot')[i % 4]}"
                       for i, seed in enumerate(seeds))
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title, title_fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_similarity(record: dict, path: str):

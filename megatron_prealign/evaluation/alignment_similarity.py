@@ -12,7 +12,6 @@ different words in the same batch). Seen / held-out follows
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -152,7 +151,7 @@ def plot_alignment(result: Dict, path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from megatron_prealign.data.atomic import temp_path
+    from megatron_prealign.data.atomic import save_figure
 
     states = result["states"]
     x = np.arange(len(states))
@@ -169,9 +168,4 @@ def plot_alignment(result: Dict, path: str, title: str = "") -> str:
     axis.set_ylabel("cosine similarity")
     axis.set_title(title or "word-state similarity per layer")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    tmp = temp_path(path) + ".png"
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path)

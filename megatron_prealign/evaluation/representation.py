@@ -14,7 +14,6 @@ sentence's tokens at every state: input embedding, each transformer layer, final
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -136,7 +135,7 @@ def plot_representation(result: Dict, path: str, title: str = "") -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from megatron_prealign.data.atomic import temp_path
+    from megatron_prealign.data.atomic import save_figure
 
     x = np.arange(len(result["states"]))
     figure, axis = plt.subplots(figsize=(7, 4))
@@ -147,9 +146,4 @@ def plot_representation(result: Dict, path: str, title: str = "") -> str:
     axis.set_xticklabels(result["states"], rotation=45, ha="right", fontsize=7)
     axis.set_title(title or f"sentence representations per layer ({result['pairs']} pairs)")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    tmp = temp_path(path) + ".png"
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path)

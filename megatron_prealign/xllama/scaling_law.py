@@ -309,7 +309,7 @@ def plot_fits(result: dict, path: str, extrapolate: float = 4.0, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from megatron_prealign.data.atomic import temp_path
+    from megatron_prealign.data.atomic import save_figure
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     styles = {"log": "-", "power": ":"}
@@ -333,12 +333,7 @@ def plot_fits(result: dict, path: str, extrapolate: float = 4.0, title: str = ""
     axis.set_ylabel("score")
     axis.set_title(title or "translation-data scaling law (dashed: extrapolation, band: 95% CI)")
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    tmp = temp_path(path) + ".png"
-    figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path)
 
 
 def laws_from_fits(result: dict, form: str = "log", languages: Optional[Sequence[str]] = None) -> Dict[str, Law]:
