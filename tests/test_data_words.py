@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from megatron_prealign.data.words import corpus_words, count_words
+from megatron_prealign.data.words import WordFinder, corpus_words, count_words
 
 VARIED = [
     "The well-known bank's river-side (bank) was 12 km long. Go.",
@@ -40,11 +40,12 @@ _PIECES = ["can", "not", "gon", "na", "'t", "is", "was", "n't", "'s", "'ll", "''
            "...", "'ye", "more", "'n", "wan", "gim", "me", " ", ". ", "\n", "gİm", "gım", "'tiſ", "é"]
 
 
-def _fuzz_texts(n, seed=0):
+def _fuzz_texts(n, seed=0, max_parts=60, spaces=0.0):
     rng = random.Random(seed)
     for _ in range(n):
-        parts = [rng.choice(_PIECES) if rng.random() < 0.3 else rng.choice(_ALPHABET)
-                 for _ in range(rng.randint(0, 60))]
+        parts = [" " if rng.random() < spaces else
+                 rng.choice(_PIECES) if rng.random() < 0.3 else rng.choice(_ALPHABET)
+                 for _ in range(rng.randint(0, max_parts))]
         yield "".join(parts)
 
 
@@ -56,6 +57,16 @@ def test_fast_words_equal_nltk_definition_on_varied_text(text):
 def test_fast_words_equal_nltk_definition_on_random_text():
     mismatches = [t for t in _fuzz_texts(1500) if corpus_words(t) != list(count_words(t))]
     assert not mismatches, mismatches[:5]
+
+
+def test_cached_pieces_give_the_definitions_words():
+    # Long texts of many space-separated pieces, so that most are middle pieces taken from the
+    # cache; one finder for all texts, its cache cleared every few texts (max_pieces).
+    finder = WordFinder(max_pieces=64)
+    texts = list(_fuzz_texts(1500, seed=1, max_parts=200, spaces=0.15))
+    mismatches = [t for t in texts if finder(t) != list(count_words(t))]
+    assert not mismatches, mismatches[:5]
+    assert 0 < len(finder._cache) <= 64 + 200  # at most one text's pieces over the bound
 
 
 def test_fast_words_find_words():  # the comparison above would also pass if both found nothing

@@ -15,22 +15,26 @@ Preprocessing does not look for words in the text: codeswitching finds table wor
 ids (:mod:`megatron_prealign.data.codeswitch`), by the tokens of each word's running-text form,
 and uses only :func:`normalize_word` from here, so that both sides fold case the same way.
 
-:func:`corpus_words` is the fast form of :func:`count_words` used for counting (the table
-builder): the same words in the same order, several times faster. It replays NLTK's own
-substitution patterns (taken from ``NLTKWordTokenizer`` itself, in the order of its
+:func:`corpus_words` (a :class:`WordFinder`) is the fast form of :func:`count_words` used for
+counting (the table builder): the same words in the same order, several times faster. It replays
+NLTK's own substitution patterns (taken from ``NLTKWordTokenizer`` itself, in the order of its
 ``tokenize``), but (1) calls the compiled patterns without NLTK's per-call timeout wrapper,
 (2) skips a pattern when the text cannot contain a match (a necessary substring is absent;
-patterns it does not know always run), and (3) replaces the split into tokens and the per-token
-checks by one regex over the tokenized text. tests/test_data_words.py compares both on varied
-text; the comparison is what guards against a future NLTK changing its rules.
+patterns it does not know always run), (3) replaces the split into tokens and the per-token
+checks by one regex over the tokenized text, and (4) tokenizes each distinct space-separated piece
+of the text once (a cache; see :class:`WordFinder` for why that is exact). tests/test_data_words.py
+compares it with NLTK on varied and random text; the comparison is what guards against a future
+NLTK changing its rules.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Tuple
 
+import regex  # NLTK's regular expression engine
 from nltk.tokenize import NLTKWordTokenizer
 
 # [^\W_] is "a letter or digit" in any script; hyphen-joined parts stay one word like in NLTK.
@@ -130,8 +134,6 @@ def _plain_pattern(pattern):
             return re.compile(source)
         except re.error:
             pass
-    import regex  # NLTK's engine: the same \w, \s, \b, \d as NLTK's own calls
-
     return regex.compile(source, flags)
 
 
@@ -225,23 +227,88 @@ def _apply(steps: List[_Step], text: str, lower: Optional[str]) -> str:
     return text
 
 
-def corpus_words(text: str) -> List[str]:
-    """``list(count_words(text))``, computed several times faster (see the module docstring)."""
-    is_ascii = text.isascii()
-    # Where a case-insensitive literal pattern can match, this text contains the literal.
-    lower = text.lower() if is_ascii else text.translate(_FOLDS_TO_ASCII_LETTER).lower()
-    text = _apply(_AFTER, " " + _apply(_BEFORE, text, lower) + " ", lower)
+def _nltk_text(text: str) -> str:
+    """NLTK's tokenization of ``text`` as one string (its tokens are the whitespace-separated parts)."""
+    # Where a case-insensitive literal pattern can match, the folded text contains the literal.
+    lower = text.lower() if text.isascii() else text.translate(_FOLDS_TO_ASCII_LETTER).lower()
+    return _apply(_AFTER, " " + _apply(_BEFORE, text, lower) + " ", lower)
+
+
+def _words_in(tokenized: str) -> List[str]:
+    """The normalised words among the tokens of ``_nltk_text``'s output."""
     # After the str.split() collapse, tokens are separated by plain spaces only.
-    spaced = _COLLAPSES and not any(c in text for c in _SPLIT_ONLY_SPACE)
+    spaced = _COLLAPSES and not any(c in tokenized for c in _SPLIT_ONLY_SPACE)
     finder = _SPACED_WORD_RE if spaced else _TOKEN_WORD_RE
-    if is_ascii:  # lower-casing maps letters to letters one to one
-        return finder.findall(text.lower())
-    return [w.lower() for w in finder.findall(text)]
+    if tokenized.isascii():  # lower-casing maps letters to letters one to one
+        return finder.findall(tokenized.lower())
+    return [w.lower() for w in finder.findall(tokenized)]
 
 
-def corpus_words_many(texts: Sequence[str]) -> List[str]:
-    """:func:`corpus_words` of several texts, concatenated."""
-    out: List[str] = []
-    for text in texts:
-        out += corpus_words(text)
-    return out
+def _replayed_words(text: str) -> List[str]:
+    return _words_in(_nltk_text(text))
+
+
+# A token no NLTK rule changes (lower-case letters, no contraction inside): it stands for the
+# neighbours of a piece, and separates pieces tokenized together.
+_SEPARATOR = "qxzpieceqxz"
+# What may follow the period NLTK's end-of-text rules split off (their closers and \s, the same
+# engine): where this does not match after the last period, those rules cannot fire.
+_CLOSERS_TO_END = regex.compile(r"[\]\)}>\"'»”’\s]*\Z")
+
+
+class WordFinder:
+    """``list(count_words(text))``, computed many times faster (see the module docstring).
+
+    Real text repeats its space-separated pieces ("the", "bank,", "river."), and NLTK's rules
+    never look across the space between two pieces beyond the space itself, except at the start
+    of the text and in the end-of-text rules. So the words of the first piece and of the tail
+    that the end rules can reach are found in place, and those of every piece between from a cache
+    (piece -> its words). The pieces not yet cached are tokenized in one call, separated by a
+    sentinel token; the cache is cleared when it holds ``max_pieces`` pieces, so that memory stays
+    bounded whatever the corpus. The words do not depend on what the cache holds."""
+
+    def __init__(self, max_pieces: int = 1 << 19) -> None:
+        self.max_pieces = max_pieces
+        self._cache: dict = {}
+
+    def __call__(self, text: str) -> List[str]:
+        pieces = text.split(" ")
+        tail_start = len(pieces) - 1
+        last_period = text.rfind(".")
+        if last_period >= 0 and _CLOSERS_TO_END.match(text, last_period + 1):
+            # The end rules' match starts at the character before the last period.
+            tail_start = text.count(" ", 0, max(last_period - 1, 0))
+        if tail_start < 1 or not _COLLAPSES or _SEPARATOR in text:
+            return _replayed_words(text)
+        middle = pieces[1:tail_start]
+        missing = set(middle).difference(self._cache)
+        if missing:
+            if len(self._cache) + len(missing) > self.max_pieces:
+                self._cache.clear()
+                missing = set(middle)
+            self._add(missing)
+        # The edges are cached too, under keys no middle piece can have (they hold a space).
+        words = list(self._edge(pieces[0] + " " + _SEPARATOR, slice(None, -1)))
+        words += itertools.chain.from_iterable(map(self._cache.__getitem__, middle))
+        words += self._edge(_SEPARATOR + " " + " ".join(pieces[tail_start:]), slice(1, None))
+        return words
+
+    def _edge(self, text: str, own_words: slice) -> Tuple[str, ...]:
+        words = self._cache.get(text)
+        if words is None:
+            words = self._cache[text] = tuple(_replayed_words(text)[own_words])
+        return words
+
+    def _add(self, pieces) -> None:
+        pieces = list(pieces)
+        spaced = f" {_SEPARATOR} "
+        # " S p1 S p2 S ": every piece between two spaces, as in the text. The sentinel is a word
+        # of its own in NLTK's output, so the words between two sentinels are one piece's.
+        words = _replayed_words(spaced + spaced.join(pieces) + spaced)
+        groups = " ".join(words).split(_SEPARATOR)[1:-1]
+        if len(groups) != len(pieces):  # cannot happen while the sentinel stays a token
+            raise AssertionError("the piece sentinel was split or merged by the tokenizer")
+        self._cache.update(zip(pieces, (tuple(group.split()) for group in groups)))
+
+
+corpus_words = WordFinder()
