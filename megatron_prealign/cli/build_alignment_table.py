@@ -119,8 +119,8 @@ def main(argv=None) -> int:
         if args.input_counts:
             counts = read_counts(files)
         else:
-            with tqdm(desc="counting words", unit=" lines", file=sys.stderr,
-                      disable=args.no_progress) as bar:
+            with tqdm(desc="counting words", total=sum(map(os.path.getsize, files)), unit="B",
+                      unit_scale=True, file=sys.stderr, disable=args.no_progress) as bar:
                 counts = count_corpus_words(files, args.json_key, skip, args.workers, bar)
         if args.save_counts:
             try:
@@ -141,10 +141,11 @@ def main(argv=None) -> int:
             if not sep or lang not in dict(dict_args):
                 raise ValueError(f"--target-corpus expects LANG=FILES with a LANG given to "
                                  f"--dictionary, got {spec!r}")
-            with tqdm(desc=f"counting {lang} words", unit=" lines", file=sys.stderr,
-                      disable=args.no_progress) as bar:
+            target_files = expand_inputs([pattern])
+            with tqdm(desc=f"counting {lang} words", total=sum(map(os.path.getsize, target_files)),
+                      unit="B", unit_scale=True, file=sys.stderr, disable=args.no_progress) as bar:
                 target_counts[lang] = count_corpus_words(
-                    expand_inputs([pattern]), args.json_key, skip, args.workers, bar)
+                    target_files, args.json_key, skip, args.workers, bar)
     except (BadInputError, FileNotFoundError, ValueError) as err:
         print(f"build_alignment_table.py: error: {err}", file=sys.stderr)
         return 2

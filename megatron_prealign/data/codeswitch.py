@@ -55,6 +55,12 @@ def _splitmix64_int(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])``, vectorised."""
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
 def _splitmix64_array(x: np.ndarray) -> np.ndarray:
     # uint64 array arithmetic wraps modulo 2**64, as splitmix64 needs.
     x = x + np.uint64(0x9E3779B97F4A7C15)
@@ -238,7 +244,6 @@ class Codeswitcher:
         self.seed = seed
         self.encoder = encoder
         self._index: Dict[int, _FormIndex] = {}
-        self._replacement_cache: Dict[Tuple[str, bool], np.ndarray] = {}
         # Exclusive bound of the ids an output can hold (En-Clone shifts apply to any token).
         self.id_bound = encoder.vocab_size
         if mode == "none":
@@ -276,7 +281,6 @@ class Codeswitcher:
         # Every (matched spelling, language, translation) gets a combo id; its replacement ids
         # are tokenized on first use. Per form index: combo id = lang_base[slot, lang] + form.
         self._combos: List[Tuple[_Match, int, int]] = []
-        self._combo_ids: List[Optional[np.ndarray]] = []
         for length, index in self._index.items():
             index.freeze()
             n_slots = len(index.matches)
@@ -289,11 +293,16 @@ class Codeswitcher:
                     index.lang_base[slot, lang_idx] = len(self._combos)
                     index.lang_forms[slot, lang_idx] = len(forms)
                     self._combos += [(m, lang_idx, f) for f in range(len(forms))]
-            self._combo_ids += [None] * (len(self._combos) - len(self._combo_ids))
             if length > 1:
                 if self._multi_first is None:
                     self._multi_first = np.zeros(vocab, dtype=bool)
                 self._multi_first |= index.first
+
+        # Replacement ids of the combos used so far, back to back: combo c's are
+        # _combo_flat[_combo_start[c] : _combo_start[c] + _combo_len[c]] (start -1: not yet).
+        self._combo_start = np.full(len(self._combos), -1, dtype=np.int64)
+        self._combo_len = np.zeros(len(self._combos), dtype=np.int64)
+        self._combo_flat = np.zeros(0, dtype=np.int64)
 
     def _register(self, ids: Tuple[int, ...], match: _Match, vocab: int) -> None:
         if not ids:
@@ -304,19 +313,16 @@ class Codeswitcher:
         index.add(ids, match)
 
     def find_words(
-        self, ids: np.ndarray, doc_start: Optional[np.ndarray] = None, doc_end: Optional[np.ndarray] = None
+        self, ids: np.ndarray, doc_of: np.ndarray, begins: np.ndarray, ends: np.ndarray
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Eligible table words in ``ids`` as arrays (start, length, slot), sorted by start and
         non-overlapping; ``match(length, slot)`` gives the word's translations.
 
-        ``ids`` may be several documents back to back: ``doc_start`` / ``doc_end`` give, per
-        token, the bounds of its document (words never cross them). Working on many documents
-        at once keeps the number of numpy calls per document small.
+        ``ids`` are several documents back to back: ``doc_of`` gives each token's document,
+        ``begins`` / ``ends`` each document's token bounds (words never cross them). Working on
+        many documents at once keeps the number of numpy calls per document small.
         """
         n = len(ids)
-        if doc_start is None:
-            doc_start = np.zeros(n, dtype=np.int64)
-            doc_end = np.full(n, n, dtype=np.int64)
         found_parts = []  # (starts, length, slots) of each form length, on candidates only
         multi_starts = np.flatnonzero(self._multi_first[ids]) if self._multi_first is not None else None
         for length in sorted(self._index):
@@ -326,18 +332,18 @@ class Codeswitcher:
             else:  # one pass over all tokens for every multi-token length together
                 starts = multi_starts[index.first[ids[multi_starts]]]
                 starts = starts[starts <= n - length]
-            starts = starts[starts + length <= doc_end[starts]]
+            starts = starts[starts + length <= ends[doc_of[starts]]]
             if not starts.size:
                 continue
             starts, slot = index.lookup(ids, starts)
             after = starts + length
-            ok = after >= doc_end[starts]
+            ok = after >= ends[doc_of[starts]]
             ok[~ok] = ~self._continues[ids[after[~ok]]]
             # Forms without the leading space only at the start or after whitespace.
             plain = ~index.spaced[slot]
             if plain.any():
                 prev_ok = np.ones(len(starts), dtype=bool)
-                inner = plain & (starts > doc_start[starts])
+                inner = plain & (starts > begins[doc_of[starts]])
                 prev_ok[inner] = self._ends_space[ids[starts[inner] - 1]]
                 ok &= prev_ok
             found_parts.append((starts[ok], length, slot[ok]))
@@ -371,16 +377,6 @@ class Codeswitcher:
     def match(self, length: int, slot: int) -> _Match:
         return self._index[length].matches[slot][1]
 
-    def _replacement(self, form: str, spaced: bool) -> np.ndarray:
-        key = (form, spaced)
-        ids = self._replacement_cache.get(key)
-        if ids is None:
-            ids = np.asarray(
-                self.encoder.form_ids(form) if spaced else self.encoder.encode(form), dtype=np.int64
-            )
-            self._replacement_cache[key] = ids
-        return ids
-
     def process_batch(
         self,
         texts: Sequence[str],
@@ -403,7 +399,7 @@ class Codeswitcher:
         ends = np.cumsum(lens)
         begins = ends - lens
         doc_of = np.repeat(np.arange(n_docs), lens)
-        starts, lengths, slots = self.find_words(all_ids, begins[doc_of], ends[doc_of])
+        starts, lengths, slots = self.find_words(all_ids, doc_of, begins, ends)
         word_doc = doc_of[starts]
         keys = _doc_keys(self.seed, doc_indices, key_index)
         rel = (starts - begins[word_doc]).astype(np.uint64)
@@ -432,14 +428,14 @@ class Codeswitcher:
             n_forms = index.lang_forms[slot, lang]
             form = np.minimum(((scaled - lang) * n_forms).astype(np.int64), n_forms - 1)
             combos[here] = index.lang_base[slot, lang] + form
-        cache = self._combo_ids
-        reps = [cache[c] if cache[c] is not None else self._combo(c) for c in combos.tolist()]
-        rep_lens = np.fromiter(map(len, reps), dtype=np.int64, count=len(reps))
+        new = np.unique(combos[self._combo_start[combos] < 0])
+        if new.size:
+            self._add_combos(new.tolist())
+        rep_lens = self._combo_len[combos]
         # Delete the switched words' tokens, insert the replacements (and the EODs): every token
         # is scattered once to its output position, all documents at once.
         n, extra = len(all_ids), int(eod is not None)
-        before = np.cumsum(sw_lens) - sw_lens
-        word_tokens = np.repeat(sw_starts, sw_lens) + (np.arange(sw_lens.sum()) - np.repeat(before, sw_lens))
+        word_tokens = _concat_ranges(sw_starts, sw_lens)
         keep = np.ones(n, dtype=bool)
         keep[word_tokens] = False
         shift = np.zeros(n + 1, dtype=np.int64)  # shift[t]: growth by switched words before t
@@ -455,9 +451,8 @@ class Codeswitcher:
         out = np.empty(int(out_lens.sum()), dtype=np.int64)
         out[pos[keep]] = all_ids[keep]
         rep_first = sw_starts + shift[sw_starts] + (sw_doc if extra else 0)
-        rep_before = np.cumsum(rep_lens) - rep_lens
-        rep_pos = np.repeat(rep_first - rep_before, rep_lens) + np.arange(int(rep_lens.sum()))
-        out[rep_pos] = np.concatenate(reps)
+        rep_pos = _concat_ranges(rep_first, rep_lens)
+        out[rep_pos] = self._combo_flat[_concat_ranges(self._combo_start[combos], rep_lens)]
         if extra:
             out[np.cumsum(out_lens) - 1] = eod
         masked = self.mode == "input-only"
@@ -469,20 +464,26 @@ class Codeswitcher:
             out, out_lens, mask_all, n_words, n_eligible, n_switched, rep_per_doc if masked else zeros
         )
 
+    def _add_combos(self, combos: List[int]) -> None:
+        """Tokenize the replacements of (spelling, language, translation) combos used first now."""
+        reps = [self._combo(c) for c in combos]
+        self._combo_start[combos] = len(self._combo_flat) + np.cumsum([0] + [len(r) for r in reps[:-1]])
+        self._combo_len[combos] = [len(r) for r in reps]
+        self._combo_flat = np.concatenate([self._combo_flat, *reps])
+
     def _combo(self, combo: int) -> np.ndarray:
-        """Replacement ids of a (spelling, language, translation) combination, cached."""
+        """Replacement ids of a (spelling, language, translation) combination."""
         match, lang_idx, form_idx = self._combos[combo]
         id_forms = match.choices.ids[lang_idx]
         if id_forms is not None:
             ids = np.asarray(id_forms[form_idx], dtype=np.int64)
             shift = self._clone_shift(match.choices.word_ids, ids)
             if shift is not None:  # En-Clone: the clone of this very spelling
-                ids = np.asarray(match.ids, dtype=np.int64) + shift
-        else:
-            form = _apply_case(match.choices.forms[lang_idx][form_idx], match.casing)
-            ids = self._replacement(form, match.spaced)
-        self._combo_ids[combo] = ids
-        return ids
+                return np.asarray(match.ids, dtype=np.int64) + shift
+            return ids
+        form = _apply_case(match.choices.forms[lang_idx][form_idx], match.casing)
+        ids = self.encoder.form_ids(form) if match.spaced else self.encoder.encode(form)
+        return np.asarray(ids, dtype=np.int64)
 
     def _clone_shift(self, word_ids: Tuple[int, ...], form: np.ndarray) -> Optional[int]:
         """``k`` when a token-id form is the word's own tokens shifted by a constant ``k`` beyond

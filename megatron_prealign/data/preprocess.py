@@ -2,8 +2,9 @@
 
 JSON lines -> (codeswitched) token ids + loss masks -> megatron-core indexed datasets.
 
-* Streaming: raw lines are grouped into chunks and handed to worker processes with at most
-  ``2 * workers`` chunks in flight, results consumed in input order. (``Pool.imap`` would read the
+* Streaming: the input is cut into blocks of whole lines (:class:`.jsonl_input.LineBlock`, the
+  main process never handles single lines) handed to worker processes with at most
+  ``2 * workers`` blocks in flight, results consumed in input order. (``Pool.imap`` would read the
   whole input ahead of the workers, so memory would not stay bounded.)
 * Determinism: the document index is the 0-based index of the non-blank input line over all
   input files; bad lines keep their index. Codeswitching draws depend only on
@@ -20,7 +21,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,12 +35,16 @@ from megatron_prealign.data.codeswitch import (
 )
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter, token_dtype
 from megatron_prealign.data.parallel import ordered_bounded_map
-from megatron_prealign.data.jsonl_input import expand_inputs, iter_raw_lines, parse_documents
+from megatron_prealign.data.jsonl_input import (
+    LineBlock,
+    expand_inputs,
+    iter_line_blocks,
+    parse_documents,
+)
 from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
 
-CHUNK_LINES = 256  # lines per worker task (after the first, smaller chunks)
-FIRST_CHUNK_LINES = 64
+BLOCK_BYTES = 1 << 18  # input bytes per worker task (the first blocks are smaller)
 
 
 @dataclass
@@ -121,27 +126,27 @@ def _init_pool_worker(settings: PreprocessSettings, token: Optional[int] = None)
 
 @dataclass
 class ChunkResult:
-    """What a worker sends back for one chunk of lines: a few arrays, not one object a line."""
+    """What a worker sends back for one block of lines: a few arrays, not one object a line."""
 
-    per_key: List[SwitchedBatch]  # the chunk's good documents, per --json-keys key
+    per_key: List[SwitchedBatch]  # the block's good documents, per --json-keys key
     stats: SwitchStats
     bad: List[Tuple[str, int, str]]  # (path, line, message) of bad lines, in input order
     nbytes: int
 
 
-def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> ChunkResult:
+def _process_block(block: LineBlock) -> ChunkResult:
     settings: PreprocessSettings = _WORKER["settings"]
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
     eod = encoder.eod if settings.append_eod else None
-    docs, bad = parse_documents([(path, line_no, raw) for _, path, line_no, raw in chunk],
-                                settings.json_keys)
-    doc_indices = [chunk[i][0] for i, _ in docs]
+    lines = block.lines()
+    docs, bad = parse_documents([line for _, line in lines], settings.json_keys)
+    doc_indices = [lines[i][0] for i, _ in docs]
     per_key = []
     stats = SwitchStats()
     for key_index, key in enumerate(settings.json_keys):
         texts = [texts[key] for _, texts in docs]
-        # All documents of the chunk at once: one batch call into the tokenizer, vectorised
+        # All documents of the block at once: one batch call into the tokenizer, vectorised
         # matching of table words.
         ids, lens = encoder.encode_batch(texts)
         if switcher is not None:
@@ -155,26 +160,10 @@ def _process_chunk(chunk: List[Tuple[int, str, int, bytes]]) -> ChunkResult:
             # the main process. Out-of-range ids stay int64 for the writer's error message.
             batch.ids = batch.ids.astype(_WORKER["dtype"])
         per_key.append(batch)
-    return ChunkResult(per_key, stats, bad, sum(len(raw) for *_, raw in chunk))
+    return ChunkResult(per_key, stats, bad, len(block.data))
 
 
 # --------------------------------------------------------------------------- main side
-
-
-def _chunks(lines: Iterable[Tuple[str, int, bytes]], size: int) -> Iterator[list]:
-    """Chunks of (doc index, path, line, raw) growing from ``FIRST_CHUNK_LINES`` to ``size`` lines
-    (doubling): the first results come back quickly (workers start sooner), later chunks are
-    large (fewer numpy calls and IPC messages per document). Outputs do not depend on it."""
-    chunk: list = []
-    target = min(FIRST_CHUNK_LINES, size)
-    for doc_index, (path, line_no, raw) in enumerate(lines):
-        chunk.append((doc_index, path, line_no, raw))
-        if len(chunk) >= target:
-            yield chunk
-            chunk = []
-            target = min(2 * target, size)
-    if chunk:
-        yield chunk
 
 
 def run_preprocess(
@@ -183,7 +172,7 @@ def run_preprocess(
     settings: PreprocessSettings,
     workers: int = 1,
     progress: bool = True,
-    chunk_lines: int = CHUNK_LINES,
+    block_bytes: int = BLOCK_BYTES,
 ) -> Dict[str, Any]:
     """Run the pipeline; returns the summary (also what the tool prints)."""
     if settings.codeswitch_mode not in CODESWITCH_MODES:
@@ -225,13 +214,13 @@ def run_preprocess(
     try:
         for p in prefixes:
             writers.append(PairedIndexedWriter(p, vocab_size, with_loss_mask=True))
-        chunks = _chunks(iter_raw_lines(files), chunk_lines)
+        blocks = iter_line_blocks(files, block_bytes)
         if workers > 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
             pool = ctx.Pool(workers, initializer=_init_pool_worker, initargs=(settings, token))
-            results = ordered_bounded_map(pool, _process_chunk, chunks, 2 * workers)
+            results = ordered_bounded_map(pool, _process_block, blocks, 2 * workers)
         else:
-            results = map(_process_chunk, chunks)
+            results = map(_process_block, blocks)
         for chunk_result in results:
             for path, line_no, message in chunk_result.bad:
                 skip.raise_or_count(BadInputError(path, line_no, message))

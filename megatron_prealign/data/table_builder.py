@@ -4,7 +4,7 @@ Used by ``tools/build_alignment_table.py``. Steps:
 
 1. Count words of the English corpus as :func:`megatron_prealign.data.words.count_words`
    defines them (NLTK's word tokenizer, lower-cased), with its fast equivalent
-   :func:`~megatron_prealign.data.words.corpus_words`; with ``workers > 1`` chunks of lines are
+   :func:`~megatron_prealign.data.words.corpus_words`; with ``workers > 1`` blocks of lines are
    counted in worker processes and the counts summed (the same counts as one pass). Across
    machines: each counts its share of the files and saves the counts (:func:`write_counts`); the
    table is built from their sum (:func:`read_counts`), again the same counts as one pass.
@@ -35,37 +35,23 @@ import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from megatron_prealign.data.alignment_table import TableEntry
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.dictionaries import Dictionary
 from megatron_prealign.data.atomic import atomic_text_writer
-from megatron_prealign.data.jsonl_input import iter_raw_lines, parse_documents
+from megatron_prealign.data.jsonl_input import LineBlock, iter_line_blocks, parse_documents
 from megatron_prealign.data.parallel import ordered_bounded_map
 from megatron_prealign.data.words import corpus_words
 
-_CHUNK_LINES = 256
-
-
-def _count_chunk(args: Tuple[str, List[Tuple[str, int, bytes]]]) -> Tuple[Counter, list]:
-    key, chunk = args
+def _count_block(args: Tuple[str, LineBlock]) -> Tuple[Counter, list, int]:
+    key, block = args
     counts: Counter = Counter()
-    docs, bad = parse_documents(chunk, [key])
+    docs, bad = parse_documents([line for _, line in block.lines()], [key])
     for _, texts in docs:
         counts.update(corpus_words(texts[key]))
-    return counts, bad
-
-
-def _chunks(files: Sequence[str], key: str) -> Iterable:
-    chunk = []
-    for item in iter_raw_lines(files):
-        chunk.append(item)
-        if len(chunk) == _CHUNK_LINES:
-            yield key, chunk
-            chunk = []
-    if chunk:
-        yield key, chunk
+    return counts, bad, len(block.data)
 
 
 def count_corpus_words(
@@ -75,21 +61,22 @@ def count_corpus_words(
     workers: int = 1,
     progress=None,
 ) -> Counter:
-    """Word counts of a JSON-lines corpus."""
+    """Word counts of a JSON-lines corpus; ``progress`` (a tqdm bar) is advanced in input bytes."""
     counts: Counter = Counter()
+    tasks = ((json_key, block) for block in iter_line_blocks(files))
     pool = None
     try:
         if workers > 1:
             pool = multiprocessing.get_context("fork").Pool(workers)
-            results = ordered_bounded_map(pool, _count_chunk, _chunks(files, json_key), 2 * workers)
+            results = ordered_bounded_map(pool, _count_block, tasks, 2 * workers)
         else:
-            results = map(_count_chunk, _chunks(files, json_key))
-        for chunk_counts, bad in results:
-            counts.update(chunk_counts)
+            results = map(_count_block, tasks)
+        for block_counts, bad, nbytes in results:
+            counts.update(block_counts)
             for path, line_no, message in bad:
                 skip.raise_or_count(BadInputError(path, line_no, message))
             if progress is not None:
-                progress.update(_CHUNK_LINES)
+                progress.update(nbytes)
     finally:
         if pool is not None:
             pool.terminate()
