@@ -313,16 +313,20 @@ class Codeswitcher:
         index.add(ids, match)
 
     def find_words(
-        self, ids: np.ndarray, doc_of: np.ndarray, begins: np.ndarray, ends: np.ndarray
+        self, ids: np.ndarray, doc_begins: np.ndarray
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Eligible table words in ``ids`` as arrays (start, length, slot), sorted by start and
         non-overlapping; ``match(length, slot)`` gives the word's translations.
 
-        ``ids`` are several documents back to back: ``doc_of`` gives each token's document,
-        ``begins`` / ``ends`` each document's token bounds (words never cross them). Working on
-        many documents at once keeps the number of numpy calls per document small.
+        ``ids`` are several documents back to back, ``doc_begins`` their first tokens (words
+        never cross them). Working on many documents at once keeps the number of numpy calls per
+        document small.
         """
         n = len(ids)
+        # Token t begins a document (t == n: the end); one lookup per candidate for any bound.
+        begins_doc = np.zeros(n + 1, dtype=bool)
+        begins_doc[doc_begins] = True
+        begins_doc[n] = True
         found_parts = []  # (starts, length, slots) of each form length, on candidates only
         multi_starts = np.flatnonzero(self._multi_first[ids]) if self._multi_first is not None else None
         for length in sorted(self._index):
@@ -332,18 +336,19 @@ class Codeswitcher:
             else:  # one pass over all tokens for every multi-token length together
                 starts = multi_starts[index.first[ids[multi_starts]]]
                 starts = starts[starts <= n - length]
-            starts = starts[starts + length <= ends[doc_of[starts]]]
+            for inside in range(1, length):  # the form's tokens lie in one document
+                starts = starts[~begins_doc[starts + inside]]
             if not starts.size:
                 continue
             starts, slot = index.lookup(ids, starts)
             after = starts + length
-            ok = after >= ends[doc_of[starts]]
+            ok = begins_doc[after]
             ok[~ok] = ~self._continues[ids[after[~ok]]]
             # Forms without the leading space only at the start or after whitespace.
             plain = ~index.spaced[slot]
             if plain.any():
                 prev_ok = np.ones(len(starts), dtype=bool)
-                inner = plain & (starts > begins[doc_of[starts]])
+                inner = plain & ~begins_doc[starts]
                 prev_ok[inner] = self._ends_space[ids[starts[inner] - 1]]
                 ok &= prev_ok
             found_parts.append((starts[ok], length, slot[ok]))
@@ -398,16 +403,15 @@ class Codeswitcher:
             return SwitchedBatch.build(all_ids, lens, None, zeros, zeros, zeros, zeros, eod)
         ends = np.cumsum(lens)
         begins = ends - lens
-        doc_of = np.repeat(np.arange(n_docs), lens)
-        starts, lengths, slots = self.find_words(all_ids, doc_of, begins, ends)
-        word_doc = doc_of[starts]
+        starts, lengths, slots = self.find_words(all_ids, begins)
+        word_doc = np.repeat(np.arange(n_docs), lens)[starts]
         keys = _doc_keys(self.seed, doc_indices, key_index)
         rel = (starts - begins[word_doc]).astype(np.uint64)
         draws = _splitmix64_array(keys[word_doc] ^ (rel << np.uint64(1)))
         switched = _to_unit(draws) < self.ratio
-        word_starts = np.zeros(len(all_ids) + 1, dtype=np.int64)  # word-start tokens before t
-        np.cumsum(self._starts_word[all_ids], out=word_starts[1:])
-        n_words = word_starts[ends] - word_starts[begins]
+        n_words = zeros.copy()  # word-start tokens per document (reduceat needs non-empty ones)
+        nonempty = lens > 0
+        n_words[nonempty] = np.add.reduceat(self._starts_word[all_ids], begins[nonempty], dtype=np.int64)
         n_eligible = np.bincount(word_doc, minlength=n_docs)
         sw = np.flatnonzero(switched)
         if not sw.size:
@@ -438,19 +442,21 @@ class Codeswitcher:
         word_tokens = _concat_ranges(sw_starts, sw_lens)
         keep = np.ones(n, dtype=bool)
         keep[word_tokens] = False
-        shift = np.zeros(n + 1, dtype=np.int64)  # shift[t]: growth by switched words before t
+        # shift[t]: how far token t moves: growth by switched words before it, one EOD per
+        # earlier document.
+        shift = np.zeros(n + 1, dtype=np.int64)
         shift[sw_starts + 1] = rep_lens - sw_lens
+        if extra:
+            np.add.at(shift, begins[1:], 1)  # begins may repeat (documents without tokens)
         np.cumsum(shift, out=shift)
         pos = np.arange(n, dtype=np.int64)
         pos += shift[:n]
-        if extra:
-            pos += doc_of  # one EOD per earlier document
         rep_per_doc = np.bincount(sw_doc, weights=rep_lens, minlength=n_docs).astype(np.int64)
         new_lens = lens - np.bincount(sw_doc, weights=sw_lens, minlength=n_docs).astype(np.int64) + rep_per_doc
         out_lens = new_lens + extra
         out = np.empty(int(out_lens.sum()), dtype=np.int64)
         out[pos[keep]] = all_ids[keep]
-        rep_first = sw_starts + shift[sw_starts] + (sw_doc if extra else 0)
+        rep_first = sw_starts + shift[sw_starts]
         rep_pos = _concat_ranges(rep_first, rep_lens)
         out[rep_pos] = self._combo_flat[_concat_ranges(self._combo_start[combos], rep_lens)]
         if extra:
