@@ -8,7 +8,8 @@
 #       --instruction-data en=alpaca_en.json zh=alpaca_zh.json \
 #       --translation-data en-zh=news-commentary.en-zh.jsonl en-zh=WikiMatrix.en-zh \
 #       --output-prefix data/coit_zh --tokenizer-type SentencePieceTokenizer \
-#       --tokenizer-model data/tokenizer.model --seq-length 512 --workers 8
+#       --tokenizer-model data/tokenizer.model --seq-length 512 --workers 8 \
+#       --add-bos   # a LLaMA imported from Hugging Face was pretrained with <s> first
 #   # 2. look, then launch (every node, its NODE_RANK; or sbatch examples/slurm_pretrain.sbatch)
 #   TARGET_LANG=zh examples/xllama_coit.sh --dry-run
 #   TARGET_LANG=zh PRETRAINED_CHECKPOINT=runs/llama7b examples/xllama_coit.sh

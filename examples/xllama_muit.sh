@@ -8,7 +8,8 @@
 #       --instruction-data en=alpaca_en.json ar=alpaca_ar.json el=alpaca_el.json ... \
 #       --translation-data en-ar=pairs.en-ar.jsonl en-el=pairs.en-el.jsonl ... \
 #       --output-prefix data/muit --tokenizer-type SentencePieceTokenizer \
-#       --tokenizer-model data/tokenizer.model --seq-length 512 --workers 8
+#       --tokenizer-model data/tokenizer.model --seq-length 512 --workers 8 \
+#       --add-bos   # a LLaMA imported from Hugging Face was pretrained with <s> first
 #   # 2. look, then launch (every node, its NODE_RANK; or sbatch examples/slurm_pretrain.sbatch)
 #   NNODES=2 examples/xllama_muit.sh --dry-run
 #   NNODES=2 PRETRAINED_CHECKPOINT=runs/llama7b examples/xllama_muit.sh

@@ -125,3 +125,26 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="iter_0000007.*no complete checkpoint"):
         checkpointing.load_checkpoint(str(tmp_path), chunks=None)
     assert not os.path.exists(tmp_path / "iter_0000007")
+
+
+def _save_under(root):
+    from megatron_prealign import runtime
+    from megatron_prealign.training import checkpointing
+
+    runtime.initialize(1, 1, seed=11)
+    chunks, optimizer = parallel_lm.make_model_and_optimizer(parallel_lm.tiny_args())
+    try:
+        checkpointing.save_checkpoint(root, 1, chunks, optimizer)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return "saved"
+
+
+def test_a_save_failing_on_rank_zero_fails_on_every_rank(tmp_path):
+    # Rank 0 cannot create the staging directory (the root is a file): every rank raises at
+    # once instead of the others waiting at a barrier.
+    root = tmp_path / "not_a_directory"
+    root.write_text("")
+    results = run_distributed(_save_under, 2, str(root), timeout=120)
+    assert results[0].startswith("NotADirectoryError"), results[0]
+    assert "prepare_staging failed on rank 0" in results[1], results[1]

@@ -62,11 +62,12 @@ def test_fast_words_equal_nltk_definition_on_random_text():
 def test_cached_pieces_give_the_definitions_words():
     # Long texts of many space-separated pieces, so that most are middle pieces taken from the
     # cache; one finder for all texts, its cache cleared every few texts (max_pieces).
-    finder = WordFinder(max_pieces=64)
+    finder = WordFinder(max_pieces=64, max_piece_chars=3)  # long pieces are not kept
     texts = list(_fuzz_texts(1500, seed=1, max_parts=200, spaces=0.15))
     mismatches = [t for t in texts if finder(t) != list(count_words(t))]
     assert not mismatches, mismatches[:5]
     assert 0 < len(finder._cache) <= 64 + 200  # at most one text's pieces over the bound
+    assert all(len(key) <= 3 + len(" qxzpieceqxz") for key in finder._cache)
 
 
 def test_fast_words_find_words():  # the comparison above would also pass if both found nothing

@@ -45,6 +45,9 @@ def _argvs(case, tag, layout):
         "perplexity": ["perplexity", *common, *out("ppl"), "--data-path", f"en={data['en']}",
                        f"de={data['de']}", "--max-tokens", "600", "--jsonl", f"de_text={data['de'].replace('de_text_document', 'assets/de.jsonl')}",
                        *tok],
+        "perplexity bos": ["perplexity", *common, *out("ppl_bos"), "--max-tokens", "600", "--add-bos",
+                           "--jsonl", f"de_text={data['de'].replace('de_text_document', 'assets/de.jsonl')}",
+                           *tok],
         "alignment": ["alignment", *common, *out("align"), *tok, "--alignment-table", data["table"],
                       "--alignment-languages", "de", "--alignment-held-out-fraction", str(HELD_OUT),
                       "--words-per-batch", "8", "--plot", os.path.join(root, f"{tag}_align.png")],
@@ -131,6 +134,13 @@ def test_perplexity_same_at_tp1_tp2_pp2(evaluated):
             assert math.isclose(other["perplexity"], values["perplexity"], rel_tol=1e-5), (layout, name)
     # The JSON-lines text and its indexed dataset are the same tokens.
     assert math.isclose(reference["de"]["perplexity"], reference["de_text"]["perplexity"], rel_tol=1e-6)
+    # --add-bos: every text begins with the BOS, which is not scored (fewer scored tokens in the
+    # same window), the same at every layout.
+    with_bos = evaluated["tp1 perplexity bos"]["sources"]["de_text"]
+    assert with_bos["tokens"] < 600 and with_bos["perplexity"] != reference["de_text"]["perplexity"]
+    for layout in ("tp2", "pp2"):
+        other = evaluated[f"{layout} perplexity bos"]["sources"]["de_text"]
+        assert math.isclose(other["perplexity"], with_bos["perplexity"], rel_tol=1e-5), layout
 
 
 def test_results_written_atomically(case, evaluated):

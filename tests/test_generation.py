@@ -167,6 +167,11 @@ def _argvs(case, tag, layout):
         "representation": ("evaluate", ["representation", *common, *out("rep.json"), "--src", case["en.txt"],
                                         "--tgt", case["de.txt"], "--tgt-lang", "de", "--micro-batch-size", "2",
                                         "--plot", os.path.join(root, f"{tag}_rep.png")]),
+        # --add-bos (the id of "<s>" in the test SentencePiece) begins every sentence; pooling
+        # skips it, attention does not.
+        "representation bos": ("evaluate", ["representation", *common, *out("rep_bos.json"), "--src",
+                                            case["en.txt"], "--tgt", case["de.txt"], "--tgt-lang", "de",
+                                            "--micro-batch-size", "2", "--add-bos"]),
         "zs-clt": ("evaluate", ["zs-clt", *common, *out("nli.json"), "--train", case["nli_train.jsonl"],
                                 "--test", f"de={case['nli_test.tsv']}", f"en={case['nli_test.tsv']}",
                                 "--micro-batch-size", "4"]),
@@ -278,8 +283,11 @@ def test_model_evaluations_same_at_every_layout(layouts):
     rep = layouts["tp1 representation"]
     assert len(rep["aligned"]) == len(rep["states"]) == 3  # embedding, layer 1, final norm
     for tag in ("tp2", "pp2"):
-        for key in ("aligned", "random", "retrieval_acc@1"):
-            np.testing.assert_allclose(layouts[f"{tag} representation"][key], rep[key], atol=1e-5)
+        for name in ("representation", "representation bos"):
+            for key in ("aligned", "random", "retrieval_acc@1"):
+                np.testing.assert_allclose(layouts[f"{tag} {name}"][key], layouts[f"tp1 {name}"][key],
+                                           atol=1e-5)
+    assert not np.allclose(layouts["tp1 representation bos"]["aligned"][-1], rep["aligned"][-1], atol=1e-6)
     nli = layouts["tp1 zs-clt"]
     assert nli["label_words"] == ["entailment", "neutral", "contradiction"]
     assert nli["languages"]["de"]["examples"] == 2 and nli["languages"]["en"]["examples"] == 1

@@ -207,3 +207,46 @@ def test_long_prompts_and_empty_translation_sides(tmp_path, assets, capsys):
     code, _ = _build(tmp_path, ["--format", "translation", "--input", str(pairs), "--src-lang", "en",
                                 "--tgt-lang", "qq"], assets=assets, name="q")
     assert code == 2 and "unknown language code 'qq'" in capsys.readouterr().err
+
+
+def test_add_bos_begins_every_record_and_is_not_a_target(tmp_path, assets, files, capsys):
+    encoder = TextEncoder(build_tokenizer("SentencePieceTokenizer", assets["sp"]))
+    assert encoder.bos is not None and encoder.bos != encoder.eod
+    argv = ["--format", "alpaca", "--input", files["alpaca_en"], "--lang", "en", "--seq-length", "4096"]
+    plain = _records(_build(tmp_path, argv, assets=assets, name="plain")[1])
+    code, path = _build(tmp_path, [*argv, "--add-bos"], assets=assets, name="bos")
+    assert code == 0
+    with_bos = _records(path)
+    assert len(with_bos) == len(plain)
+    for (ids, mask), (plain_ids, plain_mask) in zip(with_bos, plain):
+        assert ids[0] == encoder.bos and mask[0] == 0
+        assert ids[1:].tolist() == plain_ids.tolist() and mask[1:].tolist() == plain_mask.tolist()
+    # A tokenizer without a BOS (the test byte-level BPE defines one: use a SentencePiece
+    # wrapper that reports none) is refused before anything is written.
+    from megatron_prealign.data import text_encoder
+
+    original = text_encoder._special_id
+    text_encoder._special_id = lambda tokenizer, name: None if name == "bos" else original(tokenizer, name)
+    try:
+        code, path = _build(tmp_path, [*argv, "--add-bos"], assets=assets, name="nobos")
+    finally:
+        text_encoder._special_id = original
+    assert code == 2 and "--add-bos: the tokenizer defines no beginning-of-sequence token" in capsys.readouterr().err
+    assert not os.path.exists(path + ".bin")
+
+
+def test_prompts_with_add_bos(assets):
+    from megatron_prealign.evaluation.common import TextToIds
+
+    tokenizer = build_tokenizer("SentencePieceTokenizer", assets["sp"])
+    plain, with_bos = TextToIds(tokenizer, 10**6), TextToIds(tokenizer, 10**6, add_bos=True)
+    text = "the river bank"
+    assert with_bos(text).tolist() == [with_bos.encoder.bos, *plain(text).tolist()]
+    assert with_bos(text, bos=False).tolist() == plain(text).tolist()  # a continuation
+    # Perplexity: every text starts with the BOS, which is given, never scored.
+    from megatron_prealign.evaluation.perplexity import text_stream
+
+    tokens, mask = text_stream(["the bank", "a tree"], with_bos, None)
+    starts = [0, len(with_bos("the bank")) + 1]
+    assert tokens[starts].tolist() == [with_bos.bos] * 2 and not mask[starts].any()
+    assert mask.sum() == len(tokens) - 2

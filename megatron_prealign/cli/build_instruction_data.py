@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(the reference code's choice) or skip them; both are counted")
     group.add_argument("--skip-bad-lines", action="store_true",
                        help="skip and count bad records instead of stopping at the first one")
+    group.add_argument("--add-bos", action="store_true",
+                       help="begin every record with the tokenizer's beginning-of-sequence token, "
+                       "as Hugging Face LLaMA tokenizers do (for models imported from HF; "
+                       "evaluate and generate with --add-bos too)")
     group.add_argument("--workers", type=int, default=1)
     group.add_argument("--no-progress", action="store_true")
     return parser
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
         template = PromptTemplate.from_file(args.template) if args.template else ALPACA
         sources = sources_from_args(args, parser)
         settings = BuildSettings(spec_from_args(args), sources, template, args.seq_length,
-                                 args.long_records, args.skip_bad_lines)
+                                 args.long_records, args.skip_bad_lines, args.add_bos)
         summary = run_build(settings, args.output_prefix, workers=args.workers,
                             progress=not args.no_progress)
     except (BadInputError, FileNotFoundError, TemplateError, ValueError) as err:

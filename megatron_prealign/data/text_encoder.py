@@ -34,7 +34,8 @@ class TextEncoder:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         self.vocab_size: int = tokenizer.vocab_size
-        self.eod: Optional[int] = _safe_eod(tokenizer)
+        self.eod: Optional[int] = _special_id(tokenizer, "eod")
+        self.bos: Optional[int] = _special_id(tokenizer, "bos")
         self._sp = None
         self._hf = None
         self._classes = None
@@ -169,11 +170,13 @@ class TextEncoder:
         return self.tokenizer.detokenize(list(ids))
 
 
-def _safe_eod(tokenizer) -> Optional[int]:
+def _special_id(tokenizer, name: str) -> Optional[int]:
+    """``tokenizer.eod`` / ``.bos``, or None where the tokenizer has none (SentencePiece: -1)."""
     try:
-        return tokenizer.eod
+        value = getattr(tokenizer, name)
     except (AttributeError, NotImplementedError):
         return None
+    return None if value is None or int(value) < 0 else int(value)
 
 
 def token_indices_in_span(offsets: Offsets, start: int, end: int) -> List[int]:

@@ -264,11 +264,14 @@ class WordFinder:
     of the text and in the end-of-text rules. So the words of the first piece and of the tail
     that the end rules can reach are found in place, and those of every piece between from a cache
     (piece -> its words). The pieces not yet cached are tokenized in one call, separated by a
-    sentinel token; the cache is cleared when it holds ``max_pieces`` pieces, so that memory stays
-    bounded whatever the corpus. The words do not depend on what the cache holds."""
+    sentinel token. Memory stays bounded whatever the corpus: pieces longer than
+    ``max_piece_chars`` (rarely repeated: text without spaces, long URLs) are not kept, and the
+    cache is cleared when it holds ``max_pieces`` pieces. The words do not depend on what the
+    cache holds."""
 
-    def __init__(self, max_pieces: int = 1 << 19) -> None:
+    def __init__(self, max_pieces: int = 1 << 19, max_piece_chars: int = 64) -> None:
         self.max_pieces = max_pieces
+        self.max_piece_chars = max_piece_chars
         self._cache: dict = {}
 
     def __call__(self, text: str) -> List[str]:
@@ -282,24 +285,30 @@ class WordFinder:
             return _replayed_words(text)
         middle = pieces[1:tail_start]
         missing = set(middle).difference(self._cache)
-        if missing:
-            if len(self._cache) + len(missing) > self.max_pieces:
-                self._cache.clear()
-                missing = set(middle)
-            self._add(missing)
+        if len(self._cache) + len(missing) > self.max_pieces:
+            self._cache.clear()
+            missing = set(middle)
+        uncached = self._tokenize(missing) if missing else {}
         # The edges are cached too, under keys no middle piece can have (they hold a space).
         words = list(self._edge(pieces[0] + " " + _SEPARATOR, slice(None, -1)))
-        words += itertools.chain.from_iterable(map(self._cache.__getitem__, middle))
+        if not uncached:  # every piece is in the cache
+            words += itertools.chain.from_iterable(map(self._cache.__getitem__, middle))
+        else:
+            words += itertools.chain.from_iterable(
+                uncached[p] if p in uncached else self._cache[p] for p in middle)
         words += self._edge(_SEPARATOR + " " + " ".join(pieces[tail_start:]), slice(1, None))
         return words
 
     def _edge(self, text: str, own_words: slice) -> Tuple[str, ...]:
         words = self._cache.get(text)
         if words is None:
-            words = self._cache[text] = tuple(_replayed_words(text)[own_words])
+            words = tuple(_replayed_words(text)[own_words])
+            if len(text) <= self.max_piece_chars + len(_SEPARATOR) + 1:
+                self._cache[text] = words
         return words
 
-    def _add(self, pieces) -> None:
+    def _tokenize(self, pieces) -> dict:
+        """Tokenize ``pieces`` together; cache the short ones, return the others' words."""
         pieces = list(pieces)
         spaced = f" {_SEPARATOR} "
         # " S p1 S p2 S ": every piece between two spaces, as in the text. The sentinel is a word
@@ -308,7 +317,14 @@ class WordFinder:
         groups = " ".join(words).split(_SEPARATOR)[1:-1]
         if len(groups) != len(pieces):  # cannot happen while the sentinel stays a token
             raise AssertionError("the piece sentinel was split or merged by the tokenizer")
-        self._cache.update(zip(pieces, (tuple(group.split()) for group in groups)))
+        long_pieces = {}
+        for piece, group in zip(pieces, groups):
+            words_of_piece = tuple(group.split())
+            if len(piece) <= self.max_piece_chars:
+                self._cache[piece] = words_of_piece
+            else:
+                long_pieces[piece] = words_of_piece
+        return long_pieces
 
 
 corpus_words = WordFinder()

@@ -112,7 +112,7 @@ def evaluate_language(model: LoadedModel, examples: List[Dict], label_words: Seq
                       template, micro_batch_size: int = 8) -> Dict:
     prompt_ids = [to_ids(template.render(r["instruction"], r["input"])[0])
                   for r in (record(e, label_words) for e in examples)]
-    word_ids = [to_ids(template.render("", "", w)[1]) for w in label_words]
+    word_ids = [to_ids(template.render("", "", w)[1], bos=False) for w in label_words]
     if any(len(w) == 0 for w in word_ids):
         raise EvaluationError("a label word tokenizes to nothing")
     prefixes = [p for p in prompt_ids for _ in label_words]

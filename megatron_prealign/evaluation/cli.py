@@ -45,6 +45,10 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, tokenizer_required: boo
     expect.add_argument("--hidden-size", type=int)
     expect.add_argument("--num-attention-heads", type=int)
     add_tokenizer_args(parser)
+    parser.add_argument("--add-bos", action="store_true",
+                        help="begin every text and prompt with the tokenizer's beginning-of-"
+                        "sequence token, as Hugging Face LLaMA models were trained (models "
+                        "pretrained here were not)")
     for action in parser._actions:
         if action.dest == "tokenizer_type":
             action.required = tokenizer_required
@@ -211,7 +215,7 @@ def run(args) -> dict:
             tokens, mask = perplexity.indexed_stream(prefix, args.max_tokens)
             sources[name] = perplexity.evaluate_stream(model, tokens, mask, args.max_tokens, args.micro_batch_size)
         if args.jsonl:
-            to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping)
+            to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
             for name, path in _named(args.jsonl):
                 texts = [str(r.get(args.json_key, "")) for r in common.read_jsonl(path, "--jsonl")]
                 tokens, mask = perplexity.text_stream(texts, to_ids, args.max_tokens)
@@ -224,17 +228,16 @@ def run(args) -> dict:
         if args.plot and common.rank_zero():
             result["plot"] = alignment_similarity.plot_alignment(result, args.plot)
     elif args.command == "clka":
-        to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping)
+        to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
         items = clka.parse_items(common.read_jsonl(args.input, "--input"), args.input)
         result.update(clka.evaluate_clka(model, items, to_ids, args.normalize, args.micro_batch_size))
     else:
-        to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping)
+        to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
         if to_ids.mapping is None and args.prompt_language == "enclone":
             raise EvaluationError("--prompt-language enclone needs --enclone-mapping")
         records = common.read_jsonl(args.input, "--input")
-        prompts = [to_ids(str(r.get(args.json_key, ""))) for r in records]
-        if to_ids.mapping is not None and args.prompt_language == "en":
-            prompts = [to_ids.encoder.encode_array(str(r.get(args.json_key, ""))) for r in records]
+        in_enclone = args.prompt_language != "en"  # "en" prompts stay English with a mapping
+        prompts = [to_ids(str(r.get(args.json_key, "")), clone=in_enclone) for r in records]
         is_other = mixed_script.other_language_predicate(
             to_ids.mapping, args.prompt_language, args.other_token_pattern,
             lambda ids: to_ids.encoder.decode(ids))

@@ -59,10 +59,14 @@ class TextToIds:
     """Text -> model token ids with the evaluation's tokenizer; with an En-Clone mapping the ids
     are shifted into the clone range (the text is then "in En-Clone")."""
 
-    def __init__(self, tokenizer, model_vocab_size: int, enclone_mapping: Optional[str] = None):
+    def __init__(self, tokenizer, model_vocab_size: int, enclone_mapping: Optional[str] = None,
+                 add_bos: bool = False):
         from megatron_prealign.data.text_encoder import TextEncoder
 
         self.encoder = TextEncoder(tokenizer)
+        self.bos = self.encoder.bos if add_bos else None
+        if add_bos and self.bos is None:
+            raise EvaluationError("--add-bos: the tokenizer defines no beginning-of-sequence token")
         self.mapping = None
         if enclone_mapping:
             from megatron_prealign.data.enclone import EncloneMapping
@@ -80,9 +84,15 @@ class TextToIds:
                 "used for training")
         self.eod = self.encoder.eod
 
-    def __call__(self, text: str) -> np.ndarray:
+    def __call__(self, text: str, clone: bool = True, bos: bool = True) -> np.ndarray:
+        """The ids the model reads: in En-Clone unless ``clone`` is False; BOS first with
+        ``--add-bos`` unless ``bos`` is False (a continuation, not a text of its own)."""
         ids = self.encoder.encode_array(text)
-        return self.mapping.clone(ids) if self.mapping is not None else ids
+        if self.mapping is not None and clone:
+            ids = self.mapping.clone(ids)
+        if self.bos is None or not bos:
+            return ids
+        return np.concatenate([[self.bos], ids]).astype(np.int64)
 
     def map_ids(self, ids: Sequence[int]) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)

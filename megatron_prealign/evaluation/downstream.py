@@ -32,7 +32,7 @@ def _model_and_ids(args):
         raise EvaluationError("give --load CHECKPOINT to generate, or --predictions FILE to score existing outputs")
     tokenizer = tokenizer_for(args, required=True)
     model = load_for(args)
-    return model, common.TextToIds(tokenizer, model.vocab_size)
+    return model, common.TextToIds(tokenizer, model.vocab_size, add_bos=args.add_bos)
 
 
 def _header(args, model=None) -> dict:

@@ -42,19 +42,22 @@ def indexed_stream(prefix: str, max_tokens: Optional[int]) -> Tuple[np.ndarray, 
 
 
 def text_stream(texts: List[str], to_ids, max_tokens: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
-    tokens, total = [], 0
+    tokens, masks, total = [], [], 0
     for text in texts:
         ids = to_ids(text)
         if to_ids.eod is not None:
             ids = np.append(ids, to_ids.eod)
+        mask = np.ones_like(ids)
+        if to_ids.bos is not None:
+            mask[0] = 0  # the BOS (--add-bos) is given, not predicted
         tokens.append(ids)
+        masks.append(mask)
         total += ids.size
         if max_tokens and total >= max_tokens + 1:
             break
     if total == 0:
         raise EvaluationError("no text to evaluate (empty evaluation set)")
-    stream = np.concatenate(tokens)
-    return stream, np.ones_like(stream)
+    return np.concatenate(tokens), np.concatenate(masks)
 
 
 def windows(tokens: np.ndarray, mask: np.ndarray, seq_length: int, max_tokens: Optional[int]):

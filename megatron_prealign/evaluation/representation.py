@@ -33,15 +33,17 @@ from megatron_prealign.evaluation.alignment_similarity import state_names
 from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
 
 
-def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_size: int = 8) -> torch.Tensor:
+def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_size: int = 8,
+                  skip_first: bool = False) -> torch.Tensor:
     """[states, n, hidden] fp32 on every rank: each sentence's mean token state per layer state
-    (input embedding, layers 1..L-1, final norm output)."""
+    (input embedding, layers 1..L-1, final norm output); ``skip_first``: not the first token (a
+    BOS, the same in every sentence)."""
     num_layers = model.model_args.num_layers
     num_states = num_layers + 1
     longest = max(len(s) for s in sentences)
     if longest > model.seq_length:
         raise EvaluationError(f"a sentence has {longest} tokens, more than --seq-length {model.seq_length}")
-    if min(len(s) for s in sentences) == 0:
+    if min(len(s) for s in sentences) <= int(skip_first):
         raise EvaluationError("a sentence tokenizes to nothing")
     gpt_models = unwrap_model(list(model.chunks))
     handles = [h for m in gpt_models for h in capture.install_hooks(m)]
@@ -55,15 +57,19 @@ def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_
             for i, ids in enumerate(rows):
                 tokens[i, :len(ids)] = torch.as_tensor(list(ids))
                 segments[i, :len(ids)] = i
+            pooled_segments = segments.clone()  # which tokens are averaged; all are attended to
+            if skip_first:
+                pooled_segments[:, 0] = -1
             device = runtime.device()
             batch = {"tokens": tokens.to(device), "segments": segments.to(device),
+                     "pooled_segments": pooled_segments.to(device),
                      "positions": torch.arange(longest).expand(len(rows), longest).contiguous().to(device)}
             contexts = []
 
             def forward_step(iterator, chunk):
                 b = next(iterator)
                 mask = block_diagonal_causal_mask(b["segments"])
-                context = capture.MicrobatchContext(b["segments"], len(rows), mask, num_layers,
+                context = capture.MicrobatchContext(b["pooled_segments"], len(rows), mask, num_layers,
                                                     sequence_parallel=False, needs_backward=False)
                 capture.begin_forward(context)
                 try:
@@ -87,7 +93,7 @@ def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_
             group = parallel_state.get_pipeline_model_parallel_group()
             if dist.get_world_size(group) > 1:  # each stage holds its own layers' states
                 dist.all_reduce(sums, group=group)
-            lengths = torch.tensor([len(r) for r in rows], dtype=torch.float32)
+            lengths = torch.tensor([len(r) - int(skip_first) for r in rows], dtype=torch.float32)
             pooled[:, start:start + len(rows)] = sums.cpu() / lengths[None, :, None]
     finally:
         for handle in handles:
@@ -122,7 +128,7 @@ def evaluate_representation(model: LoadedModel, to_ids, sources: Sequence[str], 
     if len(sources) != len(targets):
         raise EvaluationError(f"{len(sources)} source sentences but {len(targets)} targets")
     ids = [to_ids(s) for s in list(sources) + list(targets)]
-    pooled = pooled_states(model, ids, batch_size)
+    pooled = pooled_states(model, ids, batch_size, skip_first=to_ids.bos is not None)
     n = len(sources)
     result = similarity_by_state(pooled[:, :n], pooled[:, n:])
     names = state_names(model.model_args.num_layers)[:-1]  # no output-embedding state here

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import List, Optional, Sequence, Tuple
 
 from megatron_prealign.errors import report
@@ -76,7 +75,7 @@ def run(args) -> List[dict]:
     prompts = records_to_prompts(records, load_template(args.template), args.input, args.prompt_key)
     sampling_params(args)
     model = load_for(args)
-    to_ids = common.TextToIds(tokenizer_for(args), model.vocab_size)
+    to_ids = common.TextToIds(tokenizer_for(args), model.vocab_size, add_bos=args.add_bos)
     texts, generations = generate_texts(model, to_ids, prompts, args)
     out = [{**record, "prompt": prompt, "output": text, "stop_reason": g.stop_reason,
             "new_tokens": len(g.tokens)}

@@ -52,6 +52,7 @@ class BuildSettings:
     seq_length: int
     long_records: str = "truncate"
     skip_bad_lines: bool = False
+    add_bos: bool = False  # begin every record with the tokenizer's BOS (not a target)
 
 
 @dataclass
@@ -72,14 +73,20 @@ def _init_worker(settings: BuildSettings, token: Optional[int] = None) -> None:
     if encoder.eod is None:
         raise ValueError("the tokenizer defines no end-of-document token; instruction data needs "
                          "one to end every response")
+    if settings.add_bos and encoder.bos is None:
+        raise ValueError("--add-bos: the tokenizer defines no beginning-of-sequence token")
     _WORKER.clear()
     _WORKER.update(settings=settings, encoder=encoder, token=token)
 
 
-def encode_parts(encoder: TextEncoder, parts, eod: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Token ids and mask of (text, is_target) parts: each part tokenized on its own, then EOD
-    (a target)."""
+def encode_parts(encoder: TextEncoder, parts, eod: int,
+                 bos: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Token ids and mask of (text, is_target) parts: ``bos`` (if given, not a target), each part
+    tokenized on its own, then EOD (a target)."""
     ids, mask = [], []
+    if bos is not None:
+        ids.append(np.array([bos], dtype=np.int64))
+        mask.append(np.zeros(1, dtype=np.uint8))
     for text, is_target in parts:
         part = encoder.encode_array(text) if text else np.zeros(0, dtype=np.int64)
         ids.append(part)
@@ -102,7 +109,8 @@ def _process_chunk(task: Tuple[int, list]) -> List[Tuple[str, Any]]:
         except BadInputError as error:
             results.append(("bad", (error.path, error.line, error.message)))
             continue
-        ids, mask = encode_parts(encoder, parts, encoder.eod)
+        ids, mask = encode_parts(encoder, parts, encoder.eod,
+                                 encoder.bos if settings.add_bos else None)
         truncated = False
         limit = settings.seq_length + 1  # a training row is seq_length inputs + the last label
         if ids.size > limit:

@@ -25,6 +25,7 @@ from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.utils import unwrap_model
 
+from megatron_prealign import runtime
 from megatron_prealign.errors import ConfigError, describe_os_error
 
 LATEST = "latest_checkpointed_iteration.txt"
@@ -213,22 +214,41 @@ def save_checkpoint(root: str, iteration: int, chunks, optimizer=None, scheduler
     directory = checkpoint_dir(root, iteration)
     staging = directory + PARTIAL  # the same name on every rank; never a complete checkpoint
     try:
-        if dist.get_rank() == 0:
-            shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
-            os.makedirs(staging)
-        dist.barrier()
+        _on_rank_zero(_prepare_staging, staging)
         state = _sharded_state(chunks, optimizer, scheduler, run_state, with_rng=True, is_loading=False)
         dist_checkpointing.save(state, staging)
         dist.barrier()
-        if dist.get_rank() == 0:
-            _publish(root, staging, directory, iteration)
-        dist.barrier()
+        _on_rank_zero(_publish, root, staging, directory, iteration)
     except Exception as error:
         if _is_no_space(error):
             raise ConfigError(describe_os_error(OSError(28, "No space left on device"), staging)
                               + f"; the previous checkpoint in {root} is untouched") from error
         raise
     return directory
+
+
+def _on_rank_zero(step, *args) -> None:
+    """``step(*args)`` on rank 0, then a barrier that tells every rank whether it failed: the
+    other ranks raise too instead of waiting at their next collective (outside torchrun, which
+    would stop them, they would hang until the process group's timeout)."""
+    error = None
+    if dist.get_rank() == 0:
+        try:
+            step(*args)
+        except Exception as exc:  # re-raised below, after the other ranks know
+            error = exc
+    failed = torch.tensor([int(error is not None)], dtype=torch.int32, device=runtime.device())
+    dist.all_reduce(failed)
+    if error is not None:
+        raise error
+    if failed.item():
+        raise RuntimeError(f"checkpoint save: {step.__name__.strip('_')} failed on rank 0 "
+                           "(its error is in rank 0's log)")
+
+
+def _prepare_staging(staging: str) -> None:
+    shutil.rmtree(staging, ignore_errors=True)  # left by a save that was killed
+    os.makedirs(staging)
 
 
 def _publish(root: str, staging: str, directory: str, iteration: int):
