@@ -48,9 +48,17 @@ def _direct_cache_check():
     other_seed = generate(model, prompts, 12, SamplingParams(greedy=False, seed=6), batch_size=3)[0].tokens
     eod = cached[0].tokens[3]
     stopped = generate(model, prompts[:1], 12, eod=eod)[0]
+    # A stop string of the last two tokens of a 40-token greedy continuation, with a decode in
+    # which some tokens are no text: the run must stop where the whole text first holds it.
+    letters = lambda tokens: "".join("" if t % 2 == 0 else chr(97 + t % 26) for t in tokens)  # noqa: E731
+    full = generate(model, prompts[:1], 40)[0].tokens
+    stop = letters(full[-8:])
+    at_stop = generate(model, prompts[:1], 40, stop_strings=[stop], decode=letters)[0]
+    first = next(n for n in range(1, 41) if stop in letters(full[:n]))
     return {"cached": [c.tokens for c in cached], "recomputed": [r.tokens for r in recomputed],
             "one_by_one": [o.tokens for o in one_by_one], "sampled0": sampled[0], "again": again,
-            "other_seed": other_seed, "eod": eod, "stopped": (stopped.tokens, stopped.stop_reason)}
+            "other_seed": other_seed, "eod": eod, "stopped": (stopped.tokens, stopped.stop_reason),
+            "stop_string": (at_stop.tokens, at_stop.stop_reason, full[:first])}
 
 
 def test_kv_cache_matches_recompute_everything():
@@ -62,6 +70,8 @@ def test_kv_cache_matches_recompute_everything():
     tokens, reason = result["stopped"]
     first = result["cached"][0].index(result["eod"])
     assert reason == "eod" and tokens == result["cached"][0][:first + 1]
+    tokens, reason, expected = result["stop_string"]
+    assert reason == "stop" and tokens == expected and len(expected) < 40
 
 
 def _tp2_cache_check():

@@ -117,8 +117,19 @@ def generate(model: LoadedModel, prompts: Sequence[Sequence[int]], max_new_token
     if batch_size < 1:
         raise EvaluationError(f"--batch-size {batch_size} must be >= 1")
 
+    # Checked after every new token, a stop string ends in the last few characters: decode only
+    # the last `window` tokens (a character is at most 4 byte-fallback tokens; the first one or
+    # two may decode differently alone), not the whole continuation every step.
+    longest = max(map(len, stop_strings), default=0)
+    window = 4 * longest + 8
+
     def stopped(tokens: List[int]) -> bool:
-        return bool(stop_strings) and any(s in decode(tokens) for s in stop_strings)
+        if not stop_strings:
+            return False
+        text = decode(tokens[-window:])
+        if len(tokens) > window and len(text) < longest + 4:  # tokens of (almost) no text
+            text = decode(tokens)
+        return any(s in text for s in stop_strings)
 
     generator = torch.Generator().manual_seed(params.seed)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
