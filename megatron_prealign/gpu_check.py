@@ -17,8 +17,10 @@ import statistics
 import sys
 from typing import List, Optional
 
-# Dense bf16 peak TFLOP/s (NVIDIA data sheets, SXM parts), by a substring of nvidia-smi's name.
-PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100", 989.0), ("A100", 312.0))
+# Dense bf16 peak TFLOP/s (NVIDIA data sheets), by a substring of nvidia-smi's upper-cased name;
+# the first match wins, so the PCIe / NVL parts come before their SXM defaults.
+PEAK_BF16_TFLOPS = (("H200 NVL", 835.0), ("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIE", 756.0),
+                    ("H100", 989.0), ("A100", 312.0))
 
 
 def peak_tflops(gpu_name: Optional[str]) -> Optional[float]:

@@ -437,3 +437,8 @@ def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path)
         pytest.approx(3000.0 * per_token / 1e12 / 989.0)
     assert gpu_check.peak_memory_mib(str(tmp_path / "smi.csv")) == 2500.0
     assert per_token > 6 * 2 * 12 * 32 * 32  # at least 6 x the layers' matmul parameters
+    # Peaks by nvidia-smi's name: the PCIe and NVL parts are not their SXM siblings.
+    names = {"NVIDIA H100 80GB HBM3": 989.0, "NVIDIA H100 PCIe": 756.0, "NVIDIA H100 NVL": 835.0,
+             "NVIDIA H200": 989.0, "NVIDIA H200 NVL": 835.0, "NVIDIA A100-SXM4-80GB": 312.0,
+             "NVIDIA A100 80GB PCIe": 312.0, "Tesla V100-SXM2-32GB": None}
+    assert {name: gpu_check.peak_tflops(name) for name in names} == names
