@@ -71,3 +71,13 @@ def test_parameter_formula_matches_the_built_model(family):
 
     result = run_distributed(_count_built_rank, 1, family)[0]
     assert result["built"] == result["formula"]
+
+
+def test_validation_sets_get_distinct_names():
+    from megatron_prealign.training.arguments import prefix_names
+
+    assert prefix_names(["data/en_text_document", "data/de_text_document"]) == [
+        "en_text_document", "de_text_document"]
+    assert prefix_names(["data/en/text_document", "data/de/text_document"]) == [
+        "en/text_document", "de/text_document"]
+    assert prefix_names(["a/text", "a/text"]) == ["a/text#0", "a/text#1"]

@@ -196,6 +196,17 @@ def data_prefixes(data_path: List[str]) -> List[str]:
     return list(data_path)
 
 
+def prefix_names(prefixes: List[str]) -> List[str]:
+    """Short distinct names of data prefixes (for per-set validation losses): the basenames, or
+    as much of the paths as tells them apart ("en/text_document", "de/text_document")."""
+    parts = [os.path.normpath(p).split(os.sep) for p in prefixes]
+    for depth in range(1, max(map(len, parts), default=0) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{p}#{i}" for i, p in enumerate(prefixes)]  # the same prefix given twice
+
+
 def _check_positive(args: argparse.Namespace):
     for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "micro_batch_size",
                  "global_batch_size", "seq_length", "log_interval"):

@@ -303,10 +303,10 @@ class Trainer:
             return self.finetune_data.validation
         prefixes = arguments.data_prefixes(self.args.data_path)
         sets = {}
-        for prefix in prefixes:
+        for name, prefix in zip(arguments.prefix_names(prefixes), prefixes):
             _, valid, _ = build_datasets(self.args, tokenizer, [1, self.args.eval_iters * self.args.global_batch_size, 0], [prefix])
             if valid is not None:
-                sets[os.path.basename(prefix)] = valid
+                sets[name] = valid
         return sets
 
     # -- one step ----------------------------------------------------------------------------
