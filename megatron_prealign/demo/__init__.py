@@ -6,3 +6,15 @@
 * :mod:`.xllama` — the x-LLaMA miniature (English-only vs CoIT, the scaling law, allocation).
 * :mod:`.real` (+ :mod:`.real_report`) — English -> German on real Debian text (``--only real``).
 """
+
+import os
+import shutil
+
+
+def fresh_directory(path: str) -> str:
+    """An empty directory at ``path``: a demo runs from scratch (deterministic), so a previous
+    run's directory is removed."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.makedirs(path)
+    return path

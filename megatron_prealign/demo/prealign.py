@@ -18,12 +18,12 @@ import importlib
 import json
 import os
 import random
-import shutil
 import time
 from typing import Dict, List
 
 from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.demo import data as demo_data
+from megatron_prealign.demo import fresh_directory
 
 
 @dataclasses.dataclass
@@ -286,10 +286,7 @@ def run_demo(cfg: DemoConfig, output_dir: str) -> dict:
     from megatron_prealign.training import arguments, loop
 
     start = time.time()
-    work = os.path.join(output_dir, "work")
-    if os.path.isdir(work):
-        shutil.rmtree(work)  # deterministic from scratch
-    os.makedirs(work)
+    work = fresh_directory(os.path.join(output_dir, "work"))
     paths = prepare_data(cfg, work)
     log(f"data ready ({time.time() - start:.0f} s)")
     runs = {"joint": os.path.join(work, "joint"), "prealign": os.path.join(work, "prealign")}

@@ -21,10 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Dict, List, Optional
 
+from megatron_prealign.demo import fresh_directory
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, alignment_over_training, log
 
 # One change each from "prealign" (the regime chosen in docs/real_languages.md).
@@ -250,9 +250,7 @@ def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> 
     from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
 
-    if os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir)
+    fresh_directory(run_dir)
     t0 = time.time()
     log(f"training {name} seed {cfg.seed}: {cfg.prealign_iters} pre-alignment + "
         f"{cfg.total_iters - cfg.prealign_iters} iterations (table {cfg.table}, "

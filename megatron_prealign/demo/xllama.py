@@ -23,7 +23,7 @@ import random
 from typing import Dict, List, Tuple
 
 from megatron_prealign.demo import data as demo_data
-from megatron_prealign.demo import xllama_data
+from megatron_prealign.demo import fresh_directory, xllama_data
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, _write_jsonl, log
 
 TARGETS = ("qaa", "qab")
@@ -336,10 +336,7 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
     from megatron_prealign.xllama import scaling_law
 
     start = time.time()
-    work = os.path.join(output_dir, "work_xllama")
-    if os.path.isdir(work):
-        shutil.rmtree(work)  # deterministic from scratch
-    os.makedirs(work)
+    work = fresh_directory(os.path.join(output_dir, "work_xllama"))
     paths = prepare_data(cfg, work)
     bases = train_bases(cfg, paths, work)
     timings = {"data_and_bases_s": time.time() - start}
