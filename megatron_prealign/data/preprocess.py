@@ -125,7 +125,7 @@ def _init_pool_worker(settings: PreprocessSettings, token: Optional[int] = None)
 
 
 @dataclass
-class ChunkResult:
+class BlockResult:
     """What a worker sends back for one block of lines: a few arrays, not one object a line."""
 
     per_key: List[SwitchedBatch]  # the block's good documents, per --json-keys key
@@ -134,7 +134,7 @@ class ChunkResult:
     nbytes: int
 
 
-def _process_block(block: LineBlock) -> ChunkResult:
+def _process_block(block: LineBlock) -> BlockResult:
     settings: PreprocessSettings = _WORKER["settings"]
     encoder: TextEncoder = _WORKER["encoder"]
     switcher: Optional[Codeswitcher] = _WORKER["switcher"]
@@ -160,7 +160,7 @@ def _process_block(block: LineBlock) -> ChunkResult:
             # the main process. Out-of-range ids stay int64 for the writer's error message.
             batch.ids = batch.ids.astype(_WORKER["dtype"])
         per_key.append(batch)
-    return ChunkResult(per_key, stats, bad, len(block.data))
+    return BlockResult(per_key, stats, bad, len(block.data))
 
 
 # --------------------------------------------------------------------------- main side
@@ -221,13 +221,13 @@ def run_preprocess(
             results = ordered_bounded_map(pool, _process_block, blocks, 2 * workers)
         else:
             results = map(_process_block, blocks)
-        for chunk_result in results:
-            for path, line_no, message in chunk_result.bad:
+        for block_result in results:
+            for path, line_no, message in block_result.bad:
                 skip.raise_or_count(BadInputError(path, line_no, message))
-            for writer, batch in zip(writers, chunk_result.per_key):
+            for writer, batch in zip(writers, block_result.per_key):
                 writer.add_documents(batch.ids, batch.lengths, batch.mask)
-            stats.add(chunk_result.stats)
-            bar.update(chunk_result.nbytes)
+            stats.add(block_result.stats)
+            bar.update(block_result.nbytes)
         bar.close()
         if writers and writers[0].documents == 0:
             raise BadInputError(", ".join(files), None, "no documents: the input holds no text "
