@@ -473,8 +473,9 @@ class Codeswitcher:
     def _add_combos(self, combos: List[int]) -> None:
         """Tokenize the replacements of (spelling, language, translation) combos used first now."""
         reps = [self._combo(c) for c in combos]
-        self._combo_start[combos] = len(self._combo_flat) + np.cumsum([0] + [len(r) for r in reps[:-1]])
-        self._combo_len[combos] = [len(r) for r in reps]
+        lengths = np.array([len(r) for r in reps], dtype=np.int64)
+        self._combo_start[combos] = len(self._combo_flat) + np.cumsum(lengths) - lengths
+        self._combo_len[combos] = lengths
         self._combo_flat = np.concatenate([self._combo_flat, *reps])
 
     def _combo(self, combo: int) -> np.ndarray:
