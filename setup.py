@@ -14,6 +14,8 @@ setup(
         # >= 2.6: torch.load defaults to weights_only (megatron-core reads checkpoint metadata with it).
         "torch>=2.6",
         "numpy",
+        # Compiles the codeswitching loops (megatron_prealign/data/codeswitch.py).
+        "numba",
         "sentencepiece",
         "nltk",
         "tqdm",

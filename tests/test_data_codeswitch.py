@@ -193,6 +193,22 @@ def test_ineligible_positions_and_casing(encoder):
     assert " ".join(runs) == "ufer Ufer UFER ufer"  # adjacent switched words form one run
 
 
+def test_long_and_nested_table_words(encoder):
+    """Forms of many tokens (looked up by hash, then compared token by token) and table words
+    that begin other table words: at a position the longest eligible one is the word."""
+    words = ["counterrevolutionaries", "counter", "supercalifragilisticexpialidocious", "super", "bank"]
+    table = [TableEntry(w, 5, {"de": [w[::-1]]}) for w in words]
+    cs = Codeswitcher(table, ["de"], 1.0, "input-only", seed=0, encoder=encoder)
+    assert max(len(encoder.form_ids(w.upper())) for w in words) > 8
+    text = ("Counterrevolutionaries counter SUPERCALIFRAGILISTICEXPIALIDOCIOUS supercalifragilistic "
+            "super-bank counter bank\nsupercalifragilisticexpialidocious. Super")
+    expected_text, switched, eligible, _ = expected_switch_all(text, table)
+    ids, mask, stats = process(cs, text, 0)
+    assert stats.eligible == eligible == len(switched) == 7
+    assert ids.tolist() == encoder.encode(expected_text)
+    assert " ".join(encoder.decode(r).strip() for r in mask_runs(ids.tolist(), mask)) == " ".join(switched)
+
+
 def test_token_id_forms_replace_the_word_tokens(encoder):
     clone = [999_000 + i for i in range(2)]
     table = [TableEntry("bank", 5, {"enclone": ["bank"]}, {"enclone": [clone]})]

@@ -28,8 +28,9 @@ codeswitching; table words are then found *in the token ids*:
   constant beyond the tokenizer's vocabulary) is applied as that shift to the matched spelling,
   so "Bank" becomes the clone of "Bank", not of "bank".
 
-Finding words in token ids is vectorised with numpy (forms of up to a few tokens are packed into
-one int64 key), which keeps codeswitching within a few percent of plain tokenization.
+Finding words in token ids and splicing in their translations are two loops over the tokens,
+compiled with numba (a hash table of every form, compared token by token), which keeps
+codeswitching within a few percent of plain tokenization.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numba
 import numpy as np
 
 from megatron_prealign.data.alignment_table import TableEntry
@@ -47,54 +49,186 @@ CODESWITCH_MODES = ("input-only", "original", "none")
 
 _MASK64 = (1 << 64) - 1
 
-
-def _splitmix64_int(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+# The switch and translation draws are splitmix64 hashes of (seed, document index, key index,
+# word position): the same arithmetic serves numpy (keys, tests) and the compiled loops below.
 
 
-def _concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + n) for s, n in zip(starts, lengths)])``, vectorised."""
-    before = np.cumsum(lengths) - lengths
-    return np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
-
-
-def _splitmix64_array(x: np.ndarray) -> np.ndarray:
-    # uint64 array arithmetic wraps modulo 2**64, as splitmix64 needs.
+@numba.njit(cache=True)
+def _mix(x):
+    """splitmix64's finalizer, on uint64 scalars or arrays (the arithmetic wraps modulo 2**64)."""
     x = x + np.uint64(0x9E3779B97F4A7C15)
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
 
 
-def _doc_key(seed: int, doc_index: int, key_index: int) -> int:
-    return _splitmix64_int(_splitmix64_int(_splitmix64_int(seed & _MASK64) ^ doc_index) ^ key_index)
+@numba.njit(cache=True)
+def _unit(x):
+    """uint64 -> float64 in [0, 1) from the top 53 bits (scalars or arrays)."""
+    return (x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 def _doc_keys(seed: int, doc_indices: Sequence[int], key_index: int) -> np.ndarray:
-    """:func:`_doc_key` of many documents (uint64 array), bit-identical."""
-    base = np.uint64(_splitmix64_int(seed & _MASK64))
+    """The hash key of each document (uint64 array); a word's draws mix its position into it."""
+    # Arrays throughout: numba would return a uint64 scalar as a Python int.
+    seed_key = _mix(np.array([seed & _MASK64], dtype=np.uint64))
     docs = np.asarray(doc_indices, dtype=np.uint64).reshape(-1)
-    return _splitmix64_array(_splitmix64_array(base ^ docs) ^ np.uint64(key_index & _MASK64))
-
-
-def _to_unit(draws: np.ndarray) -> np.ndarray:
-    """uint64 -> float64 in [0, 1) from the top 53 bits."""
-    return (draws >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    return _mix(_mix(seed_key ^ docs) ^ np.uint64(key_index & _MASK64))
 
 
 def word_uniforms(seed: int, doc_index: int, key_index: int, positions) -> np.ndarray:
     """The switch draw U[0,1) of each word position; a pure function of its arguments."""
-    base = np.uint64(_doc_key(seed, doc_index, key_index))
-    return _to_unit(_splitmix64_array(base ^ (np.asarray(positions, dtype=np.uint64) << np.uint64(1))))
+    key = _doc_keys(seed, [doc_index], key_index)
+    return _unit(_mix(key ^ (np.asarray(positions, dtype=np.uint64) << np.uint64(1))))
 
 
 def choice_uniform(seed: int, doc_index: int, key_index: int, position: int) -> float:
     """The translation draw U[0,1) of a word position (independent of the switch draw)."""
-    x = _splitmix64_int(_doc_key(seed, doc_index, key_index) ^ ((position << 1) | 1))
-    return (x >> 11) * (1.0 / 9007199254740992.0)
+    key = _doc_keys(seed, [doc_index], key_index)
+    return float(_unit(_mix(key ^ np.uint64((position << 1) | 1)))[0])
+
+
+# --------------------------------------------------------------------------- compiled loops
+# Finding table words and splicing in translations are loops over every token; numba compiles
+# them on first use and keeps them in its cache (next to this file), which keeps codeswitching a
+# few percent of the tokenizer's time.
+
+
+@numba.njit(cache=True)
+def _window_hash(ids, start, length):
+    h = np.uint64(0xCBF29CE484222325)  # FNV-1a over the token ids
+    for j in range(length):
+        h = (h ^ np.uint64(ids[start + j])) * np.uint64(0x100000001B3)
+    return h
+
+
+@numba.njit(cache=True)
+def _build_hash_table(flat, start, length, size):
+    table = np.full(size, -1, dtype=np.int64)
+    for g in range(len(length)):
+        i = np.int64(_window_hash(flat, start[g], length[g]) & np.uint64(size - 1))
+        while table[i] >= 0:
+            i = (i + 1) & (size - 1)
+        table[i] = g
+    return table
+
+
+@numba.njit(cache=True)
+def _lookup(table, flat, start, length, ids, at, n):
+    """The form equal to ``ids[at : at + n]``, or -1."""
+    i = np.int64(_window_hash(ids, at, n) & np.uint64(len(table) - 1))
+    while table[i] >= 0:
+        g = table[i]
+        if length[g] == n:
+            s = start[g]
+            j = 0
+            while j < n and flat[s + j] == ids[at + j]:
+                j += 1
+            if j == n:
+                return g
+        i = (i + 1) & (len(table) - 1)
+    return -1
+
+
+@numba.njit(cache=True)
+def _find_and_draw(ids, begins, lens, doc_keys, ratio, table, flat, start, length, spaced,
+                   longest_from, lengths_from, single, starts_word, continues, ends_space,
+                   n_langs, lang_base, lang_forms):
+    """One pass over the documents: counts of words and eligible words per document, and the
+    switched words (first token, length, combo id, document), in token order.
+
+    Scanning left to right, the longest eligible form starting at a token is the word there;
+    the scan resumes after it (words never overlap).
+    """
+    n_docs = len(lens)
+    n_words = np.zeros(n_docs, dtype=np.int64)
+    n_eligible = np.zeros(n_docs, dtype=np.int64)
+    sw_start = np.empty(len(ids), dtype=np.int64)
+    sw_len = np.empty(len(ids), dtype=np.int64)
+    sw_combo = np.empty(len(ids), dtype=np.int64)
+    sw_doc = np.empty(len(ids), dtype=np.int64)
+    k = 0
+    for d in range(n_docs):
+        b = begins[d]
+        e = b + lens[d]
+        for t in range(b, e):
+            n_words[d] += starts_word[ids[t]]
+        t = b
+        while t < e:
+            g = -1
+            n = min(longest_from[ids[t]], e - t)
+            while n > 0:
+                if lengths_from[ids[t]] & (np.uint64(1) << np.uint64(min(n, 63))):
+                    g = single[ids[t]] if n == 1 else _lookup(table, flat, start, length, ids, t, n)
+                    # Eligible: the next token does not continue the word; a form without its
+                    # leading space only at the document start or after whitespace.
+                    if g >= 0 and not (t + n < e and continues[ids[t + n]]) and (
+                        spaced[g] or t == b or ends_space[ids[t - 1]]
+                    ):
+                        break
+                    g = -1
+                n -= 1
+            if g < 0:
+                t += 1
+                continue
+            n_eligible[d] += 1
+            position = np.uint64(t - b) << np.uint64(1)
+            if _unit(_mix(doc_keys[d] ^ position)) < ratio:
+                # The translation draw: the odd counter of the same position (choice_uniform).
+                scaled = _unit(_mix(doc_keys[d] ^ (position | np.uint64(1)))) * n_langs[g]
+                lang = min(np.int64(scaled), n_langs[g] - 1)
+                n_forms = lang_forms[g, lang]
+                form = min(np.int64((scaled - lang) * n_forms), n_forms - 1)
+                sw_start[k] = t
+                sw_len[k] = n
+                sw_combo[k] = lang_base[g, lang] + form
+                sw_doc[k] = d
+                k += 1
+            t += n
+    return n_words, n_eligible, sw_start[:k], sw_len[:k], sw_combo[:k], sw_doc[:k]
+
+
+@numba.njit(cache=True)
+def _splice(ids, begins, lens, sw_start, sw_len, sw_combo, sw_doc, combo_start, combo_len,
+            combo_flat, eod, with_mask):
+    """The documents with the switched words' tokens replaced by their combos' ids and ``eod``
+    (if >= 0) after each; the loss mask (0 on replacements) when ``with_mask``; per document the
+    output length and the number of replacement tokens."""
+    n_docs = len(lens)
+    out_lens = lens.copy()
+    replaced = np.zeros(n_docs, dtype=np.int64)
+    for i in range(len(sw_start)):
+        r = combo_len[sw_combo[i]]
+        out_lens[sw_doc[i]] += r - sw_len[i]
+        replaced[sw_doc[i]] += r
+    if eod >= 0:
+        out_lens += 1
+    total = out_lens.sum()
+    out = np.empty(total, dtype=np.int64)
+    mask = np.ones(total if with_mask else 0, dtype=np.uint8)
+    o = 0
+    i = 0
+    for d in range(n_docs):
+        t = begins[d]
+        e = t + lens[d]
+        while i < len(sw_start) and sw_doc[i] == d:
+            p = sw_start[i]
+            out[o : o + p - t] = ids[t:p]
+            o += p - t
+            s = combo_start[sw_combo[i]]
+            r = combo_len[sw_combo[i]]
+            out[o : o + r] = combo_flat[s : s + r]
+            if with_mask:
+                mask[o : o + r] = 0
+            o += r
+            t = p + sw_len[i]
+            i += 1
+        out[o : o + e - t] = ids[t:e]
+        o += e - t
+        if eod >= 0:
+            out[o] = eod
+            o += 1
+    return out, out_lens, mask, replaced
 
 
 @dataclass
@@ -172,55 +306,33 @@ def _apply_case(form: str, casing: str) -> str:
     return form
 
 
-class _FormIndex:
-    """Token-id forms of one length L, packed into int64 keys for vectorised lookup."""
+class _Forms:
+    """Every registered token-id form (a spelling of a table word), for the compiled scan.
 
-    def __init__(self, length: int, vocab: int) -> None:
-        self.length = length
-        self.exact = vocab**length < 2**63  # else keys are hashes and hits are re-checked
-        self.vocab = vocab
-        self.by_key: Dict[int, Tuple[Tuple[int, ...], _Match]] = {}
-        self.keys = np.zeros(0, dtype=np.int64)
-        self.spaced = np.zeros(0, dtype=bool)
-        self.matches: List[Tuple[Tuple[int, ...], _Match]] = []
+    Form ``g`` is ``flat[start[g] : start[g] + length[g]]``; ``table`` is an open-addressing hash
+    table of form indices (-1: empty) keyed by :func:`_window_hash`, and hits are compared token by
+    token, so lookups are exact for forms of any length.
+    """
 
-    def keys_at(self, ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """Keys of the windows ``ids[s : s + L]`` for each start s."""
-        if self.exact:
-            k = ids[starts]
-            for j in range(1, self.length):
-                k = k * self.vocab + ids[starts + j]
-            return k
-        k = np.zeros(len(starts), dtype=np.uint64)
-        for j in range(self.length):  # FNV-style mixing, wrapping in uint64
-            k = (k ^ ids[starts + j].astype(np.uint64)) * np.uint64(0x100000001B3)
-        return k.view(np.int64)
-
-    def add(self, ids: Tuple[int, ...], match: _Match) -> None:
-        key = int(self.keys_at(np.asarray(ids, dtype=np.int64), np.zeros(1, dtype=np.int64))[0])
-        self.by_key[key] = (ids, match)
-
-    def freeze(self) -> None:
-        order = sorted(self.by_key)
-        self.keys = np.array(order, dtype=np.int64)
-        self.matches = [self.by_key[k] for k in order]
-        self.spaced = np.array([m.spaced for _, m in self.matches], dtype=bool)
-        self.first = np.zeros(self.vocab, dtype=bool)  # first tokens of this length's forms
-        self.first[[form[0] for form, _ in self.matches]] = True
-        if self.length == 1:  # direct table: token id -> slot (-1: not a form)
-            self.dense = np.full(self.vocab, -1, dtype=np.int64)
-            self.dense[[form[0] for form, _ in self.matches]] = np.arange(len(self.matches))
-
-    def lookup(self, ids: np.ndarray, starts: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """(starts whose window is a registered form, index of that form in ``matches``)."""
-        if self.length == 1:
-            slot = self.dense[ids[starts]]
-            hit = slot >= 0
-            return starts[hit], slot[hit]
-        keys = self.keys_at(ids, starts)
-        slot = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        hit = self.keys[slot] == keys
-        return starts[hit], slot[hit]
+    def __init__(self, forms: Dict[Tuple[int, ...], _Match], vocab: int) -> None:
+        self.matches = list(forms.values())
+        sequences = list(forms)
+        self.length = np.array([len(f) for f in sequences], dtype=np.int64)
+        self.start = np.cumsum(self.length) - self.length
+        self.flat = np.array([i for f in sequences for i in f], dtype=np.int64)
+        self.spaced = np.array([m.spaced for m in self.matches], dtype=bool)
+        # Per token id: the longest form beginning with it (0: none) and, as bits, the lengths
+        # of those forms (bit 63: any length >= 63).
+        self.longest_from = np.zeros(vocab, dtype=np.int64)
+        np.maximum.at(self.longest_from, self.flat[self.start], self.length)
+        self.lengths_from = np.zeros(vocab, dtype=np.uint64)
+        bits = np.left_shift(np.uint64(1), np.minimum(self.length, 63).astype(np.uint64))
+        np.bitwise_or.at(self.lengths_from, self.flat[self.start], bits)
+        self.single = np.full(vocab, -1, dtype=np.int64)  # the one-token form of each id
+        one = np.flatnonzero(self.length == 1)
+        self.single[self.flat[self.start[one]]] = one
+        size = 1 << max(4, int(2 * len(sequences)).bit_length())  # load factor <= 1/2
+        self.table = _build_hash_table(self.flat, self.start, self.length, size)
 
 
 class Codeswitcher:
@@ -243,24 +355,24 @@ class Codeswitcher:
         self.mode = mode
         self.seed = seed
         self.encoder = encoder
-        self._index: Dict[int, _FormIndex] = {}
+        # Every spelling's token ids -> its match; a later registration of the same ids wins.
+        forms: Dict[Tuple[int, ...], _Match] = {}
         # Exclusive bound of the ids an output can hold (En-Clone shifts apply to any token).
         self.id_bound = encoder.vocab_size
         if mode == "none":
             return
         self._starts_word, self._continues, self._ends_space = encoder.token_classes()
-        vocab = len(self._starts_word)
         for entry in entries:
-            forms, ids = [], []
+            choice_forms, ids = [], []
             for lang in languages:
                 lang_forms = entry.translations.get(lang) or []
                 if lang_forms:
-                    forms.append(lang_forms)
+                    choice_forms.append(lang_forms)
                     ids.append(entry.token_ids.get(lang))
-            if not forms:
+            if not choice_forms:
                 continue
             word = normalize_word(entry.word)
-            choices = _Choices(forms, ids, tuple(encoder.form_ids(word)))
+            choices = _Choices(choice_forms, ids, tuple(encoder.form_ids(word)))
             for id_forms in filter(None, ids):
                 for form in id_forms:
                     shift = self._clone_shift(choices.word_ids, np.asarray(form, dtype=np.int64))
@@ -274,113 +386,35 @@ class Codeswitcher:
             ):
                 spaced = tuple(encoder.form_ids(variant))
                 plain = tuple(int(i) for i in encoder.encode(variant))
-                self._register(spaced, _Match(choices, casing, True, spaced), vocab)
+                if spaced:
+                    forms[spaced] = _Match(choices, casing, True, spaced)
                 if plain and plain != spaced:
-                    self._register(plain, _Match(choices, casing, False, plain), vocab)
-        self._multi_first = None
+                    forms[plain] = _Match(choices, casing, False, plain)
+        self._forms = _Forms(forms, len(self._starts_word)) if forms else None
         # Every (matched spelling, language, translation) gets a combo id; its replacement ids
-        # are tokenized on first use. Per form index: combo id = lang_base[slot, lang] + form.
+        # are tokenized on first use. Form g's combo id = lang_base[g, lang] + translation.
         self._combos: List[Tuple[_Match, int, int]] = []
-        for length, index in self._index.items():
-            index.freeze()
-            n_slots = len(index.matches)
-            max_langs = max(len(m.choices.forms) for _, m in index.matches)
-            index.n_langs = np.array([len(m.choices.forms) for _, m in index.matches], dtype=np.int64)
-            index.lang_base = np.zeros((n_slots, max_langs), dtype=np.int64)
-            index.lang_forms = np.ones((n_slots, max_langs), dtype=np.int64)
-            for slot, (_, m) in enumerate(index.matches):
-                for lang_idx, forms in enumerate(m.choices.forms):
-                    index.lang_base[slot, lang_idx] = len(self._combos)
-                    index.lang_forms[slot, lang_idx] = len(forms)
-                    self._combos += [(m, lang_idx, f) for f in range(len(forms))]
-            if length > 1:
-                if self._multi_first is None:
-                    self._multi_first = np.zeros(vocab, dtype=bool)
-                self._multi_first |= index.first
-
+        max_langs = max((len(m.choices.forms) for m in forms.values()), default=1)
+        self._n_langs = np.array([len(m.choices.forms) for m in forms.values()], dtype=np.int64)
+        self._lang_base = np.zeros((len(forms), max_langs), dtype=np.int64)
+        self._lang_forms = np.ones((len(forms), max_langs), dtype=np.int64)
+        for g, m in enumerate(forms.values()):
+            for lang_idx, lang_forms in enumerate(m.choices.forms):
+                self._lang_base[g, lang_idx] = len(self._combos)
+                self._lang_forms[g, lang_idx] = len(lang_forms)
+                self._combos += [(m, lang_idx, f) for f in range(len(lang_forms))]
         # Replacement ids of the combos used so far, back to back: combo c's are
         # _combo_flat[_combo_start[c] : _combo_start[c] + _combo_len[c]] (start -1: not yet).
         self._combo_start = np.full(len(self._combos), -1, dtype=np.int64)
         self._combo_len = np.zeros(len(self._combos), dtype=np.int64)
         self._combo_flat = np.zeros(0, dtype=np.int64)
-
-    def _register(self, ids: Tuple[int, ...], match: _Match, vocab: int) -> None:
-        if not ids:
-            return
-        index = self._index.get(len(ids))
-        if index is None:
-            index = self._index[len(ids)] = _FormIndex(len(ids), vocab)
-        index.add(ids, match)
-
-    def find_words(
-        self, ids: np.ndarray, doc_begins: np.ndarray
-    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Eligible table words in ``ids`` as arrays (start, length, slot), sorted by start and
-        non-overlapping; ``match(length, slot)`` gives the word's translations.
-
-        ``ids`` are several documents back to back, ``doc_begins`` their first tokens (words
-        never cross them). Working on many documents at once keeps the number of numpy calls per
-        document small.
-        """
-        n = len(ids)
-        # Token t begins a document (t == n: the end); one lookup per candidate for any bound.
-        begins_doc = np.zeros(n + 1, dtype=bool)
-        begins_doc[doc_begins] = True
-        begins_doc[n] = True
-        found_parts = []  # (starts, length, slots) of each form length, on candidates only
-        multi_starts = np.flatnonzero(self._multi_first[ids]) if self._multi_first is not None else None
-        for length in sorted(self._index):
-            index = self._index[length]
-            if length == 1:
-                starts = np.flatnonzero(index.first[ids])
-            else:  # one pass over all tokens for every multi-token length together
-                starts = multi_starts[index.first[ids[multi_starts]]]
-                starts = starts[starts <= n - length]
-            for inside in range(1, length):  # the form's tokens lie in one document
-                starts = starts[~begins_doc[starts + inside]]
-            if not starts.size:
-                continue
-            starts, slot = index.lookup(ids, starts)
-            after = starts + length
-            ok = begins_doc[after]
-            ok[~ok] = ~self._continues[ids[after[~ok]]]
-            # Forms without the leading space only at the start or after whitespace.
-            plain = ~index.spaced[slot]
-            if plain.any():
-                prev_ok = np.ones(len(starts), dtype=bool)
-                inner = plain & ~begins_doc[starts]
-                prev_ok[inner] = self._ends_space[ids[starts[inner] - 1]]
-                ok &= prev_ok
-            found_parts.append((starts[ok], length, slot[ok]))
-        if not found_parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        starts = np.concatenate([f for f, _, _ in found_parts])
-        lengths = np.concatenate([np.full(len(f), length, dtype=np.int64) for f, length, _ in found_parts])
-        slots = np.concatenate([sl for _, _, sl in found_parts])
-        if len(found_parts) > 1:  # by start; at a start the longest form wins
-            order = np.lexsort((lengths, starts))
-            starts, lengths, slots = starts[order], lengths[order], slots[order]
-            last = np.ones(len(starts), dtype=bool)
-            last[:-1] = starts[1:] != starts[:-1]
-            starts, lengths, slots = starts[last], lengths[last], slots[last]
-        suspicious = np.zeros(len(starts), dtype=bool)
-        suspicious[1:] = starts[1:] < starts[:-1] + lengths[:-1]  # overlaps (not for single words)
-        for length, index in self._index.items():
-            if not index.exact:  # long forms are keyed by a hash: confirm those hits
-                suspicious |= lengths == length
-        if suspicious.any():
-            keep, end = [], 0
-            for i, (p, length, slot) in enumerate(zip(starts.tolist(), lengths.tolist(), slots.tolist())):
-                form = self._index[length].matches[slot][0]
-                if p >= end and tuple(ids[p : p + length].tolist()) == form:
-                    keep.append(i)
-                    end = p + length
-            starts, lengths, slots = starts[keep], lengths[keep], slots[keep]
-        return starts, lengths, slots
-
-    def match(self, length: int, slot: int) -> _Match:
-        return self._index[length].matches[slot][1]
+        if self._forms is not None:
+            # Compile the kernels here, once (numba keeps them in its on-disk cache; forked
+            # workers inherit them): one document holding one table word, switched.
+            first = self._forms.flat[: self._forms.length[0]]
+            self.ratio = 1.0
+            self.process_batch([""], [0], encoded=(first, np.array([len(first)])), eod=0)
+            self.ratio = ratio
 
     def process_batch(
         self,
@@ -399,75 +433,30 @@ class Codeswitcher:
         all_ids, lens = self.encoder.encode_batch(texts) if encoded is None else encoded
         n_docs = len(lens)
         zeros = np.zeros(n_docs, dtype=np.int64)
-        if self.mode == "none" or self.ratio == 0.0 or not n_docs:
+        if self.mode == "none" or self.ratio == 0.0 or self._forms is None or not n_docs:
             return SwitchedBatch.build(all_ids, lens, None, zeros, zeros, zeros, zeros, eod)
-        ends = np.cumsum(lens)
-        begins = ends - lens
-        starts, lengths, slots = self.find_words(all_ids, begins)
-        word_doc = np.repeat(np.arange(n_docs), lens)[starts]
-        keys = _doc_keys(self.seed, doc_indices, key_index)
-        rel = (starts - begins[word_doc]).astype(np.uint64)
-        draws = _splitmix64_array(keys[word_doc] ^ (rel << np.uint64(1)))
-        switched = _to_unit(draws) < self.ratio
-        n_words = zeros.copy()  # word-start tokens per document (reduceat needs non-empty ones)
-        nonempty = lens > 0
-        n_words[nonempty] = np.add.reduceat(self._starts_word[all_ids], begins[nonempty], dtype=np.int64)
-        n_eligible = np.bincount(word_doc, minlength=n_docs)
-        sw = np.flatnonzero(switched)
-        if not sw.size:
+        begins = np.cumsum(lens) - lens
+        forms = self._forms
+        n_words, n_eligible, sw_starts, sw_lens, combos, sw_doc = _find_and_draw(
+            all_ids, begins, lens, _doc_keys(self.seed, doc_indices, key_index), float(self.ratio),
+            forms.table, forms.flat, forms.start, forms.length, forms.spaced, forms.longest_from,
+            forms.lengths_from, forms.single, self._starts_word, self._continues, self._ends_space,
+            self._n_langs, self._lang_base, self._lang_forms,
+        )
+        if not len(combos):
             return SwitchedBatch.build(all_ids, lens, None, n_words, n_eligible, zeros, zeros, eod)
-        sw_doc = word_doc[sw]
-        n_switched = np.bincount(sw_doc, minlength=n_docs)
-        # The translation draw: the odd counter of the same position (see choice_uniform).
-        choice = _to_unit(_splitmix64_array(keys[sw_doc] ^ ((rel[sw] << np.uint64(1)) | np.uint64(1))))
-        sw_starts, sw_lens = starts[sw], lengths[sw]
-        combos = np.zeros(len(sw), dtype=np.int64)
-        for length, index in self._index.items():
-            here = np.flatnonzero(sw_lens == length)
-            if not here.size:
-                continue
-            slot = slots[sw[here]]
-            scaled = choice[here] * index.n_langs[slot]
-            lang = np.minimum(scaled.astype(np.int64), index.n_langs[slot] - 1)
-            n_forms = index.lang_forms[slot, lang]
-            form = np.minimum(((scaled - lang) * n_forms).astype(np.int64), n_forms - 1)
-            combos[here] = index.lang_base[slot, lang] + form
         new = np.unique(combos[self._combo_start[combos] < 0])
         if new.size:
             self._add_combos(new.tolist())
-        rep_lens = self._combo_len[combos]
-        # Delete the switched words' tokens, insert the replacements (and the EODs): every token
-        # is scattered once to its output position, all documents at once.
-        n, extra = len(all_ids), int(eod is not None)
-        word_tokens = _concat_ranges(sw_starts, sw_lens)
-        keep = np.ones(n, dtype=bool)
-        keep[word_tokens] = False
-        # shift[t]: how far token t moves: growth by switched words before it, one EOD per
-        # earlier document.
-        shift = np.zeros(n + 1, dtype=np.int64)
-        shift[sw_starts + 1] = rep_lens - sw_lens
-        if extra:
-            np.add.at(shift, begins[1:], 1)  # begins may repeat (documents without tokens)
-        np.cumsum(shift, out=shift)
-        pos = np.arange(n, dtype=np.int64)
-        pos += shift[:n]
-        rep_per_doc = np.bincount(sw_doc, weights=rep_lens, minlength=n_docs).astype(np.int64)
-        new_lens = lens - np.bincount(sw_doc, weights=sw_lens, minlength=n_docs).astype(np.int64) + rep_per_doc
-        out_lens = new_lens + extra
-        out = np.empty(int(out_lens.sum()), dtype=np.int64)
-        out[pos[keep]] = all_ids[keep]
-        rep_first = sw_starts + shift[sw_starts]
-        rep_pos = _concat_ranges(rep_first, rep_lens)
-        out[rep_pos] = self._combo_flat[_concat_ranges(self._combo_start[combos], rep_lens)]
-        if extra:
-            out[np.cumsum(out_lens) - 1] = eod
         masked = self.mode == "input-only"
-        mask_all = None
-        if masked:
-            mask_all = np.ones(len(out), dtype=np.uint8)
-            mask_all[rep_pos] = 0
+        out, out_lens, mask, rep_per_doc = _splice(
+            all_ids, begins, lens, sw_starts, sw_lens, combos, sw_doc, self._combo_start,
+            self._combo_len, self._combo_flat, -1 if eod is None else int(eod), masked,
+        )
+        n_switched = np.bincount(sw_doc, minlength=n_docs)
         return SwitchedBatch(
-            out, out_lens, mask_all, n_words, n_eligible, n_switched, rep_per_doc if masked else zeros
+            out, out_lens, mask if masked else None, n_words, n_eligible, n_switched,
+            rep_per_doc if masked else zeros,
         )
 
     def _add_combos(self, combos: List[int]) -> None:
