@@ -8,12 +8,15 @@ after `timeout` seconds instead of hanging the suite.
 Ranks are forked from multiprocessing's fork server, which imports torch and megatron-core once
 (`PRELOAD`) and runs nothing else: every rank starts as clean as a spawned interpreter but
 without its ~6 s of imports. Like spawn, a rank gets the test process's sys.path and working
-directory, and (passed explicitly) its environment at launch time.
+directory, and (passed explicitly) its environment at launch time. A rank's stdout and stderr go
+to files that the test process prints once the ranks have ended (a forked rank would otherwise
+write to the fork server's streams, out of reach of pytest's capture of this test).
 """
 
 import multiprocessing
 import os
 import socket
+import sys
 import tempfile
 import traceback
 
@@ -32,6 +35,10 @@ _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
 def _rank_main(fn, rank, world_size, port, out_dir, args, kwargs, environ):
+    for fd, stream in ((1, "stdout"), (2, "stderr")):
+        handle = os.open(os.path.join(out_dir, f"rank{rank}.{stream}"), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
     os.environ.clear()
     os.environ.update(environ)
     os.environ.update(
@@ -76,6 +83,14 @@ def run_distributed(fn, world_size: int, *args, timeout: float = 300, **kwargs) 
         for p in procs:
             if p.is_alive():
                 p.kill()
+        for rank, p in enumerate(procs):
+            p.join()
+            for stream in ("stdout", "stderr"):
+                path = os.path.join(out_dir, f"rank{rank}.{stream}")
+                if os.path.exists(path):
+                    with open(path, encoding="utf-8", errors="replace") as handle:
+                        getattr(sys, stream).write(handle.read())
+                    getattr(sys, stream).flush()
         errors = []
         for rank in range(world_size):
             err = os.path.join(out_dir, f"rank{rank}.err")

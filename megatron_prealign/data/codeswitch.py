@@ -311,16 +311,17 @@ class _Forms:
 
     Form ``g`` is ``flat[start[g] : start[g] + length[g]]``; ``table`` is an open-addressing hash
     table of form indices (-1: empty) keyed by :func:`_window_hash`, and hits are compared token by
-    token, so lookups are exact for forms of any length.
+    token, so lookups are exact for forms of any length. Every (form, language, translation) is
+    a combo: ``combos[lang_base[g, lang] + translation]``.
     """
 
     def __init__(self, forms: Dict[Tuple[int, ...], _Match], vocab: int) -> None:
-        self.matches = list(forms.values())
+        matches = list(forms.values())
         sequences = list(forms)
         self.length = np.array([len(f) for f in sequences], dtype=np.int64)
         self.start = np.cumsum(self.length) - self.length
         self.flat = np.array([i for f in sequences for i in f], dtype=np.int64)
-        self.spaced = np.array([m.spaced for m in self.matches], dtype=bool)
+        self.spaced = np.array([m.spaced for m in matches], dtype=bool)
         # Per token id: the longest form beginning with it (0: none) and, as bits, the lengths
         # of those forms (bit 63: any length >= 63).
         self.longest_from = np.zeros(vocab, dtype=np.int64)
@@ -333,6 +334,16 @@ class _Forms:
         self.single[self.flat[self.start[one]]] = one
         size = 1 << max(4, int(2 * len(sequences)).bit_length())  # load factor <= 1/2
         self.table = _build_hash_table(self.flat, self.start, self.length, size)
+        self.combos: List[Tuple[_Match, int, int]] = []
+        max_langs = max(len(m.choices.forms) for m in matches)
+        self.n_langs = np.array([len(m.choices.forms) for m in matches], dtype=np.int64)
+        self.lang_base = np.zeros((len(matches), max_langs), dtype=np.int64)
+        self.lang_forms = np.ones((len(matches), max_langs), dtype=np.int64)
+        for g, m in enumerate(matches):
+            for lang, translations in enumerate(m.choices.forms):
+                self.lang_base[g, lang] = len(self.combos)
+                self.lang_forms[g, lang] = len(translations)
+                self.combos += [(m, lang, f) for f in range(len(translations))]
 
 
 class Codeswitcher:
@@ -355,6 +366,7 @@ class Codeswitcher:
         self.mode = mode
         self.seed = seed
         self.encoder = encoder
+        self._forms: Optional[_Forms] = None  # None: nothing to switch
         # Every spelling's token ids -> its match; a later registration of the same ids wins.
         forms: Dict[Tuple[int, ...], _Match] = {}
         # Exclusive bound of the ids an output can hold (En-Clone shifts apply to any token).
@@ -390,31 +402,21 @@ class Codeswitcher:
                     forms[spaced] = _Match(choices, casing, True, spaced)
                 if plain and plain != spaced:
                     forms[plain] = _Match(choices, casing, False, plain)
-        self._forms = _Forms(forms, len(self._starts_word)) if forms else None
-        # Every (matched spelling, language, translation) gets a combo id; its replacement ids
-        # are tokenized on first use. Form g's combo id = lang_base[g, lang] + translation.
-        self._combos: List[Tuple[_Match, int, int]] = []
-        max_langs = max((len(m.choices.forms) for m in forms.values()), default=1)
-        self._n_langs = np.array([len(m.choices.forms) for m in forms.values()], dtype=np.int64)
-        self._lang_base = np.zeros((len(forms), max_langs), dtype=np.int64)
-        self._lang_forms = np.ones((len(forms), max_langs), dtype=np.int64)
-        for g, m in enumerate(forms.values()):
-            for lang_idx, lang_forms in enumerate(m.choices.forms):
-                self._lang_base[g, lang_idx] = len(self._combos)
-                self._lang_forms[g, lang_idx] = len(lang_forms)
-                self._combos += [(m, lang_idx, f) for f in range(len(lang_forms))]
+        if not forms:  # no table word in the requested languages
+            return
+        self._forms = _Forms(forms, len(self._starts_word))
         # Replacement ids of the combos used so far, back to back: combo c's are
         # _combo_flat[_combo_start[c] : _combo_start[c] + _combo_len[c]] (start -1: not yet).
-        self._combo_start = np.full(len(self._combos), -1, dtype=np.int64)
-        self._combo_len = np.zeros(len(self._combos), dtype=np.int64)
+        n_combos = len(self._forms.combos)  # their replacement ids are tokenized on first use
+        self._combo_start = np.full(n_combos, -1, dtype=np.int64)
+        self._combo_len = np.zeros(n_combos, dtype=np.int64)
         self._combo_flat = np.zeros(0, dtype=np.int64)
-        if self._forms is not None:
-            # Compile the kernels here, once (numba keeps them in its on-disk cache; forked
-            # workers inherit them): one document holding one table word, switched.
-            first = self._forms.flat[: self._forms.length[0]]
-            self.ratio = 1.0
-            self.process_batch([""], [0], encoded=(first, np.array([len(first)])), eod=0)
-            self.ratio = ratio
+        # Compile the kernels here, once (numba keeps them in its on-disk cache; forked workers
+        # inherit them): one document holding one table word, switched.
+        first = self._forms.flat[: self._forms.length[0]]
+        self.ratio = 1.0
+        self.process_batch([""], [0], encoded=(first, np.array([len(first)])), eod=0)
+        self.ratio = ratio
 
     def process_batch(
         self,
@@ -433,7 +435,7 @@ class Codeswitcher:
         all_ids, lens = self.encoder.encode_batch(texts) if encoded is None else encoded
         n_docs = len(lens)
         zeros = np.zeros(n_docs, dtype=np.int64)
-        if self.mode == "none" or self.ratio == 0.0 or self._forms is None or not n_docs:
+        if self._forms is None or self.ratio == 0.0 or not n_docs:
             return SwitchedBatch.build(all_ids, lens, None, zeros, zeros, zeros, zeros, eod)
         begins = np.cumsum(lens) - lens
         forms = self._forms
@@ -441,7 +443,7 @@ class Codeswitcher:
             all_ids, begins, lens, _doc_keys(self.seed, doc_indices, key_index), float(self.ratio),
             forms.table, forms.flat, forms.start, forms.length, forms.spaced, forms.longest_from,
             forms.lengths_from, forms.single, self._starts_word, self._continues, self._ends_space,
-            self._n_langs, self._lang_base, self._lang_forms,
+            forms.n_langs, forms.lang_base, forms.lang_forms,
         )
         if not len(combos):
             return SwitchedBatch.build(all_ids, lens, None, n_words, n_eligible, zeros, zeros, eod)
@@ -469,7 +471,7 @@ class Codeswitcher:
 
     def _combo(self, combo: int) -> np.ndarray:
         """Replacement ids of a (spelling, language, translation) combination."""
-        match, lang_idx, form_idx = self._combos[combo]
+        match, lang_idx, form_idx = self._forms.combos[combo]
         id_forms = match.choices.ids[lang_idx]
         if id_forms is not None:
             ids = np.asarray(id_forms[form_idx], dtype=np.int64)
