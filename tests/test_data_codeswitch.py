@@ -249,3 +249,19 @@ def test_many_documents_at_once_equals_one_by_one(encoder, docs, assets):
         one_ids, one_mask, one_stats = process(cs, text, index)
         assert ids.tolist() == one_ids.tolist() and stats == one_stats
         assert (mask is None and one_mask is None) or mask.tolist() == one_mask.tolist()
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    """Where numba finds no writable cache location (read-only install, no home directory), the
+    loops are compiled in the process instead of failing at import."""
+    import numba.core.caching
+
+    from megatron_prealign.data import codeswitch
+
+    def add_one(x):
+        return x + 1
+
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="no locator"):
+        numba.njit(cache=True)(add_one)
+    assert codeswitch._compiled(add_one)(41) == 42

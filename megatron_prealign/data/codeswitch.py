@@ -49,11 +49,20 @@ CODESWITCH_MODES = ("input-only", "original", "none")
 
 _MASK64 = (1 << 64) - 1
 
+
+def _compiled(fn):
+    """``numba.njit``, kept in numba's on-disk cache where it finds a writable place (next to this
+    file, else the user's cache directory, or ``NUMBA_CACHE_DIR``); else compiled per process."""
+    try:
+        return numba.njit(cache=True)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(fn)
+
 # The switch and translation draws are splitmix64 hashes of (seed, document index, key index,
 # word position): the same arithmetic serves numpy (keys, tests) and the compiled loops below.
 
 
-@numba.njit(cache=True)
+@_compiled
 def _mix(x):
     """splitmix64's finalizer, on uint64 scalars or arrays (the arithmetic wraps modulo 2**64)."""
     x = x + np.uint64(0x9E3779B97F4A7C15)
@@ -62,7 +71,7 @@ def _mix(x):
     return x ^ (x >> np.uint64(31))
 
 
-@numba.njit(cache=True)
+@_compiled
 def _unit(x):
     """uint64 -> float64 in [0, 1) from the top 53 bits (scalars or arrays)."""
     return (x >> np.uint64(11)) * (1.0 / 9007199254740992.0)
@@ -94,7 +103,7 @@ def choice_uniform(seed: int, doc_index: int, key_index: int, position: int) -> 
 # few percent of the tokenizer's time.
 
 
-@numba.njit(cache=True)
+@_compiled
 def _window_hash(ids, start, length):
     h = np.uint64(0xCBF29CE484222325)  # FNV-1a over the token ids
     for j in range(length):
@@ -102,7 +111,7 @@ def _window_hash(ids, start, length):
     return h
 
 
-@numba.njit(cache=True)
+@_compiled
 def _build_hash_table(flat, start, length, size):
     table = np.full(size, -1, dtype=np.int64)
     for g in range(len(length)):
@@ -113,7 +122,7 @@ def _build_hash_table(flat, start, length, size):
     return table
 
 
-@numba.njit(cache=True)
+@_compiled
 def _lookup(table, flat, start, length, ids, at, n):
     """The form equal to ``ids[at : at + n]``, or -1."""
     i = np.int64(_window_hash(ids, at, n) & np.uint64(len(table) - 1))
@@ -130,7 +139,7 @@ def _lookup(table, flat, start, length, ids, at, n):
     return -1
 
 
-@numba.njit(cache=True)
+@_compiled
 def _find_and_draw(ids, begins, lens, doc_keys, ratio, table, flat, start, length, spaced,
                    longest_from, lengths_from, single, starts_word, continues, ends_space,
                    n_langs, lang_base, lang_forms):
@@ -188,7 +197,7 @@ def _find_and_draw(ids, begins, lens, doc_keys, ratio, table, flat, start, lengt
     return n_words, n_eligible, sw_start[:k], sw_len[:k], sw_combo[:k], sw_doc[:k]
 
 
-@numba.njit(cache=True)
+@_compiled
 def _splice(ids, begins, lens, sw_start, sw_len, sw_combo, sw_doc, combo_start, combo_len,
             combo_flat, eod, with_mask):
     """The documents with the switched words' tokens replaced by their combos' ids and ``eod``
