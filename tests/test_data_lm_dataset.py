@@ -28,7 +28,8 @@ def build_lm_datasets(config, num_samples):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return build_tokenizer("NullTokenizer", vocab_size=VOCAB)
+    # ids 0..VOCAB, EOD = VOCAB: megatron-core 0.19's NullTokenizer puts EOD at vocab_size - 1.
+    return build_tokenizer("NullTokenizer", vocab_size=VOCAB + 1)
 
 
 def stored_bit(doc, pos):

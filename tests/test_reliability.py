@@ -63,7 +63,7 @@ def _kill_during_resave(root):
     real_save = dist_checkpointing.save
 
     def killed_midway(state, directory, *args, **kwargs):  # some files written, then the kill
-        torch.save({"partial": True}, os.path.join(directory, "common.pt"))
+        torch.save({"partial": True}, os.path.join(directory, "__0_0.distcp"))
         raise KeyboardInterrupt("killed")
 
     checkpointing.dist_checkpointing.save = killed_midway

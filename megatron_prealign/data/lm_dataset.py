@@ -89,9 +89,9 @@ class MaskedGPTDataset(GPTDataset):
         """The stored mask of the sample's ``sequence_length + 1`` tokens (None: no sibling)."""
         if self._mask_view is None:
             return None
-        mask, _ = GPTDataset._query_document_sample_shuffle_indices(
+        mask = GPTDataset._query_document_sample_shuffle_indices(
             self._mask_view, 0 if idx is None else idx
-        )
+        )[0]  # (token ids, document ids, document lengths)
         return torch.from_numpy(mask)
 
     def __getitem__(self, idx: Optional[int]):

@@ -2,7 +2,7 @@
 
 Tools and training call :func:`build_tokenizer` (or :func:`add_tokenizer_args` +
 :func:`build_tokenizer_from_args`), which fills in Megatron-LM's defaults and delegates to
-megatron-core's own ``megatron.core.tokenizers.text.utils.build_tokenizer`` so that the flag ->
+megatron-core's own ``megatron.core.tokenizers.utils.build_tokenizer`` so that the flag ->
 library mapping is exactly Megatron-LM's:
 
 * ``SentencePieceTokenizer`` / ``GPTSentencePieceTokenizer`` / ``Llama2Tokenizer``:
@@ -22,21 +22,31 @@ from types import SimpleNamespace
 from typing import Any, Dict, Optional
 from megatron_prealign.errors import ConfigError
 
-# Megatron-LM's defaults for every attribute megatron-core's build_tokenizer reads.
+# Megatron-LM's defaults for every tokenizer setting we take (its flag names, megatron-core 0.19).
 _DEFAULTS: Dict[str, Any] = dict(
     tokenizer_type=None,
     tokenizer_model=None,
     vocab_file=None,
     merge_file=None,
     vocab_size=None,
-    tokenizer_special_tokens=None,
-    tokenizer_hf_use_fast=False,
-    tokenizer_hf_include_special_tokens=False,
+    special_tokens=None,
+    tokenizer_hf_no_use_fast=False,
+    tokenizer_hf_no_include_special_tokens=False,
     trust_remote_code=False,
     tokenizer_sentencepiece_legacy=False,
     tokenizer_metadata=None,
     tiktoken_pattern=None,
     tiktoken_num_special_tokens=1000,
+)
+
+# What megatron-core's build_tokenizer reads besides the settings above, fixed here: no chat
+# template (prompts are rendered by instruct/templates.py), SentencePiece's own whitespace
+# handling (the library's default, as in earlier releases), and no vocabulary padding (the
+# model pads, training/vocab.py).
+_LIBRARY_FIXED: Dict[str, Any] = dict(
+    chat_template=None,
+    tokenizer_sentencepiece_ignore_extra_whitespaces=True,
+    pad_vocab_size=False,
 )
 
 TOKENIZER_TYPES = (
@@ -68,12 +78,12 @@ def tokenizer_spec(**kwargs: Any) -> Dict[str, Any]:
 
 def build_tokenizer(tokenizer_type: str, tokenizer_model: Optional[str] = None, **kwargs: Any):
     """Build a megatron-core tokenizer (``MegatronTokenizerBase``) from Megatron-LM settings."""
-    from megatron.core.tokenizers.text.utils.build_tokenizer import (
-        build_tokenizer as _mcore_build_tokenizer,
-    )
+    from megatron.core.tokenizers.utils.build_tokenizer import build_tokenizer as _mcore_build_tokenizer
 
     spec = tokenizer_spec(tokenizer_type=tokenizer_type, tokenizer_model=tokenizer_model, **kwargs)
-    return _mcore_build_tokenizer(SimpleNamespace(**spec))
+    library_args = dict(spec, **_LIBRARY_FIXED)
+    library_args["metadata_path"] = library_args.pop("tokenizer_metadata")
+    return _mcore_build_tokenizer(SimpleNamespace(**library_args))
 
 
 def build_tokenizer_from_spec(spec: Dict[str, Any]):
@@ -88,12 +98,13 @@ def add_tokenizer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     group.add_argument("--vocab-file")
     group.add_argument("--merge-file")
     group.add_argument("--vocab-size", type=int, help="only for NullTokenizer / TikTokenizer")
-    group.add_argument("--tokenizer-hf-use-fast", action="store_true")
-    group.add_argument("--tokenizer-hf-include-special-tokens", action="store_true")
+    group.add_argument("--tokenizer-hf-no-use-fast", action="store_true",
+                       help="HuggingFaceTokenizer: the Python tokenizer instead of the fast one")
+    group.add_argument("--tokenizer-hf-no-include-special-tokens", action="store_true")
     group.add_argument("--trust-remote-code", action="store_true")
-    group.add_argument("--tokenizer-special-tokens", nargs="+")
+    group.add_argument("--special-tokens", nargs="+")
     group.add_argument("--tokenizer-sentencepiece-legacy", action="store_true")
-    group.add_argument("--tokenizer-metadata")
+    group.add_argument("--tokenizer-metadata", help="megatron-core tokenizer metadata JSON")
     group.add_argument("--tiktoken-pattern")
     group.add_argument("--tiktoken-num-special-tokens", type=int, default=1000)
     return parser

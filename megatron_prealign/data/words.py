@@ -121,7 +121,7 @@ _ENGINE_DEPENDENT = re.compile(r"\\[wWsSdDbBpPNX]|\(\?[a-zA-Z]*i")
 
 
 def _plain_pattern(pattern):
-    """The compiled pattern without NLTK's per-call timeout wrapper.
+    r"""The compiled pattern without NLTK's per-call timeout wrapper.
 
     NLTK compiles with the ``regex`` engine; a pattern of literal characters only (no
     ``\w``-like classes, no case folding) means the same in the standard ``re``, which is

@@ -12,6 +12,7 @@ GPU, gloo + CPU otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Dict, List, Optional
@@ -251,7 +252,12 @@ def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optiona
             return full.sum() * 0, torch.ones((), dtype=torch.int, device=full.device), {"logits": full}
         return output, loss_func
 
-    with torch.no_grad():
+    # megatron-core's inference engines mark their forwards with InferenceMode; only then does
+    # GPTModel keep the KV-cache path's logits to the last position (materialize_only_last_token_logits).
+    from megatron.core.inference.utils import InferenceMode
+
+    inference_mode = InferenceMode.active() if inference_context is not None else contextlib.nullcontext()
+    with torch.no_grad(), inference_mode:
         outputs = get_forward_backward_func()(
             forward_step_func=forward_step, data_iterator=iter([batch]), model=model.chunks,
             num_microbatches=1, seq_length=s, micro_batch_size=n, forward_only=True,

@@ -30,8 +30,10 @@ from megatron_prealign.errors import ConfigError, describe_os_error
 
 LATEST = "latest_checkpointed_iteration.txt"
 PARTIAL = ".partial"  # suffix of a save in progress (never loaded)
-# Written by dist_checkpointing / torch.distributed.checkpoint only when a save finished.
-COMPLETE_MARKERS = ("metadata.json", ".metadata", "common.pt")
+# Written by dist_checkpointing / torch.distributed.checkpoint only when a save finished. (Since
+# megatron-core 0.19 the common state lives inside the torch_dist files; checkpoints of earlier
+# releases also carry a common.pt, which 0.19 still reads.)
+COMPLETE_MARKERS = ("metadata.json", ".metadata")
 # Megatron-LM's default distributed-optimizer format. (megatron-core 0.16.1's fully reshardable
 # formats fail with torch's Adam, i.e. without TE / apex: its per-parameter `step` is lost.)
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
