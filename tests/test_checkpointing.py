@@ -148,3 +148,23 @@ def test_a_save_failing_on_rank_zero_fails_on_every_rank(tmp_path):
     results = run_distributed(_save_under, 2, str(root), timeout=120)
     assert results[0].startswith("NotADirectoryError"), results[0]
     assert "prepare_staging failed on rank 0" in results[1], results[1]
+
+
+@pytest.mark.parametrize("variant", ["adam", "distopt"])
+def test_checkpoint_of_the_megatron_core_016_release_resumes_exactly(tmp_path, variant):
+    """A checkpoint written by the previous release (megatron-core 0.16.1, Python 3.11; see
+    tests/legacy_checkpoint.py) resumes on the current stack with the losses and learning rate
+    the old stack itself computed after loading it."""
+    import json
+    import shutil
+
+    from tests import legacy_checkpoint
+
+    source = os.path.join(os.path.dirname(__file__), "data", "mcore016_checkpoint")
+    expected = json.load(open(os.path.join(source, "expected.json")))
+    assert expected["megatron_core"].startswith("0.16")
+    root = shutil.copytree(os.path.join(source, variant), tmp_path / variant)  # loading writes nothing; a copy keeps it so
+    resumed = run_distributed(legacy_checkpoint.run, 2, str(root), True, legacy_checkpoint.VARIANTS[variant])
+    for rank in range(2):
+        assert [float(x) for x in resumed[rank]["losses"]] == expected[variant][rank]["losses"]
+        assert float(resumed[rank]["lr"]) == expected[variant][rank]["lr"]
