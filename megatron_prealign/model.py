@@ -274,6 +274,9 @@ def transformer_config(args: ModelArgs) -> TransformerConfig:
         # The contrastive alignment pass reads the output of every layer; keep them as normal
         # tensors rather than megatron's "viewless" ones.
         deallocate_pipeline_outputs=False,
+        # No CUDA graphs are captured; megatron-core 0.19's default ("full") warns that it is
+        # deprecated at every config, the empty list means the same.
+        cuda_graph_modules=[],
     )
 
 

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import socket
+import warnings
 
 import numpy as np
 import torch
@@ -179,6 +180,27 @@ def set_seed(seed: int):
     tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
 
 
+# Older megatron-core releases lack APIs this package calls (megatron.core.tokenizers.utils,
+# GPTDataset's 3-tuple document query, InferenceMode); newer ones are untested but may work.
+MINIMUM_MEGATRON_CORE = (0, 19)
+TESTED_MEGATRON_CORE_SERIES = (0, 19)
+
+
+def check_megatron_core_for_cuda(version=None):
+    """On a GPU nothing is patched, so only a release known to break is refused; an untested
+    newer one gets a warning. (The CPU layer refuses every untested version: cpu_compat.)"""
+    version = version or cpu_compat.megatron_core_version()
+    series = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if series < MINIMUM_MEGATRON_CORE:
+        raise ConfigError(
+            f"megatron-core {version} is older than this package supports (>= "
+            f"{'.'.join(map(str, MINIMUM_MEGATRON_CORE))}); install it with "
+            "pip install 'megatron-core>=0.19,<0.20'")
+    if series != TESTED_MEGATRON_CORE_SERIES:
+        warnings.warn(f"megatron-core {version} is untested with this package (tested: "
+                      f"{'.'.join(map(str, TESTED_MEGATRON_CORE_SERIES))}.x)", stacklevel=2)
+
+
 def select_backend(requested=None):
     """("nccl", ()) with CUDA; otherwise ("gloo", names of the CPU patches now applied).
     `requested` (--distributed-backend) may choose gloo on CUDA; nccl needs CUDA."""
@@ -199,7 +221,10 @@ def initialize(
 ) -> Runtime:
     """Set up distributed state, megatron-core's parallel groups and the seeds. `backend` and
     `timeout_minutes`: --distributed-backend / --distributed-timeout-minutes."""
-    cpu_compat.check_megatron_core_version()
+    if cuda_in_use():
+        check_megatron_core_for_cuda()
+    else:
+        cpu_compat.check_megatron_core_version()  # before any work; select_backend patches
     if device_check.requested() and not device_check.active():
         device_check.enter()  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
     local_rank = detect_launcher().local_rank

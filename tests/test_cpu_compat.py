@@ -4,12 +4,14 @@ mappings, embedding all-reduce under PP) are exercised by tests/test_parallel.py
 
 import importlib
 import inspect
+import warnings
 from unittest import mock
 
 import pytest
 import torch
 
 from megatron_prealign import cpu_compat, runtime
+from megatron_prealign.errors import ConfigError
 from tests.dist_utils import run_distributed
 
 
@@ -45,6 +47,16 @@ def test_untested_megatron_core_version_fails_loudly():
     with mock.patch.object(cpu_compat, "megatron_core_version", return_value="0.99.0"):
         with pytest.raises(RuntimeError, match="supported versions: 0.19"):
             cpu_compat.check_megatron_core_version()
+
+
+def test_on_cuda_only_a_release_known_to_break_is_refused():
+    with pytest.raises(ConfigError, match=r"older than this package supports \(>= 0.19\)"):
+        runtime.check_megatron_core_for_cuda("0.16.1")
+    with pytest.warns(UserWarning, match="0.20.0 is untested"):
+        runtime.check_megatron_core_for_cuda("0.20.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runtime.check_megatron_core_for_cuda("0.19.2")
 
 
 def test_every_listed_site_still_needs_its_patch():

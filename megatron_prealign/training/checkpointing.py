@@ -34,8 +34,8 @@ PARTIAL = ".partial"  # suffix of a save in progress (never loaded)
 # megatron-core 0.19 the common state lives inside the torch_dist files; checkpoints of earlier
 # releases also carry a common.pt, which 0.19 still reads.)
 COMPLETE_MARKERS = ("metadata.json", ".metadata")
-# Megatron-LM's default distributed-optimizer format. (megatron-core 0.16.1's fully reshardable
-# formats fail with torch's Adam, i.e. without TE / apex: its per-parameter `step` is lost.)
+# Megatron-LM's default distributed-optimizer format. (The fully reshardable formats lost torch
+# Adam's per-parameter `step` when tried, i.e. without TE / apex.)
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
