@@ -4,7 +4,6 @@ layout, and the exact resume of a fine-tuning run after kill -9."""
 
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -231,7 +230,7 @@ def _first_losses(work):
 
 @pytest.mark.slow
 def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_kill(data, tmp_path):
-    from tests.test_pretrain import _kill_tree, _torchrun
+    from tests.test_pretrain import _kill_after_a_save, _torchrun
 
     # A PreAlign run (pre-alignment + pretraining) saved at TP=2.
     pretrained_dir = str(tmp_path / "prealign")
@@ -241,7 +240,7 @@ def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_ki
                                    **pretrain_case.alignment_flags(data))
     run_distributed(_finetune_rank, 2, argv)
 
-    def finetune(name, iters=4, pretrained=True, **flags):
+    def finetune(name, iters=6, pretrained=True, **flags):
         work = tmp_path / name
         work.mkdir()
         if pretrained:
@@ -256,28 +255,23 @@ def test_finetune_from_prealign_checkpoint_at_another_layout_and_resume_after_ki
     work_fresh, argv_fresh = finetune("fresh", iters=1, pretrained=False)
     run_distributed(_finetune_rank, 1, argv_fresh)
     straight = _first_losses(work_pp)
-    assert sorted(straight) == [1, 2, 3, 4]  # iteration 0: a new run, not the checkpoint's iteration 2
+    assert sorted(straight) == [1, 2, 3, 4, 5, 6]  # iteration 0: a new run, not the checkpoint's iteration 2
     assert straight[1] == pytest.approx(_first_losses(work_one)[1], rel=1e-4)
     assert abs(straight[1] - _first_losses(work_fresh)[1]) > 0.05, "the pretrained weights must matter"
 
-    # The same run at PP=2, killed (-9) after its checkpoint at iteration 2, relaunched as is.
+    # The same run at PP=2, killed (-9) after a checkpoint (every 2 iterations), relaunched as is.
     work_killed, argv_killed = finetune("killed", pipeline_model_parallel_size=2)
     checkpoints = os.path.join(work_killed, "checkpoints")
     os.makedirs(checkpoints)  # as the launch scripts do: --load DIR must exist
     argv_killed += ["--save", checkpoints, "--load", checkpoints, "--save-interval", "2"]
     process = _torchrun(argv_killed, 2, os.path.join(work_killed, "out.txt"))
-    pointer = os.path.join(checkpoints, "latest_checkpointed_iteration.txt")
-    deadline = time.time() + 600
-    while not os.path.exists(pointer) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert os.path.exists(pointer), open(os.path.join(work_killed, "out.txt")).read()
-    _kill_tree(process)
-    assert open(pointer).read() == "2"
+    saved = _kill_after_a_save(process, os.path.join(checkpoints, "latest_checkpointed_iteration.txt"),
+                               6, os.path.join(work_killed, "out.txt"))
     os.remove(os.path.join(work_killed, "log.jsonl"))
     process = _torchrun(argv_killed, 2, os.path.join(work_killed, "out2.txt"))
     assert process.wait(timeout=600) == 0, open(os.path.join(work_killed, "out2.txt")).read()
     resumed = _first_losses(work_killed)
-    assert sorted(resumed) == [3, 4]
+    assert sorted(resumed) == list(range(saved + 1, 7))
     for iteration in resumed:
         assert resumed[iteration] == straight[iteration], (iteration, resumed, straight)
 

@@ -132,21 +132,35 @@ def _kill_tree(process):
     process.wait()
 
 
+def _kill_after_a_save(process, pointer: str, total: int, log_path) -> int:
+    """kill -9 the run (launcher and ranks) as soon as it has published a checkpoint; return the
+    iteration the pointer names then. Tiny models train several iterations per poll, so a later
+    save may already be published: any iteration before the last is a kill mid-run."""
+    deadline = time.time() + 600
+    while not os.path.exists(pointer) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert os.path.exists(pointer), open(log_path).read()
+    _kill_tree(process)
+    saved = int(open(pointer).read())
+    assert saved < total, "the run finished before it was killed: give it more iterations"
+    return saved
+
+
 def _losses(work):
     return {r["iteration"]: r["lm_loss"] for r in pretrain_case.read_log(work)}
 
 
 @pytest.mark.parametrize("tp,pp,nproc", [(1, 1, 1), (2, 2, 4)], ids=["tp1", "tp2xpp2"])
 def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
-    # Checkpoint (and kill) after iteration 3 of 9, the end of pre-alignment (saved both as
-    # the stage's end and by --save-interval); the next save would be at 6.
+    # Checkpoint every 3 iterations of 12 (the first: the end of pre-alignment) and kill after
+    # one of them.
     n = 3
     layout = dict(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, use_distributed_optimizer=True,
                   hidden_dropout=0.1, attention_dropout=0.1, prealign_iters=n,
                   **pretrain_case.alignment_flags(data))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    total = 9  # 3 pre-alignment + 6 pretraining iterations
+    total = 12  # 3 pre-alignment + 9 pretraining iterations
     argv = pretrain_case.base_argv(data, str(straight), train_iters=total - n, **layout)
     assert _torchrun(argv, nproc, straight / "out.txt").wait(timeout=600) == 0, (straight / "out.txt").read_text()
 
@@ -154,20 +168,15 @@ def test_killed_run_resumes_bit_exactly(data, tmp_path, tp, pp, nproc):
     argv = pretrain_case.base_argv(data, str(killed), train_iters=total - n, save=checkpoints,
                                    save_interval=n, **layout)
     process = _torchrun(argv, nproc, killed / "out.txt")
-    pointer = os.path.join(checkpoints, "latest_checkpointed_iteration.txt")
-    deadline = time.time() + 600
-    while not os.path.exists(pointer) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert os.path.exists(pointer), (killed / "out.txt").read_text()
-    _kill_tree(process)  # kill -9 the launcher and every rank
-    assert open(pointer).read() == str(n), "the run saved again before it was killed"
+    saved = _kill_after_a_save(process, os.path.join(checkpoints, "latest_checkpointed_iteration.txt"),
+                               total, killed / "out.txt")
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     argv = pretrain_case.base_argv(data, str(resumed), train_iters=total - n, load=checkpoints, **layout)
     assert _torchrun(argv, nproc, resumed / "out.txt").wait(timeout=600) == 0, (resumed / "out.txt").read_text()
     expected, got = _losses(str(straight)), _losses(str(resumed))
-    assert sorted(got) == list(range(n + 1, total + 1))
+    assert sorted(got) == list(range(saved + 1, total + 1))
     for iteration in got:
         assert got[iteration] == expected[iteration], f"iteration {iteration}: {got[iteration]} != {expected[iteration]}"
 
