@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from megatron_prealign.data.atomic import staging_directory
 from megatron_prealign.hf.config import (
     ConversionError, config_to_json, hf_config_from_args, model_args_from_hf,
 )
@@ -100,13 +101,22 @@ def read_hf_config(hf_dir: str):
 # -- atomic output ---------------------------------------------------------------------------
 
 
-def _temporary_sibling(path: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.incomplete")
-
-
 def _refuse_existing(path: str, flag: str):
     if os.path.exists(path):
         raise ConversionError(f"{flag} {path} already exists; choose a new path (nothing is overwritten)")
+
+
+def _move_into_place(staging: str, path: str, flag: str):
+    """Rename the finished staging directory to ``path``; refuse if another run got there first."""
+    if os.path.exists(path):  # rename() would replace an empty directory
+        shutil.rmtree(staging, ignore_errors=True)
+        _refuse_existing(path, flag)
+    try:
+        os.rename(staging, path)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConversionError(f"{flag} {path}: cannot move the finished output into place "
+                              f"({error.strerror or error}); nothing was written there") from None
 
 
 # -- import ----------------------------------------------------------------------------------
@@ -189,15 +199,19 @@ def import_hf(hf_dir: str, save: str, tensor_parallel: int = 1, pipeline_paralle
     from megatron.core.utils import unwrap_model
 
     fill_model(unwrap_model(chunk), args, reader, rules, progress and dist.get_rank() == 0)
-    temporary = _temporary_sibling(save)
-    if dist.get_rank() == 0 and os.path.exists(temporary):
-        shutil.rmtree(temporary)  # a previous failed import of this path
-    dist.barrier()
-    checkpointing.save_checkpoint(temporary, 0, [chunk], run_state={
-        "architecture": args.architecture(), "consumed_samples": 0, "alignment_steps": 0,
-        "stage": "imported", "hf_config": config_to_json(config)})
-    if dist.get_rank() == 0:
-        os.rename(temporary, save)
+    # One staging directory per run, made by rank 0 and shared with the other ranks.
+    staging = [staging_directory(save) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(staging, src=0)
+    try:
+        checkpointing.save_checkpoint(staging[0], 0, [chunk], run_state={
+            "architecture": args.architecture(), "consumed_samples": 0, "alignment_steps": 0,
+            "stage": "imported", "hf_config": config_to_json(config)})
+        if dist.get_rank() == 0:
+            _move_into_place(staging[0], save, "--save")
+    except BaseException:
+        if dist.get_rank() == 0:
+            shutil.rmtree(staging[0], ignore_errors=True)
+        raise
     dist.barrier()
     return save
 
@@ -288,26 +302,41 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
         raise ConversionError(f"{load}: tensors without a transformers counterpart: {sorted(unused)[:4]}")
     vocab = args.true_vocab_size or args.vocab_size
     config = hf_config_from_args(args, vocab, saved_config, dtype=dtype)
+    _set_special_token_ids(config, tokenizer, vocab)
 
-    temporary = _temporary_sibling(out)
-    if os.path.exists(temporary):
-        shutil.rmtree(temporary)
-    os.makedirs(temporary)
-    writer = ShardWriter(temporary, max_shard_bytes)
-    expected = {}
-    for name, tensor in tqdm(export_tensors(state, rules), desc="export", disable=not progress,
-                             total=sum(len(r.hf) for r in rules)):
-        tensor = tensor.to(DTYPES[dtype])
-        writer.add(name, tensor)
-        expected[name] = tuple(tensor.shape)
-    writer.close()
-    config.save_pretrained(temporary)
-    _generation_config(config, tokenizer).save_pretrained(temporary)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(temporary)
-    _verify_export(temporary, expected)
-    os.rename(temporary, out)
+    staging = staging_directory(out)
+    try:
+        writer = ShardWriter(staging, max_shard_bytes)
+        expected = {}
+        for name, tensor in tqdm(export_tensors(state, rules), desc="export", disable=not progress,
+                                 total=sum(len(r.hf) for r in rules)):
+            tensor = tensor.to(DTYPES[dtype])
+            writer.add(name, tensor)
+            expected[name] = tuple(tensor.shape)
+        writer.close()
+        config.save_pretrained(staging)
+        _generation_config(config, tokenizer).save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        _verify_export(staging, expected)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _move_into_place(staging, out, "--out")
     return out
+
+
+def _set_special_token_ids(config, tokenizer, vocab: int):
+    """BOS / EOS / PAD ids of the config: the exported tokenizer's; without one, ids the vocabulary
+    cannot hold are dropped (GPT-2's default 50256 in a 640-token model: generate() would never
+    stop at the end of a text)."""
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, key, None) if tokenizer is not None else getattr(config, key, None)
+        if isinstance(value, (list, tuple)):
+            value = [v for v in value if 0 <= v < vocab] or None
+        elif value is not None and not 0 <= value < vocab:
+            value = None
+        setattr(config, key, value)
 
 
 def _generation_config(config, tokenizer):

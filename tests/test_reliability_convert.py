@@ -1,0 +1,86 @@
+"""Reliability of convert_checkpoint.py (issue #31): staging unique to the run, token ids that
+fit the exported vocabulary."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers
+
+from megatron_prealign.data.atomic import run_tag
+from tests.dist_utils import run_distributed
+
+VOCAB = 640
+
+
+def _import(hf_dir, save):
+    from megatron_prealign.hf.convert import import_hf
+
+    import_hf(hf_dir, save, progress=False)
+
+
+def _convert(argv):
+    from megatron_prealign.cli import convert_checkpoint
+
+    return convert_checkpoint.main([*argv, "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny GPT-2 with a 640-token vocabulary (its config keeps GPT-2's BOS/EOS 50256), imported."""
+    root = tmp_path_factory.mktemp("convert")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=32)
+    transformers.GPT2LMHeadModel(config).save_pretrained(root / "hf")
+    run_distributed(_import, 1, str(root / "hf"), str(root / "ckpt"))
+    return str(root / "ckpt")
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_export_stages_in_a_directory_of_its_own(checkpoint, tmp_path):
+    parent = tmp_path / "exports"
+    parent.mkdir()
+    # What a concurrent run staging under the old shared name (PARENT/..incomplete for "x/") and a
+    # live run of ours hold; a killed run's staging (same host, process gone) is cleaned.
+    shared = parent / "..incomplete"
+    shared.mkdir()
+    (shared / "other-run.safetensors").write_text("x")
+    live = parent / f".x.incomplete-{run_tag()}-abc123"
+    live.mkdir()
+    host = run_tag().rpartition("-")[0]
+    killed = parent / f".x.incomplete-{host}-{_dead_pid()}-k1ll3d"
+    killed.mkdir()
+    (killed / "model-00001-of-00001.safetensors").write_text("partial")
+    code = run_distributed(_convert, 1, ["export-hf", "--load", checkpoint, "--out", str(parent) + "/x/"])[0]
+    assert code == 0
+    assert (parent / "x" / "config.json").is_file()
+    assert (shared / "other-run.safetensors").is_file(), "another run's staging was touched"
+    assert live.is_dir() and not killed.exists()
+    assert sorted(os.listdir(parent)) == sorted(["..incomplete", "x", live.name])
+
+
+def test_export_gives_the_tokenizer_token_ids_not_gpt2s(checkpoint, tmp_path, assets):
+    code = run_distributed(_convert, 1, ["export-hf", "--load", checkpoint, "--out", str(tmp_path / "tok"),
+                                         "--tokenizer-type", "SentencePieceTokenizer",
+                                         "--tokenizer-model", assets["sp"]])[0]
+    assert code == 0
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "tok")
+    config = json.load(open(tmp_path / "tok" / "config.json"))
+    generation = json.load(open(tmp_path / "tok" / "generation_config.json"))
+    assert tokenizer.eos_token_id is not None and tokenizer.eos_token_id < VOCAB
+    for found in (config, generation):
+        assert found["eos_token_id"] == tokenizer.eos_token_id, found
+        assert found["bos_token_id"] == tokenizer.bos_token_id, found
+    # Without a tokenizer no id is known: none beyond the vocabulary is claimed.
+    code = run_distributed(_convert, 1, ["export-hf", "--load", checkpoint, "--out", str(tmp_path / "bare")])[0]
+    assert code == 0
+    config = json.load(open(tmp_path / "bare" / "config.json"))
+    assert config.get("eos_token_id") is None and config.get("bos_token_id") is None
