@@ -52,3 +52,57 @@ def test_sft_refuses_data_without_its_loss_mask(tmp_path):
     prefix = _write(str(tmp_path / "bare"), [(4, 3), (2, 5)], with_loss_mask=False)
     with pytest.raises(ConfigError, match=r"bare: no loss mask \(.*bare_loss_mask.bin/.idx\); --sft"):
         InstructionRecords(prefix, 16)
+
+
+def test_full_disk_while_building_is_one_line(tmp_path, assets, monkeypatch, capsys):
+    import errno
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"instruction": "Copy.", "output": "the dog"}\n', encoding="utf-8")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", self._tmp[self.prefix] + ".bin")
+
+    monkeypatch.setattr(PairedIndexedWriter, "add_document", full_disk)
+    code = build_instruction_data.main(["--format", "alpaca", "--input", str(path), "--output-prefix",
+                                        str(tmp_path / "out"), "--no-progress", *_tokenizer(assets)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "error: no space left on device while writing" in err and f"(directory {tmp_path})" in err
+    assert sorted(os.listdir(tmp_path)) == ["a.jsonl"], "temporary files left"
+
+
+def test_killed_builds_leave_nothing_a_reader_or_a_later_run_keeps(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from megatron_prealign.data.atomic import run_tag
+
+    prefix = _write(str(tmp_path / "d"), [(2, 3)] * 4)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    host = run_tag().rpartition("-")[0]
+    killed = [tmp_path / f"d{mask}.tmp-{host}-{process.pid}-0a1b2c3d{ext}"
+              for mask in ("", "_loss_mask") for ext in (".bin", ".idx")]
+    live = tmp_path / f"d.tmp-{run_tag()}-feedbeef.bin"  # a run still writing
+    for path in [*killed, live]:
+        path.write_bytes(b"partial")
+    # A kill between the renames of the commit: the new mask must not meet the old tokens.
+    real_replace, calls = os.replace, []
+
+    def killed_after_the_mask(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_after_the_mask)
+    with pytest.raises(KeyboardInterrupt):
+        _write(prefix, [(1, 9)] * 3)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert calls[:2] == [prefix + "_loss_mask.bin", prefix + "_loss_mask.idx"]
+    assert not os.path.exists(prefix + ".idx"), "old tokens readable next to the new mask"
+    assert not any(path.exists() for path in killed) and live.exists()
+    assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f and f != live.name]
+    records = InstructionRecords(_write(prefix, [(1, 9)] * 3), 16)  # a rerun commits a matching pair
+    assert len(records) == 3
