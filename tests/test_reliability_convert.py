@@ -3,6 +3,7 @@ fit the exported vocabulary."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -29,14 +30,20 @@ def _convert(argv):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny GPT-2 with a 640-token vocabulary (its config keeps GPT-2's BOS/EOS 50256), imported."""
+def hf_dir(tmp_path_factory):
+    """A tiny GPT-2 with a 640-token vocabulary (its config keeps GPT-2's BOS/EOS 50256)."""
     root = tmp_path_factory.mktemp("convert")
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=32)
     transformers.GPT2LMHeadModel(config).save_pretrained(root / "hf")
-    run_distributed(_import, 1, str(root / "hf"), str(root / "ckpt"))
-    return str(root / "ckpt")
+    return str(root / "hf")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(hf_dir):
+    save = os.path.join(os.path.dirname(hf_dir), "ckpt")
+    run_distributed(_import, 1, hf_dir, save)
+    return save
 
 
 def _dead_pid():
@@ -84,3 +91,38 @@ def test_export_gives_the_tokenizer_token_ids_not_gpt2s(checkpoint, tmp_path, as
     assert code == 0
     config = json.load(open(tmp_path / "bare" / "config.json"))
     assert config.get("eos_token_id") is None and config.get("bos_token_id") is None
+
+
+def _broken(hf_dir, directory, name):
+    target = directory / name
+    shutil.copytree(hf_dir, target)
+    return target
+
+
+def test_unreadable_weights_and_configs_are_one_line_errors(hf_dir, tmp_path, capsys):
+    from megatron_prealign.cli import convert_checkpoint
+
+    cases = {}
+    target = _broken(hf_dir, tmp_path, "truncated")
+    weights = target / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    cases["truncated"] = (target, "model.safetensors is not a readable safetensors file (truncated")
+    target = _broken(hf_dir, tmp_path, "garbage")
+    (target / "model.safetensors").write_bytes(b"\xff" * 64)
+    cases["garbage"] = (target, "model.safetensors is not a readable safetensors file")
+    target = _broken(hf_dir, tmp_path, "index")
+    (target / "model.safetensors.index.json").write_text('{"metadata": {"total_size": 1}}')
+    cases["index"] = (target, "model.safetensors.index.json: no 'weight_map'")
+    for name, edit in (("layers", {"n_layer": 0}), ("positions", {"n_positions": -1})):
+        target = _broken(hf_dir, tmp_path, name)
+        config = json.load(open(target / "config.json"))
+        config.update(edit)
+        json.dump(config, open(target / "config.json", "w"))
+        key, value = next(iter(edit.items()))
+        cases[name] = (target, f"config.json: {key}: {value}; these sizes must be whole numbers >= 1")
+    for case, (hf, message) in cases.items():
+        save = tmp_path / f"out_{case}"
+        code = convert_checkpoint.main(["import-hf", "--hf-dir", str(hf), "--save", str(save), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, (case, err)
+        assert not save.exists() and not [f for f in os.listdir(tmp_path) if "incomplete" in f], case

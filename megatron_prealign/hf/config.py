@@ -43,6 +43,15 @@ def _architecture_name(config) -> str:
         f"{getattr(config, 'model_type', None)!r}); supported: {supported}")
 
 
+def _require_positive(config, names):
+    """Sizes that must be whole numbers >= 1 (0 layers or -1 positions import into a checkpoint
+    nothing can load or run)."""
+    bad = [f"{name}: {getattr(config, name, None)!r}" for name in names
+           if type(getattr(config, name, None)) is not int or getattr(config, name) < 1]
+    if bad:
+        raise ConversionError(f"config.json: {', '.join(bad)}; these sizes must be whole numbers >= 1")
+
+
 def _refuse(condition: bool, what: str):
     if condition:
         raise ConversionError(f"unsupported configuration: {what}")
@@ -74,6 +83,10 @@ def model_args_from_hf(config, tensor_parallel: int = 1, pipeline_parallel: int 
     """The ModelArgs of a transformers config (`PreTrainedConfig`), padded for `tensor_parallel`.
     Raises ConversionError for anything this project's model cannot reproduce exactly."""
     name = _architecture_name(config)
+    _require_positive(config, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "max_position_embeddings")
+                      if name in LLAMA_ARCHITECTURES else
+                      ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions"))
     layout = dict(tensor_model_parallel_size=tensor_parallel, pipeline_model_parallel_size=pipeline_parallel)
     common = dict(hidden_dropout=0.0, attention_dropout=0.0, true_vocab_size=config.vocab_size,
                   vocab_size=pad_vocab_size(config.vocab_size, tensor_parallel, divisible_by))

@@ -40,11 +40,11 @@ class SafetensorsReader:
     a time. Refuses pickled (.bin) checkpoints: loading them would run arbitrary code."""
 
     def __init__(self, directory: str):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         index_path, single = os.path.join(directory, INDEX), os.path.join(directory, WEIGHTS)
         if os.path.isfile(index_path):
-            weight_map = json.load(open(index_path))["weight_map"]
+            weight_map = _weight_map(index_path)
         elif os.path.isfile(single):
             weight_map = None
         else:
@@ -58,17 +58,45 @@ class SafetensorsReader:
         if missing:
             raise ConversionError(f"--hf-dir {directory}: shard(s) {', '.join(missing)} named in "
                                   f"{INDEX} are missing")
-        self.handles = {f: safe_open(os.path.join(directory, f), framework="pt") for f in files}
+        self.handles = {}
+        for f in files:
+            try:
+                self.handles[f] = safe_open(os.path.join(directory, f), framework="pt")
+            except (SafetensorError, OSError) as error:
+                raise ConversionError(f"--hf-dir {directory}: {f} is not a readable safetensors file "
+                                      f"(truncated or corrupt? {error}); download it again") from None
         self.where = weight_map or {k: WEIGHTS for k in self.handles[WEIGHTS].keys()}
 
     def keys(self):
         return self.where.keys()
 
+    def _read(self, name: str, what):
+        from safetensors import SafetensorError
+
+        try:
+            return what(self.handles[self.where[name]])
+        except (SafetensorError, OSError, KeyError) as error:
+            raise ConversionError(f"{self.where[name]}: cannot read tensor {name} (truncated or "
+                                  f"corrupt file, or an index naming the wrong shard? {error})") from None
+
     def shape(self, name: str):
-        return tuple(self.handles[self.where[name]].get_slice(name).get_shape())
+        return tuple(self._read(name, lambda handle: handle.get_slice(name).get_shape()))
 
     def get(self, name: str) -> torch.Tensor:
-        return self.handles[self.where[name]].get_tensor(name)
+        return self._read(name, lambda handle: handle.get_tensor(name))
+
+
+def _weight_map(index_path: str) -> Dict[str, str]:
+    try:
+        with open(index_path, encoding="utf-8") as handle:
+            weight_map = json.load(handle).get("weight_map")
+    except (ValueError, AttributeError) as error:
+        raise ConversionError(f"{index_path}: not a JSON object ({error})") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(v, str) for v in weight_map.values()):
+        raise ConversionError(f"{index_path}: no 'weight_map' (tensor name -> shard file); "
+                              "re-save the model with save_pretrained")
+    return weight_map
 
 
 def _gpt2_prefix(reader: SafetensorsReader) -> str:
