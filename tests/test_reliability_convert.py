@@ -126,3 +126,38 @@ def test_unreadable_weights_and_configs_are_one_line_errors(hf_dir, tmp_path, ca
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, (case, err)
         assert not save.exists() and not [f for f in os.listdir(tmp_path) if "incomplete" in f], case
+
+
+def _export_code(argv):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = _convert(argv)
+    return code, err.getvalue()
+
+
+def test_bad_latest_pointer_falls_back_and_a_truncated_shard_is_one_line(checkpoint, tmp_path, capsys):
+    from megatron_prealign.evaluation.model_loading import read_architecture
+    from megatron_prealign.training.checkpointing import LATEST
+
+    for name, pointer in (("garbage", "garbage"), ("dangling", "9")):
+        copy = tmp_path / name
+        shutil.copytree(checkpoint, copy)
+        (copy / LATEST).write_text(pointer)
+        assert read_architecture(str(copy))["directory"] == str(copy / "iter_0000000")
+        err = capsys.readouterr().err
+        assert "using the newest complete checkpoint, iteration 0 (choose another with --iteration)" in err
+    code, err = run_distributed(_export_code, 1, ["export-hf", "--load", str(tmp_path / "dangling"),
+                                                  "--out", str(tmp_path / "hf")])[0]
+    assert code == 0 and "(choose another with --ckpt-step)" in err and (tmp_path / "hf" / "config.json").exists()
+    truncated = tmp_path / "truncated"
+    shutil.copytree(checkpoint, truncated)
+    shard = next((truncated / "iter_0000000").glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    code, err = run_distributed(_export_code, 1, ["export-hf", "--load", str(truncated), "--out", str(tmp_path / "t")])[0]
+    errors = [line for line in err.splitlines() if "error" in line.lower() and "Warning" not in line]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("convert_checkpoint.py: error: cannot load the weights of")
+    assert "(rank 0: " in errors[0] and not (tmp_path / "t").exists()

@@ -301,9 +301,10 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
 
     _refuse_existing(out, "--out")
     try:
-        info = read_architecture(load, iteration)
+        info = read_architecture(load, iteration, flag="--ckpt-step")
     except EvaluationError as error:
         raise ConversionError(str(error)) from error
+    iteration = info["run_state"].get("iteration", iteration)  # resolved once (and warned once)
     args = ModelArgs.from_architecture(info["architecture"], seq_length=1)
     saved_config = info["run_state"].get("hf_config")
     if dtype is None:

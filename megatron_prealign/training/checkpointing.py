@@ -99,37 +99,40 @@ def complete_iterations(root: str) -> list:
     return sorted(found)
 
 
-def resolve_iteration(root: str, requested: Optional[int] = None, announce=print) -> Optional[int]:
+def resolve_iteration(root: str, requested: Optional[int] = None, announce=print,
+                      flag: str = "--load-iteration", action: str = "resume") -> Optional[int]:
     """The iteration to resume from: `requested` (--load-iteration) if it is complete, else the
     pointer's, else (pointer unreadable or naming an incomplete save) the newest complete one,
-    announced. None when `root` holds no checkpoint at all."""
+    announced. None when `root` holds no checkpoint at all. `flag` / `action`: the wording of
+    another tool's messages (evaluation, export)."""
     complete = complete_iterations(root)
     if requested is not None:
         reason = incomplete_reason(checkpoint_dir(root, requested))
         if reason:
-            raise ConfigError(f"--load-iteration {requested}: {checkpoint_dir(root, requested)} cannot be "
+            raise ConfigError(f"{flag} {requested}: {checkpoint_dir(root, requested)} cannot be "
                               f"loaded ({reason}); complete iterations in {root}: {complete or 'none'}")
         return requested
+    where = os.path.join(root, LATEST)
     try:
         latest = latest_iteration(root)
         problem = None if latest is None else incomplete_reason(checkpoint_dir(root, latest))
     except ConfigError as error:
-        latest, problem = -1, str(error)
+        latest, problem = -1, str(error).removeprefix(f"{where} ")  # named once, below
     if latest is None and not complete:
         return None
     if latest is not None and problem is None:
         return latest
-    where = os.path.join(root, LATEST)
     if latest is None:
         problem = "it is missing"
     elif latest >= 0:
         problem = f"it names {checkpoint_dir(root, latest)}, but {problem}"
     if not complete:
-        raise ConfigError(f"cannot resume from {root}: {where}: {problem}; no complete checkpoint "
+        raise ConfigError(f"cannot {action} from {root}: {where}: {problem}; no complete checkpoint "
                           f"(iter_*/ with {', '.join(COMPLETE_MARKERS)}) to fall back to")
     if announce:
-        announce(f"warning: {where}: {problem}; resuming from the newest complete checkpoint, iteration "
-                 f"{complete[-1]} (choose another with --load-iteration)", flush=True)
+        verb = "resuming from" if action == "resume" else "using"
+        announce(f"warning: {where}: {problem}; {verb} the newest complete checkpoint, iteration "
+                 f"{complete[-1]} (choose another with {flag})", flush=True)
     return complete[-1]
 
 
