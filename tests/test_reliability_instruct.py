@@ -106,3 +106,12 @@ def test_killed_builds_leave_nothing_a_reader_or_a_later_run_keeps(tmp_path, mon
     assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f and f != live.name]
     records = InstructionRecords(_write(prefix, [(1, 9)] * 3), 16)  # a rerun commits a matching pair
     assert len(records) == 3
+
+
+def test_all_records_too_long_says_so(tmp_path, assets, capsys):
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"instruction": "' + "word " * 100 + '", "output": "ok"}\n', encoding="utf-8")
+    code = build_instruction_data.main(["--format", "alpaca", "--input", str(path), "--seq-length", "16",
+                                        "--output-prefix", str(tmp_path / "out"), "--no-progress", *_tokenizer(assets)])
+    err = capsys.readouterr().err
+    assert code == 2 and "all skipped: 1 too long for --seq-length 16" in err and "raise --seq-length" in err, err
