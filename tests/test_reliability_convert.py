@@ -161,3 +161,29 @@ def test_bad_latest_pointer_falls_back_and_a_truncated_shard_is_one_line(checkpo
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert errors[0].startswith("convert_checkpoint.py: error: cannot load the weights of")
     assert "(rank 0: " in errors[0] and not (tmp_path / "t").exists()
+
+
+class _Exploit:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.makedirs, (self.path,)
+
+
+def test_crafted_metadata_is_not_unpickled_unless_trusted(checkpoint, tmp_path):
+    import pickle
+
+    from megatron_prealign.evaluation.model_loading import EvaluationError, read_architecture
+
+    crafted = tmp_path / "crafted"
+    shutil.copytree(checkpoint, crafted)
+    witness = tmp_path / "code-ran"
+    with open(crafted / "iter_0000000" / ".metadata", "wb") as handle:
+        pickle.dump(_Exploit(str(witness)), handle)
+    with pytest.raises(EvaluationError, match=r"\.metadata names os\.makedirs, which checkpoint metadata "
+                       r"never needs: not loaded .*pass --trusted-checkpoint"):
+        read_architecture(str(crafted))
+    assert not witness.exists()
+    assert read_architecture(checkpoint)["architecture"]  # a real checkpoint passes the check
+    assert read_architecture(str(crafted), trusted=True)["architecture"]  # the check is skipped

@@ -96,8 +96,16 @@ class LoadedModel:
         return self.model_args.seq_length
 
 
-def read_architecture(load: str, iteration: Optional[int] = None, flag: str = "--iteration") -> dict:
+def read_architecture(load: str, iteration: Optional[int] = None, flag: str = "--iteration",
+                      trusted: bool = False) -> dict:
+    """The checkpoint's directory, run state and architecture. Unless ``trusted``, its metadata
+    is first checked to hold nothing but checkpoint metadata (torch's reader unpickles it)."""
     directory = _checkpoint_directory(load, iteration, flag)
+    if not trusted:
+        try:
+            checkpointing.verify_metadata(directory)
+        except ConfigError as error:
+            raise EvaluationError(str(error)) from None
     try:
         run_state = checkpointing.read_run_state(directory)
     except Exception as error:
@@ -125,10 +133,11 @@ def load_model(
     expected_architecture: Optional[Dict[str, object]] = None,
     seed: int = 1234,
     bf16: bool = False,
+    trusted: bool = False,
 ) -> LoadedModel:
     """Initialise the runtime at the given layout, build the checkpoint's architecture and load
     its weights (resharded). Dropout is off (evaluation)."""
-    info = read_architecture(load, iteration)
+    info = read_architecture(load, iteration, trusted=trusted)
     architecture, directory = info["architecture"], info["directory"]
     check_architecture(architecture, expected_architecture or {}, load)
     positions = _saved_position_rows(directory) if architecture.get("family") == "gpt2" else None

@@ -13,6 +13,7 @@ a checkpoint saved at one TP x PP layout loads at another.
 """
 
 import os
+import pickle
 import random
 import shutil
 from typing import Optional
@@ -394,6 +395,51 @@ def _layout() -> list:
         parallel_state.get_pipeline_model_parallel_world_size(),
         parallel_state.get_tensor_model_parallel_world_size(),
     ]
+
+
+# What the .metadata pickle of a torch distributed checkpoint names: plain data classes, enums,
+# torch.Size, dtypes and layouts. Anything else (os.system, builtins.eval, ...) is an attack.
+_METADATA_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata",
+        "BytesStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.planner": {
+        "SavePlan", "LoadPlan", "WriteItem", "ReadItem", "WriteItemType", "LoadItemType",
+        "TensorWriteData"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        allowed = name in _METADATA_GLOBALS.get(module, ()) or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+        if not allowed:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def verify_metadata(directory: str) -> None:
+    """Read ``directory/.metadata`` with an unpickler that builds only checkpoint metadata,
+    before torch's reader unpickles it without limits. Raises ConfigError naming what it holds."""
+    path = os.path.join(directory, ".metadata")
+    try:
+        with open(path, "rb") as handle:
+            _MetadataUnpickler(handle).load()
+    except _ForbiddenGlobal as error:
+        raise ConfigError(f"{path} names {error}, which checkpoint metadata never needs: not loaded "
+                          "(unpickling it could run code). Load only checkpoints you trust; for one "
+                          "you do, pass --trusted-checkpoint") from None
+    except Exception as error:  # truncated or corrupt: any error of the unpickler
+        raise ConfigError(f"{path} is unreadable ({type(error).__name__}: {error}): a truncated or "
+                          "corrupt checkpoint?") from None
 
 
 def read_run_state(directory: str) -> dict:
