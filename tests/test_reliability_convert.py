@@ -74,7 +74,7 @@ def test_export_stages_in_a_directory_of_its_own(checkpoint, tmp_path):
     assert sorted(os.listdir(parent)) == sorted(["..incomplete", "x", live.name])
 
 
-def test_export_gives_the_tokenizer_token_ids_not_gpt2s(checkpoint, tmp_path, assets):
+def test_export_gives_the_tokenizer_token_ids_not_gpt2s(checkpoint, tmp_path, assets, capsys):
     code = run_distributed(_convert, 1, ["export-hf", "--load", checkpoint, "--out", str(tmp_path / "tok"),
                                          "--tokenizer-type", "SentencePieceTokenizer",
                                          "--tokenizer-model", assets["sp"]])[0]
@@ -91,6 +91,7 @@ def test_export_gives_the_tokenizer_token_ids_not_gpt2s(checkpoint, tmp_path, as
     assert code == 0
     config = json.load(open(tmp_path / "bare" / "config.json"))
     assert config.get("eos_token_id") is None and config.get("bos_token_id") is None
+    assert "within the vocabulary" not in capsys.readouterr().err  # transformers' warning on 50256
 
 
 def _broken(hf_dir, directory, name):

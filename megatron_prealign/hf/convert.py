@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from megatron_prealign.data.atomic import staging_directory
 from megatron_prealign.hf.config import (
-    ConversionError, config_to_json, hf_config_from_args, model_args_from_hf,
+    SPECIAL_TOKEN_IDS, ConversionError, config_to_json, hf_config_from_args, model_args_from_hf,
+    token_ids_in_vocab,
 )
 from megatron_prealign.hf.weights import expected_hf_shapes, export_tensors, rules_for
 from megatron_prealign.model import ModelArgs
@@ -356,16 +357,12 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
 
 
 def _set_special_token_ids(config, tokenizer, vocab: int):
-    """BOS / EOS / PAD ids of the config: the exported tokenizer's; without one, ids the vocabulary
-    cannot hold are dropped (GPT-2's default 50256 in a 640-token model: generate() would never
-    stop at the end of a text)."""
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        value = getattr(tokenizer, key, None) if tokenizer is not None else getattr(config, key, None)
-        if isinstance(value, (list, tuple)):
-            value = [v for v in value if 0 <= v < vocab] or None
-        elif value is not None and not 0 <= value < vocab:
-            value = None
-        setattr(config, key, value)
+    """BOS / EOS / PAD ids of the config: the exported tokenizer's, which generate() stops at
+    (without a tokenizer the config keeps the ids of hf_config_from_args)."""
+    if tokenizer is None:
+        return
+    for key in SPECIAL_TOKEN_IDS:
+        setattr(config, key, token_ids_in_vocab(getattr(tokenizer, key, None), vocab))
 
 
 def _generation_config(config, tokenizer):
