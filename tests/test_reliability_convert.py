@@ -185,6 +185,7 @@ def test_crafted_metadata_is_not_unpickled_unless_trusted(checkpoint, tmp_path):
     with pytest.raises(EvaluationError, match=r"\.metadata names os\.makedirs, which checkpoint metadata "
                        r"never needs: not loaded .*pass --trusted-checkpoint"):
         read_architecture(str(crafted))
-    assert not witness.exists()
+    assert _convert(["export-hf", "--load", str(crafted), "--out", str(tmp_path / "hf")]) == 2
+    assert not witness.exists() and not (tmp_path / "hf").exists()
     assert read_architecture(checkpoint)["architecture"]  # a real checkpoint passes the check
     assert read_architecture(str(crafted), trusted=True)["architecture"]  # the check is skipped

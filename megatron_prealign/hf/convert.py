@@ -295,14 +295,14 @@ def _verify_export(directory: str, expected: Dict[str, tuple]):
 
 def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype: Optional[str] = None,
               max_shard_bytes: int = 5 * 2**30, iteration: Optional[int] = None,
-              progress: bool = True) -> str:
+              progress: bool = True, trusted: bool = False) -> str:
     """Single process. Any TP x PP checkpoint is resharded to TP=PP=1 on load."""
     from megatron_prealign.evaluation.model_loading import EvaluationError, load_model, read_architecture
     from megatron.core.utils import unwrap_model
 
     _refuse_existing(out, "--out")
     try:
-        info = read_architecture(load, iteration, flag="--ckpt-step")
+        info = read_architecture(load, iteration, flag="--ckpt-step", trusted=trusted)
     except EvaluationError as error:
         raise ConversionError(str(error)) from error
     iteration = info["run_state"].get("iteration", iteration)  # resolved once (and warned once)
@@ -320,7 +320,7 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
         tokenizer = check_tokenizer(tokenizer_args, args.true_vocab_size or args.vocab_size)
     try:
         model = load_model(load, 1, 1, seq_length=args.max_position_embeddings or 2048,
-                           iteration=iteration)
+                           iteration=iteration, trusted=True)  # checked just above
     except EvaluationError as error:
         raise ConversionError(str(error)) from error
     args = model.model_args
