@@ -516,7 +516,7 @@ def allocation_warnings(result: dict, fits: dict) -> List[str]:
         for name in ("allocation", "uniform"):
             size = result[name][language]
             if largest and size > EXTRAPOLATION * largest:
-                found.append(f"{language}: {size:g} pairs ({name}) is {size / largest:.0f}x the largest "
+                found.append(f"{language}: {size:g} pairs ({name}) is {size / largest:.3g}x the largest "
                              f"fitted size {largest:g}; its predicted score is an extrapolation")
                 break
     return found
