@@ -37,7 +37,7 @@ def _abandoned(tag: str) -> bool:
     except ProcessLookupError:
         return True
     except OSError:  # e.g. another user's process: alive
-        return False
+        pass
     return False
 
 
