@@ -103,3 +103,17 @@ def test_missing_tokenizer_model_in_preprocessing(assets, tmp_path, capsys):
                               "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model",
                               str(tmp_path / "missing.model")])
     assert exit_info.value.code == 2 and "missing.model does not exist" in capsys.readouterr().err
+
+
+def test_temperature_zero_and_an_empty_last_prediction(tmp_path):
+    from megatron_prealign.evaluation.translation import read_lines
+    from megatron_prealign.generation.sampling import SamplingParams
+
+    SamplingParams(greedy=True, temperature=0).validate()  # greedy: the temperature plays no part
+    with pytest.raises(ValueError, match=r"must be > 0 with --sample \(for argmax decoding leave out --sample"):
+        SamplingParams(greedy=False, temperature=0).validate()
+    path = tmp_path / "predictions.txt"
+    path.write_text("ein Hund\n\n")  # the second prediction is empty
+    assert read_lines(str(path), "--predictions") == ["ein Hund", ""]
+    path.write_text("ein Hund\nzwei")
+    assert read_lines(str(path), "--predictions") == ["ein Hund", "zwei"]

@@ -268,3 +268,16 @@ def test_sweep_builds_the_datasets(assets, tmp_path):
                       "--seq-length", "256", "--no-progress"]) == 0
     sizes = [len(IndexedDataset(os.path.join(out, "data", f"qab_pairs{n}_text_document"))) for n in (5, 15)]
     assert sizes == [20 + 10 + 5, 20 + 10 + 15]
+
+
+def test_allocation_warns_about_falling_laws_and_extrapolation(tmp_path, capsys):
+    laws = tmp_path / "laws.json"
+    laws.write_text(json.dumps(sl.fit_points({"de": list(zip(SIZES, _curve("log"))),
+                                              "fr": list(zip(SIZES, _curve("log")[::-1]))})))
+    assert tool.main(["allocate", "--fits", str(laws), "--budget", "64000"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the log law of fr falls with more data" in err and "extrapolation" not in err
+    out = tmp_path / "allocation.json"
+    assert tool.main(["allocate", "--fits", str(laws), "--budget", "1e30", "--output", str(out)]) == 0
+    assert "warning: de: 1e+30 pairs (allocation) is" in capsys.readouterr().err
+    assert any("extrapolation" in w for w in json.load(open(out))["warnings"])

@@ -23,6 +23,7 @@ import sys
 
 from megatron_prealign.data.bad_input import BadInputError
 from megatron_prealign.data.tokenizer import add_tokenizer_args, spec_from_args
+from megatron_prealign.errors import describe_os_error
 from megatron_prealign.instruct.build import (
     LONG_RECORDS,
     BuildSettings,
@@ -190,6 +191,10 @@ def main(argv=None) -> int:
                             progress=not args.no_progress)
     except (BadInputError, FileNotFoundError, TemplateError, ValueError) as err:
         print(f"build_instruction_data.py: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. a full disk while writing: the outputs were removed
+        message = describe_os_error(err, err.filename or args.output_prefix)
+        print(f"build_instruction_data.py: error: {message}; nothing written", file=sys.stderr)
         return 2
     print(format_summary(summary))
     return 0

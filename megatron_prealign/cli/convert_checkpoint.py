@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--max-shard-size-gb", type=float, default=5.0)
     exp.add_argument("--tokenizer-type", help="the training tokenizer's type (SentencePiece kinds, HuggingFaceTokenizer)")
     exp.add_argument("--tokenizer-model", help="also export the tokenizer (SentencePiece .model or HF directory)")
+    exp.add_argument("--trusted-checkpoint", action="store_true",
+                     help="skip the check that the checkpoint's .metadata holds only checkpoint "
+                     "metadata (torch unpickles it); only for checkpoints you trust")
     exp.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
                 raise ConversionError("export-hf runs in one process: start it with python, not torchrun")
             convert.export_hf(args.load, args.out, tokenizer_args(args.tokenizer_type, args.tokenizer_model),
                               args.dtype, int(args.max_shard_size_gb * 2**30), args.ckpt_step,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, trusted=args.trusted_checkpoint)
             print(f"exported {args.load} -> {args.out}")
     except (ConversionError, ValueError, FileNotFoundError) as error:
         return report(str(error), "convert_checkpoint.py")

@@ -118,6 +118,9 @@ def run_allocate(args) -> dict:
                                      f"languages: {', '.join(laws)}")
     result = sl.allocate(laws, args.budget, caps, weights, integer=not args.continuous)
     print(sl.allocation_table(result))
+    result["warnings"] = sl.allocation_warnings(result, fits)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if result["lambda"] is None and any(v > 0 for v in result["allocation"].values()):
         print("note: the caps bind before the budget: every language gets all it has")
     if args.output:

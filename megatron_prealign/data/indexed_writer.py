@@ -5,9 +5,10 @@ Files (docs/architecture.md, "Formats")::
     {prefix}.bin / .idx             token ids (megatron-core IndexedDataset, dtype from vocab size)
     {prefix}_loss_mask.bin / .idx   uint8, identical sequence lengths and document boundaries
 
-Every file is first written under a temporary name; :meth:`PairedIndexedWriter.commit` renames
-them in the order mask .bin, mask .idx, token .bin, token .idx, so the token ``.idx`` (what
-readers look for) appears last, only when everything else is complete. :meth:`abort` (also on an
+Every file is first written under a temporary name unique to the run; :meth:`PairedIndexedWriter.commit`
+removes the old token ``.idx``, then renames in the order mask .bin, mask .idx, token .bin, token
+.idx, so the token ``.idx`` (what readers look for) appears last, only when everything else is
+complete: no reader ever sees a mask paired with other tokens. :meth:`abort` (also on an
 exception inside ``with``) removes the temporary files and leaves earlier outputs untouched.
 """
 
@@ -19,6 +20,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+from megatron_prealign.data.atomic import remove_abandoned, run_tag
 
 LOSS_MASK_SUFFIX = "_loss_mask"
 
@@ -42,10 +45,14 @@ class PairedIndexedWriter:
         self.prefix = prefix
         self.dtype = token_dtype(vocab_size) if dtype is None else dtype
         self.vocab_size = vocab_size
-        tag = f".tmp-{os.getpid()}"
+        # Unique to this run; what a killed run left (same host, process gone) is removed.
+        tag = f".tmp-{run_tag()}-{os.urandom(4).hex()}"
         self._final = [(prefix, np.dtype(self.dtype))]
         if with_loss_mask:
             self._final.insert(0, (loss_mask_prefix(prefix), np.dtype(np.uint8)))
+        for p, _ in self._final:
+            for ext in (".bin", ".idx"):
+                remove_abandoned(os.path.dirname(os.path.abspath(p)), os.path.basename(p) + ".tmp-", ext)
         self._tmp = {p: p + tag for p, _ in self._final}
         self._builders = {}
         try:
@@ -143,6 +150,10 @@ class PairedIndexedWriter:
             for ext in (".idx", ".bin"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(loss_mask_prefix(self.prefix) + ext)
+        # The old token .idx (what readers open) goes first, so that a kill between the renames
+        # leaves no dataset rather than a new mask paired with old tokens; it reappears last.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.prefix + ".idx")
         for p, _ in self._final:  # mask pair first; the token .idx is the last file to appear
             os.replace(self._tmp[p] + ".bin", p + ".bin")
             os.replace(self._tmp[p] + ".idx", p + ".idx")

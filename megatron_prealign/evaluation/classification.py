@@ -178,7 +178,7 @@ def finetune(args, records_path: str, seq_length: int) -> str:
 
     from megatron_prealign.evaluation.model_loading import read_architecture
 
-    architecture = read_architecture(args.load, args.iteration)["architecture"]
+    architecture = read_architecture(args.load, args.iteration, trusted=args.trusted_checkpoint)["architecture"]
     work = os.path.abspath(args.finetune_dir or os.path.splitext(args.output)[0] + ".finetuned")
     prefix = os.path.join(work, "data", "zs_clt_train")
     # rank 0 builds the data; the others wait for this launch's marker (torchrun's address / port)

@@ -32,6 +32,10 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, tokenizer_required: boo
     group = parser.add_argument_group("checkpoint and layout")
     group.add_argument("--load", required=load_required, help="checkpoint root (as training's --save)")
     group.add_argument("--iteration", type=int, help="default: the latest complete checkpoint")
+    group.add_argument("--trusted-checkpoint", action="store_true",
+                       help="skip the check that the checkpoint's .metadata holds only checkpoint "
+                       "metadata (torch unpickles it: a crafted one runs code); only for "
+                       "checkpoints you trust")
     group.add_argument("--tensor-model-parallel-size", type=int, default=1)
     group.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     group.add_argument("--seq-length", type=int, help="default: the checkpoint's learned positions")
@@ -183,7 +187,8 @@ def load_for(args):
     expected = {"family": args.model_family, "num_layers": args.num_layers,
                 "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
     return load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
-                      args.seq_length, args.iteration, expected, args.seed, args.bf16)
+                      args.seq_length, args.iteration, expected, args.seed, args.bf16,
+                      trusted=args.trusted_checkpoint)
 
 
 def run(args) -> dict:
@@ -196,13 +201,10 @@ def run(args) -> dict:
             common.write_json(args.output, result)
         return result
     start = time.time()
-    expected = {"family": args.model_family, "num_layers": args.num_layers,
-                "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
     if args.command == "perplexity" and not (args.data_path or args.jsonl):
         raise EvaluationError("give --data-path and/or --jsonl: nothing to evaluate")
     tokenizer = _tokenizer(args, required=args.command != "perplexity" or bool(args.jsonl))
-    model = load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
-                       args.seq_length, args.iteration, expected, args.seed, args.bf16)
+    model = load_for(args)
     result = {"command": args.command, "checkpoint": model.directory,
               "iteration": model.run_state.get("iteration"),
               "architecture": model.run_state.get("architecture"),

@@ -218,7 +218,7 @@ def run_zs_clt(args) -> dict:
     if args.finetune:
         from megatron_prealign.evaluation.model_loading import read_architecture
 
-        read_architecture(args.load, args.iteration)  # a bad --load fails before any work
+        read_architecture(args.load, args.iteration, trusted=args.trusted_checkpoint)  # a bad --load fails before any work
         seq_length = args.finetune_seq_length or args.seq_length
         if not seq_length:
             raise EvaluationError("--finetune needs --finetune-seq-length (or --seq-length)")

@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -35,19 +37,34 @@ class EvaluationError(ConfigError):
     """Bad input to an evaluation (checkpoint, table, data): the message says what to change."""
 
 
-def _checkpoint_directory(load: str, iteration: Optional[int]) -> str:
+def _one_line(error: BaseException) -> str:
+    """``Type: message`` of an error, for torch's CheckpointException that of each failed rank
+    (its own text is a multi-line traceback)."""
+    if isinstance(error, CheckpointException):
+        return "; ".join(f"rank {rank}: {_one_line(failure[0])}" for rank, failure in error.failures.items())
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _warn(message: str, flush: bool = True) -> None:
+    print(message, file=sys.stderr, flush=flush)
+
+
+def _checkpoint_directory(load: str, iteration: Optional[int], flag: str = "--iteration") -> str:
+    """The checkpoint to read: ``iteration`` if complete, else ``latest``'s, else (a garbage or
+    dangling pointer) the newest complete one with a warning, as training resumes."""
     if not os.path.isdir(load):
         raise EvaluationError(f"--load {load} is not a directory")
+    try:
+        iteration = checkpointing.resolve_iteration(load, iteration, announce=_warn, flag=flag,
+                                                    action="load")
+    except ConfigError as error:
+        raise EvaluationError(str(error)) from None
     if iteration is None:
-        iteration = checkpointing.latest_iteration(load)
-        if iteration is None:
-            raise EvaluationError(
-                f"--load {load}: no {checkpointing.LATEST} (not a training checkpoint directory, "
-                "or no save finished)")
-    directory = checkpointing.checkpoint_dir(load, iteration)
-    if not os.path.isdir(directory):
-        raise EvaluationError(f"checkpoint {directory} does not exist")
-    return directory
+        raise EvaluationError(
+            f"--load {load}: no {checkpointing.LATEST} (not a training checkpoint directory, "
+            "or no save finished)")
+    return checkpointing.checkpoint_dir(load, iteration)
 
 
 def _saved_position_rows(directory: str) -> Optional[int]:
@@ -80,8 +97,16 @@ class LoadedModel:
         return self.model_args.seq_length
 
 
-def read_architecture(load: str, iteration: Optional[int] = None) -> dict:
-    directory = _checkpoint_directory(load, iteration)
+def read_architecture(load: str, iteration: Optional[int] = None, flag: str = "--iteration",
+                      trusted: bool = False) -> dict:
+    """The checkpoint's directory, run state and architecture. Unless ``trusted``, its metadata
+    is first checked to hold nothing but checkpoint metadata (torch's reader unpickles it)."""
+    directory = _checkpoint_directory(load, iteration, flag)
+    if not trusted:
+        try:
+            checkpointing.verify_metadata(directory)
+        except ConfigError as error:
+            raise EvaluationError(str(error)) from None
     try:
         run_state = checkpointing.read_run_state(directory)
     except Exception as error:
@@ -109,10 +134,11 @@ def load_model(
     expected_architecture: Optional[Dict[str, object]] = None,
     seed: int = 1234,
     bf16: bool = False,
+    trusted: bool = False,
 ) -> LoadedModel:
     """Initialise the runtime at the given layout, build the checkpoint's architecture and load
     its weights (resharded). Dropout is off (evaluation)."""
-    info = read_architecture(load, iteration)
+    info = read_architecture(load, iteration, trusted=trusted)
     architecture, directory = info["architecture"], info["directory"]
     check_architecture(architecture, expected_architecture or {}, load)
     positions = _saved_position_rows(directory) if architecture.get("family") == "gpt2" else None
@@ -140,10 +166,10 @@ def load_model(
         run_state = checkpointing.load_checkpoint(
             load, chunks, optimizer=None, scheduler=None,
             iteration=int(os.path.basename(directory).split("_")[1]), load_rng=False)
-    except Exception as error:
+    except (Exception, CheckpointException) as error:  # the latter is a BaseException
         raise EvaluationError(
             f"cannot load the weights of {directory} into the model its run state describes "
-            f"({type(error).__name__}: {error})") from error
+            f"({_one_line(error)}): a truncated or corrupt file? Load another iteration") from None
     for chunk in chunks:
         chunk.eval()
     return LoadedModel(chunks, model_args, run_state, directory)

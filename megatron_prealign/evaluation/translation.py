@@ -25,9 +25,9 @@ def read_lines(path: str, flag: str) -> List[str]:
     if not os.path.isfile(path):
         raise EvaluationError(f"{flag} {path} does not exist")
     with open(path, encoding="utf-8") as handle:
+        # One item a line; an empty last line is an item too (an empty prediction): iterating
+        # a file never yields a phantom "" after the final newline.
         lines = [line.rstrip("\n").rstrip("\r") for line in handle]
-    if lines and lines[-1] == "":
-        lines.pop()
     if not lines:
         raise EvaluationError(f"{flag} {path} is empty: nothing to evaluate")
     return lines

@@ -19,8 +19,10 @@ class SamplingParams:
     seed: int = 1234
 
     def validate(self):
-        if self.temperature <= 0:
-            raise ValueError(f"--temperature {self.temperature} must be > 0 (use --greedy for argmax)")
+        # Greedy decoding (no --sample) ignores the temperature; 0 means argmax anyway.
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"--temperature {self.temperature} must be > 0 with --sample (for argmax "
+                             "decoding leave out --sample: greedy is the default)")
         if self.top_k < 0:
             raise ValueError(f"--top-k {self.top_k} must be >= 0")
         if not 0.0 < self.top_p <= 1.0:

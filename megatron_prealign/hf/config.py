@@ -43,6 +43,15 @@ def _architecture_name(config) -> str:
         f"{getattr(config, 'model_type', None)!r}); supported: {supported}")
 
 
+def _require_positive(config, names):
+    """Sizes that must be whole numbers >= 1 (0 layers or -1 positions import into a checkpoint
+    nothing can load or run)."""
+    bad = [f"{name}: {getattr(config, name, None)!r}" for name in names
+           if type(getattr(config, name, None)) is not int or getattr(config, name) < 1]
+    if bad:
+        raise ConversionError(f"config.json: {', '.join(bad)}; these sizes must be whole numbers >= 1")
+
+
 def _refuse(condition: bool, what: str):
     if condition:
         raise ConversionError(f"unsupported configuration: {what}")
@@ -74,6 +83,10 @@ def model_args_from_hf(config, tensor_parallel: int = 1, pipeline_parallel: int 
     """The ModelArgs of a transformers config (`PreTrainedConfig`), padded for `tensor_parallel`.
     Raises ConversionError for anything this project's model cannot reproduce exactly."""
     name = _architecture_name(config)
+    _require_positive(config, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads", "max_position_embeddings")
+                      if name in LLAMA_ARCHITECTURES else
+                      ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions"))
     layout = dict(tensor_model_parallel_size=tensor_parallel, pipeline_model_parallel_size=pipeline_parallel)
     common = dict(hidden_dropout=0.0, attention_dropout=0.0, true_vocab_size=config.vocab_size,
                   vocab_size=pad_vocab_size(config.vocab_size, tensor_parallel, divisible_by))
@@ -121,6 +134,17 @@ def config_to_json(config) -> dict:
     return json.loads(config.to_json_string(use_diff=False))
 
 
+SPECIAL_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def token_ids_in_vocab(value, vocab_size: int):
+    """A token id (or list of ids, as LLaMA-3's EOS) without the ids beyond the vocabulary; None
+    when none is left."""
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if 0 <= v < vocab_size] or None
+    return value if value is not None and 0 <= value < vocab_size else None
+
+
 def hf_config_from_args(args: ModelArgs, vocab_size: int, saved: Optional[dict] = None,
                         max_position_embeddings: Optional[int] = None, dtype: str = "float32"):
     """A transformers config for `args`. `saved`: the config an imported checkpoint came from
@@ -158,6 +182,11 @@ def hf_config_from_args(args: ModelArgs, vocab_size: int, saved: Optional[dict] 
             activation_function="gelu_new" if args.resolved_activation() == "gelu_tanh" else "gelu",
             tie_word_embeddings=args.tied_embeddings())
         architecture = "GPT2LMHeadModel"
+    # Token ids of the saved config (else the family's defaults) that fit the vocabulary: GPT-2's
+    # 50256 in a 640-token model would keep generate() from ever stopping.
+    defaults = transformers.CONFIG_MAPPING[model_type]()
+    for key in SPECIAL_TOKEN_IDS:
+        fields[key] = token_ids_in_vocab(saved.get(key, getattr(defaults, key, None)), vocab_size)
     keep = {k: v for k, v in saved.items()
             if k not in fields and k not in ("architectures", "model_type", "transformers_version",
                                              "dtype", "torch_dtype", "rope_theta", "rope_scaling")}

@@ -20,8 +20,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from megatron_prealign.data.atomic import staging_directory
 from megatron_prealign.hf.config import (
-    ConversionError, config_to_json, hf_config_from_args, model_args_from_hf,
+    SPECIAL_TOKEN_IDS, ConversionError, config_to_json, hf_config_from_args, model_args_from_hf,
+    token_ids_in_vocab,
 )
 from megatron_prealign.hf.weights import expected_hf_shapes, export_tensors, rules_for
 from megatron_prealign.model import ModelArgs
@@ -39,11 +41,11 @@ class SafetensorsReader:
     a time. Refuses pickled (.bin) checkpoints: loading them would run arbitrary code."""
 
     def __init__(self, directory: str):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         index_path, single = os.path.join(directory, INDEX), os.path.join(directory, WEIGHTS)
         if os.path.isfile(index_path):
-            weight_map = json.load(open(index_path))["weight_map"]
+            weight_map = _weight_map(index_path)
         elif os.path.isfile(single):
             weight_map = None
         else:
@@ -57,17 +59,45 @@ class SafetensorsReader:
         if missing:
             raise ConversionError(f"--hf-dir {directory}: shard(s) {', '.join(missing)} named in "
                                   f"{INDEX} are missing")
-        self.handles = {f: safe_open(os.path.join(directory, f), framework="pt") for f in files}
+        self.handles = {}
+        for f in files:
+            try:
+                self.handles[f] = safe_open(os.path.join(directory, f), framework="pt")
+            except (SafetensorError, OSError) as error:
+                raise ConversionError(f"--hf-dir {directory}: {f} is not a readable safetensors file "
+                                      f"(truncated or corrupt? {error}); download it again") from None
         self.where = weight_map or {k: WEIGHTS for k in self.handles[WEIGHTS].keys()}
 
     def keys(self):
         return self.where.keys()
 
+    def _read(self, name: str, what):
+        from safetensors import SafetensorError
+
+        try:
+            return what(self.handles[self.where[name]])
+        except (SafetensorError, OSError, KeyError) as error:
+            raise ConversionError(f"{self.where[name]}: cannot read tensor {name} (truncated or "
+                                  f"corrupt file, or an index naming the wrong shard? {error})") from None
+
     def shape(self, name: str):
-        return tuple(self.handles[self.where[name]].get_slice(name).get_shape())
+        return tuple(self._read(name, lambda handle: handle.get_slice(name).get_shape()))
 
     def get(self, name: str) -> torch.Tensor:
-        return self.handles[self.where[name]].get_tensor(name)
+        return self._read(name, lambda handle: handle.get_tensor(name))
+
+
+def _weight_map(index_path: str) -> Dict[str, str]:
+    try:
+        with open(index_path, encoding="utf-8") as handle:
+            weight_map = json.load(handle).get("weight_map")
+    except (ValueError, AttributeError) as error:
+        raise ConversionError(f"{index_path}: not a JSON object ({error})") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(v, str) for v in weight_map.values()):
+        raise ConversionError(f"{index_path}: no 'weight_map' (tensor name -> shard file); "
+                              "re-save the model with save_pretrained")
+    return weight_map
 
 
 def _gpt2_prefix(reader: SafetensorsReader) -> str:
@@ -100,13 +130,22 @@ def read_hf_config(hf_dir: str):
 # -- atomic output ---------------------------------------------------------------------------
 
 
-def _temporary_sibling(path: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.incomplete")
-
-
 def _refuse_existing(path: str, flag: str):
     if os.path.exists(path):
         raise ConversionError(f"{flag} {path} already exists; choose a new path (nothing is overwritten)")
+
+
+def _move_into_place(staging: str, path: str, flag: str):
+    """Rename the finished staging directory to ``path``; refuse if another run got there first."""
+    if os.path.exists(path):  # rename() would replace an empty directory
+        shutil.rmtree(staging, ignore_errors=True)
+        _refuse_existing(path, flag)
+    try:
+        os.rename(staging, path)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConversionError(f"{flag} {path}: cannot move the finished output into place "
+                              f"({error.strerror or error}); nothing was written there") from None
 
 
 # -- import ----------------------------------------------------------------------------------
@@ -189,15 +228,19 @@ def import_hf(hf_dir: str, save: str, tensor_parallel: int = 1, pipeline_paralle
     from megatron.core.utils import unwrap_model
 
     fill_model(unwrap_model(chunk), args, reader, rules, progress and dist.get_rank() == 0)
-    temporary = _temporary_sibling(save)
-    if dist.get_rank() == 0 and os.path.exists(temporary):
-        shutil.rmtree(temporary)  # a previous failed import of this path
-    dist.barrier()
-    checkpointing.save_checkpoint(temporary, 0, [chunk], run_state={
-        "architecture": args.architecture(), "consumed_samples": 0, "alignment_steps": 0,
-        "stage": "imported", "hf_config": config_to_json(config)})
-    if dist.get_rank() == 0:
-        os.rename(temporary, save)
+    # One staging directory per run, made by rank 0 and shared with the other ranks.
+    staging = [staging_directory(save) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(staging, src=0)
+    try:
+        checkpointing.save_checkpoint(staging[0], 0, [chunk], run_state={
+            "architecture": args.architecture(), "consumed_samples": 0, "alignment_steps": 0,
+            "stage": "imported", "hf_config": config_to_json(config)})
+        if dist.get_rank() == 0:
+            _move_into_place(staging[0], save, "--save")
+    except BaseException:
+        if dist.get_rank() == 0:
+            shutil.rmtree(staging[0], ignore_errors=True)
+        raise
     dist.barrier()
     return save
 
@@ -252,16 +295,17 @@ def _verify_export(directory: str, expected: Dict[str, tuple]):
 
 def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype: Optional[str] = None,
               max_shard_bytes: int = 5 * 2**30, iteration: Optional[int] = None,
-              progress: bool = True) -> str:
+              progress: bool = True, trusted: bool = False) -> str:
     """Single process. Any TP x PP checkpoint is resharded to TP=PP=1 on load."""
     from megatron_prealign.evaluation.model_loading import EvaluationError, load_model, read_architecture
     from megatron.core.utils import unwrap_model
 
     _refuse_existing(out, "--out")
     try:
-        info = read_architecture(load, iteration)
+        info = read_architecture(load, iteration, flag="--ckpt-step", trusted=trusted)
     except EvaluationError as error:
         raise ConversionError(str(error)) from error
+    iteration = info["run_state"].get("iteration", iteration)  # resolved once (and warned once)
     args = ModelArgs.from_architecture(info["architecture"], seq_length=1)
     saved_config = info["run_state"].get("hf_config")
     if dtype is None:
@@ -276,7 +320,7 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
         tokenizer = check_tokenizer(tokenizer_args, args.true_vocab_size or args.vocab_size)
     try:
         model = load_model(load, 1, 1, seq_length=args.max_position_embeddings or 2048,
-                           iteration=iteration)
+                           iteration=iteration, trusted=True)  # checked just above
     except EvaluationError as error:
         raise ConversionError(str(error)) from error
     args = model.model_args
@@ -288,26 +332,37 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
         raise ConversionError(f"{load}: tensors without a transformers counterpart: {sorted(unused)[:4]}")
     vocab = args.true_vocab_size or args.vocab_size
     config = hf_config_from_args(args, vocab, saved_config, dtype=dtype)
+    _set_special_token_ids(config, tokenizer, vocab)
 
-    temporary = _temporary_sibling(out)
-    if os.path.exists(temporary):
-        shutil.rmtree(temporary)
-    os.makedirs(temporary)
-    writer = ShardWriter(temporary, max_shard_bytes)
-    expected = {}
-    for name, tensor in tqdm(export_tensors(state, rules), desc="export", disable=not progress,
-                             total=sum(len(r.hf) for r in rules)):
-        tensor = tensor.to(DTYPES[dtype])
-        writer.add(name, tensor)
-        expected[name] = tuple(tensor.shape)
-    writer.close()
-    config.save_pretrained(temporary)
-    _generation_config(config, tokenizer).save_pretrained(temporary)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(temporary)
-    _verify_export(temporary, expected)
-    os.rename(temporary, out)
+    staging = staging_directory(out)
+    try:
+        writer = ShardWriter(staging, max_shard_bytes)
+        expected = {}
+        for name, tensor in tqdm(export_tensors(state, rules), desc="export", disable=not progress,
+                                 total=sum(len(r.hf) for r in rules)):
+            tensor = tensor.to(DTYPES[dtype])
+            writer.add(name, tensor)
+            expected[name] = tuple(tensor.shape)
+        writer.close()
+        config.save_pretrained(staging)
+        _generation_config(config, tokenizer).save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        _verify_export(staging, expected)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _move_into_place(staging, out, "--out")
     return out
+
+
+def _set_special_token_ids(config, tokenizer, vocab: int):
+    """BOS / EOS / PAD ids of the config: the exported tokenizer's, which generate() stops at
+    (without a tokenizer the config keeps the ids of hf_config_from_args)."""
+    if tokenizer is None:
+        return
+    for key in SPECIAL_TOKEN_IDS:
+        setattr(config, key, token_ids_in_vocab(getattr(tokenizer, key, None), vocab))
 
 
 def _generation_config(config, tokenizer):

@@ -199,8 +199,17 @@ def run_build(settings: BuildSettings, output_prefix_: str, workers: int = 1, pr
                     break  # results still in flight are dropped: the budget is met
         bar.close()
         if writer.documents == 0:
+            long = sum(s.skipped_long for s in summaries.values())
+            bad = sum(s.skipped_bad for s in summaries.values())
+            why = []
+            if long:
+                why.append(f"{long} too long for --seq-length {settings.seq_length} (the prompt fills "
+                           "it, or --long-records skip): raise --seq-length or use a shorter --template")
+            if bad:
+                why.append(f"{bad} bad (see the skipped lines)")
             raise BadInputError(", ".join(s.name for s in settings.sources), None,
-                                "no record left to write (all skipped); nothing written")
+                                f"no record left to write (all skipped: {'; '.join(why) or 'no records'}); "
+                                "nothing written")
         writer.commit()
     except BaseException:
         bar.close()

@@ -31,8 +31,10 @@ import numpy as np
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from megatron_prealign.data.indexed_writer import loss_mask_prefix
 from megatron_prealign.data.lm_dataset import open_loss_mask
 from megatron_prealign.data.packing import pack_layout
+from megatron_prealign.errors import ConfigError
 
 
 class InstructionRecords:
@@ -42,10 +44,28 @@ class InstructionRecords:
         self.prefix = prefix
         self.tokens = IndexedDataset(prefix)
         self.mask = open_loss_mask(prefix, self.tokens)
+        if self.mask is None:  # without it every prompt token would silently become a target
+            raise ConfigError(f"--data-path {prefix}: no loss mask ({loss_mask_prefix(prefix)}.bin/.idx); "
+                              "--sft / --sft-packing train on the responses only: copy the mask "
+                              "files along with the data, or rebuild it with build_instruction_data.py")
         self.max_tokens = seq_length + 1
         self.lengths = np.minimum(self.tokens.sequence_lengths.astype(np.int64), self.max_tokens)
+        self._refuse_cut_targets(seq_length)
         # A single-token record has no (input, label) pair: it cannot be trained on.
         self.usable = np.flatnonzero(self.lengths >= 2)
+
+    def _refuse_cut_targets(self, seq_length: int) -> None:
+        """Refuse records whose cut to ``seq_length + 1`` tokens leaves no target (data built
+        at a longer --seq-length): they would train on nothing. Only cut records are read."""
+        cut = np.flatnonzero(self.tokens.sequence_lengths > self.max_tokens)
+        empty = [int(i) for i in cut if not self.mask[int(i)][1:self.max_tokens].any()]
+        if empty:
+            need = max(int(np.argmax(self.mask[i])) for i in empty)
+            raise ConfigError(
+                f"--data-path {self.prefix}: {len(empty)} of {len(self.tokens.sequence_lengths)} "
+                f"records have no target token within --seq-length {seq_length} (their prompts are "
+                f"longer, up to {need} tokens): rebuild the data with build_instruction_data.py "
+                f"--seq-length {seq_length}, or train with --seq-length >= {need}")
 
     def __len__(self) -> int:
         return len(self.usable)
@@ -54,9 +74,7 @@ class InstructionRecords:
         """(ids, stored mask) of usable record ``index``, cut to ``seq_length + 1`` tokens."""
         sequence = int(self.usable[index])
         ids = self.tokens[sequence][: self.max_tokens].astype(np.int64)
-        mask = (self.mask[sequence][: self.max_tokens] if self.mask is not None
-                else np.ones(ids.size, dtype=np.uint8))
-        return ids, mask
+        return ids, self.mask[sequence][: self.max_tokens]
 
     def positions(self, index: int) -> int:
         return int(self.lengths[self.usable[index]]) - 1

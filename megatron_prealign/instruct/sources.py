@@ -119,12 +119,17 @@ def _file_items(path: str) -> Iterator[Tuple[int, bytes]]:
 def _moses_items(source: Source) -> Iterator[Tuple[int, Tuple[bytes, bytes]]]:
     src_path, tgt_path = source.files
     with open(src_path, "rb") as src, open(tgt_path, "rb") as tgt:
+        # Not zip(): it reads (and drops) the longer file's extra line before stopping, which
+        # hid a length mismatch. Read both sides line by line; an empty read is end of file.
         line_no = 0
-        for line_no, (a, b) in enumerate(zip(src, tgt), start=1):
+        while True:
+            a, b = src.readline(), tgt.readline()
+            if not a or not b:
+                break
+            line_no += 1
             yield line_no, (a.rstrip(b"\r\n"), b.rstrip(b"\r\n"))
-        rest = (src.readline(), tgt.readline())
-        if any(rest):
-            longer = src_path if rest[0] else tgt_path
+        if a or b:
+            longer = src_path if a else tgt_path
             raise BadInputError(longer, line_no + 1, f"the aligned files {src_path} and {tgt_path} "
                                 "have different numbers of lines")
 

@@ -13,6 +13,7 @@ a checkpoint saved at one TP x PP layout loads at another.
 """
 
 import os
+import pickle
 import random
 import shutil
 from typing import Optional
@@ -101,37 +102,40 @@ def complete_iterations(root: str) -> list:
     return sorted(found)
 
 
-def resolve_iteration(root: str, requested: Optional[int] = None, announce=print) -> Optional[int]:
+def resolve_iteration(root: str, requested: Optional[int] = None, announce=print,
+                      flag: str = "--load-iteration", action: str = "resume") -> Optional[int]:
     """The iteration to resume from: `requested` (--load-iteration) if it is complete, else the
     pointer's, else (pointer unreadable or naming an incomplete save) the newest complete one,
-    announced. None when `root` holds no checkpoint at all."""
+    announced. None when `root` holds no checkpoint at all. `flag` / `action`: the wording of
+    another tool's messages (evaluation, export)."""
     complete = complete_iterations(root)
     if requested is not None:
         reason = incomplete_reason(checkpoint_dir(root, requested))
         if reason:
-            raise ConfigError(f"--load-iteration {requested}: {checkpoint_dir(root, requested)} cannot be "
+            raise ConfigError(f"{flag} {requested}: {checkpoint_dir(root, requested)} cannot be "
                               f"loaded ({reason}); complete iterations in {root}: {complete or 'none'}")
         return requested
+    where = os.path.join(root, LATEST)
     try:
         latest = latest_iteration(root)
         problem = None if latest is None else incomplete_reason(checkpoint_dir(root, latest))
     except ConfigError as error:
-        latest, problem = -1, str(error)
+        latest, problem = -1, str(error).removeprefix(f"{where} ")  # named once, below
     if latest is None and not complete:
         return None
     if latest is not None and problem is None:
         return latest
-    where = os.path.join(root, LATEST)
     if latest is None:
         problem = "it is missing"
     elif latest >= 0:
         problem = f"it names {checkpoint_dir(root, latest)}, but {problem}"
     if not complete:
-        raise ConfigError(f"cannot resume from {root}: {where}: {problem}; no complete checkpoint "
+        raise ConfigError(f"cannot {action} from {root}: {where}: {problem}; no complete checkpoint "
                           f"(iter_*/ with {', '.join(COMPLETE_MARKERS)}) to fall back to")
     if announce:
-        announce(f"warning: {where}: {problem}; resuming from the newest complete checkpoint, iteration "
-                 f"{complete[-1]} (choose another with --load-iteration)", flush=True)
+        verb = "resuming from" if action == "resume" else "using"
+        announce(f"warning: {where}: {problem}; {verb} the newest complete checkpoint, iteration "
+                 f"{complete[-1]} (choose another with {flag})", flush=True)
     return complete[-1]
 
 
@@ -393,6 +397,51 @@ def _layout() -> list:
         parallel_state.get_pipeline_model_parallel_world_size(),
         parallel_state.get_tensor_model_parallel_world_size(),
     ]
+
+
+# What the .metadata pickle of a torch distributed checkpoint names: plain data classes, enums,
+# torch.Size, dtypes and layouts. Anything else (os.system, builtins.eval, ...) is an attack.
+_METADATA_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata",
+        "BytesStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.planner": {
+        "SavePlan", "LoadPlan", "WriteItem", "ReadItem", "WriteItemType", "LoadItemType",
+        "TensorWriteData"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        allowed = name in _METADATA_GLOBALS.get(module, ()) or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+        if not allowed:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def verify_metadata(directory: str) -> None:
+    """Read ``directory/.metadata`` with an unpickler that builds only checkpoint metadata,
+    before torch's reader unpickles it without limits. Raises ConfigError naming what it holds."""
+    path = os.path.join(directory, ".metadata")
+    try:
+        with open(path, "rb") as handle:
+            _MetadataUnpickler(handle).load()
+    except _ForbiddenGlobal as error:
+        raise ConfigError(f"{path} names {error}, which checkpoint metadata never needs: not loaded "
+                          "(unpickling it could run code). Load only checkpoints you trust; for one "
+                          "you do, pass --trusted-checkpoint") from None
+    except Exception as error:  # truncated or corrupt: any error of the unpickler
+        raise ConfigError(f"{path} is unreadable ({type(error).__name__}: {error}): a truncated or "
+                          "corrupt checkpoint?") from None
 
 
 def read_run_state(directory: str) -> dict:

@@ -499,6 +499,29 @@ def allocate(laws: Mapping[str, Law], budget: float, caps: Optional[Mapping[str,
     }
 
 
+EXTRAPOLATION = 4.0  # beyond this multiple of the largest fitted size a prediction is flagged
+
+
+def allocation_warnings(result: dict, fits: dict) -> List[str]:
+    """What makes an allocation's numbers untrustworthy: a law that falls with more data (it
+    gets nothing; its predictions are no scaling law) and sizes far beyond the fitted points."""
+    found = []
+    for language, form in result["forms"].items():
+        fit = fits["languages"][language]["fits"][form]
+        law = Law(form, dict(fit["params"]))
+        if not law.increasing and result["weights"][language] > 0:
+            found.append(f"the {form} law of {language} falls with more data: it gets no data and its "
+                         "predicted scores mean nothing; check its sweep points or refit")
+        largest = fit.get("x_max")
+        for name in ("allocation", "uniform"):
+            size = result[name][language]
+            if largest and size > EXTRAPOLATION * largest:
+                found.append(f"{language}: {size:g} pairs ({name}) is {size / largest:.3g}x the largest "
+                             f"fitted size {largest:g}; its predicted score is an extrapolation")
+                break
+    return found
+
+
 def allocation_table(result: dict) -> str:
     def cell(v):
         return "-" if v is None else f"{v:.3f}"
