@@ -62,6 +62,16 @@ def _language_names(parser: argparse.ArgumentParser):
                         help="English names of language codes the templates do not know")
 
 
+def _protocol(parser: argparse.ArgumentParser):
+    from megatron_prealign.evaluation.protocols import PROTOCOLS
+
+    parser.add_argument("--protocol", default="default", choices=sorted(PROTOCOLS),
+                        help="default: this project's (a newline ends an answer; --max-new-tokens "
+                        "256 / 64 for translation / qa); xllama: x-LLaMA's released evaluation "
+                        "exactly (x-LLM prompts, greedy until EOS up to 512 tokens, spBLEU "
+                        "flores101, containment match); see docs/evaluation.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,25 +120,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", help="source sentences, one a line (Flores style)")
     p.add_argument("--ref", help="reference translations, line-aligned with --src")
     p.add_argument("--jsonl", help="JSON lines with a key per language ({\"en\": ..., \"de\": ...})")
+    p.add_argument("--flores-dir", help="unpacked flores101_dataset or flores200_dataset directory "
+                   "(files <split>/<code>.<split>)")
+    p.add_argument("--flores-split", default="devtest", choices=["dev", "devtest"])
     p.add_argument("--direction", nargs="+", required=True, metavar="SRC-TGT",
-                   help="language pair(s), e.g. en-de (several only with --jsonl)")
+                   help="language pair(s), e.g. en-de (several only with --jsonl or --flores-dir)")
     p.add_argument("--predictions", help="score these outputs instead of generating: JSON lines "
                    "{\"output\"} (as tools/generate.py writes; with \"direction\" for several) or "
                    "plain text, one translation a line")
-    p.add_argument("--spm-model", help="local Flores SentencePiece model for spBLEU")
+    p.add_argument("--spm-model", help="local Flores SentencePiece model for spBLEU (sacrebleu's "
+                   "flores101 / flores200 tokenizer model)")
+    p.add_argument("--spm-tokenizer", choices=["flores101", "flores200"],
+                   help="sacrebleu tokenizer whose model --spm-model is (default flores101)")
+    _protocol(p)
     p.add_argument("--comet-model", help="local COMET checkpoint (needs unbabel-comet)")
     _language_names(p)
-    add_generation_args(p, max_new_tokens=256)
+    add_generation_args(p, max_new_tokens=None)
 
     p = sub.add_parser("qa", help="XQuAD / MLQA: containment accuracy and MLQA EM / F1")
     _common(p, tokenizer_required=False, load_required=False)
-    p.add_argument("--input", required=True, help="SQuAD-format JSON (XQuAD / MLQA file)")
+    p.add_argument("--input", help="SQuAD-format JSON (XQuAD / MLQA file)")
+    p.add_argument("--xquad-dir", help="directory of XQuAD's xquad.<lang>.json files (instead of --input)")
+    p.add_argument("--mlqa-dir", help="MLQA_V1 directory: reads <split>/<split>-context-<language>-"
+                   "question-<question-language>.json (instead of --input)")
+    p.add_argument("--mlqa-split", default="test", choices=["dev", "test"])
+    p.add_argument("--question-language", help="MLQA question language (default: --language)")
     p.add_argument("--language", required=True, help="language of the contexts and answers (e.g. zh)")
+    p.add_argument("--qa-metric", default="auto", choices=["auto", "squad-v1.1", "mlqa"],
+                   help="exact match / F1 definition; auto: MLQA's for MLQA files, SQuAD v1.1's "
+                   "(XTREME's XQuAD scoring) otherwise")
+    _protocol(p)
     p.add_argument("--predictions", help="score these answers instead of generating: SQuAD-style "
                    "JSON {id: answer} or JSON lines {\"id\", \"output\"}")
     p.add_argument("--qa-instruction", help="instruction for a language without the reference prompt")
     p.add_argument("--qa-input-template", help="its input, with {context} and {question}")
-    add_generation_args(p, max_new_tokens=64)
+    add_generation_args(p, max_new_tokens=None)
 
     p = sub.add_parser("representation", help="per-layer similarity / retrieval of parallel sentences")
     _common(p, tokenizer_required=True)
