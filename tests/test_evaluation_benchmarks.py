@@ -230,3 +230,33 @@ def test_xllama_spbleu_is_sacrebleus_flores101_with_the_local_model(tmp_path, as
                                    "signature": signature}
     assert result["protocol"]["name"] == "xllama" and result["protocol"]["headline_metric"] == "spbleu"
     assert len(direction["spbleu_model"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("protocol, stop, tokens", [("default", ["\n"], 256), ("xllama", [], 512)])
+def test_protocol_reaches_generation(tmp_path, assets, monkeypatch, protocol, stop, tokens):
+    """The protocol's prompts, stop strings and token budget are what generation gets (the model
+    and decoding are stubbed: their own tests are tests/test_generation.py)."""
+    from megatron_prealign.evaluation import downstream
+    from megatron_prealign.generation import cli as generation_cli
+
+    seen = {}
+
+    def fake_generate(model, to_ids, prompts, args, stop=()):
+        seen.update(prompts=list(prompts), stop=list(stop), max_new_tokens=args.max_new_tokens, sample=args.sample)
+        return ["  Der Fluss.  "] * len(prompts), None
+
+    class Model:
+        directory, run_state, seq_length = "ckpt", {"iteration": 1}, 1024
+
+    monkeypatch.setattr(downstream, "_model_and_ids", lambda args: (Model(), None))
+    monkeypatch.setattr(generation_cli, "generate_texts", fake_generate)
+    src = _write(str(tmp_path / "en.txt"), ["The river."])
+    out = str(tmp_path / "mt.json")
+    assert cli.main(["translation", "--load", "ckpt", "--src", src, "--ref", src, "--direction", "en-el",
+                     "--spm-model", assets["sp"], "--protocol", protocol, "--output", out]) == 0
+    name = "Modern Greek (1453-)" if protocol == "xllama" else "Greek"
+    assert f"from English to {name}.\n\n### Input:\nThe river." in seen["prompts"][0]
+    assert (seen["stop"], seen["max_new_tokens"], seen["sample"]) == (stop, tokens, False)
+    result = json.load(open(out))
+    assert result["directions"]["en-el"]["predictions"] == ["Der Fluss."]  # stripped, as x-LLM
+    assert (result["max_new_tokens"], result["protocol"]["stop"]) == (tokens, stop)
