@@ -260,3 +260,73 @@ def test_protocol_reaches_generation(tmp_path, assets, monkeypatch, protocol, st
     result = json.load(open(out))
     assert result["directions"]["en-el"]["predictions"] == ["Der Fluss."]  # stripped, as x-LLM
     assert (result["max_new_tokens"], result["protocol"]["stop"]) == (tokens, stop)
+
+
+# -- PreAlign Figure 6: perplexity of words seen / held out / not in the table -------------------
+
+
+def test_word_groups_and_token_attribution(assets):
+    from megatron_prealign.data.alignment_table import TableEntry, is_held_out
+    from megatron_prealign.data.text_encoder import TextEncoder
+    from megatron_prealign.data.tokenizer import build_tokenizer
+    from megatron_prealign.evaluation import word_perplexity
+
+    # words chosen so that the hash split puts one in each group at fraction 0.5, seed 0
+    entries = [TableEntry("river", translations={"de": ["Fluss"]}), TableEntry("money", translations={"de": ["Geld"]}),
+               TableEntry("house", translations={"de": ["Haus"]}), TableEntry("tree", translations={"de": ["Baum"]})]
+    held = {e.word: is_held_out(e.word, 0.5, 0) for e in entries}
+    assert set(held.values()) == {True, False}, held
+    lookup = word_perplexity.word_groups(entries, "de", 0.5, 0)
+    assert lookup == {e.translations["de"][0].lower(): "held_out" if held[e.word] else "seen" for e in entries}
+    encoder = TextEncoder(build_tokenizer("SentencePieceTokenizer", assets["sp"]))
+    texts = ["Der Fluss und das Geld.", "Haus, Baum!"]
+    tokens, masks, words = word_perplexity.group_stream(texts, encoder, lookup, eod=2, bos=None)
+    assert sum(masks.values()).tolist() == [1] * len(tokens)  # each token in exactly one group
+    assert words["not_in_table"] == 3  # der, und, das
+    for text in texts:
+        ids, offsets = encoder.encode_with_offsets(text)
+        for form in ("Fluss", "Geld", "Haus", "Baum"):
+            if form in text:
+                start = text.index(form)
+                covering = [i for i, (s, e) in enumerate(offsets) if s < start + len(form) and max(e, s + 1) > start]
+                base = 0 if text is texts[0] else len(encoder.encode_with_offsets(texts[0])[0]) + 1
+                group = lookup[form.lower()]
+                assert all(masks[group][base + i] == 1 for i in covering), form
+    assert masks["other"][len(encoder.encode_with_offsets(texts[0])[0])] == 1  # the end of document
+    with pytest.raises(EvaluationError, match="no forms of language 'zh'"):
+        word_perplexity.word_groups(entries, "zh", 0.5, 0)
+
+
+def _word_perplexity_rank(argv):
+    from megatron_prealign.evaluation import cli as evaluate_cli
+
+    result = evaluate_cli.run(evaluate_cli.build_parser().parse_args(argv))
+    return json.dumps(result)
+
+
+def test_word_perplexity_on_a_checkpoint(tmp_path):
+    """A tiny model trained with pre-alignment (30% of the table held out): the groups'
+    perplexities, whose token-weighted losses add up to the whole stream's, and the plot."""
+    from tests import pretrain_case
+    from tests.dist_utils import run_distributed
+
+    data = pretrain_case.prepare_data(str(tmp_path / "data"))
+    work = str(tmp_path / "train")
+    os.makedirs(work)
+    flags = dict(pretrain_case.alignment_flags(data), prealign_iters=1, alignment_held_out_fraction=0.3,
+                 save=os.path.join(work, "ckpt"))
+    run_distributed(pretrain_case.run_pretrain, 1, pretrain_case.base_argv(data, work, train_iters=2, **flags))
+    plot = str(tmp_path / "fig6.png")
+    argv = ["word-perplexity", "--load", os.path.join(work, "ckpt"), "--output", str(tmp_path / "wp.json"),
+            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", data["sp"],
+            "--jsonl", os.path.join(os.path.dirname(data["sp"]), "de.jsonl"), "--language", "de",
+            "--alignment-table", data["table"], "--alignment-held-out-fraction", "0.3", "--max-tokens", "400",
+            "--plot", plot]
+    (result,) = run_distributed(_word_perplexity_rank, 1, argv)
+    result = json.loads(result)
+    groups = result["groups"]
+    assert all(groups[g]["tokens"] > 0 for g in ("seen", "held_out", "not_in_table"))
+    assert sum(g["tokens"] for g in groups.values()) == result["all"]["tokens"] == 400
+    total = sum(g["loss"] * g["tokens"] for g in groups.values() if g["tokens"])
+    assert total == pytest.approx(result["all"]["loss"] * result["all"]["tokens"], rel=1e-6)
+    assert os.path.getsize(plot) > 0 and json.load(open(tmp_path / "wp.json"))["groups"] == groups

@@ -1,5 +1,5 @@
 """`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, mixed-script, translation, qa,
-representation, zs-clt.
+representation, zs-clt, word-perplexity.
 
 Every subcommand loads a training checkpoint (``--load``, any TP/PP layout) at the evaluation's
 own layout, runs on the CPU or a GPU through ``megatron_prealign.runtime`` (under ``torchrun``
@@ -23,7 +23,7 @@ from megatron_prealign.evaluation import alignment_similarity, clka, common, mix
 from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
 
 SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script", "translation", "qa", "representation",
-               "zs-clt")
+               "zs-clt", "word-perplexity")
 GENERATION_BASED = ("translation", "qa")
 
 
@@ -94,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--words-per-batch", type=int, default=64)
     p.add_argument("--plot", help="PNG of the per-layer similarities")
+
+    p = sub.add_parser("word-perplexity", help="test perplexity of words seen / held out in pre-alignment "
+                       "and not in the table (PreAlign Figure 6)")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--jsonl", required=True, help="JSON lines of test text")
+    p.add_argument("--json-key", default="text")
+    p.add_argument("--language", required=True, help="the text's language: its table forms are looked up "
+                   "(en: the table's head words)")
+    p.add_argument("--alignment-table", required=True)
+    p.add_argument("--alignment-held-out-fraction", type=float, default=0.0,
+                   help="as the training run's flag: which words were held out of pre-alignment")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, help="score at most this many tokens")
+    p.add_argument("--plot", help="PNG: perplexity per word group")
 
     p = sub.add_parser("clka", help="multiple-choice knowledge test by likelihood")
     _common(p, tokenizer_required=True)
@@ -253,6 +267,24 @@ def run(args) -> dict:
             args.alignment_held_out_fraction, args.split_seed, args.words_per_batch, args.seed))
         if args.plot and common.rank_zero():
             result["plot"] = alignment_similarity.plot_alignment(result, args.plot)
+    elif args.command == "word-perplexity":
+        from megatron_prealign.data.alignment_table import read_table
+        from megatron_prealign.data.bad_input import BadInputError
+        from megatron_prealign.evaluation import word_perplexity
+
+        try:
+            entries = read_table(args.alignment_table)
+        except (BadInputError, FileNotFoundError) as error:
+            raise EvaluationError(str(error)) from error
+        lookup = word_perplexity.word_groups(entries, args.language, args.alignment_held_out_fraction,
+                                             args.split_seed)
+        texts = [str(r.get(args.json_key, "")) for r in common.read_jsonl(args.jsonl, "--jsonl")]
+        to_ids = common.TextToIds(tokenizer, model.vocab_size, None, args.add_bos)
+        result.update({"language": args.language, "table": args.alignment_table,
+                       "held_out_fraction": args.alignment_held_out_fraction, "split_seed": args.split_seed})
+        result.update(word_perplexity.evaluate(model, texts, to_ids, lookup, args.max_tokens, args.micro_batch_size))
+        if args.plot and common.rank_zero():
+            result["plot"] = word_perplexity.plot(result, args.plot)
     elif args.command == "clka":
         to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
         items = clka.parse_items(common.read_jsonl(args.input, "--input"), args.input)
@@ -297,6 +329,10 @@ def summary(result: dict) -> str:
                 lines.append(f"{name:6s} ({split['words']} words) aligned: {fmt(split['aligned'])}")
                 lines.append(f"{'':6s} {'':>{len(str(split['words'])) + 8}} random:  {fmt(split['random'])}")
         return "\n".join(lines)
+    if command == "word-perplexity":
+        return "\n".join(f"{group:12s} perplexity {v['perplexity']:.3f} over {v['tokens']} tokens "
+                         f"({v['words']} distinct words)" if v["perplexity"] is not None else f"{group:12s} no tokens"
+                         for group, v in result["groups"].items())
     if command == "clka":
         low, high = result["ci95"]
         return (f"CLKA accuracy {100 * result['accuracy']:.1f}% ({result['correct']}/{result['items']}), "
