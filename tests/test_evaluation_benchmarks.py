@@ -1,14 +1,16 @@
 """The benchmarks in the layout users download them, read from a few real-format records written
 here (nothing is downloaded): XNLI / XNLI-MT TSVs, XQuAD / MLQA SQuAD-format JSON under their
-file names, Flores-101 / Flores-200 ``devtest`` directories; and the papers' scoring definitions
-(SQuAD v1.1 / MLQA exact match and F1, x-LLM's containment match, spBLEU) on hand-made cases."""
+file names, Flores-101 / Flores-200 ``devtest`` directories; the papers' scoring definitions
+(SQuAD v1.1 / MLQA exact match and F1, x-LLM's containment match, spBLEU through sacrebleu's
+flores101 tokenizer over a local model) on hand-made cases; the xllama protocol's prompts and
+generation settings; PreAlign's Figure 6 word perplexity."""
 
 import json
 import os
 
 import pytest
 
-from megatron_prealign.evaluation import classification
+from megatron_prealign.evaluation import classification, cli, qa, translation
 from megatron_prealign.evaluation.model_loading import EvaluationError
 
 # XNLI 1.0's test / dev header (xnli.test.tsv), and XNLI-MT 1.0's training header.
@@ -62,9 +64,6 @@ def test_xnli_test_file_and_xnli_mt_training_file_share_label_words(tmp_path):
 
 
 # -- QA: the published exact match / F1 definitions and x-LLM's match ----------------------------
-
-from megatron_prealign.evaluation import cli, qa, translation  # noqa: E402
-
 
 @pytest.mark.parametrize("prediction, gold, language, squad, mlqa", [
     # (EM, F1) by hand from each official script's normalisation

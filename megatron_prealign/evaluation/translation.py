@@ -56,7 +56,10 @@ def spbleu_metric(spm_model: str, tokenizer: str = "flores101"):
     saved = tokenizer_spm.SACREBLEU_DIR
     try:
         os.makedirs(os.path.join(home, "models"))
-        os.symlink(os.path.abspath(spm_model), os.path.join(home, "models", name))
+        try:
+            os.symlink(os.path.abspath(spm_model), os.path.join(home, "models", name))
+        except OSError:  # no symlinks on this filesystem
+            shutil.copyfile(spm_model, os.path.join(home, "models", name))
         tokenizer_spm.SACREBLEU_DIR = home
         metric = BLEU(tokenize=tokenizer, effective_order=True)
     finally:
