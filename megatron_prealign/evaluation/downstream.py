@@ -90,8 +90,10 @@ def run_translation(args) -> dict:
         for s, t in directions:
             files[f"{s}-{t}"] = {lang: flores_file(args.flores_dir, lang, args.flores_split)
                                  for lang in (s, t)}
-        data = {d: translation.read_pairs(f[d.split("-", 1)[0]][0], f[d.split("-", 1)[1]][0], None, *d.split("-", 1))
-                for d, f in files.items()}
+        data = {}
+        for d, f in files.items():
+            s, t = d.split("-", 1)
+            data[d] = translation.read_pairs(f[s][0], f[t][0], None, s, t)
     else:
         if len(directions) > 1 and not args.jsonl:
             raise EvaluationError("several --direction values need --jsonl (one file with every language) "
