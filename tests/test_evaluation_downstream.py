@@ -97,7 +97,7 @@ def test_qa_from_predictions_file(tmp_path):
     predictions.write_text(json.dumps({"q1": "in Hamburg", "q2": "Der Fluss."}), encoding="utf-8")
     out = str(tmp_path / "qa.json")
     assert _evaluate(["qa", "--input", squad, "--language", "de", "--predictions", str(predictions),
-                      "--output", out]) == 0
+                      "--qa-metric", "mlqa", "--output", out]) == 0
     result = json.load(open(out))
     # q1: EM 0, F1 2/3 ("in hamburg" vs "hamburg"), contained; q2: EM 1 ("der" is a German article).
     assert result["exact_match"] == pytest.approx(50.0)

@@ -3,7 +3,9 @@
 Data: premise, hypothesis, label per example, as JSON lines (``{"premise", "hypothesis",
 "label"}``) or TSV with a header (XNLI / MultiNLI column names are accepted: ``sentence1`` /
 ``sentence2`` / ``gold_label``, ``hypo``; a ``language`` column splits a multi-language file such
-as ``xnli.test.tsv``). Numeric XNLI labels 0/1/2 mean entailment / neutral / contradiction.
+as ``xnli.test.tsv``). Numeric XNLI labels 0/1/2 mean entailment / neutral / contradiction;
+XNLI-MT's training files (``multinli.train.LANG.tsv``: ``premise hypo label``) spell the third
+label ``contradictory``, read as ``contradiction``.
 
 Each example is an instruction record (the English instruction below; input "Premise: ...
 Hypothesis: ..."), rendered with the instruction template; the prediction is the label word whose
@@ -31,13 +33,16 @@ NLI_INSTRUCTION = ("Decide whether the premise entails the hypothesis. Answer wi
                    "{labels}.")
 COLUMNS = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "hypo", "sentence2"),
            "label": ("label", "gold_label")}
+# XNLI-MT 1.0's training files say "contradictory" where the XNLI dev / test files say
+# "contradiction": one label word, else the transfer run would see four classes.
+LABEL_SPELLINGS = {"contradictory": "contradiction"}
 
 
 def _label(value) -> str:
     text = str(value).strip()
     if text.isdigit() and int(text) < len(XNLI_LABELS):
         return XNLI_LABELS[int(text)]
-    return text
+    return LABEL_SPELLINGS.get(text, text)
 
 
 def _pick(record: dict, field: str, path: str, number: int) -> str:

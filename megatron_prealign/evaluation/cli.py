@@ -1,5 +1,5 @@
 """`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, mixed-script, translation, qa,
-representation, zs-clt.
+representation, zs-clt, word-perplexity.
 
 Every subcommand loads a training checkpoint (``--load``, any TP/PP layout) at the evaluation's
 own layout, runs on the CPU or a GPU through ``megatron_prealign.runtime`` (under ``torchrun``
@@ -23,7 +23,7 @@ from megatron_prealign.evaluation import alignment_similarity, clka, common, mix
 from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
 
 SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script", "translation", "qa", "representation",
-               "zs-clt")
+               "zs-clt", "word-perplexity")
 GENERATION_BASED = ("translation", "qa")
 
 
@@ -66,6 +66,16 @@ def _language_names(parser: argparse.ArgumentParser):
                         help="English names of language codes the templates do not know")
 
 
+def _protocol(parser: argparse.ArgumentParser):
+    from megatron_prealign.evaluation.protocols import PROTOCOLS
+
+    parser.add_argument("--protocol", default="default", choices=sorted(PROTOCOLS),
+                        help="default: this project's (a newline ends an answer; --max-new-tokens "
+                        "256 / 64 for translation / qa); xllama: x-LLaMA's released evaluation "
+                        "exactly (x-LLM prompts, greedy until EOS up to 512 tokens, spBLEU "
+                        "flores101, containment match); see docs/evaluation.md")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--words-per-batch", type=int, default=64)
     p.add_argument("--plot", help="PNG of the per-layer similarities")
+
+    p = sub.add_parser("word-perplexity", help="test perplexity of words seen / held out in pre-alignment "
+                       "and not in the table (PreAlign Figure 6)")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--jsonl", required=True, help="JSON lines of test text")
+    p.add_argument("--json-key", default="text")
+    p.add_argument("--language", required=True, help="the text's language: its table forms are looked up "
+                   "(en: the table's head words)")
+    p.add_argument("--alignment-table", required=True)
+    p.add_argument("--alignment-held-out-fraction", type=float, default=0.0,
+                   help="as the training run's flag: which words were held out of pre-alignment")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, help="score at most this many tokens")
+    p.add_argument("--plot", help="PNG: perplexity per word group")
 
     p = sub.add_parser("clka", help="multiple-choice knowledge test by likelihood")
     _common(p, tokenizer_required=True)
@@ -114,25 +138,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src", help="source sentences, one a line (Flores style)")
     p.add_argument("--ref", help="reference translations, line-aligned with --src")
     p.add_argument("--jsonl", help="JSON lines with a key per language ({\"en\": ..., \"de\": ...})")
+    p.add_argument("--flores-dir", help="unpacked flores101_dataset or flores200_dataset directory "
+                   "(files <split>/<code>.<split>)")
+    p.add_argument("--flores-split", default="devtest", choices=["dev", "devtest"])
     p.add_argument("--direction", nargs="+", required=True, metavar="SRC-TGT",
-                   help="language pair(s), e.g. en-de (several only with --jsonl)")
+                   help="language pair(s), e.g. en-de (several only with --jsonl or --flores-dir)")
     p.add_argument("--predictions", help="score these outputs instead of generating: JSON lines "
                    "{\"output\"} (as tools/generate.py writes; with \"direction\" for several) or "
                    "plain text, one translation a line")
-    p.add_argument("--spm-model", help="local Flores SentencePiece model for spBLEU")
+    p.add_argument("--spm-model", help="local Flores SentencePiece model for spBLEU (sacrebleu's "
+                   "flores101 / flores200 tokenizer model)")
+    p.add_argument("--spm-tokenizer", choices=["flores101", "flores200"],
+                   help="sacrebleu tokenizer whose model --spm-model is (default flores101)")
+    _protocol(p)
     p.add_argument("--comet-model", help="local COMET checkpoint (needs unbabel-comet)")
     _language_names(p)
-    add_generation_args(p, max_new_tokens=256)
+    add_generation_args(p, max_new_tokens=None)
 
     p = sub.add_parser("qa", help="XQuAD / MLQA: containment accuracy and MLQA EM / F1")
     _common(p, tokenizer_required=False, load_required=False)
-    p.add_argument("--input", required=True, help="SQuAD-format JSON (XQuAD / MLQA file)")
+    p.add_argument("--input", help="SQuAD-format JSON (XQuAD / MLQA file)")
+    p.add_argument("--xquad-dir", help="directory of XQuAD's xquad.<lang>.json files (instead of --input)")
+    p.add_argument("--mlqa-dir", help="MLQA_V1 directory: reads <split>/<split>-context-<language>-"
+                   "question-<question-language>.json (instead of --input)")
+    p.add_argument("--mlqa-split", default="test", choices=["dev", "test"])
+    p.add_argument("--question-language", help="MLQA question language (default: --language)")
     p.add_argument("--language", required=True, help="language of the contexts and answers (e.g. zh)")
+    p.add_argument("--qa-metric", default="auto", choices=["auto", "squad-v1.1", "mlqa"],
+                   help="exact match / F1 definition; auto: MLQA's for MLQA files, SQuAD v1.1's "
+                   "(XTREME's XQuAD scoring) otherwise")
+    _protocol(p)
     p.add_argument("--predictions", help="score these answers instead of generating: SQuAD-style "
                    "JSON {id: answer} or JSON lines {\"id\", \"output\"}")
     p.add_argument("--qa-instruction", help="instruction for a language without the reference prompt")
     p.add_argument("--qa-input-template", help="its input, with {context} and {question}")
-    add_generation_args(p, max_new_tokens=64)
+    add_generation_args(p, max_new_tokens=None)
 
     p = sub.add_parser("representation", help="per-layer similarity / retrieval of parallel sentences")
     _common(p, tokenizer_required=True)
@@ -229,6 +269,24 @@ def run(args) -> dict:
             args.alignment_held_out_fraction, args.split_seed, args.words_per_batch, args.seed))
         if args.plot and common.rank_zero():
             result["plot"] = alignment_similarity.plot_alignment(result, args.plot)
+    elif args.command == "word-perplexity":
+        from megatron_prealign.data.alignment_table import read_table
+        from megatron_prealign.data.bad_input import BadInputError
+        from megatron_prealign.evaluation import word_perplexity
+
+        try:
+            entries = read_table(args.alignment_table)
+        except (BadInputError, FileNotFoundError) as error:
+            raise EvaluationError(str(error)) from error
+        lookup = word_perplexity.word_groups(entries, args.language, args.alignment_held_out_fraction,
+                                             args.split_seed)
+        texts = [str(r.get(args.json_key, "")) for r in common.read_jsonl(args.jsonl, "--jsonl")]
+        to_ids = common.TextToIds(tokenizer, model.vocab_size, None, args.add_bos)
+        result.update({"language": args.language, "table": args.alignment_table,
+                       "held_out_fraction": args.alignment_held_out_fraction, "split_seed": args.split_seed})
+        result.update(word_perplexity.evaluate(model, texts, to_ids, lookup, args.max_tokens, args.micro_batch_size))
+        if args.plot and common.rank_zero():
+            result["plot"] = word_perplexity.plot(result, args.plot)
     elif args.command == "clka":
         to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
         items = clka.parse_items(common.read_jsonl(args.input, "--input"), args.input)
@@ -273,6 +331,10 @@ def summary(result: dict) -> str:
                 lines.append(f"{name:6s} ({split['words']} words) aligned: {fmt(split['aligned'])}")
                 lines.append(f"{'':6s} {'':>{len(str(split['words'])) + 8}} random:  {fmt(split['random'])}")
         return "\n".join(lines)
+    if command == "word-perplexity":
+        return "\n".join(f"{group:12s} perplexity {v['perplexity']:.3f} over {v['tokens']} tokens "
+                         f"({v['words']} distinct words)" if v["perplexity"] is not None else f"{group:12s} no tokens"
+                         for group, v in result["groups"].items())
     if command == "clka":
         low, high = result["ci95"]
         return (f"CLKA accuracy {100 * result['accuracy']:.1f}% ({result['correct']}/{result['items']}), "

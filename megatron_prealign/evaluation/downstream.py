@@ -11,7 +11,7 @@ import os
 import time
 from typing import Dict, List
 
-from megatron_prealign.evaluation import common
+from megatron_prealign.evaluation import common, protocols
 from megatron_prealign.evaluation.model_loading import EvaluationError
 
 
@@ -79,14 +79,35 @@ def run_translation(args) -> dict:
         if not sep or not src or not tgt:
             raise EvaluationError(f"--direction {value!r}: give SRC-TGT language codes, e.g. en-de")
         directions.append((src, tgt))
-    if len(directions) > 1 and not args.jsonl:
-        raise EvaluationError("several --direction values need --jsonl (one file with every language)")
-    data = {f"{s}-{t}": translation.read_pairs(args.src, args.ref, args.jsonl, s, t) for s, t in directions}
+    protocol = protocols.resolve(args)
+    spm_tokenizer = protocol.spm_tokenizer or args.spm_tokenizer or "flores101"
+    files = {}
+    if args.flores_dir:
+        from megatron_prealign.evaluation.benchmarks import flores_file
+
+        if args.src or args.ref or args.jsonl:
+            raise EvaluationError("give --flores-dir or --src / --ref or --jsonl, not several")
+        for s, t in directions:
+            files[f"{s}-{t}"] = {lang: flores_file(args.flores_dir, lang, args.flores_split)
+                                 for lang in (s, t)}
+        data = {}
+        for d, f in files.items():
+            s, t = d.split("-", 1)
+            data[d] = translation.read_pairs(f[s][0], f[t][0], None, s, t)
+    else:
+        if len(directions) > 1 and not args.jsonl:
+            raise EvaluationError("several --direction values need --jsonl (one file with every language) "
+                                  "or --flores-dir")
+        data = {f"{s}-{t}": translation.read_pairs(args.src, args.ref, args.jsonl, s, t) for s, t in directions}
     names = _names(args)
     template = load_template(args.template)
-    prompts = {d: translation.prompts(v["sources"], *d.split("-", 1), template, names) for d, v in data.items()}
+    prompts = {d: translation.prompts(v["sources"], *d.split("-", 1), template, names, protocol.prompt_style)
+               for d, v in data.items()}
+    if protocol.translation_metric == "spbleu" and not args.spm_model:
+        raise EvaluationError(translation.missing_spm_message(spm_tokenizer, f"--protocol {protocol.name}"))
     if args.spm_model and not os.path.isfile(args.spm_model):
-        raise EvaluationError(f"--spm-model {args.spm_model} does not exist (a local SentencePiece model)")
+        raise EvaluationError(translation.missing_spm_message(
+            spm_tokenizer, f"--spm-model {args.spm_model} does not exist; spBLEU"))
     if args.comet_model and not os.path.exists(args.comet_model):
         raise EvaluationError(f"--comet-model {args.comet_model} does not exist (a local checkpoint path)")
 
@@ -110,7 +131,7 @@ def run_translation(args) -> dict:
         model, to_ids = _model_and_ids(args)
         order = list(data)
         flat = [p for d in order for p in prompts[d]]
-        texts, _ = generate_texts(model, to_ids, flat, args, stop=["\n"])
+        texts, _ = generate_texts(model, to_ids, flat, args, stop=list(protocol.stop))
         hypotheses, position = {}, 0
         for d in order:
             hypotheses[d] = [t.strip() for t in texts[position:position + len(prompts[d])]]
@@ -119,8 +140,16 @@ def run_translation(args) -> dict:
     result["directions"] = {}
     for d, v in data.items():
         scores = translation.score(hypotheses[d], v["references"], d.split("-", 1)[1], args.spm_model,
-                                   args.comet_model, v["sources"])
+                                   args.comet_model, v["sources"], spm_tokenizer)
+        headline = protocol.translation_metric
+        scores["metric"] = {"name": headline, "score": scores[headline],
+                            "tokenizer": spm_tokenizer if headline == "spbleu"
+                            else translation.bleu_tokenizer(d.split("-", 1)[1]),
+                            "signature": scores.get(f"{headline}_signature")}
+        if d in files:
+            scores["files"] = {lang: {"path": path, "flores": version} for lang, (path, version) in files[d].items()}
         result["directions"][d] = {**scores, "predictions": hypotheses[d]}
+    result["protocol"] = protocols.record(protocol, args)
     if not args.predictions:
         result.update(_decoding(args))
     result["predictions_file"] = args.predictions
@@ -134,6 +163,20 @@ def run_qa(args) -> dict:
     from megatron_prealign.evaluation import qa
     from megatron_prealign.generation.prompts import load_template
 
+    protocol = protocols.resolve(args)
+    given = [flag for flag, value in (("--input", args.input), ("--xquad-dir", args.xquad_dir),
+                                      ("--mlqa-dir", args.mlqa_dir)) if value]
+    if len(given) != 1:
+        raise EvaluationError("give one of --input FILE, --xquad-dir DIR, --mlqa-dir DIR"
+                              + (f" (not {' and '.join(given)})" if given else ""))
+    from megatron_prealign.evaluation import benchmarks
+
+    if args.xquad_dir:
+        args.input = benchmarks.xquad_file(args.xquad_dir, args.language)
+    elif args.mlqa_dir:
+        args.input = benchmarks.mlqa_file(args.mlqa_dir, args.language, args.question_language or args.language,
+                                          args.mlqa_split)
+    metric = qa.metric_for(args.input, args.qa_metric)
     items = qa.read_squad(args.input)
     if not args.predictions:  # checked before a model is loaded
         prompts = qa.prompts(items, args.language, load_template(args.template), args.qa_instruction,
@@ -160,10 +203,12 @@ def run_qa(args) -> dict:
         from megatron_prealign.generation.cli import generate_texts
 
         model, to_ids = _model_and_ids(args)
-        texts, _ = generate_texts(model, to_ids, prompts, args, stop=["\n"])
+        texts, _ = generate_texts(model, to_ids, prompts, args, stop=list(protocol.stop))
         predictions = {item["id"]: text.strip() for item, text in zip(items, texts)}
     result = _header(args, model)
-    result.update(qa.score(items, predictions, args.language))
+    result.update(qa.score(items, predictions, args.language, metric))
+    result["protocol"] = protocols.record(protocol, args)
+    result["metric"] = {"name": protocol.qa_metric, "score": result[protocol.qa_metric]}
     if not args.predictions:
         result.update(_decoding(args))
     result["input"] = args.input
@@ -257,10 +302,13 @@ def summary(result: dict) -> str:
         for d, v in result["directions"].items():
             lines.append(f"{d:10s} {_fmt(v['bleu'])} {_fmt(v['chrf++'])} {_fmt(v['spbleu'])} "
                          f"{_fmt(v['comet'])}  {v['segments']}")
-        return "\n".join(lines + ["(n/c: not computed; see the JSON for why)"])
+        protocol = result.get("protocol", {})
+        return "\n".join(lines + ["(n/c: not computed; see the JSON for why)",
+                                  f"protocol {protocol.get('name')}: headline {protocol.get('headline_metric')}"])
     if command == "qa":
         return (f"{result['language']}: containment accuracy {result['containment_accuracy']:.1f}, "
-                f"EM {result['exact_match']:.1f}, F1 {result['f1']:.1f} ({result['questions']} questions)")
+                f"EM {result['exact_match']:.1f}, F1 {result['f1']:.1f} ({result['em_f1_definition']}) "
+                f"({result['questions']} questions; protocol {result['protocol']['name']})")
     if command == "representation":
         return "\n".join(f"{name:24s} aligned {a:6.3f} random {r:6.3f} acc@1 {h:5.3f}" for name, a, r, h in
                          zip(result["states"], result["aligned"], result["random"], result["retrieval_acc@1"]))

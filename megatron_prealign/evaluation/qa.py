@@ -6,15 +6,21 @@ becomes an instruction record (the reference code's per-language instruction and
 question / answer" input below)
 rendered with the instruction template; the model's greedy answer is scored by
 
-- containment accuracy (the x-LLM reference code): the first gold answer (stripped, lowercased)
-  is a substring of the lowercased prediction;
-- exact match and F1 of the official MLQA script (max over the gold answers, x 100), whose
-  normalisation is: lowercase; drop every character of a Unicode punctuation category (P*) and
-  ASCII punctuation; drop articles (language-specific, MLQA's lists: en, es, vi, de, ar; none
-  for other languages); tokens by whitespace, for zh by "mixed segmentation" (each CJK character
-  and punctuation mark a token, other runs split at whitespace). For English this differs from
-  the SQuAD v1.1 script only where an answer contains non-ASCII punctuation (curly quotes,
-  dashes), which MLQA removes and SQuAD keeps.
+- containment accuracy (x-LLM's ``eval/xquad.match.py``, what its tables report): the first gold
+  answer (stripped, lowercased) is a substring of the lowercased prediction;
+- exact match and F1 (max over the gold answers, x 100) under one of two published definitions
+  (``METRICS``), which differ only in the normalisation before comparing:
+
+  * ``squad-v1.1`` (the SQuAD v1.1 script, with which XTREME scores XQuAD): lowercase; drop
+    ASCII punctuation (``string.punctuation``); drop the English articles a / an / the; tokens
+    by whitespace;
+  * ``mlqa`` (MLQA's official script): lowercase; drop every character of a Unicode punctuation
+    category (P*) and ASCII punctuation; drop articles (language-specific, MLQA's lists: en, es,
+    vi, de, ar; none for other languages); tokens by whitespace, for zh by "mixed segmentation"
+    (each CJK character and punctuation mark a token, other runs split at whitespace).
+
+  For English the two differ only where an answer contains non-ASCII punctuation (curly
+  quotes, dashes), which MLQA removes and SQuAD keeps; for zh, de, es, vi, ar they differ more.
 """
 
 from __future__ import annotations
@@ -40,7 +46,12 @@ ARTICLES = {  # MLQA's evaluation script
     "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
     "ar": r"\sال^|ال",
 }
+SQUAD_PUNCTUATION = frozenset(string.punctuation)
+SQUAD_ARTICLES = r"\b(a|an|the)\b"
 MIXED_SEGMENTATION = ("zh",)
+METRICS = ("squad-v1.1", "mlqa")
+# MLQA's file names: {dev,test}/{split}-context-{lang}-question-{lang}.json
+MLQA_FILE = re.compile(r"^(dev|test)-context-([a-z]{2})-question-([a-z]{2})\.json$")
 CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 # The x-LLM reference code's per-language instruction and input template (its XQuAD / MLQA data
@@ -72,7 +83,20 @@ def mixed_segmentation(text: str) -> List[str]:
     return tokens
 
 
-def normalize_answer(text: str, language: str) -> str:
+def metric_for(path: str, metric: str = "auto") -> str:
+    """The EM / F1 definition: ``metric``, or with "auto" MLQA's for an MLQA file name and
+    SQuAD v1.1's (XTREME's XQuAD scoring) otherwise."""
+    if metric != "auto":
+        if metric not in METRICS:
+            raise EvaluationError(f"--qa-metric {metric!r}: one of auto, {', '.join(METRICS)}")
+        return metric
+    return "mlqa" if MLQA_FILE.match(os.path.basename(path)) else "squad-v1.1"
+
+
+def normalize_answer(text: str, language: str, metric: str = "mlqa") -> str:
+    if metric == "squad-v1.1":
+        text = "".join(ch for ch in text.lower() if ch not in SQUAD_PUNCTUATION)
+        return " ".join(re.sub(SQUAD_ARTICLES, " ", text).split())
     text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
     if language in ARTICLES:
         text = re.sub(ARTICLES[language], " ", text)
@@ -80,13 +104,13 @@ def normalize_answer(text: str, language: str) -> str:
     return " ".join(t for t in tokens if t.strip())
 
 
-def exact_match(prediction: str, gold: str, language: str) -> float:
-    return float(normalize_answer(prediction, language) == normalize_answer(gold, language))
+def exact_match(prediction: str, gold: str, language: str, metric: str = "mlqa") -> float:
+    return float(normalize_answer(prediction, language, metric) == normalize_answer(gold, language, metric))
 
 
-def f1(prediction: str, gold: str, language: str) -> float:
-    predicted = normalize_answer(prediction, language).split()
-    truth = normalize_answer(gold, language).split()
+def f1(prediction: str, gold: str, language: str, metric: str = "mlqa") -> float:
+    predicted = normalize_answer(prediction, language, metric).split()
+    truth = normalize_answer(gold, language, metric).split()
     same = sum((Counter(predicted) & Counter(truth)).values())
     if same == 0:
         return 0.0
@@ -95,6 +119,7 @@ def f1(prediction: str, gold: str, language: str) -> float:
 
 
 def contains(prediction: str, gold: str) -> float:
+    """x-LLM's match: the lowercased gold answer inside the lowercased prediction."""
     return float(gold.lower() in prediction.lower())
 
 
@@ -158,7 +183,7 @@ def prompts(items: Sequence[Dict], language: str, template, instruction: Optiona
             for item in items]
 
 
-def score(items: Sequence[Dict], predictions: Dict[str, str], language: str) -> Dict:
+def score(items: Sequence[Dict], predictions: Dict[str, str], language: str, metric: str = "mlqa") -> Dict:
     missing = [item["id"] for item in items if item["id"] not in predictions]
     if missing:
         raise EvaluationError(f"no prediction for {len(missing)} question(s), e.g. id {missing[0]!r}")
@@ -169,14 +194,14 @@ def score(items: Sequence[Dict], predictions: Dict[str, str], language: str) -> 
             "id": item["id"], "prediction": prediction,
             # the reference code checks its record's "output", the first gold answer
             "contains": contains(prediction, item["answers"][0].strip()),
-            "exact_match": max(exact_match(prediction, g, language) for g in item["answers"]),
-            "f1": max(f1(prediction, g, language) for g in item["answers"]),
+            "exact_match": max(exact_match(prediction, g, language, metric) for g in item["answers"]),
+            "f1": max(f1(prediction, g, language, metric) for g in item["answers"]),
         })
     n = len(per_item)
     from megatron_prealign.evaluation.common import wilson_interval
 
     correct = int(sum(x["contains"] for x in per_item))
-    return {"language": language, "questions": n,
+    return {"language": language, "questions": n, "em_f1_definition": metric,
             "containment_accuracy": 100.0 * correct / n,
             "containment_ci95": [100.0 * v for v in wilson_interval(correct, n)],
             "exact_match": 100.0 * sum(x["exact_match"] for x in per_item) / n,

@@ -1,12 +1,15 @@
-"""Translation evaluation (x-LLaMA's Flores-101 protocol): sources and references as Flores-style
-files (one sentence a line, ``--src`` / ``--ref``) or JSON lines, prompts through the instruction
-template with the canonical translation instruction, greedy generation, and corpus-level scores:
+"""Translation evaluation: sources and references as Flores files (one sentence a line, ``--src`` /
+``--ref``, or a Flores-101 / Flores-200 directory), or JSON lines, prompts through the instruction
+template with the canonical translation instruction, greedy generation, and corpus-level scores
+(x-LLaMA's exact protocol, spBLEU as its primary metric, is ``--protocol xllama``):
 
 - BLEU: sacrebleu's corpus BLEU with its ``13a`` tokenizer, ``zh`` for Chinese targets and
   ``ja-mecab`` for Japanese when MeCab is installed (else ``char``, named in the signature);
 - chrF++: sacrebleu's chrF with word bigrams (``word_order=2``);
-- spBLEU: BLEU over the pieces of a Flores SentencePiece model, only with a local
-  ``--spm-model`` (what sacrebleu's ``flores101`` tokenizer does after downloading the model);
+- spBLEU: sacrebleu's BLEU with its ``flores101`` (or ``flores200``) tokenizer and
+  ``effective_order=True`` (x-LLM's ``eval/translation.bleu.py``), over the user's local Flores
+  SentencePiece model (``--spm-model``): sacrebleu would download it on first use, so the file
+  is shown to sacrebleu where it looks for it (``SPM_URLS``) and nothing is fetched;
 - COMET: only with a local ``--comet-model`` and the ``unbabel-comet`` package, else
   reported as not computed.
 """
@@ -19,6 +22,52 @@ from typing import Dict, List, Optional, Sequence
 from megatron_prealign.evaluation.model_loading import EvaluationError
 
 NOT_COMPUTED = "not computed"
+# Where users get the Flores SentencePiece models (the URLs sacrebleu itself downloads from).
+SPM_URLS = {"flores101": "https://dl.fbaipublicfiles.com/fairseq/models/flores/sacrebleu_tokenizer_spm.model",
+            "flores200": "https://tinyurl.com/flores200sacrebleuspm"}
+
+
+def missing_spm_message(tokenizer: str, why: str) -> str:
+    return (f"{why} needs the Flores SentencePiece model of sacrebleu's {tokenizer!r} tokenizer: give "
+            f"a local copy with --spm-model FILE (download it once from {SPM_URLS[tokenizer]}); "
+            "nothing is downloaded here and BLEU is never silently computed with another tokenizer")
+
+
+def spbleu_metric(spm_model: str, tokenizer: str = "flores101"):
+    """sacrebleu's ``BLEU(tokenize=tokenizer, effective_order=True)`` reading ``spm_model``.
+
+    sacrebleu's SPM tokenizers load ``$SACREBLEU/models/<file name of the URL>`` and download it
+    when absent; a private directory holding a link to the user's file stands in for
+    ``$SACREBLEU`` while the metric (which loads the model) is built."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.tokenizers import tokenizer_spm
+
+    if tokenizer not in SPM_URLS:
+        raise EvaluationError(f"--spm-tokenizer {tokenizer!r}: one of {', '.join(SPM_URLS)}")
+    if not spm_model or not os.path.isfile(spm_model):
+        raise EvaluationError(missing_spm_message(tokenizer, f"spBLEU (--spm-model {spm_model} does not exist)"
+                                                  if spm_model else "spBLEU"))
+    name = os.path.basename(tokenizer_spm.SPM_MODELS[tokenizer]["url"])
+    home = tempfile.mkdtemp(prefix="sacrebleu_spm_")
+    saved = tokenizer_spm.SACREBLEU_DIR
+    try:
+        os.makedirs(os.path.join(home, "models"))
+        try:
+            os.symlink(os.path.abspath(spm_model), os.path.join(home, "models", name))
+        except OSError:  # no symlinks on this filesystem
+            shutil.copyfile(spm_model, os.path.join(home, "models", name))
+        tokenizer_spm.SACREBLEU_DIR = home
+        metric = BLEU(tokenize=tokenizer, effective_order=True)
+    finally:
+        tokenizer_spm.SACREBLEU_DIR = saved
+        shutil.rmtree(home, ignore_errors=True)
+    with open(spm_model, "rb") as handle:
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    return metric, digest
 
 
 def read_lines(path: str, flag: str) -> List[str]:
@@ -73,7 +122,7 @@ def bleu_tokenizer(target_language: str) -> str:
 
 def score(hypotheses: Sequence[str], references: Sequence, target_language: str,
           spm_model: Optional[str] = None, comet_model: Optional[str] = None,
-          sources: Optional[Sequence[str]] = None) -> Dict:
+          sources: Optional[Sequence[str]] = None, spm_tokenizer: str = "flores101") -> Dict:
     """Corpus scores. ``references``: one reference per segment, or a list of reference
     streams (sacrebleu's layout) for several references per segment."""
     from sacrebleu.metrics import BLEU, CHRF
@@ -97,15 +146,10 @@ def score(hypotheses: Sequence[str], references: Sequence, target_language: str,
         "segments": len(references),
     }
     if spm_model:
-        import sentencepiece
-
-        if not os.path.isfile(spm_model):
-            raise EvaluationError(f"--spm-model {spm_model} does not exist")
-        processor = sentencepiece.SentencePieceProcessor(model_file=spm_model)
-        pieces = lambda lines: [" ".join(processor.encode(line, out_type=str)) for line in lines]  # noqa: E731
-        spbleu = BLEU(tokenize="none")
-        result["spbleu"] = spbleu.corpus_score(pieces(hypotheses), [pieces(r) for r in streams]).score
-        result["spbleu_signature"] = f"{spbleu.get_signature()}|spm:{os.path.basename(spm_model)}"
+        spbleu, digest = spbleu_metric(spm_model, spm_tokenizer)
+        result["spbleu"] = spbleu.corpus_score(list(hypotheses), streams).score
+        result["spbleu_signature"] = str(spbleu.get_signature())
+        result["spbleu_model"] = {"path": os.path.abspath(spm_model), "sha256": digest}
     if comet_model:
         result["comet"] = comet_score(comet_model, hypotheses, references, sources)
     return result
@@ -126,11 +170,11 @@ def comet_score(model_path: str, hypotheses, references, sources):
 
 
 def prompts(sources: Sequence[str], src_lang: str, tgt_lang: str, template,
-            extra_names=None) -> List[str]:
+            extra_names=None, style: str = "prealign") -> List[str]:
     from megatron_prealign.instruct.templates import TemplateError, translation_instruction
 
     try:
-        instruction = translation_instruction(src_lang, tgt_lang, 0, extra_names)
+        instruction = translation_instruction(src_lang, tgt_lang, 0, extra_names, style)
     except TemplateError as error:
         raise EvaluationError(str(error)) from error
     return [template.render(instruction, source.strip())[0] for source in sources]

@@ -23,7 +23,9 @@ ALPACA_PROMPT_NO_INPUT = (
 )
 
 # Paraphrased translation instructions. Training records rotate through them by record index;
-# evaluation always uses the first one (the canonical instruction).
+# evaluation always uses the first one (the canonical instruction). Only the first is x-LLM's;
+# its 33 and its ISO 639 language names are the "xllm" style (instruct/xllm_data.py), which the
+# evaluation's --protocol xllama uses.
 TRANSLATION_INSTRUCTIONS = (
     "Translate the following sentences from {source} to {target}.",
     "Translate this text from {source} into {target}.",
@@ -49,8 +51,24 @@ class TemplateError(ValueError):
     """A template or language code that cannot be used; the message says what to change."""
 
 
-def language_name(code: str, extra: Optional[Mapping[str, str]] = None) -> str:
-    names = {**LANGUAGE_NAMES, **(extra or {})}
+STYLES = ("prealign", "xllm")
+
+
+def _style(style: str):
+    """(instructions with {source} / {target}, language names) of a prompt style."""
+    if style == "xllm":
+        from megatron_prealign.instruct import xllm_data
+
+        instructions = tuple(i.replace("{source_lang}", "{source}").replace("{target_lang}", "{target}")
+                             for i in xllm_data.TRANSLATION_INSTRUCTIONS)
+        return instructions, xllm_data.LANGUAGE_NAMES
+    if style != "prealign":
+        raise TemplateError(f"unknown prompt style {style!r}; one of {', '.join(STYLES)}")
+    return TRANSLATION_INSTRUCTIONS, LANGUAGE_NAMES
+
+
+def language_name(code: str, extra: Optional[Mapping[str, str]] = None, style: str = "prealign") -> str:
+    names = {**_style(style)[1], **(extra or {})}
     if code not in names:
         raise TemplateError(
             f"unknown language code {code!r}; known: {', '.join(sorted(names))} "
@@ -60,11 +78,12 @@ def language_name(code: str, extra: Optional[Mapping[str, str]] = None) -> str:
 
 
 def translation_instruction(source: str, target: str, index: int = 0,
-                            extra_names: Optional[Mapping[str, str]] = None) -> str:
+                            extra_names: Optional[Mapping[str, str]] = None, style: str = "prealign") -> str:
     """The translation instruction for record `index` (0, the canonical one, for evaluation)."""
-    template = TRANSLATION_INSTRUCTIONS[index % len(TRANSLATION_INSTRUCTIONS)]
-    return template.format(source=language_name(source, extra_names),
-                           target=language_name(target, extra_names))
+    instructions = _style(style)[0]
+    template = instructions[index % len(instructions)]
+    return template.format(source=language_name(source, extra_names, style),
+                           target=language_name(target, extra_names, style))
 
 
 # Chat (``--format messages``) defaults: Alpaca's section headers, one turn after the other.
