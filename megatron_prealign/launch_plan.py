@@ -68,6 +68,7 @@ if TYPE_CHECKING:  # model.py (torch, megatron-core) is imported once the argume
 
 
 def count_parameters(model: ModelArgs) -> Dict[str, int]:
+    """``model.count_parameters``, imported when a plan is computed."""
     from megatron_prealign.model import count_parameters as count
 
     return count(model)

@@ -29,7 +29,7 @@ from megatron.core.transformer.transformer_block import (
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_prealign import device_check, runtime
-from megatron_prealign.model_sizes import FAMILIES, MODEL_SIZES  # noqa: F401 (re-exported)
+from megatron_prealign.model_sizes import FAMILIES, MODEL_SIZES
 from megatron_prealign.norms import local_norm
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "swiglu")

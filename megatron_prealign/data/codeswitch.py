@@ -72,11 +72,9 @@ def _compiled(fn):
 def _jit() -> None:
     """Replaces the marked functions by their numba versions, once; every entry point that runs
     them calls it first (they call each other through these module globals)."""
-    if _KERNELS:
-        names = list(_KERNELS)
-        for name in names:
-            globals()[name] = _njit(globals()[name])
-        _KERNELS.clear()
+    for name in _KERNELS:
+        globals()[name] = _njit(globals()[name])
+    _KERNELS.clear()
 
 
 # The switch and translation draws are splitmix64 hashes of (seed, document index, key index,
