@@ -18,7 +18,17 @@ committed; not the one-time tokenizer and table setup, reported as ``value_whole
 Target: >= 0.9. The last line printed is a JSON object with metric, value, target and the
 details. On a busy machine use a smaller --mb (the ratio is per byte).
 
+``--whole SMALL LARGE`` (MB) instead compares whole processes, start to exit, on corpora of two
+sizes: ``tools/preprocess_data.py`` with input-only codeswitching against a plain Megatron-LM-style
+run (bench/preprocess_reference.py: no codeswitching, megatron-core's tokenizer and writer, the
+tokenizer built in every worker), same SentencePiece model, input and --workers, the two
+alternated --repeats times per size. Reported per size and tool: median CPU time (user + system
+of the process and its workers) and wall time; from the two sizes, each tool's fixed start-up
+CPU and CPU per MB. Value: CPU-time ratio (ours / reference) at the larger size; targets (issue
+30): <= 0.8 at ~60 MB, <= 0.7 at ~600 MB.
+
     .venv/bin/python bench/preprocess.py [--mb 50] [--workers 2] [--repeats 3]
+    .venv/bin/python bench/preprocess.py --whole 60 600 --vocab-size 8000 --repeats 3
 """
 
 import argparse
@@ -64,6 +74,74 @@ def cpu_seconds() -> float:
                (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
+def timed_process(command) -> dict:
+    """Wall and CPU time (user + system, the process and its reaped workers) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"})
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode:
+        raise RuntimeError(f"{command[1]} failed:\n{result.stderr[-2000:]}")
+    return {"wall_s": wall, "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+
+
+def whole_process(tmp: str, model: str, table: str, sizes_mb, repeats: int, workers: int,
+                  ratio: float) -> dict:
+    """The --whole comparison (module docstring); returns the JSON line's fields."""
+    per_size = []
+    for mb in sizes_mb:
+        corpus = os.path.join(tmp, f"whole-{mb}.jsonl")
+        nbytes = write_corpus(corpus, mb, seed=2)
+        out = os.path.join(tmp, "whole-out")
+        commands = {
+            "ours": [sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"),
+                     "--input", corpus, "--output-prefix", out + "-ours",
+                     "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model,
+                     "--append-eod", "--workers", str(workers), "--alignment-table", table,
+                     "--codeswitch-mode", "input-only", "--codeswitch-ratio", str(ratio),
+                     "--no-progress"],
+            "reference": [sys.executable, os.path.join(ROOT, "bench", "preprocess_reference.py"),
+                          "--input", corpus, "--output-prefix", out + "-ref",
+                          "--tokenizer-model", model, "--append-eod", "--workers", str(workers)],
+        }
+        runs = {"ours": [], "reference": []}
+        for i in range(repeats):  # alternated, the first one swapped every round
+            for name in (("ours", "reference") if i % 2 == 0 else ("reference", "ours")):
+                runs[name].append(timed_process(commands[name]))
+        row = {"mb": round(nbytes / 1e6, 2)}
+        for name, rs in runs.items():
+            row[name] = {"cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 3),
+                         "wall_s": round(statistics.median(r["wall_s"] for r in rs), 3),
+                         "cpu_runs": [round(r["cpu_s"], 3) for r in rs]}
+        row["cpu_ratio"] = round(row["ours"]["cpu_s"] / row["reference"]["cpu_s"], 4)
+        row["wall_ratio"] = round(row["ours"]["wall_s"] / row["reference"]["wall_s"], 4)
+        per_size.append(row)
+        print(f"{row['mb']:.1f} MB: ours CPU {row['ours']['cpu_s']:.2f} s / wall "
+              f"{row['ours']['wall_s']:.2f} s, reference CPU {row['reference']['cpu_s']:.2f} s / "
+              f"wall {row['reference']['wall_s']:.2f} s; CPU ratio {row['cpu_ratio']:.3f}, "
+              f"wall ratio {row['wall_ratio']:.3f}", flush=True)
+    split = {}
+    if len(per_size) >= 2:
+        small, large = per_size[0], per_size[-1]
+        for name in ("ours", "reference"):
+            per_mb = (large[name]["cpu_s"] - small[name]["cpu_s"]) / (large["mb"] - small["mb"])
+            split[name] = {"cpu_s_per_mb": round(per_mb, 4),
+                           "startup_cpu_s": round(small[name]["cpu_s"] - per_mb * small["mb"], 3)}
+        split["per_mb_ratio"] = round(split["ours"]["cpu_s_per_mb"] / split["reference"]["cpu_s_per_mb"], 4)
+        print(f"CPU per MB: ours {split['ours']['cpu_s_per_mb']:.3f} s, reference "
+              f"{split['reference']['cpu_s_per_mb']:.3f} s (ratio {split['per_mb_ratio']:.3f}); "
+              f"start-up CPU: ours {split['ours']['startup_cpu_s']:.2f} s, reference "
+              f"{split['reference']['startup_cpu_s']:.2f} s")
+    return {"metric": "preprocess_whole_process_cpu_ratio_vs_megatron_lm_style",
+            "value": per_size[-1]["cpu_ratio"], "target": 0.7 if per_size[-1]["mb"] >= 300 else 0.8,
+            "lower_is_better": True, "targets_issue_30": {"~60 MB": 0.8, "~600 MB": 0.7},
+            "sizes": per_size, "startup_and_per_mb": split, "repeats": repeats,
+            "workers": workers, "cpus": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=50.0, help="corpus size in MB")
@@ -73,6 +151,9 @@ def main() -> int:
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--batch-docs", type=int, default=256,
                         help="documents per tokenizer call in the tokenizer-only measurement")
+    parser.add_argument("--whole", type=float, nargs="+", metavar="MB",
+                        help="compare whole processes against a Megatron-LM-style run at these "
+                             "corpus sizes (module docstring)")
     args = parser.parse_args()
 
     import sentencepiece
@@ -85,6 +166,10 @@ def main() -> int:
             corpus_sentences([assets["en"], assets["de"], assets["zh"]]),
             os.path.join(tmp, "bench_spm"), args.vocab_size, hard_vocab_limit=False,
         )
+        if args.whole:
+            print(json.dumps(whole_process(tmp, model, assets["table"], args.whole, args.repeats,
+                                           args.workers, args.ratio)))
+            return 0
         tok = tokenizer_spec(tokenizer_type="SentencePieceTokenizer", tokenizer_model=model)
         settings = PreprocessSettings(
             tokenizer=tok, json_keys=["text"], append_eod=True,

@@ -47,20 +47,31 @@ V padded vocabulary, N parameters, T tokens per step):
 * fp8 (Transformer Engine) adds a cached fp8 copy of the weights, 1 byte per parameter.
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import json
 import os
 import sys
 import warnings
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+from megatron_prealign.training import arguments
+from megatron_prealign.training.vocab import pad_vocab_size
 
 # megatron-core warns at import time about optional kernels (apex, TE); a plan does not use them.
 warnings.filterwarnings("ignore", message=".*(Apex|Transformer Engine).*")
 
-from megatron_prealign.model import ModelArgs, count_parameters  # noqa: E402
-from megatron_prealign.training import arguments  # noqa: E402
-from megatron_prealign.training.vocab import pad_vocab_size  # noqa: E402
+if TYPE_CHECKING:  # model.py (torch, megatron-core) is imported once the arguments are parsed
+    from megatron_prealign.model import ModelArgs
+
+
+def count_parameters(model: ModelArgs) -> Dict[str, int]:
+    """``model.count_parameters``, imported when a plan is computed."""
+    from megatron_prealign.model import count_parameters as count
+
+    return count(model)
 
 GIB = 1024 ** 3
 FRAMEWORK_OVERHEAD_GIB = 3.0
@@ -369,11 +380,10 @@ def format_markdown(plans: List[dict]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv:
-        print("usage: python -m megatron_prealign.launch_plan [options] -- PRETRAIN_FLAGS", file=sys.stderr)
-        return 2
-    split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="launch_plan", description=__doc__.split("\n\n")[0])
+    split = argv.index("--") if "--" in argv else len(argv)
+    parser = argparse.ArgumentParser(prog="launch_plan", description=__doc__.split("\n\n")[0],
+                                     usage="python -m megatron_prealign.launch_plan [options] -- "
+                                           "PRETRAIN_FLAGS")
     parser.add_argument("--nnodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--node-counts", type=int, nargs="*", default=[],
@@ -386,7 +396,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="the launcher's rule for the other node counts: this many word groups "
                         "per step, raised to a multiple of DP")
     parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
-    opts = parser.parse_args(argv[:split])
+    opts = parser.parse_args(argv[:split])  # --help answers here
+    if split == len(argv):
+        parser.error("give the pretrain flags after --")
     pretrain_argv = argv[split + 1:]
 
     def one(nodes):

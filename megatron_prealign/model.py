@@ -29,18 +29,9 @@ from megatron.core.transformer.transformer_block import (
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_prealign import device_check, runtime
+from megatron_prealign.model_sizes import FAMILIES, MODEL_SIZES
 from megatron_prealign.norms import local_norm
 
-# The paper's sizes (GPT-2 style; 12 * layers * hidden^2 non-embedding parameters) and a
-# larger one for cluster runs. 150M is the paper's default: 12 layers x 1024 hidden.
-MODEL_SIZES = {
-    "150M": dict(num_layers=12, hidden_size=1024, num_attention_heads=16),
-    "400M": dict(num_layers=24, hidden_size=1152, num_attention_heads=18),
-    "1.3B": dict(num_layers=24, hidden_size=2048, num_attention_heads=16),
-    "2.7B": dict(num_layers=32, hidden_size=2560, num_attention_heads=32),
-}
-
-FAMILIES = ("gpt2", "llama")
 ACTIVATIONS = ("gelu", "gelu_tanh", "swiglu")
 ARCHITECTURE_FIELDS = (
     "family", "num_layers", "hidden_size", "num_attention_heads", "num_query_groups",

@@ -6,9 +6,11 @@ import sys
 
 def main(argv=None) -> int:
     from megatron_prealign.errors import ConfigError, report
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import arguments
 
     args = arguments.parse_args(argv)
+    from megatron_prealign.training import loop  # torch, megatron-core: after --help / bad flags
+
     try:
         loop.run(args)
     except ConfigError as error:  # only the project's own: anything else keeps its traceback

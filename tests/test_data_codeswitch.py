@@ -264,4 +264,4 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch):
     monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
     with pytest.raises(RuntimeError, match="no locator"):
         numba.njit(cache=True)(add_one)
-    assert codeswitch._compiled(add_one)(41) == 42
+    assert codeswitch._njit(add_one)(41) == 42

@@ -24,18 +24,7 @@ import time
 from megatron_prealign.data.alignment_table import write_table
 from megatron_prealign.errors import describe_os_error
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
-from megatron_prealign.data.dictionaries import read_dictionary
 from megatron_prealign.data.jsonl_input import expand_inputs
-from megatron_prealign.data.table_builder import (
-    ENGLISH_STOPWORDS,
-    build_entries,
-    count_corpus_words,
-    coverage,
-    parse_dictionary_args,
-    read_counts,
-    select_frequent,
-    write_counts,
-)
 from megatron_prealign.data.parallel import partition_files
 
 
@@ -80,6 +69,19 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from tqdm import tqdm
+
+    # Counting needs NLTK (seconds to import): imported once argparse has accepted the flags.
+    from megatron_prealign.data.dictionaries import read_dictionary
+    from megatron_prealign.data.table_builder import (
+        ENGLISH_STOPWORDS,
+        build_entries,
+        count_corpus_words,
+        coverage,
+        parse_dictionary_args,
+        read_counts,
+        select_frequent,
+        write_counts,
+    )
 
     if args.counts_only and not args.save_counts:
         parser.error("--counts-only needs --save-counts PATH")

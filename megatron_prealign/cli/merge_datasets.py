@@ -3,7 +3,7 @@
 Joins the partitions written by `tools/preprocess_data.py --partitions N --partition-index K`
 (one per machine) in the given order (globs sorted: partition order). Checks first that every
 input exists, that all have the same token dtype and that each has a loss-mask sibling matching
-its tokens; then merges with megatron-core's IndexedDatasetBuilder.add_index and writes the
+its tokens; then merges as megatron-core's IndexedDatasetBuilder.add_index does and writes the
 output under temporary names renamed at the end. See docs/data.md.
 
 Example:

@@ -48,6 +48,12 @@ class TableEntry:
         return json.dumps(record, ensure_ascii=False)
 
 
+def normalize_word(word: str) -> str:
+    """The table key of a word: stripped and lower-cased (here, not in :mod:`.words`, so that
+    preprocessing does not import NLTK)."""
+    return word.strip().lower()
+
+
 def is_language_code(code: object) -> bool:
     return isinstance(code, str) and bool(_LANG_RE.match(code))
 

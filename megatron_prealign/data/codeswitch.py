@@ -38,25 +38,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numba
 import numpy as np
 
-from megatron_prealign.data.alignment_table import TableEntry
+from megatron_prealign.data.alignment_table import TableEntry, normalize_word
 from megatron_prealign.data.text_encoder import TextEncoder
-from megatron_prealign.data.words import normalize_word
 
 CODESWITCH_MODES = ("input-only", "original", "none")
 
 _MASK64 = (1 << 64) - 1
 
 
-def _compiled(fn):
+def _njit(fn):
     """``numba.njit``, kept in numba's on-disk cache where it finds a writable place (next to this
     file, else the user's cache directory, or ``NUMBA_CACHE_DIR``); else compiled per process."""
+    import numba
+
     try:
         return numba.njit(cache=True)(fn)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(fn)
+
+
+_KERNELS: List[str] = []  # the functions below that numba compiles, by name
+
+
+def _compiled(fn):
+    """Marks ``fn`` for :func:`_jit`: importing numba costs about a second, which a CLI's
+    ``--help`` (it imports this module for CODESWITCH_MODES) should not pay."""
+    _KERNELS.append(fn.__name__)
+    return fn
+
+
+def _jit() -> None:
+    """Replaces the marked functions by their numba versions, once; every entry point that runs
+    them calls it first (they call each other through these module globals)."""
+    for name in _KERNELS:
+        globals()[name] = _njit(globals()[name])
+    _KERNELS.clear()
+
 
 # The switch and translation draws are splitmix64 hashes of (seed, document index, key index,
 # word position): the same arithmetic serves numpy (keys, tests) and the compiled loops below.
@@ -79,6 +98,7 @@ def _unit(x):
 
 def _doc_keys(seed: int, doc_indices: Sequence[int], key_index: int) -> np.ndarray:
     """The hash key of each document (uint64 array); a word's draws mix its position into it."""
+    _jit()
     # Arrays throughout: numba would return a uint64 scalar as a Python int.
     seed_key = _mix(np.array([seed & _MASK64], dtype=np.uint64))
     docs = np.asarray(doc_indices, dtype=np.uint64).reshape(-1)
@@ -325,6 +345,7 @@ class _Forms:
     """
 
     def __init__(self, forms: Dict[Tuple[int, ...], _Match], vocab: int) -> None:
+        _jit()
         matches = list(forms.values())
         sequences = list(forms)
         self.length = np.array([len(f) for f in sequences], dtype=np.int64)
@@ -371,6 +392,7 @@ class Codeswitcher:
             raise ValueError(f"codeswitch mode must be one of {CODESWITCH_MODES}, got {mode!r}")
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"codeswitch ratio must be in [0, 1], got {ratio}")
+        _jit()
         self.ratio = ratio
         self.mode = mode
         self.seed = seed

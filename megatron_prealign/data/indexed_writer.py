@@ -1,9 +1,23 @@
-"""Writing a token dataset and its ``_loss_mask`` sibling with megatron-core's IndexedDatasetBuilder.
+"""Writing a token dataset and its ``_loss_mask`` sibling in megatron-core's indexed format.
 
 Files (docs/architecture.md, "Formats")::
 
     {prefix}.bin / .idx             token ids (megatron-core IndexedDataset, dtype from vocab size)
     {prefix}_loss_mask.bin / .idx   uint8, identical sequence lengths and document boundaries
+
+The format is written with numpy alone (:class:`IndexedFileWriter`), byte for byte what
+megatron-core 0.19's ``IndexedDatasetBuilder`` writes (tests/test_indexed_writer.py compares the
+bytes and reads them back with ``IndexedDataset``), so preprocessing never imports torch or
+megatron-core. ``.bin``: the token ids back to back. ``.idx``, little-endian::
+
+    b"MMIDIDX\\x00\\x00"  header (9 bytes)
+    u64 1                  version
+    u8  dtype code         megatron-core's DType: uint8 1, int8 2, int16 3, int32 4, int64 5,
+                           float64 6, float32 7, uint16 8
+    u64 sequence count S, u64 document count D + 1
+    i32[S] sequence lengths, i64[S] byte offsets of the sequences in .bin,
+    i64[D + 1] document indices (0, then the sequence index after each document)
+    (i8[S] sequence modes follow only in multimodal datasets, which we do not write)
 
 Every file is first written under a temporary name unique to the run; :meth:`PairedIndexedWriter.commit`
 removes the old token ``.idx``, then renames in the order mask .bin, mask .idx, token .bin, token
@@ -16,13 +30,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Optional, Sequence
+import shutil
+import struct
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 
 from megatron_prealign.data.atomic import remove_abandoned, run_tag
 
+INDEX_HEADER = b"MMIDIDX\x00\x00"
+INDEX_VERSION = 1
+DTYPE_CODES = {np.dtype(t): code for code, t in enumerate(
+    (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float64, np.float32, np.uint16), start=1)}
 LOSS_MASK_SUFFIX = "_loss_mask"
 
 
@@ -31,9 +50,79 @@ def loss_mask_prefix(prefix: str) -> str:
     return prefix + LOSS_MASK_SUFFIX
 
 
-def token_dtype(vocab_size: int) -> type:
-    """megatron-core's choice (uint16 below 65500 ids, else int32), as Megatron-LM uses it."""
-    return DType.optimal_dtype(vocab_size)
+def token_dtype(vocab_size: Optional[int]) -> type:
+    """megatron-core's choice (``DType.optimal_dtype``: uint16 below 65500 ids, else int32)."""
+    return np.uint16 if vocab_size is not None and vocab_size < 65500 else np.int32
+
+
+def read_index(idx_path: str) -> Tuple[np.dtype, np.ndarray, np.ndarray]:
+    """(dtype, sequence lengths, document indices) of a megatron-core ``.idx`` file."""
+    with open(idx_path, "rb") as f:
+        head = f.read(34)
+        if len(head) < 34 or head[:9] != INDEX_HEADER:
+            raise ValueError(f"{idx_path}: not a megatron-core index file (bad header)")
+        version, code, sequences, documents = struct.unpack("<QBQQ", head[9:])
+        if version != INDEX_VERSION:
+            raise ValueError(f"{idx_path}: index version {version}, expected {INDEX_VERSION}")
+        dtype = next((d for d, c in DTYPE_CODES.items() if c == code), None)
+        if dtype is None:
+            raise ValueError(f"{idx_path}: unknown dtype code {code}")
+        lengths = np.fromfile(f, dtype="<i4", count=sequences)
+        f.seek(8 * sequences, os.SEEK_CUR)  # the pointers follow from the lengths
+        doc_indices = np.fromfile(f, dtype="<i8", count=documents)
+    if lengths.size != sequences or doc_indices.size != documents:
+        raise ValueError(f"{idx_path}: truncated index file")
+    return dtype, lengths, doc_indices
+
+
+class IndexedFileWriter:
+    """One ``.bin`` / ``.idx`` pair; the interface and bytes of megatron-core's
+    ``IndexedDatasetBuilder`` (non-multimodal) without torch."""
+
+    def __init__(self, bin_path: str, dtype: type) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in DTYPE_CODES:
+            raise ValueError(f"dtype {self.dtype} has no megatron-core DType code")
+        self.data_file = open(bin_path, "wb")
+        self.sequence_lengths: List[int] = []
+        self.document_indices: List[int] = [0]
+
+    def add_document(self, array: np.ndarray, lengths: Sequence[int]) -> None:
+        self.data_file.write(np.ascontiguousarray(array, dtype=self.dtype).data)
+        self.sequence_lengths.extend(lengths)
+        self.document_indices.append(len(self.sequence_lengths))
+
+    def add_documents(self, array: np.ndarray, lengths: Sequence[int]) -> None:
+        """Several one-sequence documents back to back: one write."""
+        self.data_file.write(np.ascontiguousarray(array, dtype=self.dtype).data)  # no copy
+        n = len(self.sequence_lengths)
+        self.sequence_lengths.extend(lengths)
+        self.document_indices.extend(range(n + 1, n + 1 + len(lengths)))
+
+    def add_index(self, prefix: str) -> None:
+        """Append a whole dataset (``IndexedDatasetBuilder.add_index``)."""
+        dtype, lengths, doc_indices = read_index(prefix + ".idx")
+        if dtype != self.dtype:
+            raise ValueError(f"{prefix}.idx holds {dtype.name}, this dataset {self.dtype.name}")
+        offset = len(self.sequence_lengths)
+        self.sequence_lengths.extend(lengths.tolist())
+        self.document_indices.extend((doc_indices[1:] + offset).tolist())
+        with open(prefix + ".bin", "rb") as f:
+            shutil.copyfileobj(f, self.data_file)
+
+    def finalize(self, idx_path: str) -> None:
+        self.data_file.close()
+        lengths = np.asarray(self.sequence_lengths, dtype="<i4")
+        pointers = np.zeros(lengths.size, dtype="<i8")
+        np.cumsum(lengths[:-1], dtype="<i8", out=pointers[1:])
+        pointers *= self.dtype.itemsize
+        with open(idx_path, "wb") as f:
+            f.write(INDEX_HEADER)
+            f.write(struct.pack("<QB", INDEX_VERSION, DTYPE_CODES[self.dtype]))
+            f.write(struct.pack("<QQ", lengths.size, len(self.document_indices)))
+            f.write(lengths.tobytes())
+            f.write(pointers.tobytes())
+            f.write(np.asarray(self.document_indices, dtype="<i8").tobytes())
 
 
 class PairedIndexedWriter:
@@ -57,7 +146,7 @@ class PairedIndexedWriter:
         self._builders = {}
         try:
             for p, dtype in self._final:
-                self._builders[p] = IndexedDatasetBuilder(self._tmp[p] + ".bin", dtype=dtype.type)
+                self._builders[p] = IndexedFileWriter(self._tmp[p] + ".bin", dtype)
         except BaseException:
             self.abort()
             raise
@@ -124,17 +213,12 @@ class PairedIndexedWriter:
                 else np.asarray(mask, dtype=np.uint8),
             ))
         for builder, array in parts:
-            # IndexedDatasetBuilder.add_document for each document, batched: the same bytes
-            # and the same index entries.
-            builder.data_file.write(np.ascontiguousarray(array).data)  # no copy
-            n = len(builder.sequence_lengths)
-            builder.sequence_lengths.extend(seq_lengths)
-            builder.document_indices.extend(range(n + 1, n + 1 + len(seq_lengths)))
+            builder.add_documents(array, seq_lengths)
         self.documents += len(seq_lengths)
         self.tokens += int(ids.size)
 
     def add_index(self, prefix: str) -> None:
-        """Append a whole dataset (and its ``_loss_mask`` sibling when this writer has one) with
+        """Append a whole dataset (and its ``_loss_mask`` sibling when this writer has one), as
         megatron-core's ``IndexedDatasetBuilder.add_index``; the caller checks dtypes and masks."""
         self._token_builder.add_index(prefix)
         if self._mask_builder is not None:

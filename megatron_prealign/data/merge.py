@@ -10,7 +10,8 @@ Used by ``tools/merge_datasets.py`` to join the partitions that several machines
   and document boundaries (:func:`megatron_prealign.data.lm_dataset.open_loss_mask`, the check
   training applies).
 
-The merge itself is megatron-core's ``IndexedDatasetBuilder.add_index`` for the tokens and for
+The merge itself is megatron-core's ``IndexedDatasetBuilder.add_index`` (numpy's version in
+:mod:`.indexed_writer`, byte-identical) for the tokens and for
 the masks, written atomically by :class:`~megatron_prealign.data.indexed_writer.PairedIndexedWriter`
 (temporary names, renamed when complete). The result's bytes are the inputs' bytes in order.
 """

@@ -42,7 +42,7 @@ from megatron_prealign.data.jsonl_input import (
     parse_documents,
 )
 from megatron_prealign.data.text_encoder import TextEncoder
-from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
+from megatron_prealign.data.tokenizer import build_text_tokenizer
 
 BLOCK_BYTES = 1 << 18  # input bytes per worker task (the first blocks are smaller)
 
@@ -96,7 +96,7 @@ def _init_worker(settings: PreprocessSettings, token: Optional[int] = None) -> N
     """
     if token is not None and _WORKER.get("token") == token:
         return
-    encoder = TextEncoder(build_tokenizer_from_spec(settings.tokenizer))
+    encoder = TextEncoder(build_text_tokenizer(settings.tokenizer))
     switcher = None
     if settings.alignment_table and settings.codeswitch_mode != "none":
         entries = read_table(settings.alignment_table)

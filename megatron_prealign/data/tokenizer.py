@@ -6,7 +6,9 @@ megatron-core's own ``megatron.core.tokenizers.utils.build_tokenizer`` so that t
 library mapping is exactly Megatron-LM's:
 
 * ``SentencePieceTokenizer`` / ``GPTSentencePieceTokenizer`` / ``Llama2Tokenizer``:
-  ``--tokenizer-model`` is a SentencePiece ``.model`` file.
+  ``--tokenizer-model`` is a SentencePiece ``.model`` file. For preprocessing,
+  :func:`build_text_tokenizer` gives the SentencePiece processor itself where megatron-core's
+  wrapper only forwards to it (:class:`SentencePieceText`): no torch / megatron-core import.
 * ``HuggingFaceTokenizer``: ``--tokenizer-model`` is a directory (or hub name; nothing is
   downloaded at run time here, so use a directory) loaded with ``transformers.AutoTokenizer``.
   A byte-level BPE trained with the ``tokenizers`` library is saved as such a directory by
@@ -18,6 +20,7 @@ library mapping is exactly Megatron-LM's:
 from __future__ import annotations
 
 import argparse
+import os
 from types import SimpleNamespace
 from typing import Any, Dict, Optional
 from megatron_prealign.errors import ConfigError
@@ -88,6 +91,49 @@ def build_tokenizer(tokenizer_type: str, tokenizer_model: Optional[str] = None, 
 
 def build_tokenizer_from_spec(spec: Dict[str, Any]):
     return build_tokenizer(**spec)
+
+
+SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "Llama2Tokenizer")
+
+
+class SentencePieceText:
+    """A SentencePiece model with the interface the data pipeline reads from megatron-core's
+    tokenizer, for the settings where megatron-core 0.19's wrapper only forwards to the
+    processor (not legacy, no --special-tokens, no metadata, the library's whitespace handling):
+    ``tokenize`` = ``encode_as_ids``, ``detokenize`` = ``decode_ids``, ``eod`` = ``eos_id()``,
+    ``bos`` = ``bos_id()``, ``vocab_size`` = the piece count. tests/test_startup.py compares it
+    with megatron-core's tokenizer."""
+
+    def __init__(self, model_path: str) -> None:
+        import sentencepiece
+
+        self.tokenizer = sentencepiece.SentencePieceProcessor(model_file=model_path)
+        self.vocab_size: int = self.tokenizer.get_piece_size()
+        self.eod: int = self.tokenizer.eos_id()
+        self.bos: int = self.tokenizer.bos_id()
+
+    @property
+    def _tokenizer(self) -> "SentencePieceText":
+        """Where TextEncoder finds the library object of megatron-core's wrapper (its ``.tokenizer``
+        is the processor)."""
+        return self
+
+    def tokenize(self, text: str):
+        return self.tokenizer.encode_as_ids(text)
+
+    def detokenize(self, ids) -> str:
+        return self.tokenizer.decode_ids(list(ids))
+
+
+def build_text_tokenizer(spec: Dict[str, Any]):
+    """The tokenizer of the preprocessing path: :class:`SentencePieceText` where it gives exactly
+    megatron-core's ids, else megatron-core's own (which imports torch and megatron-core, and
+    transformers for ``HuggingFaceTokenizer``; each costs seconds per process)."""
+    if (spec["tokenizer_type"] in SENTENCEPIECE_TYPES and not spec["tokenizer_sentencepiece_legacy"]
+            and not spec["special_tokens"] and not spec["tokenizer_metadata"]
+            and spec["tokenizer_model"] and os.path.isfile(spec["tokenizer_model"])):
+        return SentencePieceText(spec["tokenizer_model"])
+    return build_tokenizer_from_spec(spec)
 
 
 def add_tokenizer_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

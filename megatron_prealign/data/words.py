@@ -13,7 +13,8 @@ Both sides must agree, otherwise the table would count words that preprocessing 
 
 Preprocessing does not look for words in the text: codeswitching finds table words in the token
 ids (:mod:`megatron_prealign.data.codeswitch`), by the tokens of each word's running-text form,
-and uses only :func:`normalize_word` from here, so that both sides fold case the same way.
+and uses only :func:`normalize_word` (defined with the table format, re-exported here), so that
+both sides fold case the same way.
 
 :func:`corpus_words` (a :class:`WordFinder`) is the fast form of :func:`count_words` used for
 counting (the table builder): the same words in the same order, several times faster. It replays
@@ -37,6 +38,8 @@ from typing import Iterator, List, Optional, Tuple
 import regex  # NLTK's regular expression engine
 from nltk.tokenize import NLTKWordTokenizer
 
+from megatron_prealign.data.alignment_table import normalize_word  # noqa: F401 (the table key)
+
 # [^\W_] is "a letter or digit" in any script; hyphen-joined parts stay one word like in NLTK.
 WORD_PATTERN = r"[^\W_]+(?:-[^\W_]+)*"
 WORD_RE = re.compile(WORD_PATTERN)
@@ -49,11 +52,6 @@ _NLTK = NLTKWordTokenizer()
 def is_word(token: str) -> bool:
     """True when ``token`` is a word in the sense of this module (see the module docstring)."""
     return bool(_WORD_FULL_RE.match(token)) and bool(_HAS_LETTER_RE.search(token))
-
-
-def normalize_word(word: str) -> str:
-    """The table key of a word: stripped and lower-cased."""
-    return word.strip().lower()
 
 
 def count_words(text: str) -> Iterator[str]:

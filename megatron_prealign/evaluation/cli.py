@@ -19,8 +19,9 @@ from typing import List, Optional
 
 from megatron_prealign.errors import report
 from megatron_prealign.data.tokenizer import add_tokenizer_args, build_tokenizer_from_args
-from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
-from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
+
+# The evaluations (torch, megatron-core) are imported where they run, after the arguments are
+# parsed: --help and a wrong flag answer at once.
 
 SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script", "translation", "qa", "representation",
                "zs-clt", "word-perplexity")
@@ -212,6 +213,8 @@ def _named(values: List[str]) -> List[tuple]:
 
 
 def _tokenizer(args, required: bool = True):
+    from megatron_prealign.evaluation.model_loading import EvaluationError
+
     if not args.tokenizer_type:
         if required:
             raise EvaluationError("this evaluation needs --tokenizer-type (and --tokenizer-model)")
@@ -224,6 +227,8 @@ def tokenizer_for(args, required: bool = True):
 
 
 def load_for(args):
+    from megatron_prealign.evaluation.model_loading import load_model
+
     expected = {"family": args.model_family, "num_layers": args.num_layers,
                 "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
     return load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
@@ -233,6 +238,9 @@ def load_for(args):
 
 def run(args) -> dict:
     """Run one evaluation in this process (a rank under torchrun); returns the result dict."""
+    from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
+    from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
+
     if args.command in ("translation", "qa", "representation", "zs-clt"):
         from megatron_prealign.evaluation import downstream
 
@@ -346,6 +354,8 @@ def summary(result: dict) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from megatron_prealign import runtime
+    from megatron_prealign.evaluation import common
+    from megatron_prealign.evaluation.model_loading import EvaluationError
 
     try:
         result = run(args)

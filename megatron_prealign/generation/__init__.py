@@ -5,5 +5,15 @@ next token, :mod:`.prompts` turns JSON-lines records into prompts, :mod:`.cli` i
 ``tools/generate.py``.
 """
 
-from megatron_prealign.generation.decoding import Generation, generate  # noqa: F401
-from megatron_prealign.generation.sampling import SamplingParams  # noqa: F401
+import importlib
+
+# Re-exported on first access (PEP 562), so that `tools/generate.py --help` (which imports
+# .cli, hence this package) does not import torch.
+_EXPORTS = {"Generation": "decoding", "generate": "decoding", "SamplingParams": "sampling"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

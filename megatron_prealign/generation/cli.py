@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from megatron_prealign.errors import report
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
-from megatron_prealign.generation.decoding import Generation, completion_text, generate
-from megatron_prealign.generation.sampling import SamplingParams
+
+if TYPE_CHECKING:  # torch and megatron-core are imported after the arguments are parsed
+    from megatron_prealign.evaluation.model_loading import LoadedModel
+    from megatron_prealign.generation.decoding import Generation
+    from megatron_prealign.generation.sampling import SamplingParams
 
 
 def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 128):
@@ -33,6 +35,9 @@ def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int = 1
 
 
 def sampling_params(args) -> SamplingParams:
+    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.generation.sampling import SamplingParams
+
     params = SamplingParams(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed)
     try:
@@ -45,6 +50,8 @@ def sampling_params(args) -> SamplingParams:
 def generate_texts(model: LoadedModel, to_ids, prompts: Sequence[str], args,
                    stop: Sequence[str] = ()) -> Tuple[List[str], List[Generation]]:
     """Continuations of text prompts (``to_ids``: :class:`evaluation.common.TextToIds`)."""
+    from megatron_prealign.generation.decoding import completion_text, generate
+
     ids = [to_ids(p) for p in prompts]
     stop = list(stop) + list(args.stop)
     decode = to_ids.encoder.decode
@@ -88,6 +95,7 @@ def run(args) -> List[dict]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from megatron_prealign import runtime
+    from megatron_prealign.evaluation.model_loading import EvaluationError
 
     try:
         out = run(args)

@@ -4,13 +4,16 @@ checked before any compute and names the flag to change."""
 
 import argparse
 import os
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from megatron_prealign.data.lm_dataset import check_indexed_files
 from megatron_prealign.data.tokenizer import add_tokenizer_args
 from megatron_prealign.errors import ConfigError
-from megatron_prealign.model import FAMILIES, MODEL_SIZES, ModelArgs
-from megatron_prealign.runtime import validate_layout
+from megatron_prealign.model_sizes import FAMILIES, MODEL_SIZES
+
+# model, runtime and lm_dataset (torch, megatron-core) are imported inside the functions that use
+# them: --help and a wrong flag answer before those imports.
+if TYPE_CHECKING:
+    from megatron_prealign.model import ModelArgs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def model_args(args: argparse.Namespace, vocab_size: int) -> ModelArgs:
+def model_args(args: argparse.Namespace, vocab_size: int) -> "ModelArgs":
+    from megatron_prealign.model import ModelArgs
+
     sizes = dict(MODEL_SIZES.get(args.model_size, {}))
     for name in ("num_layers", "hidden_size", "num_attention_heads"):
         if getattr(args, name) is not None:
@@ -231,6 +236,9 @@ def _check_positive(args: argparse.Namespace):
 def validate(args: argparse.Namespace, world_size: int):
     """Checks that need no model or data loaded. Raises ConfigError naming the flag."""
     _check_positive(args)
+    from megatron_prealign.data.lm_dataset import check_indexed_files
+    from megatron_prealign.runtime import validate_layout
+
     tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
     validate_layout(world_size, tp, pp)
     dp = world_size // (tp * pp)
