@@ -230,11 +230,15 @@ class Trainer:
                 optimizer="adam", lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
                 adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_eps=args.adam_eps,
                 clip_grad=args.clip_grad, bf16=args.bf16, fp16=args.fp16,
+                loss_scale=args.loss_scale, initial_loss_scale=args.initial_loss_scale,
                 use_distributed_optimizer=args.use_distributed_optimizer,
                 overlap_param_gather=args.overlap_param_gather,
             ),
             self.chunks,
         )
+        # fp16: the optimizer unscales gradients by its loss scale, so the schedule (and the
+        # alignment pass) must scale the loss by it (Megatron-LM's training.py wires the same).
+        config.grad_scale_func = self.optimizer.scale_loss
         total = self.plan.total_iters
         self.scheduler = OptimizerParamScheduler(
             self.optimizer, init_lr=0.0, max_lr=args.lr, min_lr=args.min_lr,
