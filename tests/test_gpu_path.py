@@ -1,6 +1,10 @@
-"""The GPU path's numerics as far as the CPU can run them (issue #26): fp16 loss scaling, ..."""
+"""The GPU path's numerics as far as the CPU can run them (issue #26): fp16 loss scaling,
+GeLU variants under the fusions a GPU run uses, ..."""
+
+import os
 
 import pytest
+import torch
 
 from tests import pretrain_case
 from tests.dist_utils import run_distributed
@@ -41,3 +45,51 @@ def test_fp16_loss_scaling_trains_like_fp32(data, tmp_path):
     assert half["grad_norm"] == pytest.approx(reference["grad_norm"], rel=2e-2)
     for key in ("lm_loss", "alignment_loss"):
         assert half[key] == pytest.approx(reference[key], abs=2e-2)
+
+
+# -- item 3: each GeLU variant with the fusions a GPU run switches on --------------------------
+
+GELUS = ("gelu", "gelu_new", "gelu_pytorch_tanh")
+
+
+def _gelu_logits(hf_dirs, tokens, out_root):
+    """Each GPT-2 variant imported and run with fused_kernels() on, as on CUDA with Transformer
+    Engine (megatron-core's fused bias-GeLU runs on the CPU too)."""
+    from megatron_prealign import model
+    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.hf.convert import import_hf
+    from tests.test_hf_interop import _full_logits
+
+    model.fused_kernels = lambda args: True
+    logits = {}
+    for name, hf_dir in hf_dirs.items():
+        save = os.path.join(out_root, name)
+        import_hf(hf_dir, save, 1, 1, progress=False)
+        loaded = load_model(save, 1, 1, seq_length=tokens.shape[1])
+        logits[name] = (_full_logits(loaded, tokens), loaded.chunks[0].config.bias_activation_fusion)
+    return logits
+
+
+def test_each_gelu_variant_with_fusions_matches_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 250, (2, 16))
+    dirs, reference = {}, {}
+    for name in GELUS:
+        config = transformers.GPT2Config(vocab_size=250, n_embd=64, n_layer=2, n_head=4, n_positions=32,
+                                         activation_function=name)
+        hf = transformers.GPT2LMHeadModel(config).eval()
+        with torch.no_grad():  # large weights: the GeLU variants differ visibly in the logits
+            for param in hf.parameters():
+                param.normal_(0, 0.3)
+            reference[name] = hf(tokens).logits
+        hf.save_pretrained(tmp_path / name)
+        dirs[name] = str(tmp_path / name)
+    ours = run_distributed(_gelu_logits, 1, dirs, tokens, str(tmp_path / "imported"))[0]
+    for name in GELUS:
+        logits, fused = ours[name]
+        difference = (logits[..., :250] - reference[name]).abs().max().item()
+        assert difference <= 1e-4, f"{name}: max |logit difference| {difference}"
+        assert fused == (name != "gelu")  # the tanh variants keep the fused kernel
+    # the variants are far apart, so a wrong kernel cannot pass the 1e-4 above
+    assert (reference["gelu"] - reference["gelu_new"]).abs().max().item() > 1e-2
