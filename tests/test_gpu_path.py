@@ -1,5 +1,6 @@
 """The GPU path's numerics as far as the CPU can run them (issue #26): fp16 loss scaling,
-GeLU variants under the fusions a GPU run uses, ..."""
+GeLU variants under the fusions a GPU run uses, an untied output layer with pre-alignment under
+DP=2 and megatron-core's overlaps, ..."""
 
 import os
 
@@ -8,6 +9,8 @@ import torch
 
 from tests import pretrain_case
 from tests.dist_utils import run_distributed
+
+OVERLAP = dict(use_distributed_optimizer=True, overlap_grad_reduce=True, overlap_param_gather=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +96,79 @@ def test_each_gelu_variant_with_fusions_matches_transformers(tmp_path):
         assert fused == (name != "gelu")  # the tanh variants keep the fused kernel
     # the variants are far apart, so a wrong kernel cannot pass the 1e-4 above
     assert (reference["gelu"] - reference["gelu_new"]).abs().max().item() > 1e-2
+
+
+# -- item 5: an untied output layer with pre-alignment under DP=2 ------------------------------
+
+
+def _fused_wgrad_pretrain(argv, bucket_size):
+    """run_pretrain with megatron-core's gradient-accumulation fusion on (as with apex on a GPU),
+    its kernel replaced by the same sum in torch, and DDP buckets of `bucket_size` elements (a
+    real model's output layer fills a 40M-element bucket of its own)."""
+    import functools
+
+    from megatron.core.tensor_parallel import layers
+
+    from megatron_prealign import model
+    from megatron_prealign.alignment import capture
+    from megatron_prealign.training import loop
+
+    class _Kernel:
+        @staticmethod
+        def wgrad_gemm_accum_fp32(total_input, grad_output, main_grad):
+            main_grad.add_(grad_output.reshape(-1, grad_output.shape[-1]).t()
+                           @ total_input.reshape(-1, total_input.shape[-1]))
+
+    layers.fused_weight_gradient_mlp_cuda, layers._grad_accum_fusion_available = _Kernel, True
+    original = model.transformer_config
+
+    def fused_config(args):
+        config = original(args)
+        config.gradient_accumulation_fusion = True
+        return config
+
+    model.transformer_config = fused_config
+    model.DistributedDataParallelConfig = functools.partial(model.DistributedDataParallelConfig,
+                                                            bucket_size=bucket_size)
+    # Whether the output weight's all-gather had completed each time the alignment pass read it
+    # (on gloo an outstanding one usually lands in time anyway; on NCCL it need not).
+    ddp, reads, build, rows = [], [], model.build_model, capture.output_embedding_rows
+
+    def recording_build(*args, **kwargs):
+        ddp.extend(build(*args, **kwargs))
+        return ddp
+
+    def recording_rows(gpt_model, token_ids):
+        group = ddp[0].param_to_bucket_group[gpt_model.output_layer.weight]
+        reads.append(group.param_gather_dispatched and group.param_gather_handle is None)
+        return rows(gpt_model, token_ids)
+
+    loop.build_model, capture.output_embedding_rows = recording_build, recording_rows
+    return {**pretrain_case.run_pretrain(argv), "gathered_reads": reads}
+
+
+def test_untied_output_layer_with_prealignment_under_dp2_matches_one_process(data, tmp_path):
+    """LLaMA (untied output layer), two pre-alignment steps then pretraining, DP=2 with the
+    distributed optimizer, with and without --overlap-grad-reduce / --overlap-param-gather and
+    with fused weight-gradient accumulation: the losses of one process without any fusion.
+    Before the fix the alignment gradient of the output layer was dropped (alignment microbatch
+    last, after the LM microbatch set grad_added_to_main_grad) or computed from the output weight
+    before its all-gather had completed (overlap)."""
+    common = dict(model_family="llama", train_iters=2, prealign_iters=2, hidden_dropout=0.0,
+                  attention_dropout=0.0, **pretrain_case.alignment_flags(data))
+    runs = {"reference": (1, {}, pretrain_case.run_pretrain, ()),
+            "dp2": (2, dict(use_distributed_optimizer=True), _fused_wgrad_pretrain, (2000,)),
+            "dp2_overlap": (2, dict(OVERLAP), _fused_wgrad_pretrain, (2000,))}
+    losses = {}
+    for name, (world, flags, body, extra) in runs.items():
+        work = tmp_path / name
+        argv = pretrain_case.base_argv(data, str(work), **common, **flags)
+        results = run_distributed(body, world, argv, *extra)
+        if name == "dp2_overlap":
+            assert all(r["gathered_reads"] == [True] * 2 for r in results), results
+        losses[name] = [(r["lm_loss"], r["alignment_loss"]) for r in pretrain_case.read_log(str(work))]
+    reference = losses.pop("reference")
+    for name, got in losses.items():
+        for step, (lm, alignment) in enumerate(got):
+            assert lm == pytest.approx(reference[step][0], rel=1e-5), (name, step, got, reference)
+            assert alignment == (reference[step][1] and pytest.approx(reference[step][1], rel=1e-5)), (name, step)
