@@ -172,3 +172,36 @@ def test_untied_output_layer_with_prealignment_under_dp2_matches_one_process(dat
         for step, (lm, alignment) in enumerate(got):
             assert lm == pytest.approx(reference[step][0], rel=1e-5), (name, step, got, reference)
             assert alignment == (reference[step][1] and pytest.approx(reference[step][1], rel=1e-5)), (name, step)
+
+
+# -- item 6: pooling is deterministic by construction ------------------------------------------
+
+# Ops whose CUDA kernels add with float atomics (torch.use_deterministic_algorithms' list) or
+# read data-dependent shapes back to the host.
+NOT_REPRODUCIBLE_ON_CUDA = {"index_add", "index_add_", "scatter_add", "scatter_add_", "index_put_",
+                            "put_", "bincount", "nonzero", "masked_select"}
+
+
+class _RefuseOps(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in NOT_REPRODUCIBLE_ON_CUDA or (name == "__getitem__" and any(
+                isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in args[1:])):
+            raise AssertionError(f"pooling calls {name}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_pooling_uses_no_atomic_or_syncing_op_and_matches_fp64():
+    from megatron_prealign.alignment.pooling import sum_by_form
+
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(16, 3, 8, generator=generator).bfloat16()  # [s, b, h]
+    index = torch.randint(-1, 5, (16, 3), generator=generator)
+    with _RefuseOps():
+        sums = sum_by_form(states, index, 6)
+    expected = torch.zeros(6, 8, dtype=torch.float64)
+    for t, form in enumerate(index.flatten().tolist()):
+        if form >= 0:
+            expected[form] += states.reshape(-1, 8)[t].double()
+    assert sums.dtype == torch.float32 and sums[5].abs().max() == 0  # form 5 has no tokens
+    torch.testing.assert_close(sums.double(), expected, rtol=1e-6, atol=1e-6)
