@@ -47,8 +47,10 @@ else
   PRECISION=(--bf16)
   TE_IMPL=local
   if "${PYTHON}" -c "import transformer_engine.pytorch" 2> /dev/null; then TE_IMPL=transformer_engine; fi
-  # Deterministic kernels, so that the resumed run can match the uninterrupted one bit for bit.
-  export NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 CUBLAS_WORKSPACE_CONFIG=":4096:8"
+  # Deterministic kernels, so that the resumed run can match the uninterrupted one bit for bit
+  # (pooling in the alignment pass is a GEMM, not float atomics); NCCL_ALGO fixes the reduction
+  # order of the TP / DP collectives, which NCCL otherwise picks per message size and topology.
+  export NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 CUBLAS_WORKSPACE_CONFIG=":4096:8" NCCL_ALGO="${NCCL_ALGO:-Ring}"
 fi
 if ((GPUS < 1)); then echo "error: no GPU visible" >&2; exit 2; fi
 
