@@ -205,3 +205,109 @@ def test_pooling_uses_no_atomic_or_syncing_op_and_matches_fp64():
             expected[form] += states.reshape(-1, 8)[t].double()
     assert sums.dtype == torch.float32 and sums[5].abs().max() == 0  # form 5 has no tokens
     torch.testing.assert_close(sums.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+# -- items 1 and 2: checkpoints of Transformer Engine runs <-> local layers ---------------------
+
+
+def _tiny_llama(directory):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(vocab_size=250, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.2)
+    model.save_pretrained(directory)
+    return model
+
+
+class _ExtraState(torch.nn.Module):
+    """Stands in for a Transformer Engine module's `_extra_state` (its fp8 metadata)."""
+
+    def __init__(self):
+        super().__init__()
+        self.state = None
+
+    def get_extra_state(self):
+        return {"fp8_meta": 1}
+
+    def set_extra_state(self, state):
+        self.state = state
+
+
+def _with_te_extra_state(chunks):
+    from megatron.core.utils import unwrap_model
+
+    for layer in unwrap_model(chunks[0]).decoder.layers:
+        layer.self_attention.linear_qkv.te_meta = _ExtraState()
+    return chunks
+
+
+def _as_trained_with_te(checkpoint):
+    """An imported checkpoint saved again as a TE run saves it: its run state says
+    transformer_engine and it holds `_extra_state` objects (the norms already carry TE's names:
+    the local spec's sharded_state_dict_keys_map writes them so)."""
+    from megatron_prealign import runtime
+    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.training import checkpointing
+
+    loaded = load_model(checkpoint, 1, 1, seq_length=16)
+    run_state = {k: v for k, v in loaded.run_state.items()
+                 if k not in ("iteration", "layout", "data_parallel_size", "distributed_optimizer")}
+    run_state["architecture"] = dict(run_state["architecture"], transformer_impl="transformer_engine")
+    state = loaded.chunks[0].sharded_state_dict()
+    assert any(v.key.endswith("linear_qkv.layer_norm_weight") for v in state.values())  # TE's names
+    target = checkpoint + "_te"
+    checkpointing.save_checkpoint(target, 1, _with_te_extra_state(loaded.chunks), run_state=run_state)
+    assert any(k.endswith("te_meta._extra_state") for k in loaded.chunks[0].sharded_state_dict())
+    return target
+
+
+def _export_te_checkpoint(hf_dir, checkpoint, out):
+    from megatron_prealign.cli import convert_checkpoint
+    from megatron_prealign.hf.convert import import_hf
+
+    import_hf(hf_dir, checkpoint, progress=False)
+    te = _as_trained_with_te(checkpoint)
+    return convert_checkpoint.main(["export-hf", "--load", te, "--out", out, "--no-progress"])
+
+
+def test_te_checkpoint_exports_through_local_layers(tmp_path):
+    """export-hf of a checkpoint a TE run wrote (TE names, `_extra_state`, transformer_impl
+    recorded as transformer_engine) builds local layers: the transformers weights come back."""
+    original = _tiny_llama(tmp_path / "hf")
+    code = run_distributed(_export_te_checkpoint, 1, str(tmp_path / "hf"), str(tmp_path / "ckpt"),
+                           str(tmp_path / "out"))[0]
+    assert code == 0
+    transformers = pytest.importorskip("transformers")
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    theirs = original.state_dict()
+    assert exported.state_dict().keys() == theirs.keys()
+    for key, value in exported.state_dict().items():
+        assert torch.equal(value, theirs[key]), key
+
+
+def _imported_into_te_layers(hf_dir, checkpoint, tokens):
+    from megatron_prealign.evaluation import model_loading
+    from megatron_prealign.hf.convert import import_hf
+    from tests.test_hf_interop import _full_logits
+
+    import_hf(hf_dir, checkpoint, progress=False)
+    build = model_loading.build_model
+    model_loading.build_model = lambda *args, **kwargs: _with_te_extra_state(build(*args, **kwargs))
+    loaded = model_loading.load_model(checkpoint, 1, 1, seq_length=tokens.shape[1])
+    return _full_logits(loaded, tokens)
+
+
+def test_imported_checkpoint_loads_into_layers_with_te_extra_state(tmp_path):
+    """import-hf writes local layers (no `_extra_state`); a model with TE's extra state (the
+    launch scripts' default) loads it, the extra state starting fresh: transformers' logits."""
+    original = _tiny_llama(tmp_path / "hf")
+    tokens = torch.randint(0, 250, (2, 16), generator=torch.Generator().manual_seed(1))
+    logits = run_distributed(_imported_into_te_layers, 1, str(tmp_path / "hf"), str(tmp_path / "ckpt"), tokens)[0]
+    with torch.no_grad():
+        reference = original(tokens).logits
+    assert (logits[..., :250] - reference).abs().max().item() <= 1e-4

@@ -185,6 +185,14 @@ class Trainer:
             flag = "--load" if self.start_from == args.load else "--pretrained-checkpoint"
             checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
                                              f"{flag} {self.start_from}")
+            saved_impl = (saved.get("architecture") or {}).get("transformer_impl") or "local"
+            if saved_impl != args.transformer_impl and not (self.weights_only or args.no_load_optim):
+                # Weights load across layer kinds (the local spec's key map, fresh TE extra
+                # state); the distributed optimizer's flat state follows each kind's parameter order.
+                raise ConfigError(
+                    f"{flag} {self.start_from} was trained with --transformer-impl {saved_impl} and this "
+                    f"run uses {args.transformer_impl}: resume with --transformer-impl {saved_impl}, or "
+                    "load the weights alone (--no-load-optim)")
             # Details without training flags (e.g. of an imported Hugging Face model) come from it.
             details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
             self.model_args = dataclasses.replace(self.model_args, **details)
