@@ -311,3 +311,26 @@ def test_imported_checkpoint_loads_into_layers_with_te_extra_state(tmp_path):
     with torch.no_grad():
         reference = original(tokens).logits
     assert (logits[..., :250] - reference).abs().max().item() <= 1e-4
+
+
+def _save_as_te_then_resume(first, second):
+    from megatron_prealign import pretrain
+    from megatron_prealign.training import checkpointing
+
+    recorded = checkpointing.architecture
+    checkpointing.architecture = lambda args: dict(recorded(args), transformer_impl="transformer_engine")
+    assert pretrain.main(first) == 0
+    checkpointing.architecture = recorded
+    return {flag: pretrain.main(second + extra)
+            for flag, extra in (("resume", []), ("no_load_optim", ["--no-load-optim"]))}
+
+
+def test_resume_across_transformer_impl_needs_no_load_optim(data, tmp_path, capsys):
+    """The checkpoint records the run's --transformer-impl; resuming with the optimizer state
+    under the other layer kind is refused (exit 2), the weights alone load."""
+    save = str(tmp_path / "ckpt")
+    first = pretrain_case.base_argv(data, str(tmp_path / "a"), train_iters=2, save=save)
+    second = pretrain_case.base_argv(data, str(tmp_path / "b"), train_iters=3, load=save)
+    codes = run_distributed(_save_as_te_then_resume, 1, first, second)[0]
+    assert codes == {"resume": 2, "no_load_optim": 0}
+    assert "trained with --transformer-impl transformer_engine" in capsys.readouterr().err
