@@ -187,7 +187,7 @@ class _RefuseOps(torch.overrides.TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name in NOT_REPRODUCIBLE_ON_CUDA or (name == "__getitem__" and any(
                 isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in args[1:])):
-            raise AssertionError(f"pooling calls {name}")
+            raise AssertionError(f"calls {name}")
         return func(*args, **(kwargs or {}))
 
 
@@ -334,3 +334,29 @@ def test_resume_across_transformer_impl_needs_no_load_optim(data, tmp_path, caps
     codes = run_distributed(_save_as_te_then_resume, 1, first, second)[0]
     assert codes == {"resume": 2, "no_load_optim": 0}
     assert "trained with --transformer-impl transformer_engine" in capsys.readouterr().err
+
+
+# -- item 8: no host synchronisation and few shapes in the alignment microbatch ----------------
+
+
+def test_alignment_bookkeeping_needs_no_host_sync_and_shapes_are_bucketed():
+    from megatron_prealign.alignment.attention_path import ONE_FORM_PER_ROW
+    from megatron_prealign.alignment.batch import pack_forms
+    from megatron_prealign.alignment.contrastive import count_anchors
+    from megatron_prealign.training.batches import alignment_microbatch
+
+    batch = pack_forms([[5, 6, 7], [8], [9, 9], [4, 4, 4]], [0, 0, 1, 2], 8, 2)
+    groups, valid = torch.tensor([0, 0, 1, 2, 2, 3, 3]), torch.tensor([1, 1, 1, 1, 0, 1, 1], dtype=torch.bool)
+    with _RefuseOps():
+        lengths = batch.form_lengths()
+        anchors = count_anchors(groups, valid)
+    assert lengths.tolist() == [3, 1, 2, 3] and int(anchors) == 4  # groups 0 and 3 have pairs
+    shapes, exact = set(), set()
+    for longest in range(1, 12):
+        for count in (3, 5, 6, 7, 9, 17):
+            forms = [[1] * (1 + i % longest) for i in range(count)]
+            packed = pack_forms(forms, list(range(count)), 16, count)
+            shapes.add(tuple(alignment_microbatch(packed, 0, 16, ONE_FORM_PER_ROW).tokens.shape))
+            exact.add((count, max(map(len, forms))))
+    assert all(rows & (rows - 1) == 0 and length & (length - 1) == 0 for rows, length in shapes)
+    assert len(shapes) <= len(exact) // 2, (len(shapes), len(exact))
