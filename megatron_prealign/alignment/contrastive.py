@@ -65,6 +65,8 @@ def count_anchors(groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Number of valid forms whose group has another valid form (O(N log N), no N x N). Sorted
     neighbours instead of torch.unique: no data-dependent shape, so no host synchronisation."""
     n = groups.shape[0]
+    if n == 0:
+        return torch.zeros((), dtype=torch.int64, device=groups.device)
     # invalid forms get distinct ids below every real group: never a partner of anything
     ids = torch.where(valid, groups.long(), groups.long().min() - 1 - torch.arange(n, device=groups.device))
     ordered = torch.sort(ids).values
