@@ -320,7 +320,7 @@ def _cuda_run(argv):
 
         runtime.shutdown()
     return {"iteration": iteration, "syncs": syncs,
-            "fused": trainer.chunks[0].config.bias_activation_fusion,
+            "fused": trainer.chunks[0].config.bias_dropout_fusion,  # (exact GeLU runs unfused)
             "attention_path": trainer.alignment.attention_path if trainer.alignment else None}
 
 
