@@ -155,8 +155,9 @@ def pack_forms(
 
 
 def _bucket(value: int) -> int:
-    """The power of two at or above `value`."""
-    return 1 << max(0, value - 1).bit_length()
+    """`value` rounded up to one of 8 sizes per power of two (at most 1/8 padding)."""
+    step = 1 << max(0, value.bit_length() - 4)
+    return -(-value // step) * step
 
 
 def one_form_per_row(forms: Sequence[Sequence[int]], form_group: Sequence[int], row_multiple: int = 1,
@@ -164,8 +165,9 @@ def one_form_per_row(forms: Sequence[Sequence[int]], form_group: Sequence[int], 
     """Every form at the start of its own row (attention_path.ONE_FORM_PER_ROW): rows as long
     as the longest form rounded up to ``row_multiple`` (sequence parallelism splits rows over
     TP ranks), row count rounded up to ``rows_multiple`` with padding rows (fp8 GEMMs want token
-    counts divisible by 16). ``bucketed``: row length and count rounded up to powers of two
-    first, so that a run sees a few shapes (fused attention builds a cuDNN graph per shape)."""
+    counts divisible by 16). ``bucketed``: row length and count rounded up to 8 sizes per power
+    of two first, so that a run sees a few shapes (fused attention builds a cuDNN graph per
+    shape) for at most 1/8 padding each."""
     if not forms:
         raise ValueError("no forms to put into rows")
     if len(forms) != len(form_group):
