@@ -5,7 +5,9 @@
 # resumed (the resumed losses must equal an uninterrupted run's), then evaluated (perplexity).
 # With 2+ GPUs the same runs at TP=2 (2 GPUs) and with 4+ at TP=2 x PP=2. Prints tokens/s,
 # achieved TFLOP/s and MFU (FLOPs from megatron_prealign/launch_plan.py) and the nvidia-smi peak
-# memory as the last line (JSON); exits non-zero when anything fails.
+# memory as the last line (JSON), tokens/s and MFU also for the pre-alignment steps (LM FLOPs
+# only, so the alignment pass's cost shows), a few fp8 steps with pre-alignment where the GPU
+# has fp8, and what was skipped (too few GPUs, no fp8); exits non-zero when anything fails.
 #   examples/gpu_check.sh               # on a GPU node
 #   examples/gpu_check.sh --cpu-dry     # the same logic on the CPU with a tiny model (tests)
 # Environment: WORK [<repo>/runs/gpu_check], PYTHON, GPUS [all visible], RESUME_RTOL [0: exact]
@@ -47,8 +49,10 @@ else
   PRECISION=(--bf16)
   TE_IMPL=local
   if "${PYTHON}" -c "import transformer_engine.pytorch" 2> /dev/null; then TE_IMPL=transformer_engine; fi
-  # Deterministic kernels, so that the resumed run can match the uninterrupted one bit for bit.
-  export NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 CUBLAS_WORKSPACE_CONFIG=":4096:8"
+  # Deterministic kernels, so that the resumed run can match the uninterrupted one bit for bit
+  # (pooling in the alignment pass is a GEMM, not float atomics); NCCL_ALGO fixes the reduction
+  # order of the TP / DP collectives, which NCCL otherwise picks per message size and topology.
+  export NVTE_ALLOW_NONDETERMINISTIC_ALGO=0 CUBLAS_WORKSPACE_CONFIG=":4096:8" NCCL_ALGO="${NCCL_ALGO:-Ring}"
 fi
 if ((GPUS < 1)); then echo "error: no GPU visible" >&2; exit 2; fi
 
@@ -71,11 +75,15 @@ COMMON=("${MODEL[@]}" "${BATCH[@]}" "${PRECISION[@]}" --train-iters "${TRAIN_ITE
 
 # name gpus tp pp impl
 LAYOUTS=("single 1 1 1 ${TE_IMPL}")
+SKIPPED=()
 if ((GPUS >= 4)); then
   # Under pipeline parallelism the alignment pass needs local attention (attention_path.py).
   LAYOUTS+=("tp2xpp2 4 2 2 local")
 elif ((GPUS >= 2)); then
   LAYOUTS+=("tp2 2 2 1 ${TE_IMPL}")
+  SKIPPED+=(--skipped tp2xpp2 "needs 4 GPUs, ${GPUS} visible")
+else
+  SKIPPED+=(--skipped tp2 "needs 2 GPUs, ${GPUS} visible" --skipped tp2xpp2 "needs 4 GPUs, ${GPUS} visible")
 fi
 
 MEMORY_LOG="${WORK}/nvidia_smi.csv"
@@ -127,9 +135,24 @@ for layout in "${LAYOUTS[@]}"; do
   fi
   SUMMARY_ARGS+=(--layout "${name}" "${run}/straight" "${run}/resumed" "${run}/perplexity.json" "${nproc}")
 done
+# A few fp8 steps with pre-alignment (TE, one form per row) where the GPU and TE have fp8.
+SHORT_RUNS=()
+FP8_WHY="needs Transformer Engine on a GPU with fp8 (Hopper or newer)"
+if ((!CPU_DRY)) && [[ "${TE_IMPL}" == transformer_engine ]]; then
+  FP8_WHY="$("${PYTHON}" -c 'from megatron_prealign import runtime; ok, why = runtime.fp8_available(); print("" if ok else why)')"
+fi
+if [[ -z "${FP8_WHY}" ]]; then
+  echo "gpu_check: fp8 (hybrid) steps with pre-alignment" >&2
+  rm -rf "${WORK}/fp8" && mkdir -p "${WORK}/fp8"
+  pretrain 1 "${WORK}/fp8/run.out" "${COMMON[@]}" --transformer-impl transformer_engine --fp8-format hybrid \
+    --train-iters 4 --prealign-iters 4 --log-interval 1 --log-json "${WORK}/fp8/log.jsonl"
+  SHORT_RUNS+=(--short-run fp8_prealign "${WORK}/fp8")
+else
+  SKIPPED+=(--skipped fp8_prealign "${FP8_WHY}")
+fi
 stop_sampler
 SAMPLER_PID=""
 
-"${PYTHON}" -m megatron_prealign.gpu_check "${SUMMARY_ARGS[@]}" --resume-iteration "${STOP_AT}" \
+"${PYTHON}" -m megatron_prealign.gpu_check "${SUMMARY_ARGS[@]}" "${SHORT_RUNS[@]}" "${SKIPPED[@]}" --resume-iteration "${STOP_AT}" \
   --resume-rtol "${RESUME_RTOL:-0}" --memory-samples "${MEMORY_LOG}" --gpu-name "${GPU_NAME}" \
   -- "${COMMON[@]}"

@@ -55,9 +55,12 @@ def resume_mismatches(straight: List[dict], resumed: List[dict], after: int, rto
     return problems
 
 
-def throughput(records: List[dict], flops_per_token: float, gpus: int, peak: Optional[float]) -> dict:
-    """Median over the pretraining log records, the first one (warm-up, compilation) left out."""
-    pretraining = [r for r in records if r["stage"] == "pretrain" and r.get("tokens_per_sec")]
+def throughput(records: List[dict], flops_per_token: float, gpus: int, peak: Optional[float],
+               stage: str = "pretrain") -> dict:
+    """Median over the log records of `stage`, the first one (warm-up, compilation) left out.
+    For "prealign" the FLOPs are the LM tokens' only: the alignment pass's cost shows as a
+    lower MFU than pretraining's."""
+    pretraining = [r for r in records if r["stage"] == stage and r.get("tokens_per_sec")]
     samples = pretraining[1:] or pretraining
     if not samples:
         return {"tokens_per_sec": None, "tflops": None, "mfu": None}
@@ -103,6 +106,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--resume-rtol", type=float, default=0.0)
     parser.add_argument("--memory-samples")
     parser.add_argument("--gpu-name")
+    parser.add_argument("--short-run", nargs=2, action="append", default=[], metavar=("NAME", "LOG_DIR"),
+                        help="a few steps (e.g. fp8 with pre-alignment) that must log finite losses")
+    parser.add_argument("--skipped", nargs=2, action="append", default=[], metavar=("NAME", "WHY"))
     args = parser.parse_args(own)
 
     per_token = flops_per_token(pretrain_flags)
@@ -116,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             entry["exact_resume"] = not problems
             failures += [f"{name}: {p}" for p in problems]
             entry.update(throughput(straight, per_token, int(gpus), peak))
+            entry["with_prealignment"] = throughput(straight, per_token, int(gpus), peak, stage="prealign")
             with open(eval_json) as handle:
                 evaluation = json.load(handle)
             perplexities = [s.get("perplexity") for s in evaluation.get("sources", {}).values()] \
@@ -126,13 +133,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         except (OSError, ValueError, KeyError) as error:
             failures.append(f"{name}: {type(error).__name__}: {error}")
         layouts[name] = entry
+    short_runs = {}
+    for name, log_dir in args.short_run:
+        try:
+            records = read_log(log_dir)
+        except (OSError, ValueError):
+            records = []
+        losses = [r.get(key) for r in records for key in ("lm_loss", "alignment_loss") if r.get(key) is not None]
+        ok = bool(records) and any(r["stage"] == "prealign" for r in records) and all(map(math.isfinite, losses))
+        short_runs[name] = {"ok": ok, "steps": len(records), "losses": losses[-4:]}
+        if not ok:
+            failures.append(f"{name}: no finite pre-alignment losses logged ({log_dir})")
     first = next(iter(layouts.values()))
     result = {
         "metric": "gpu_check_mfu", "value": first.get("mfu"), "target": None,
         "ok": not failures, "failures": failures, "gpu": args.gpu_name, "peak_bf16_tflops": peak,
         "flops_per_token": per_token, "peak_memory_mib": peak_memory_mib(args.memory_samples),
-        "layouts": layouts,
+        "layouts": layouts, "short_runs": short_runs, "skipped": dict(args.skipped),
     }
+    for name, why in args.skipped:
+        print(f"gpu_check: skipped {name}: {why}", file=sys.stderr)
     for failure in failures:
         print(f"gpu_check: FAILED {failure}", file=sys.stderr)
     print(json.dumps(result))

@@ -212,11 +212,25 @@ def fused_kernels(args: ModelArgs) -> bool:
     return runtime.cuda_in_use() and args.transformer_impl == "transformer_engine"
 
 
+def activation_function(args: ModelArgs, fused: bool) -> tuple:
+    """(activation_func, bias_activation_fusion) computing exactly `args`' activation.
+
+    megatron-core's fused bias-GeLU (fusions/fused_bias_gelu.py, the only GeLU fusion it has
+    with a bias and no GLU) is the tanh approximation and TransformerConfig accepts only F.gelu
+    for it: GPT-2's gelu_tanh runs it (as F.gelu), exact GeLU runs unfused."""
+    name = args.resolved_activation()
+    if name == "gelu_tanh":
+        return (F.gelu, True) if fused else (gelu_tanh, False)
+    if name == "gelu":
+        return F.gelu, False
+    return F.silu, fused  # bias-SwiGLU is exact
+
+
 def transformer_config(args: ModelArgs) -> TransformerConfig:
     llama = args.family == "llama"
     gated = args.resolved_activation() == "swiglu"
-    activation = {"gelu": F.gelu, "gelu_tanh": gelu_tanh, "swiglu": F.silu}[args.resolved_activation()]
     fused = fused_kernels(args)
+    activation, bias_activation_fusion = activation_function(args, fused)
     tp = args.tensor_model_parallel_size or parallel_state.get_tensor_model_parallel_world_size()
     pp = args.pipeline_model_parallel_size or parallel_state.get_pipeline_model_parallel_world_size()
     params_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
@@ -240,7 +254,7 @@ def transformer_config(args: ModelArgs) -> TransformerConfig:
         # megatron-core's (left, right) window; HF's sliding window counts the query itself.
         window_size=(args.sliding_window - 1, 0) if args.sliding_window else None,
         add_bias_linear=not llama,
-        bias_activation_fusion=fused,
+        bias_activation_fusion=bias_activation_fusion,
         bias_dropout_fusion=fused,
         masked_softmax_fusion=fused,
         persist_layer_norm=False,  # apex's FusedLayerNorm only; the TE spec has its own norms

@@ -320,7 +320,7 @@ def _cuda_run(argv):
 
         runtime.shutdown()
     return {"iteration": iteration, "syncs": syncs,
-            "fused": trainer.chunks[0].config.bias_activation_fusion,
+            "fused": trainer.chunks[0].config.bias_dropout_fusion,  # (exact GeLU runs unfused)
             "attention_path": trainer.alignment.attention_path if trainer.alignment else None}
 
 
@@ -407,6 +407,8 @@ def test_gpu_check_script_cpu_dry_run(tmp_path, synthetic_script_data):
     assert single["exact_resume"] and single["tokens_per_sec"] > 0 and single["tflops"] > 0
     assert single["mfu"] is None and summary["peak_memory_mib"] is None  # no GPU: no peak, no memory
     assert set(single["evaluation"]) == {"en", "de"}
+    assert single["with_prealignment"]["tokens_per_sec"] > 0
+    assert set(summary["skipped"]) == {"tp2", "tp2xpp2", "fp8_prealign"} and summary["short_runs"] == {}
 
 
 def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path):
@@ -432,6 +434,15 @@ def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path)
     tail = [str(tmp_path / "eval.json"), "1"]
     assert gpu_check.main([*layout, str(tmp_path / "good"), *tail, *common]) == 0
     assert gpu_check.main([*layout, str(tmp_path / "bad"), *tail, *common]) == 1
+    # a short run (fp8 with pre-alignment) must log finite pre-alignment losses
+    for name, loss in (("fp8_good", 2.0), ("fp8_nan", float("nan"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text(json.dumps(
+            {"iteration": 1, "stage": "prealign", "lm_loss": 3.0, "alignment_loss": loss}) + "\n")
+    skipped = ["--skipped", "tp2", "needs 2 GPUs"]
+    for name, code in (("fp8_good", 0), ("fp8_nan", 1), ("missing", 1)):
+        argv = [*layout, str(tmp_path / "good"), *tail, "--short-run", "fp8", str(tmp_path / name), *skipped, *common]
+        assert gpu_check.main(argv) == code, name
     # tokens/s: median of 2000, 3000, 4000 (the first record is warm-up)
     assert gpu_check.throughput(gpu_check.read_log(str(tmp_path / "straight")), per_token, 1, 989.0)["mfu"] == \
         pytest.approx(3000.0 * per_token / 1e12 / 989.0)

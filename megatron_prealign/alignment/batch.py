@@ -69,8 +69,10 @@ class AlignmentBatch:
         return int(self.tokens.shape[1])
 
     def form_lengths(self) -> torch.Tensor:
-        valid = self.segment_ids >= 0
-        return torch.bincount(self.segment_ids[valid], minlength=self.num_forms)
+        # A comparison with every form id rather than bincount: no data-dependent shape, so no
+        # host synchronisation on CUDA (forms x tokens booleans: small).
+        forms = torch.arange(self.num_forms, device=self.segment_ids.device)
+        return (self.segment_ids.reshape(1, -1) == forms[:, None]).sum(dim=1)
 
     def to(self, device) -> "AlignmentBatch":
         """The batch on ``device``, not validated again (validated on the host when made:
@@ -152,18 +154,29 @@ def pack_forms(
     return AlignmentBatch(tokens, positions, segments, torch.as_tensor(list(form_group), dtype=torch.int64))
 
 
+def _bucket(value: int) -> int:
+    """`value` rounded up to one of 8 sizes per power of two (at most 1/8 padding)."""
+    step = 1 << max(0, value.bit_length() - 4)
+    return -(-value // step) * step
+
+
 def one_form_per_row(forms: Sequence[Sequence[int]], form_group: Sequence[int], row_multiple: int = 1,
-                     rows_multiple: int = 1, pad_token_id: int = 0) -> AlignmentBatch:
+                     rows_multiple: int = 1, pad_token_id: int = 0, bucketed: bool = False) -> AlignmentBatch:
     """Every form at the start of its own row (attention_path.ONE_FORM_PER_ROW): rows as long
     as the longest form rounded up to ``row_multiple`` (sequence parallelism splits rows over
     TP ranks), row count rounded up to ``rows_multiple`` with padding rows (fp8 GEMMs want token
-    counts divisible by 16)."""
+    counts divisible by 16). ``bucketed``: row length and count rounded up to 8 sizes per power
+    of two first, so that a run sees a few shapes (fused attention builds a cuDNN graph per
+    shape) for at most 1/8 padding each."""
     if not forms:
         raise ValueError("no forms to put into rows")
     if len(forms) != len(form_group):
         raise ValueError(f"{len(forms)} forms but {len(form_group)} group ids")
-    length = -(-max(len(form) for form in forms) // row_multiple) * row_multiple
-    rows = -(-len(forms) // rows_multiple) * rows_multiple
+    length, rows = max(len(form) for form in forms), len(forms)
+    if bucketed:
+        length, rows = _bucket(length), _bucket(rows)
+    length = -(-length // row_multiple) * row_multiple
+    rows = -(-rows // rows_multiple) * rows_multiple
     tokens = torch.full((rows, length), pad_token_id, dtype=torch.int64)
     positions = torch.zeros((rows, length), dtype=torch.int64)
     segments = torch.full((rows, length), -1, dtype=torch.int64)

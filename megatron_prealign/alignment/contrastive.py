@@ -62,7 +62,15 @@ def anchor_terms(
 
 
 def count_anchors(groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Number of valid forms whose group has another valid form (O(N log N), no N x N)."""
-    _, inverse, counts = torch.unique(groups[valid], return_inverse=True, return_counts=True)
-    return (counts[inverse] > 1).sum()
+    """Number of valid forms whose group has another valid form (O(N log N), no N x N). Sorted
+    neighbours instead of torch.unique: no data-dependent shape, so no host synchronisation."""
+    n = groups.shape[0]
+    if n == 0:
+        return torch.zeros((), dtype=torch.int64, device=groups.device)
+    # invalid forms get distinct ids below every real group: never a partner of anything
+    ids = torch.where(valid, groups.long(), groups.long().min() - 1 - torch.arange(n, device=groups.device))
+    ordered = torch.sort(ids).values
+    same = ordered[1:] == ordered[:-1]
+    no = torch.zeros(1, dtype=torch.bool, device=groups.device)
+    return (torch.cat([same, no]) | torch.cat([no, same])).sum()
 

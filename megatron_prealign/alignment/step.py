@@ -107,6 +107,12 @@ class AlignmentPass:
         self.handles: List = []
         for gpt_model in self.gpt_models:
             self.handles += capture.install_hooks(gpt_model)
+            if gpt_model.post_process and not gpt_model.share_embeddings_and_output_weights:
+                # The pass adds an autograd gradient to the untied output weight; once an LM
+                # microbatch's fused weight-gradient accumulation has set grad_added_to_main_grad,
+                # DDP's hook drops such gradients unless zero_out_wgrad (megatron-core sets it on
+                # tied embeddings for the same reason).
+                gpt_model.output_layer.weight.zero_out_wgrad = True
         self._statistics = AlignmentStatistics(self.num_states)
         self._step = None  # (alignment microbatches, LM loss tokens) of the running step
 
@@ -181,6 +187,7 @@ class AlignmentPass:
                 output = model(batch.tokens, batch.position_ids, mask)
             outputs = [output]
             if gpt_model.post_process:
+                _wait_for_output_weight(model, gpt_model)
                 rows = capture.output_embedding_rows(gpt_model, batch.tokens.t())
                 outputs.append(
                     context.capture(self.num_states - 1, rows, context.full_form_index, tp > 1)
@@ -239,6 +246,18 @@ class AlignmentPass:
             scale = config.grad_scale_func(torch.ones((), device=gradient.device)) * scale
         for index, slot in enumerate(slots):
             slot.gradient = gradient[index] * scale
+
+
+def _wait_for_output_weight(model_chunk, gpt_model):
+    """With --overlap-param-gather megatron's DDP waits for a parameter's all-gather in the
+    forward pre-hook of the module that owns it. The pass reads the untied output layer's
+    weight without calling that module (the tied weight's module, the embedding, has run), so
+    it runs DDP's pre-hook on it itself."""
+    module = gpt_model.output_layer
+    if gpt_model.share_embeddings_and_output_weights or module not in getattr(
+            model_chunk, "remove_forward_pre_hook_handles", {}):
+        return  # no all-gather pending: hooks off (no overlap, or disabled for a save)
+    model_chunk._make_forward_pre_hook()(module)
 
 
 def _ddp_gradient_scale(model_chunk) -> float:

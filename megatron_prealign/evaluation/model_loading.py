@@ -135,9 +135,12 @@ def load_model(
     seed: int = 1234,
     bf16: bool = False,
     trusted: bool = False,
+    transformer_impl: Optional[str] = None,
 ) -> LoadedModel:
     """Initialise the runtime at the given layout, build the checkpoint's architecture and load
-    its weights (resharded). Dropout is off (evaluation)."""
+    its weights (resharded). Dropout is off (evaluation). `transformer_impl`: build with these
+    layers instead of the checkpoint's ("local" loads a Transformer Engine checkpoint: the local
+    spec maps TE's fused norm names on load)."""
     info = read_architecture(load, iteration, trusted=trusted)
     architecture, directory = info["architecture"], info["directory"]
     check_architecture(architecture, expected_architecture or {}, load)
@@ -153,6 +156,7 @@ def load_model(
         max_position_embeddings=positions or architecture.get("max_position_embeddings") or seq_length,
         hidden_dropout=0.0, attention_dropout=0.0,
         bf16=bf16, tensor_model_parallel_size=tensor_model_parallel_size,
+        **({"transformer_impl": transformer_impl} if transformer_impl else {}),
         pipeline_model_parallel_size=pipeline_model_parallel_size,
     )
     world = runtime.detect_launcher().world_size

@@ -319,8 +319,11 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
 
         tokenizer = check_tokenizer(tokenizer_args, args.true_vocab_size or args.vocab_size)
     try:
+        # Local layers whatever the checkpoint trained with: their names are the rules' (a TE
+        # model's norms live in its linear layers), and the local spec loads TE checkpoints.
         model = load_model(load, 1, 1, seq_length=args.max_position_embeddings or 2048,
-                           iteration=iteration, trusted=True)  # checked just above
+                           iteration=iteration, trusted=True,  # checked just above
+                           transformer_impl="local")
     except EvaluationError as error:
         raise ConversionError(str(error)) from error
     args = model.model_args

@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--adam-beta2", type=float, default=0.95)
     optim.add_argument("--adam-eps", type=float, default=1e-8)
     optim.add_argument("--clip-grad", type=float, default=1.0)
+    optim.add_argument("--initial-loss-scale", type=float, default=2.0**32,
+                       help="--fp16: starting dynamic loss scale (Megatron-LM's default)")
+    optim.add_argument("--loss-scale", type=float, help="--fp16: a constant loss scale instead of the dynamic one")
     optim.add_argument("--seed", type=int, default=1234)
 
     data = parser.add_argument_group("data")

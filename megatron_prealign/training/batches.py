@@ -104,7 +104,7 @@ def alignment_microbatch(word_batch, rows: int, seq_length: int, layout: str = B
     batch = AlignmentBatch.of(word_batch)
     if layout == ONE_FORM_PER_ROW:
         return one_form_per_row(forms_of(batch), batch.form_group.tolist(), row_multiple=tensor_parallel,
-                                rows_multiple=16 if fp8 else 1)
+                                rows_multiple=16 if fp8 else 1, bucketed=True)
     if batch.num_sequences == rows:
         return batch
     try:

@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.validation import StrictHandling
 from megatron.core.utils import unwrap_model
 
 from megatron_prealign import runtime
@@ -321,8 +322,17 @@ def load_checkpoint(
     if optimizer is not None:
         _ensure_optimizer_state(optimizer)
     state = _sharded_state(chunks, optimizer, scheduler, {}, with_rng=with_rng, is_loading=True)
-    loaded = dist_checkpointing.load(state, directory)
-    unwrap_model(chunks[0]).load_state_dict(loaded["model"])
+    # A checkpoint of local layers (import-hf's, or a CPU run's) lacks the `_extra_state` (fp8
+    # metadata) of Transformer Engine layers: those start fresh. Anything else missing fails.
+    # (megatron-core calls what the checkpoint lacks "unexpected", what it holds beyond "missing")
+    loaded, _, absent = dist_checkpointing.load(state, directory, strict=StrictHandling.RETURN_ALL)
+    missing = sorted(key for key in absent if not _is_extra_state(key))
+    if missing:
+        raise ConfigError(f"{directory} lacks {len(missing)} tensor(s) this run needs, e.g. {missing[:3]}")
+    result = unwrap_model(chunks[0]).load_state_dict(loaded["model"], strict=False)
+    unloaded = [key for key in result.missing_keys + result.unexpected_keys if not _is_extra_state(key)]
+    if unloaded:
+        raise ConfigError(f"{directory}: the model's and the checkpoint's tensors differ: {unloaded[:3]}")
     if optimizer is not None:
         # no_grad: with fp32 weights the distributed optimizer's main params are views of the
         # model's leaf parameters, which its dp_reshardable loader copies into in place.
@@ -334,6 +344,10 @@ def load_checkpoint(
     if with_rng and len(loaded["rng_state"]) == parallel_state.get_data_parallel_world_size():
         _set_rng_state(loaded["rng_state"][parallel_state.get_data_parallel_rank()])
     return loaded["run_state"]
+
+
+def _is_extra_state(key: str) -> bool:
+    return key.split("/")[0].endswith("._extra_state") or key == "_extra_state"
 
 
 def _check_optimizer_kind(saved: dict, optimizer, directory: str):

@@ -185,6 +185,14 @@ class Trainer:
             flag = "--load" if self.start_from == args.load else "--pretrained-checkpoint"
             checkpointing.check_architecture(saved.get("architecture"), checkpointing.architecture(self.model_args),
                                              f"{flag} {self.start_from}")
+            saved_impl = (saved.get("architecture") or {}).get("transformer_impl") or "local"
+            if saved_impl != args.transformer_impl and not (self.weights_only or args.no_load_optim):
+                # Weights load across layer kinds (the local spec's key map, fresh TE extra
+                # state); the distributed optimizer's flat state follows each kind's parameter order.
+                raise ConfigError(
+                    f"{flag} {self.start_from} was trained with --transformer-impl {saved_impl} and this "
+                    f"run uses {args.transformer_impl}: resume with --transformer-impl {saved_impl}, or "
+                    "load the weights alone (--no-load-optim)")
             # Details without training flags (e.g. of an imported Hugging Face model) come from it.
             details = {k: saved["architecture"][k] for k in CHECKPOINT_DETAIL_FIELDS if k in saved["architecture"]}
             self.model_args = dataclasses.replace(self.model_args, **details)
@@ -230,11 +238,15 @@ class Trainer:
                 optimizer="adam", lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
                 adam_beta1=args.adam_beta1, adam_beta2=args.adam_beta2, adam_eps=args.adam_eps,
                 clip_grad=args.clip_grad, bf16=args.bf16, fp16=args.fp16,
+                loss_scale=args.loss_scale, initial_loss_scale=args.initial_loss_scale,
                 use_distributed_optimizer=args.use_distributed_optimizer,
                 overlap_param_gather=args.overlap_param_gather,
             ),
             self.chunks,
         )
+        # fp16: the optimizer unscales gradients by its loss scale, so the schedule (and the
+        # alignment pass) must scale the loss by it (Megatron-LM's training.py wires the same).
+        config.grad_scale_func = self.optimizer.scale_loss
         total = self.plan.total_iters
         self.scheduler = OptimizerParamScheduler(
             self.optimizer, init_lr=0.0, max_lr=args.lr, min_lr=args.min_lr,
