@@ -44,6 +44,8 @@ CUDA_DEVICE_SITES = {
     "(found_inf, _scale_one, get_loss_scale on 'cuda')",
     "megatron.core.optimizer.distrib_optimizer": "DistributedOptimizer (gather buffers on "
     "current_device)",
+    "megatron.core.optimizer.grad_scaler": "ConstantGradScaler / DynamicGradScaler (the fp16 loss "
+    "scale and its bounds on 'cuda')",
     "megatron.core.distributed.param_and_grad_buffer": "_ParamAndGradBuffer (grad buffers on "
     "current_device); start_grad_sync (current_stream waits for CUDA-graph gradient events)",
     "megatron.core.tensor_parallel.layers": "weight allocation on current_device when "
@@ -214,6 +216,8 @@ CUDA_TENSOR_METHOD_SITES = {
     ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer.get_parameter_state_dp_zero"):
     "send_tensor.cuda() when gathering optimizer state for a reshardable checkpoint",
     ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32"): "asserts fp32 CUDA grads",
+    ("megatron.core.optimizer.grad_scaler", "DynamicGradScaler.load_state_dict"): "scale.cuda() "
+    "when an fp16 run resumes",
     # optimizer.py imported the function by name; patch that reference too.
     ("megatron.core.optimizer.optimizer", "clip_grad_by_total_norm_fp32"): "as above",
     ("megatron.core.models.common.language_module.language_module",

@@ -15,6 +15,10 @@ class ConfigError(ValueError):
     """Bad flags, files or checkpoints; the message names what to change."""
 
 
+class EvaluationError(ConfigError):
+    """Bad input to an evaluation (checkpoint, table, data): the message says what to change."""
+
+
 def describe_os_error(error: OSError, path: str) -> str:
     """A message for a failed write that names the directory (and says so for a full disk)."""
     directory = os.path.dirname(os.path.abspath(path)) or "."

@@ -70,7 +70,7 @@ def test_every_listed_site_still_needs_its_patch():
         for part in attribute.split("."):
             owner = getattr(owner, part)
         source = inspect.getsource(inspect.unwrap(owner))
-        assert ".type()" in source or ".cuda()" in source, attribute
+        assert ".type()" in source or ".cuda(" in source, attribute
 
 
 def test_global_memory_buffer(cpu_runtime):

@@ -18,21 +18,10 @@ def data(tmp_path_factory):
     return pretrain_case.prepare_data(str(tmp_path_factory.mktemp("gpu_path_data")))
 
 
-def _fp16_pretrain(argv):
-    """run_pretrain with megatron-core's grad scaler on the CPU: its scale lives on 'cuda'
-    (optimizer/grad_scaler.py), a site that cpu_compat.CUDA_DEVICE_SITES does not list yet."""
-    from megatron.core.optimizer import grad_scaler
-
-    from megatron_prealign import cpu_compat
-
-    grad_scaler.torch = cpu_compat._cpu_torch_view()
-    return pretrain_case.run_pretrain(argv)
-
-
 def _log(data, work, **flags):
     argv = pretrain_case.base_argv(data, str(work), train_iters=3, prealign_iters=1, hidden_dropout=0.0,
                                    attention_dropout=0.0, **pretrain_case.alignment_flags(data), **flags)
-    run_distributed(_fp16_pretrain, 1, argv)
+    run_distributed(pretrain_case.run_pretrain, 1, argv)
     return {key: [r[key] for r in pretrain_case.read_log(str(work))]
             for key in ("lm_loss", "alignment_loss", "grad_norm")}
 

@@ -63,6 +63,7 @@ def staging_directory(path: str) -> str:
     of ``path`` is removed first. Rename it to ``path`` when complete."""
     parent, name = os.path.split(os.path.normpath(os.path.abspath(path)))
     stem = f".{name}{STAGING}-"
+    os.makedirs(parent, exist_ok=True)  # as a plain write of `path` would need it
     remove_abandoned(parent, stem)
     staging = tempfile.mkdtemp(dir=parent, prefix=f"{stem}{run_tag()}-")
     umask = os.umask(0)

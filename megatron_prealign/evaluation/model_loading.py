@@ -26,15 +26,11 @@ from megatron.core import parallel_state, tensor_parallel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import runtime
-from megatron_prealign.errors import ConfigError
+from megatron_prealign.errors import ConfigError, EvaluationError  # noqa: F401  (EvaluationError: re-exported)
 from megatron_prealign.model import ModelArgs, build_model
 from megatron_prealign.training import checkpointing
 
 POSITION_KEY = "embedding.position_embeddings.weight"
-
-
-class EvaluationError(ConfigError):
-    """Bad input to an evaluation (checkpoint, table, data): the message says what to change."""
 
 
 def _one_line(error: BaseException) -> str:

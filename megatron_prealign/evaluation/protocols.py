@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 
 @dataclass(frozen=True)
