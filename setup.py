@@ -15,6 +15,8 @@ setup(
         # >= 2.6: torch.load defaults to weights_only (megatron-core reads checkpoint metadata with it).
         "torch>=2.6",
         "numpy",
+        # megatron-core's version without its local part (cpu_compat.megatron_core_version).
+        "packaging",
         # Compiles the codeswitching loops (megatron_prealign/data/codeswitch.py).
         "numba",
         "sentencepiece",

@@ -285,9 +285,12 @@ _applied = []
 
 
 def megatron_core_version() -> str:
+    """The release (e.g. "0.19.2"). megatron-core appends the short hash of whatever git checkout
+    its files sit in ("0.19.2+c3c2de0" for a .venv inside a project clone): not part of it."""
     from megatron.core import package_info
+    from packaging.version import Version
 
-    return package_info.__version__
+    return Version(package_info.__version__).public
 
 
 def check_megatron_core_version():

@@ -49,6 +49,14 @@ def test_untested_megatron_core_version_fails_loudly():
             cpu_compat.check_megatron_core_version()
 
 
+def test_version_ignores_the_hash_of_the_checkout_megatron_core_sits_in():
+    from megatron.core import package_info
+
+    with mock.patch.object(package_info, "__version__", "0.19.2+c3c2de0"):
+        assert cpu_compat.megatron_core_version() == "0.19.2"
+        cpu_compat.check_megatron_core_version()
+
+
 def test_on_cuda_only_a_release_known_to_break_is_refused():
     with pytest.raises(ConfigError, match=r"older than this package supports \(>= 0.19\)"):
         runtime.check_megatron_core_for_cuda("0.16.1")
