@@ -4,7 +4,6 @@ and turning text into model token ids (optionally into the En-Clone id range).""
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -24,15 +23,11 @@ def write_json(path: str, record: dict) -> str:
     return path
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959964) -> Tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% for the default z)."""
-    if total <= 0:
-        return (float("nan"), float("nan"))
-    p = successes / total
-    denominator = 1 + z * z / total
-    centre = (p + z * z / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def wilson_interval(successes: int, total: int) -> Tuple[float, float]:
+    """Wilson score interval of a binomial proportion, 95% (megatron_prealign.stats)."""
+    from megatron_prealign.stats import proportion_interval
+
+    return proportion_interval(successes, total)
 
 
 def read_jsonl(path: str, what: str) -> List[dict]:
