@@ -239,7 +239,6 @@ def _as_trained_with_te(checkpoint):
     """An imported checkpoint saved again as a TE run saves it: its run state says
     transformer_engine and it holds `_extra_state` objects (the norms already carry TE's names:
     the local spec's sharded_state_dict_keys_map writes them so)."""
-    from megatron_prealign import runtime
     from megatron_prealign.evaluation.model_loading import load_model
     from megatron_prealign.training import checkpointing
 

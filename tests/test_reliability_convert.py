@@ -172,6 +172,29 @@ class _Exploit:
         return os.makedirs, (self.path,)
 
 
+def test_crafted_item_behind_clean_metadata_is_read_weights_only_unless_trusted(tmp_path):
+    """torch's reader unpickles non-tensor items (the common state) with weights_only=False; a
+    checkpoint whose .metadata is plain but whose common state is a payload must not run it."""
+    import torch.distributed.checkpoint as dcp
+    from megatron.core.dist_checkpointing.mapping import ShardedObject
+
+    from megatron_prealign.evaluation.model_loading import EvaluationError, read_architecture
+
+    directory = tmp_path / "crafted" / "iter_0000001"
+    directory.mkdir(parents=True)
+    witness = tmp_path / "code-ran"
+    key = ShardedObject("common_state", None, (1,), (0,)).unique_key  # what 0.19 reads first
+    dcp.save({key: _Exploit(str(witness))}, checkpoint_id=str(directory), no_dist=True)
+    (directory / "metadata.json").write_text('{"sharded_backend": "torch_dist", "sharded_backend_version": 1}')
+    (tmp_path / "crafted" / "latest_checkpointed_iteration.txt").write_text("1")
+    with pytest.raises(EvaluationError, match="cannot read the checkpoint's run state .*not plain data"):
+        read_architecture(str(tmp_path / "crafted"))
+    assert not witness.exists()
+    with pytest.raises(BaseException):  # trusted: torch unpickles it as it is, then finds no run state
+        read_architecture(str(tmp_path / "crafted"), trusted=True)
+    assert witness.exists(), "the test must be able to fail: the payload runs when trusted"
+
+
 def test_crafted_metadata_is_not_unpickled_unless_trusted(checkpoint, tmp_path):
     import pickle
 

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from megatron_prealign.hf import convert
     from megatron_prealign.hf.config import ConversionError
     from megatron_prealign.hf.tokenizer import tokenizer_args
-    from megatron_prealign.errors import report
+    from megatron_prealign.errors import describe_os_error, report
 
     try:
         if args.command == "import-hf":
@@ -72,6 +72,10 @@ def main(argv=None) -> int:
             print(f"exported {args.load} -> {args.out}")
     except (ConversionError, ValueError, FileNotFoundError) as error:
         return report(str(error), "convert_checkpoint.py")
+    except OSError as error:  # staging or writing the output: permissions, a full disk
+        where = error.filename or (args.save if args.command == "import-hf" else args.out)
+        return report(describe_os_error(error, str(where)) + "; the previous output, if any, is untouched",
+                      "convert_checkpoint.py")
     finally:
         runtime.shutdown()
     return 0

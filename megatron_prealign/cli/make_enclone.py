@@ -16,7 +16,6 @@ Example:
 """
 
 import argparse
-import os
 import sys
 import time
 

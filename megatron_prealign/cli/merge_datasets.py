@@ -12,7 +12,6 @@ Example:
 """
 
 import argparse
-import os
 import sys
 
 from megatron_prealign.data.merge import MergeError, expand_prefixes, merge_datasets

@@ -239,7 +239,7 @@ def load_for(args):
 def run(args) -> dict:
     """Run one evaluation in this process (a rank under torchrun); returns the result dict."""
     from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
-    from megatron_prealign.evaluation.model_loading import EvaluationError, load_model
+    from megatron_prealign.evaluation.model_loading import EvaluationError
 
     if args.command in ("translation", "qa", "representation", "zs-clt"):
         from megatron_prealign.evaluation import downstream

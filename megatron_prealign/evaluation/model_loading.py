@@ -93,6 +93,12 @@ class LoadedModel:
         return self.model_args.seq_length
 
 
+def _reading(trusted: bool):
+    """How a checkpoint's non-tensor items are unpickled: as torch does for a trusted one,
+    else weights-only (checkpointing.untrusted_items_weights_only)."""
+    return contextlib.nullcontext() if trusted else checkpointing.untrusted_items_weights_only()
+
+
 def read_architecture(load: str, iteration: Optional[int] = None, flag: str = "--iteration",
                       trusted: bool = False) -> dict:
     """The checkpoint's directory, run state and architecture. Unless ``trusted``, its metadata
@@ -104,9 +110,12 @@ def read_architecture(load: str, iteration: Optional[int] = None, flag: str = "-
         except ConfigError as error:
             raise EvaluationError(str(error)) from None
     try:
-        run_state = checkpointing.read_run_state(directory)
-    except Exception as error:
-        raise EvaluationError(f"{directory}: cannot read the checkpoint's run state ({error})") from error
+        with _reading(trusted):
+            run_state = checkpointing.read_run_state(directory)
+    except (Exception, CheckpointException) as error:  # the latter is a BaseException
+        raise EvaluationError(f"{directory}: cannot read the checkpoint's run state ({_one_line(error)}); "
+                              "a truncated or corrupt file, or (without --trusted-checkpoint) an item "
+                              "that is not plain data") from None
     architecture = run_state.get("architecture")
     if not architecture:
         raise EvaluationError(
@@ -163,9 +172,10 @@ def load_model(
     runtime.initialize(tensor_model_parallel_size, pipeline_model_parallel_size, seed=seed)
     chunks = build_model(model_args, wrap_with_ddp=False)
     try:
-        run_state = checkpointing.load_checkpoint(
-            load, chunks, optimizer=None, scheduler=None,
-            iteration=int(os.path.basename(directory).split("_")[1]), load_rng=False)
+        with _reading(trusted):
+            run_state = checkpointing.load_checkpoint(
+                load, chunks, optimizer=None, scheduler=None,
+                iteration=int(os.path.basename(directory).split("_")[1]), load_rng=False)
     except (Exception, CheckpointException) as error:  # the latter is a BaseException
         raise EvaluationError(
             f"cannot load the weights of {directory} into the model its run state describes "

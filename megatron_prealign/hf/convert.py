@@ -74,10 +74,13 @@ class SafetensorsReader:
     def _read(self, name: str, what):
         from safetensors import SafetensorError
 
+        shard = self.where.get(name)
+        if shard is None:
+            raise ConversionError(f"tensor {name} is in no shard of the checkpoint (its index or files are incomplete)")
         try:
-            return what(self.handles[self.where[name]])
+            return what(self.handles[shard])
         except (SafetensorError, OSError, KeyError) as error:
-            raise ConversionError(f"{self.where[name]}: cannot read tensor {name} (truncated or "
+            raise ConversionError(f"{shard}: cannot read tensor {name} (truncated or "
                                   f"corrupt file, or an index naming the wrong shard? {error})") from None
 
     def shape(self, name: str):

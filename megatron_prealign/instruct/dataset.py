@@ -60,12 +60,14 @@ class InstructionRecords:
         cut = np.flatnonzero(self.tokens.sequence_lengths > self.max_tokens)
         empty = [int(i) for i in cut if not self.mask[int(i)][1:self.max_tokens].any()]
         if empty:
-            need = max(int(np.argmax(self.mask[i])) for i in empty)
+            # a record whose mask has no target at all (none anywhere) has no length to suggest
+            need = max((int(np.argmax(self.mask[i])) for i in empty if self.mask[i].any()), default=None)
+            longer = (f"longer, up to {need} tokens): rebuild the data with build_instruction_data.py "
+                      f"--seq-length {seq_length}, or train with --seq-length >= {need}") if need else (
+                      "or have no target token at all): rebuild the data with build_instruction_data.py")
             raise ConfigError(
                 f"--data-path {self.prefix}: {len(empty)} of {len(self.tokens.sequence_lengths)} "
-                f"records have no target token within --seq-length {seq_length} (their prompts are "
-                f"longer, up to {need} tokens): rebuild the data with build_instruction_data.py "
-                f"--seq-length {seq_length}, or train with --seq-length >= {need}")
+                f"records have no target token within --seq-length {seq_length} (their prompts are {longer}")
 
     def __len__(self) -> int:
         return len(self.usable)

@@ -227,6 +227,12 @@ def _check_positive(args: argparse.Namespace):
         raise ConfigError(f"--eval-iters must be >= 1 with --eval-interval, not {args.eval_iters}")
     if args.distributed_timeout_minutes <= 0:
         raise ConfigError("--distributed-timeout-minutes must be > 0")
+    for name in ("loss_scale", "initial_loss_scale"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, not {value}")
+    if args.loss_scale is not None and not args.fp16:
+        raise ConfigError("--loss-scale applies to --fp16 only (bf16 and fp32 need no loss scaling)")
     try:
         split = [float(part) for part in args.split.replace("/", ",").split(",")]
     except ValueError:

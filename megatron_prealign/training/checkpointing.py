@@ -12,6 +12,7 @@ persistent worker and brings nothing on the CPU. Sharded tensors carry their glo
 a checkpoint saved at one TP x PP layout loads at another.
 """
 
+import contextlib
 import os
 import pickle
 import random
@@ -426,6 +427,7 @@ _METADATA_GLOBALS = {
     "torch.serialization": {"_get_layout"},
     "torch": {"Size"},
     "collections": {"OrderedDict"},
+    "pathlib": {"PosixPath"},  # StorageMeta's checkpoint_id when saved from a path
 }
 
 
@@ -458,6 +460,43 @@ def verify_metadata(directory: str) -> None:
                           "corrupt checkpoint?") from None
 
 
+@contextlib.contextmanager
+def untrusted_items_weights_only():
+    """torch's distributed-checkpoint reader unpickles every non-tensor item (the common state,
+    the RNG states) with ``torch.load(weights_only=False)``: a crafted checkpoint runs code there
+    even when its ``.metadata`` is clean. Inside this context those items are read with
+    ``weights_only=True`` instead (megatron-core registers the classes its state needs)."""
+    from torch.distributed.checkpoint import default_planner
+
+    planner = default_planner.DefaultLoadPlanner
+    original = planner.load_bytes
+
+    def load_bytes(self, read_item, value):
+        item = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            default_planner.set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], item)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = item
+
+    planner.load_bytes = load_bytes
+    try:
+        yield
+    finally:
+        planner.load_bytes = original
+
+
 def read_run_state(directory: str) -> dict:
     """The run state saved with a checkpoint, without loading any tensor."""
     return dist_checkpointing.load_common_state_dict(directory)["run_state"]
+
+
+def read_run_state_or_explain(directory: str) -> dict:
+    """read_run_state, with a truncated or corrupt file as a ConfigError (torch's reader raises
+    CheckpointException, a BaseException, which would escape as a traceback)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        return read_run_state(directory)
+    except (Exception, CheckpointException) as error:
+        raise ConfigError(f"cannot read the run state of {directory} ({type(error).__name__}): a "
+                          "truncated or corrupt checkpoint? Choose another with --load-iteration") from None

@@ -174,7 +174,8 @@ class Trainer:
             args, announce=print if launch.rank == 0 else None)
         saved = None
         if self.start_from is not None:
-            saved = checkpointing.read_run_state(checkpointing.checkpoint_dir(self.start_from, self.load_iteration))
+            saved = checkpointing.read_run_state_or_explain(
+                checkpointing.checkpoint_dir(self.start_from, self.load_iteration))
         saved_architecture = (saved or {}).get("architecture") or {}
         self.model_args = arguments.model_args(args, _vocab_size(args, tokenizer, saved_architecture.get("vocab_size")))
         try:
