@@ -31,7 +31,9 @@ pyenv_root="${PYENV_ROOT:-}"
 if [ -z "$pyenv_root" ] && command -v pyenv >/dev/null 2>&1; then
     pyenv_root="$(pyenv root)"
 fi
-pyenv_root="${pyenv_root:-$HOME/.pyenv}"
+# HOME may be unset in a bare CI environment: the user's home from the password database then.
+home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+pyenv_root="${pyenv_root:-${home}/.pyenv}"
 if [ -d "$pyenv_root/versions" ]; then
     # Plain CPython versions (3.12.1, 3.13.0), not virtualenvs or other builds: the newest 3.12
     # first, then newer minors, newest first.
