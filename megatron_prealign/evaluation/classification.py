@@ -178,7 +178,6 @@ def finetune(args, records_path: str, seq_length: int) -> str:
     ``tools/build_instruction_data.py`` (answer-only loss masks) and the training driver's
     instruction-tuning stage (``--sft --pretrained-checkpoint``) at the evaluation's TP / PP
     layout. Returns the checkpoint root, kept in ``--finetune-dir``."""
-    import sys
     import time as _time
 
     from megatron_prealign.evaluation.model_loading import read_architecture
@@ -190,9 +189,7 @@ def finetune(args, records_path: str, seq_length: int) -> str:
     done = f"{prefix}.built.{os.environ.get('MASTER_ADDR', 'local')}_{os.environ.get('MASTER_PORT', '0')}"
     if int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
-        tools = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
-        sys.path.insert(0, tools)
-        import build_instruction_data
+        from megatron_prealign.cli import build_instruction_data
 
         build = ["--format", "alpaca", "--input", records_path, "--lang", "en", "--output-prefix", prefix,
                  "--seq-length", str(seq_length), "--no-progress", *_tokenizer_flags(args)]

@@ -1,6 +1,7 @@
 """Test perplexity of words seen vs unseen in pre-alignment (PreAlign's Figure 6).
 
-Each text's words (``\\w+`` runs) are looked up, lowercased, among the alignment table's forms of
+Each text's words (the table builder's definition, ``data.words.WORD_RE``: hyphen-joined parts
+stay one word) are looked up, normalised as table keys, among the alignment table's forms of
 ``--language`` (``en``: the table's head words; another code: its translations). A word of a
 table entry that pre-alignment used is *seen*; one of an entry held out of it
 (:func:`~megatron_prealign.data.alignment_table.is_held_out` with the training run's
@@ -14,7 +15,6 @@ stream's (checked in the tests).
 
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,19 +22,18 @@ import numpy as np
 from megatron_prealign.evaluation.model_loading import EvaluationError
 
 GROUPS = ("seen", "held_out", "not_in_table", "other")
-WORD = re.compile(r"\w+")
 
 
 def word_groups(entries, language: str, held_out_fraction: float, split_seed: int) -> Dict[str, str]:
     """Lowercased form -> "seen" / "held_out" for the table's forms in ``language``."""
-    from megatron_prealign.data.alignment_table import is_held_out
+    from megatron_prealign.data.alignment_table import is_held_out, normalize_word
 
     lookup: Dict[str, str] = {}
     for entry in entries:
         group = "held_out" if is_held_out(entry.word, held_out_fraction, split_seed) else "seen"
         forms = [entry.word] if language == "en" else entry.translations.get(language, [])
         for form in forms:
-            lookup.setdefault(form.lower(), group)
+            lookup.setdefault(normalize_word(form), group)
     if not lookup:
         raise EvaluationError(f"the alignment table has no forms of language {language!r} (--language)")
     return lookup
@@ -44,7 +43,9 @@ def group_stream(texts: Sequence[str], encoder, lookup: Dict[str, str], eod: Opt
                  bos: Optional[int] = None, max_tokens: Optional[int] = None
                  ) -> Tuple[np.ndarray, Dict[str, np.ndarray], Dict[str, int]]:
     """(tokens, {group: 0/1 mask over tokens}, {group: distinct words}) of the texts in order."""
+    from megatron_prealign.data.alignment_table import normalize_word
     from megatron_prealign.data.text_encoder import token_indices_in_span
+    from megatron_prealign.data.words import WORD_RE
 
     tokens: List[int] = []
     labels: List[str] = []  # the group of each token
@@ -52,8 +53,8 @@ def group_stream(texts: Sequence[str], encoder, lookup: Dict[str, str], eod: Opt
     for text in texts:
         ids, offsets = encoder.encode_with_offsets(text)
         owner = ["other"] * len(ids)
-        for match in WORD.finditer(text):
-            form = match.group().lower()
+        for match in WORD_RE.finditer(text):
+            form = normalize_word(match.group())
             group = lookup.get(form, "not_in_table")
             words[group].add(form)
             for index in token_indices_in_span(offsets, match.start(), match.end()):
