@@ -3,6 +3,7 @@ through the real tools, Joint Training and PreAlign, perplexity / word alignment
 results.json and plots. Skipped with a message when the Debian packages are not installed."""
 
 import json
+import math
 import os
 
 import pytest
@@ -49,3 +50,43 @@ def test_quick_real_demo(tmp_path):
         table = [json.loads(line) for line in f]
     assert table and all(len(e["translations"]["de"]) == 1 for e in table)
     assert not {e["word"] for e in table} & {"the", "a", "is", "and"}
+
+
+def _tuning_run(lr, warmup, seed, de, en, half="tune", method="joint"):
+    return {"method": method, "lr": lr, "warmup_share": warmup, "seed": seed, "half": half,
+            "de_ppl": de, "en_ppl": en}
+
+
+def test_confirmation_chooses_by_mean_log_perplexity_and_pairs_by_seed():
+    from megatron_prealign.demo import real_confirm as rc
+
+    # lr 1e-3 wins on German alone in one seed, but 2e-3 has the lower mean log-perplexity
+    runs = [_tuning_run(1e-3, 0.05, 1, 100.0, 20.0), _tuning_run(1e-3, 0.05, 2, 300.0, 20.0),
+            _tuning_run(2e-3, 0.05, 1, 150.0, 15.0), _tuning_run(2e-3, 0.05, 2, 150.0, 15.0)]
+    chosen = rc.choose(runs)
+    assert (chosen["lr"], chosen["warmup_share"]) == (2e-3, 0.05)
+    assert chosen["tune_criterion"] == pytest.approx((math.log(150) + math.log(15)) / 2)
+    seeds = [11, 12, 13, 14, 15, 16]
+    record = {"chosen": {m: {"lr": 3e-3, "warmup_share": 0.05} for m in rc.METHODS}, "runs": {}}
+    for method, de in (("joint", [100, 100, 100, 100, 100, 100]),
+                       ("codeswitch_only_3_translations", [90, 90, 90, 90, 90, 90]),
+                       (rc.PREALIGN, [95, 95, 95, 95, 95, 101])):
+        for seed, value in zip(seeds, de):
+            record["runs"][f"test/{method}/lr0.003/warmup0.05/{seed}"] = _tuning_run(
+                3e-3, 0.05, seed, float(value), 10.0, "test", method)
+    comparisons = rc.compare(record, list(rc.METHODS), seeds)
+    vs_joint = comparisons["joint"]["de"]
+    assert (vs_joint["wins_lower"], vs_joint["losses_higher"]) == (5, 1)
+    assert vs_joint["sign_p"] == pytest.approx(0.21875)  # 2 * P(X >= 5), X ~ Binomial(6, 1/2)
+    assert vs_joint["mean_relative"] == pytest.approx((5 * -0.05 + 0.01) / 6)
+    vs_cs = comparisons["codeswitch_only_3_translations"]["de"]
+    assert vs_cs["wins_lower"] == 0 and vs_cs["sign_p"] == pytest.approx(2 / 64)
+    assert comparisons["joint"]["en"]["ties"] == 6 and comparisons["joint"]["en"]["sign_p"] == 1.0
+
+
+def test_confirmation_refuses_test_seeds_used_in_tuning(tmp_path):
+    from megatron_prealign.demo import real_confirm as rc
+    from megatron_prealign.demo.real import RealConfig
+
+    with pytest.raises(SystemExit, match="overlap"):
+        rc.run_study(RealConfig.quick(), str(tmp_path), None, list(rc.METHODS), [3e-3], [0.05], [1, 2], [2, 3])

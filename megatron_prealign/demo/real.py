@@ -77,6 +77,7 @@ class RealConfig:
     codeswitch_ratio: float = 0.05
     table: str = "filtered"           # filtered | top25 | raw | multi (see TABLES)
     lr: float = 3e-3
+    warmup_share: float = 0.05        # of total_iters spent in the linear learning-rate warm-up
     held_out_fraction: float = 0.15
     save_interval: int = 150
     eval_tokens: int = 6000
@@ -178,7 +179,8 @@ def train_argv(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> List[str
         "--hidden-dropout", "0", "--attention-dropout", "0",
         "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
         "--lr", str(cfg.lr), "--min-lr", str(cfg.lr / 10),
-        "--lr-warmup-iters", str(max(1, cfg.total_iters // 20)),
+        # floor, as total_iters // 20 was (the epsilon absorbs 0.05's binary rounding)
+        "--lr-warmup-iters", str(max(1, int(cfg.total_iters * cfg.warmup_share + 1e-9))),
         "--weight-decay", "0.01", "--seed", str(cfg.seed),
         "--data-path", f"{1 - w:.4f}", english, f"{w:.4f}", paths["de_prefix"],
         "--split", "100,0,0", *["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", paths["spm"]],
@@ -246,7 +248,8 @@ def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
     }
 
 
-def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> dict:
+def train(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> float:
+    """Train run NAME into ``run_dir`` (made afresh); returns the seconds it took."""
     from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
 
@@ -254,10 +257,15 @@ def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> 
     t0 = time.time()
     log(f"training {name} seed {cfg.seed}: {cfg.prealign_iters} pre-alignment + "
         f"{cfg.total_iters - cfg.prealign_iters} iterations (table {cfg.table}, "
-        f"codeswitch {'on' if cfg.codeswitch else 'off'}, alignment weight {cfg.alignment_loss_weight})")
+        f"codeswitch {'on' if cfg.codeswitch else 'off'}, alignment weight {cfg.alignment_loss_weight}, "
+        f"lr {cfg.lr:g}, warm-up {cfg.warmup_share:g})")
     loop.run(arguments.parse_args(train_argv(cfg, paths, run_dir)))
     runtime.shutdown()
-    train_s = time.time() - t0
+    return time.time() - t0
+
+
+def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> dict:
+    train_s = train(cfg, name, paths, run_dir)
     t0 = time.time()
     result = evaluate_run(cfg, paths, run_dir)
     result.update(config=dataclasses.asdict(cfg), train_s=train_s, evaluate_s=time.time() - t0,
