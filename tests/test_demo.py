@@ -30,6 +30,13 @@ def test_quick_demo(tmp_path):
         assert {"en_ppl", "enclone_ppl", "clka_enclone"} <= set(run)
         assert run["en_ppl"] > 1 and run["enclone_ppl"] > 1 and 0 <= run["clka_enclone"] <= 1
         assert run["alignment_over_training"]
+        assert len(run["clka_enclone_correct"]) == run["clka_items"]
+        assert sum(run["clka_enclone_correct"]) == round(run["clka_enclone"] * run["clka_items"])
+    paired = record["margins"]["clka_enclone_paired"]
+    right = [record["runs"][name]["clka_enclone_correct"] for name in ("prealign", "joint")]
+    assert paired["first_only"] == sum(a and not b for a, b in zip(*right))
+    assert paired["second_only"] == sum(b and not a for a, b in zip(*right))
+    assert 0 < paired["sign_p"] <= 1
     for name in record["plots"]:
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(4) == b"\x89PNG"

@@ -218,6 +218,8 @@ def evaluate_run(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, name: str
         "clka_en_ci95": clka["en"]["ci95"],
         "clka_items": clka["enclone"]["items"],
         "clka_chance": clka["enclone"]["chance"],
+        # per item, for the paired comparison of the runs on the same questions
+        "clka_enclone_correct": [item["correct"] for item in clka["enclone"]["per_item"]],
         "alignment_final": over_training[-1] if over_training else None,
         "alignment_over_training": over_training,
         "states": result["states"],
@@ -269,6 +271,16 @@ def plot_similarity_over_training(results: Dict[str, dict], path: str):
     save_figure(figure, path)
 
 
+def paired_items(first: List[bool], second: List[bool]) -> dict:
+    """Two runs on the same items: the items only one of them gets right, and the two-sided exact
+    sign test on those (McNemar's exact test), from megatron_prealign.stats."""
+    from megatron_prealign import stats
+
+    test = stats.paired_sign_test([float(x) for x in first], [float(x) for x in second])
+    return {"first_only": test.wins, "second_only": test.losses, "both_or_neither": test.ties,
+            "sign_p": test.p_value}
+
+
 def table(results: Dict[str, dict]) -> str:
     lines = ["| run | En ppl | En-Clone ppl | En-Clone CLKA (95% CI) | En CLKA |",
              "|---|---|---|---|---|"]
@@ -313,6 +325,8 @@ def run_demo(cfg: DemoConfig, output_dir: str) -> dict:
         "margins": {
             "enclone_ppl_joint_minus_prealign": results["joint"]["enclone_ppl"] - results["prealign"]["enclone_ppl"],
             "clka_enclone_prealign_minus_joint": results["prealign"]["clka_enclone"] - results["joint"]["clka_enclone"],
+            "clka_enclone_paired": paired_items(results["prealign"]["clka_enclone_correct"],
+                                                results["joint"]["clka_enclone_correct"]),
         },
         "timings_s": {**timings, "total_s": time.time() - start},
         "plots": ["loss_curves.png", "alignment_over_training.png", "alignment_final_joint.png",
@@ -321,7 +335,10 @@ def run_demo(cfg: DemoConfig, output_dir: str) -> dict:
     write_json(os.path.join(output_dir, "results.json"), record)
     print("\nEn-Clone in miniature (the paper's Table 1 shape):\n" + table(results), flush=True)
     m = record["margins"]
+    paired = m["clka_enclone_paired"]
     log(f"margins: En-Clone ppl Joint - PreAlign = {m['enclone_ppl_joint_minus_prealign']:+.2f}; "
-        f"En-Clone CLKA PreAlign - Joint = {100 * m['clka_enclone_prealign_minus_joint']:+.1f} points")
+        f"En-Clone CLKA PreAlign - Joint = {100 * m['clka_enclone_prealign_minus_joint']:+.1f} points "
+        f"(chance {100 * results['joint']['clka_chance']:.0f}%; items right for PreAlign only / Joint only: "
+        f"{paired['first_only']} / {paired['second_only']}, exact sign test p = {paired['sign_p']:.2g})")
     log(f"results -> {os.path.join(output_dir, 'results.json')} ({record['timings_s']['total_s']:.0f} s)")
     return record
