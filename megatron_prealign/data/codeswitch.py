@@ -111,6 +111,13 @@ def word_uniforms(seed: int, doc_index: int, key_index: int, positions) -> np.nd
     return _unit(_mix(key ^ (np.asarray(positions, dtype=np.uint64) << np.uint64(1))))
 
 
+def span_keys(seed: int, sample: int, key_index: int, count: int) -> np.ndarray:
+    """Hash keys of the ``count`` spans of one online-codeswitched sample (uint64 array): the
+    sample plays the document's part in :func:`_doc_keys`, each span mixes in its number."""
+    key = _doc_keys(seed, [sample], key_index)
+    return _mix(key ^ np.arange(count, dtype=np.uint64))
+
+
 def choice_uniform(seed: int, doc_index: int, key_index: int, position: int) -> float:
     """The translation draw U[0,1) of a word position (independent of the switch draw)."""
     key = _doc_keys(seed, [doc_index], key_index)
@@ -491,6 +498,43 @@ class Codeswitcher:
             out, out_lens, mask if masked else None, n_words, n_eligible, n_switched,
             rep_per_doc if masked else zeros,
         )
+
+    def switch_token_spans(
+        self, ids: np.ndarray, lens: np.ndarray, span_keys: np.ndarray, first: int = 0
+    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """Codeswitch already tokenized spans (online codeswitching, :mod:`.online_codeswitch`).
+
+        ``ids``: the spans back to back (each one document or a cut of one, EOD included); the
+        same rules as :meth:`process_batch` apply, with span ``s`` drawing from ``span_keys[s]``
+        instead of a document's key. Words starting before token ``first`` are left as they are
+        (context tokens). Returns (ids, per-span lengths, loss mask or None: all ones / nothing
+        switched / ``original`` mode).
+        """
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        lens = np.asarray(lens, dtype=np.int64)
+        if self._forms is None or self.ratio == 0.0 or not len(lens):
+            return ids, lens, None
+        begins = np.cumsum(lens) - lens
+        forms = self._forms
+        _, _, sw_starts, sw_lens, combos, sw_doc = _find_and_draw(
+            ids, begins, lens, np.asarray(span_keys, dtype=np.uint64), float(self.ratio),
+            forms.table, forms.flat, forms.start, forms.length, forms.spaced, forms.longest_from,
+            forms.lengths_from, forms.single, self._starts_word, self._continues, self._ends_space,
+            forms.n_langs, forms.lang_base, forms.lang_forms,
+        )
+        keep = sw_starts >= first
+        sw_starts, sw_lens, combos, sw_doc = sw_starts[keep], sw_lens[keep], combos[keep], sw_doc[keep]
+        if not len(combos):
+            return ids, lens, None
+        new = np.unique(combos[self._combo_start[combos] < 0])
+        if new.size:
+            self._add_combos(new.tolist())
+        masked = self.mode == "input-only"
+        out, out_lens, mask, _ = _splice(
+            ids, begins, lens, sw_starts, sw_lens, combos, sw_doc, self._combo_start,
+            self._combo_len, self._combo_flat, -1, masked,
+        )
+        return out, out_lens, mask if masked else None
 
     def _add_combos(self, combos: List[int]) -> None:
         """Tokenize the replacements of (spelling, language, translation) combos used first now."""

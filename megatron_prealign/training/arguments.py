@@ -94,7 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "the CPU, where they would compete with the compute for cores)")
     data.add_argument("--codeswitch-mode", choices=["input-only", "original"], default="input-only",
                       help="input-only honours the stored loss masks (switched words are not "
-                      "targets); original ignores them (every token is a target)")
+                      "targets); original ignores them (every token is a target); with "
+                      "--codeswitch-online: whether the switched tokens are targets")
+    data.add_argument("--codeswitch-online", action="store_true",
+                      help="codeswitch each sample when it is read (fresh switches every epoch) "
+                      "with --alignment-table, on data preprocessed with --codeswitch-mode none")
+    data.add_argument("--codeswitch-languages", nargs="+",
+                      help="--codeswitch-online: table languages to switch into (default: all)")
+    data.add_argument("--codeswitch-ratio", type=float,
+                      help="--codeswitch-online: probability that an eligible word switches "
+                      "(default 0.05)")
     add_tokenizer_args(parser)
 
     align = parser.add_argument_group("alignment (PreAlign)")
@@ -267,13 +276,14 @@ def validate(args: argparse.Namespace, world_size: int):
     if args.train_epochs is None:  # with --train-epochs: once the data is read
         validate_schedule(args, train_iters(args))
     validate_finetuning(args)
+    validate_online_codeswitch(args)
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and not args.alignment_table:
         raise ConfigError(
             "--prealign-iters / --postalign-iters / --alignment-during-pretraining need "
             "--alignment-table"
         )
-    if args.alignment_table and not aligning:
+    if args.alignment_table and not aligning and not args.codeswitch_online:
         raise ConfigError(
             "--alignment-table is given but no stage aligns: add --prealign-iters N (PreAlign), "
             "--alignment-during-pretraining or --postalign-iters N, or drop the table"
@@ -316,6 +326,34 @@ def validate(args: argparse.Namespace, world_size: int):
         raise ConfigError(f"--load {args.load} is not a directory")
     if args.load_iteration is not None and not args.load:
         raise ConfigError("--load-iteration needs --load")
+
+
+def validate_online_codeswitch(args: argparse.Namespace):
+    """--codeswitch-online and its flags (the table's languages and the data's masks included)."""
+    if not args.codeswitch_online:
+        for name in ("codeswitch_languages", "codeswitch_ratio"):
+            if getattr(args, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} applies to --codeswitch-online only; "
+                                  "preprocessed codeswitching takes it in tools/preprocess_data.py")
+        return
+    if not args.alignment_table:
+        raise ConfigError("--codeswitch-online draws its words from --alignment-table: give the table "
+                          "(tools/build_alignment_table.py)")
+    if not os.path.isfile(args.alignment_table):
+        raise ConfigError(f"--alignment-table {args.alignment_table} does not exist")
+    if args.codeswitch_ratio is not None and not 0.0 <= args.codeswitch_ratio <= 1.0:
+        raise ConfigError(f"--codeswitch-ratio must be in [0, 1], not {args.codeswitch_ratio}")
+    if args.sft or args.sft_packing:
+        raise ConfigError("--codeswitch-online applies to pretraining data, not --sft / --sft-packing")
+    from megatron_prealign.data.alignment_table import read_table, table_languages
+    from megatron_prealign.data.online_codeswitch import check_plain_data
+
+    available = table_languages(read_table(args.alignment_table))
+    missing = [lang for lang in args.codeswitch_languages or () if lang not in available]
+    if missing:
+        raise ConfigError(f"--codeswitch-languages {' '.join(missing)} not in --alignment-table "
+                          f"{args.alignment_table} (it has: {', '.join(available) or 'no translations'})")
+    check_plain_data(data_prefixes(args.data_path))
 
 
 def fresh_start_directory(args: argparse.Namespace) -> bool:

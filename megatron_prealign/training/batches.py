@@ -23,12 +23,19 @@ from megatron_prealign.data.lm_dataset import MaskedGPTDataset, lm_dataset_confi
 
 def build_datasets(args, tokenizer, num_samples: List[int], data_path=None):
     """[train, valid, test] over `data_path` (default --data-path). In "original" codeswitch
-    mode the stored masks are ignored: plain GPTDataset, every token a target."""
+    mode the stored masks are ignored: plain GPTDataset, every token a target. With
+    --codeswitch-online the samples are codeswitched as they are read (data/online_codeswitch.py)."""
+    from megatron_prealign.data.online_codeswitch import OnlineCodeswitchGPTDataset, online_settings
+
     config = lm_dataset_config(
         tokenizer, args.seq_length, args.seed, data_path=data_path or args.data_path,
         split=args.split, path_to_cache=args.data_cache_path,
     )
     dataset_class = MaskedGPTDataset if args.codeswitch_mode == "input-only" else GPTDataset
+    online = online_settings(args)
+    if online is not None:
+        config.codeswitch_online = online  # not part of the index cache key: same samples
+        dataset_class = OnlineCodeswitchGPTDataset
     return BlendedMegatronDatasetBuilder(dataset_class, num_samples, lambda: True, config).build()
 
 
