@@ -19,7 +19,7 @@ x-LLaMA) and plots. See the README ("Evaluation and the demo", "x-LLaMA") for me
 
 ``--only real`` (not part of the default) runs English -> German on real Debian text
 (``megatron_prealign.demo.real``; needs the packages listed in docs/real_languages.md).
-``--only clka-dynamics`` (not part of the default either: about 10 minutes on one thread) runs
+``--only clka-dynamics`` (not part of the default either: 11 minutes on one thread) runs
 PreAlign's Figure 4 analysis in miniature (``megatron_prealign.demo.clka_dynamics``; writes
 results/demo_clka_dynamics/ unless --output-dir is given).
 """
