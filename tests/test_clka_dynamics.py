@@ -197,7 +197,11 @@ def test_driver_and_command_end_to_end(tmp_path, capsys):
     from megatron_prealign.evaluation import cli
 
     # Checked before any model is loaded, so in this process: status 2, a message, no output.
+    other = str(tmp_path / "other.json")
+    with open(other, "w") as handle:
+        json.dump({**result, "frequencies": [1, 3]}, handle)
     for extra, message in ((["--period-iterations", "8"], "2 periods"),
+                           (["--period-iterations", "6", "8", "--compare", f"x={other}"], "differ from --input"),
                            (["--period-iterations", "6", "8", "--compare", f"x={again}.missing"], "cannot read"),
                            (["--period-iterations", "6", "8", "--iteration", "6"], "drop --iteration")):
         bad = str(tmp_path / "bad.json")

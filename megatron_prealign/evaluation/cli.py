@@ -283,6 +283,12 @@ def _run_clka_dynamics(args, tokenizer) -> dict:
     items = clka_dynamics.parse_dynamics_items(common.read_jsonl(args.input, "--input"), args.input)
     clka_dynamics.check_periods(items, args.period_iterations)
     compared = _compared_results(args.compare)
+    frequencies = sorted({item["frequency"] for item in items})
+    periods = [str(p) for p in sorted({item["period"] for item in items})]
+    for label, record in compared.items():  # the plot draws every run on the same cells
+        if record.get("frequencies") != frequencies or sorted(record.get("periods", {}), key=int) != periods:
+            raise EvaluationError(f"--compare {label}: its periods / frequencies differ from --input's "
+                                  f"({periods} / {frequencies}); compare runs on the same items")
     state = {}
 
     def load_at(iteration):
