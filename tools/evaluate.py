@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint: perplexity, alignment, clka, mixed-script, translation, qa, representation,
-zs-clt.
+"""Evaluate a checkpoint: perplexity, alignment, clka, clka-dynamics, mixed-script, translation, qa,
+representation, zs-clt, word-perplexity.
 
 Examples (any TP/PP layout of the checkpoint; use torchrun for TP/PP > 1):
     python tools/evaluate.py perplexity --load ckpt --data-path en=data/en_text_document \\
@@ -10,6 +10,9 @@ Examples (any TP/PP layout of the checkpoint; use torchrun for TP/PP > 1):
         --alignment-held-out-fraction 0.1 --output results/align.json --plot results/align.png
     python tools/evaluate.py clka --load ckpt --tokenizer-type SentencePieceTokenizer \\
         --tokenizer-model spm.model --input clka.jsonl --output results/clka.json
+    python tools/evaluate.py clka-dynamics --load ckpt --tokenizer-type SentencePieceTokenizer \\
+        --tokenizer-model spm.model --input facts.jsonl --enclone-mapping map.json \\
+        --period-iterations 500 700 900 1100 --output results/fig4.json --plot results/fig4.png
     python tools/evaluate.py mixed-script --load ckpt --tokenizer-type SentencePieceTokenizer \\
         --tokenizer-model spm.model --input prompts.jsonl --enclone-mapping map.json \\
         --prompt-language enclone --output results/mixed.json

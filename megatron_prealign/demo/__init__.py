@@ -5,6 +5,8 @@
 * :mod:`.xllama_data` — two synthetic target languages, instruction / translation / QA data;
 * :mod:`.xllama` — the x-LLaMA miniature (English-only vs CoIT, the scaling law, allocation).
 * :mod:`.real` (+ :mod:`.real_report`) — English -> German on real Debian text (``--only real``).
+* :mod:`.clka_dynamics` (+ :mod:`.clka_dynamics_data`) — PreAlign Figure 4, CLKA after each
+  training period per fact frequency and language pair (``--only clka-dynamics``).
 """
 
 import os

@@ -19,6 +19,9 @@ x-LLaMA) and plots. See the README ("Evaluation and the demo", "x-LLaMA") for me
 
 ``--only real`` (not part of the default) runs English -> German on real Debian text
 (``megatron_prealign.demo.real``; needs the packages listed in docs/real_languages.md).
+``--only clka-dynamics`` (not part of the default either: 11 minutes on one thread) runs
+PreAlign's Figure 4 analysis in miniature (``megatron_prealign.demo.clka_dynamics``; writes
+results/demo_clka_dynamics/ unless --output-dir is given).
 """
 
 import argparse
@@ -34,8 +37,8 @@ def main(argv=None):
     parser.add_argument("--output-dir", default=os.path.join("results", "demo"))
     parser.add_argument("--seed", type=int, default=None, help="default: the configuration's (1234)")
     parser.add_argument("--quick", action="store_true", help="reduced configuration (a few minutes)")
-    parser.add_argument("--only", choices=("prealign", "xllama", "real"),
-                        help="run one part (default: prealign and xllama; real only when asked)")
+    parser.add_argument("--only", choices=("prealign", "xllama", "real", "clka-dynamics"),
+                        help="run one part (default: prealign and xllama; real and clka-dynamics only when asked)")
     parser.add_argument("--runs", nargs="+", default=None,
                         help="real part: runs to train (default: joint prealign prealign_3_translations_words128)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
@@ -46,6 +49,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.only == "real":
         run_real_part(args)
+        return
+    if args.only == "clka-dynamics":
+        run_clka_dynamics_part(args)
         return
     from megatron_prealign.demo import xllama
 
@@ -75,6 +81,17 @@ def run_real_part(args) -> dict:
     os.makedirs(output, exist_ok=True)
     seeds = args.seeds or [args.seed if args.seed is not None else real.seed]
     return run_real(real, output, args.runs or list(DEMO_RUNS), seeds, args.text_dir)
+
+
+def run_clka_dynamics_part(args) -> dict:
+    from megatron_prealign.demo.clka_dynamics import DynamicsConfig, run_dynamics
+
+    config = DynamicsConfig.quick() if args.quick else DynamicsConfig()
+    if args.seed is not None:
+        config.seed = args.seed
+    default_output = os.path.join("results", "demo")
+    output = os.path.join("results", "demo_clka_dynamics") if args.output_dir == default_output else args.output_dir
+    return run_dynamics(config, output)
 
 
 def run_xllama_part(config, output_dir: str) -> dict:

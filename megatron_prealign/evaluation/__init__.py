@@ -4,6 +4,8 @@
 * :mod:`alignment_similarity` — per-layer cosine similarity of aligned vs random word pairs,
   seen / unseen in pre-alignment, with a plot;
 * :mod:`clka` — multiple-choice knowledge application by likelihood, Wilson 95% interval;
+* :mod:`clka_dynamics` — CLKA per training period x fact frequency x (training, test)
+  language at each period's checkpoint, with a plot (PreAlign Figure 4);
 * :mod:`mixed_script` — share of generated continuations with other-language tokens;
 * :mod:`translation`, :mod:`qa` — generated translations (BLEU / chrF++ / spBLEU / COMET) and
   answers (containment, MLQA EM / F1), or scored from ``--predictions``;

@@ -1,5 +1,5 @@
-"""`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, mixed-script, translation, qa,
-representation, zs-clt, word-perplexity.
+"""`tools/evaluate.py SUBCOMMAND`: perplexity, alignment, clka, clka-dynamics, mixed-script,
+translation, qa, representation, zs-clt, word-perplexity.
 
 Every subcommand loads a training checkpoint (``--load``, any TP/PP layout) at the evaluation's
 own layout, runs on the CPU or a GPU through ``megatron_prealign.runtime`` (under ``torchrun``
@@ -23,7 +23,7 @@ from megatron_prealign.data.tokenizer import add_tokenizer_args, build_tokenizer
 # The evaluations (torch, megatron-core) are imported where they run, after the arguments are
 # parsed: --help and a wrong flag answer at once.
 
-SUBCOMMANDS = ("perplexity", "alignment", "clka", "mixed-script", "translation", "qa", "representation",
+SUBCOMMANDS = ("perplexity", "alignment", "clka", "clka-dynamics", "mixed-script", "translation", "qa", "representation",
                "zs-clt", "word-perplexity")
 GENERATION_BASED = ("translation", "qa")
 
@@ -119,6 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="JSON lines: {choices, answer} or {true, distractors}")
     p.add_argument("--enclone-mapping", help="ask the questions in En-Clone")
     p.add_argument("--normalize", action="store_true", help="mean log-likelihood per token")
+
+    p = sub.add_parser("clka-dynamics", help="CLKA per training period x fact frequency x (training, test) "
+                       "language, at each period's checkpoint (PreAlign Figure 4)")
+    _common(p, tokenizer_required=True)
+    p.add_argument("--input", required=True, help="JSON lines: CLKA items with 'period', 'frequency' and "
+                   "'train_language' (en / enclone)")
+    p.add_argument("--period-iterations", type=int, nargs="+", required=True, metavar="ITER",
+                   help="the checkpoint iteration at the end of each period, in period order")
+    p.add_argument("--enclone-mapping", required=True, help="En-Clone id mapping: items are asked in "
+                   "English and in En-Clone")
+    p.add_argument("--normalize", action="store_true", help="mean log-likelihood per token")
+    p.add_argument("--plot", help="PNG: accuracy vs frequency per period, one panel per language pair")
+    p.add_argument("--label", default="this run", help="this run's name in the plot")
+    p.add_argument("--compare", nargs="+", default=[], metavar="LABEL=RESULT.json",
+                   help="earlier clka-dynamics results drawn in the same plot (e.g. Joint Training)")
 
     p = sub.add_parser("mixed-script", help="share of continuations with other-language tokens")
     _common(p, tokenizer_required=True)
@@ -226,14 +241,75 @@ def tokenizer_for(args, required: bool = True):
     return _tokenizer(args, required)
 
 
-def load_for(args):
+def load_for(args, iteration: Optional[int] = None):
     from megatron_prealign.evaluation.model_loading import load_model
 
     expected = {"family": args.model_family, "num_layers": args.num_layers,
                 "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
     return load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
-                      args.seq_length, args.iteration, expected, args.seed, args.bf16,
-                      trusted=args.trusted_checkpoint)
+                      args.seq_length, iteration if iteration is not None else args.iteration, expected,
+                      args.seed, args.bf16, trusted=args.trusted_checkpoint)
+
+
+def _compared_results(values: List[str]) -> dict:
+    """--compare LABEL=RESULT.json: earlier clka-dynamics results (checked before any loading)."""
+    import json
+
+    from megatron_prealign.evaluation.model_loading import EvaluationError
+
+    out = {}
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep or not label or not path:
+            raise EvaluationError(f"--compare {value}: expected LABEL=RESULT.json")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise EvaluationError(f"--compare {path}: cannot read it ({error})") from error
+        if record.get("command") != "clka-dynamics":
+            raise EvaluationError(f"--compare {path} is not a clka-dynamics result")
+        out[label] = record
+    return out
+
+
+def _run_clka_dynamics(args, tokenizer) -> dict:
+    """One model load per period checkpoint; items and --compare files are checked first."""
+    from megatron_prealign.evaluation import clka_dynamics, common
+    from megatron_prealign.evaluation.model_loading import EvaluationError
+
+    if args.iteration is not None:
+        raise EvaluationError("clka-dynamics loads the checkpoints of --period-iterations; drop --iteration")
+    items = clka_dynamics.parse_dynamics_items(common.read_jsonl(args.input, "--input"), args.input)
+    clka_dynamics.check_periods(items, args.period_iterations)
+    compared = _compared_results(args.compare)
+    frequencies = sorted({item["frequency"] for item in items})
+    periods = [str(p) for p in sorted({item["period"] for item in items})]
+    for label, record in compared.items():  # the plot draws every run on the same cells
+        if record.get("frequencies") != frequencies or sorted(record.get("periods", {}), key=int) != periods:
+            raise EvaluationError(f"--compare {label}: its periods / frequencies differ from --input's "
+                                  f"({periods} / {frequencies}); compare runs on the same items")
+    state = {}
+
+    def load_at(iteration):
+        state["model"] = model = load_for(args, iteration)
+        if "to_ids" not in state:
+            state["to_ids"] = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
+        return model
+
+    start = time.time()
+    first = load_at(args.period_iterations[0])  # vocabulary checks before the long part
+    result = {"command": args.command, "checkpoint": first.directory,
+              "architecture": first.run_state.get("architecture"), "input": args.input,
+              "seq_length": first.seq_length}
+    loaded = {args.period_iterations[0]: first}
+    result.update(clka_dynamics.evaluate(
+        lambda it: loaded.pop(it) if it in loaded else load_at(it), items, args.period_iterations,
+        state["to_ids"], args.normalize, args.micro_batch_size))
+    result["elapsed_s"] = time.time() - start
+    if args.plot and common.rank_zero():
+        result["plot"] = clka_dynamics.plot({**compared, args.label: result}, args.plot)
+    return result
 
 
 def run(args) -> dict:
@@ -245,6 +321,11 @@ def run(args) -> dict:
         from megatron_prealign.evaluation import downstream
 
         result = downstream.run(args)
+        if common.rank_zero():
+            common.write_json(args.output, result)
+        return result
+    if args.command == "clka-dynamics":
+        result = _run_clka_dynamics(args, _tokenizer(args))
         if common.rank_zero():
             common.write_json(args.output, result)
         return result
@@ -343,6 +424,10 @@ def summary(result: dict) -> str:
         return "\n".join(f"{group:12s} perplexity {v['perplexity']:.3f} over {v['tokens']} tokens "
                          f"({v['words']} distinct words)" if v["perplexity"] is not None else f"{group:12s} no tokens"
                          for group, v in result["groups"].items())
+    if command == "clka-dynamics":
+        from megatron_prealign.evaluation import clka_dynamics
+
+        return clka_dynamics.summary(result)
     if command == "clka":
         low, high = result["ci95"]
         return (f"CLKA accuracy {100 * result['accuracy']:.1f}% ({result['correct']}/{result['items']}), "
