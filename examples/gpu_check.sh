@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# First run on a new cluster (a few minutes on one GPU): a 150M-shaped model (GPT-2 style, hidden
-# 1024, 16 heads, 4 instead of 12 layers, seq 1024) in bf16 with Transformer Engine layers when
-# TE is importable runs pre-alignment then pretraining, is stopped after a checkpoint and
-# resumed (the resumed losses must equal an uninterrupted run's), then evaluated (perplexity).
-# With 2+ GPUs the same runs at TP=2 (2 GPUs) and with 4+ at TP=2 x PP=2. Prints tokens/s,
-# achieved TFLOP/s and MFU (FLOPs from megatron_prealign/launch_plan.py) and the nvidia-smi peak
-# memory as the last line (JSON), tokens/s and MFU also for the pre-alignment steps (LM FLOPs
-# only, so the alignment pass's cost shows), a few fp8 steps with pre-alignment where the GPU
-# has fp8, and what was skipped (too few GPUs, no fp8); exits non-zero when anything fails.
+# First run on a new cluster (a few minutes on one GPU): the 150M model (GPT-2 style, 12 layers,
+# hidden 1024, 16 heads, seq 1024) in bf16 with Transformer Engine layers when TE is importable
+# runs pre-alignment then pretraining, is stopped after a checkpoint and resumed (the resumed
+# losses must equal an uninterrupted run's), then evaluated (perplexity). With 2+ GPUs the same
+# runs at TP=2 (2 GPUs) and with 4+ at TP=2 x PP=2. Prints tokens/s, achieved TFLOP/s and MFU
+# (FLOPs from megatron_prealign/launch_plan.py) of the pretraining steps and of the
+# pre-alignment steps (LM FLOPs only, so the alignment pass's cost shows) and the nvidia-smi peak
+# memory as the last line (JSON), runs a few fp8 steps with pre-alignment where the GPU has fp8
+# and the Hugging Face round trip (tiny LLaMA: import-hf, --sft-packing fine-tuning, export-hf,
+# logits against transformers), and names what was skipped (too few GPUs, no fp8, no
+# transformers); exits non-zero when anything fails.
 #   examples/gpu_check.sh               # on a GPU node
 #   examples/gpu_check.sh --cpu-dry     # the same logic on the CPU with a tiny model (tests)
 # Environment: WORK [<repo>/runs/gpu_check], PYTHON, GPUS [all visible], RESUME_RTOL [0: exact]
@@ -43,7 +45,7 @@ else
   fi
   GPUS="${GPUS:-$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)}"
   GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)"
-  MODEL=(--model-size 150M --num-layers 4 --seq-length 1024 --max-position-embeddings 1024)
+  MODEL=(--model-size 150M --seq-length 1024 --max-position-embeddings 1024)
   BATCH=(--micro-batch-size 8 --global-batch-size 64)
   PREALIGN_ITERS=10 TRAIN_ITERS=30 STOP_AT=20 LOG_INTERVAL=5
   PRECISION=(--bf16)
@@ -77,8 +79,8 @@ COMMON=("${MODEL[@]}" "${BATCH[@]}" "${PRECISION[@]}" --train-iters "${TRAIN_ITE
 LAYOUTS=("single 1 1 1 ${TE_IMPL}")
 SKIPPED=()
 if ((GPUS >= 4)); then
-  # Under pipeline parallelism the alignment pass needs local attention (attention_path.py).
-  LAYOUTS+=("tp2xpp2 4 2 2 local")
+  # TE layers at PP=2 too: one form per row, shapes exchanged per microbatch (attention_path.py).
+  LAYOUTS+=("tp2xpp2 4 2 2 ${TE_IMPL}")
 elif ((GPUS >= 2)); then
   LAYOUTS+=("tp2 2 2 1 ${TE_IMPL}")
   SKIPPED+=(--skipped tp2xpp2 "needs 4 GPUs, ${GPUS} visible")
@@ -150,9 +152,51 @@ if [[ -z "${FP8_WHY}" ]]; then
 else
   SKIPPED+=(--skipped fp8_prealign "${FP8_WHY}")
 fi
+
+# The Hugging Face round trip: a tiny random LLaMA made by transformers -> import-hf -> a few
+# --sft-packing fine-tuning steps (TE layers when importable) -> export-hf -> the exported
+# model's logits in transformers against ours (tolerance: megatron_prealign/hf_round_trip.py).
+RT="${WORK}/hf_round_trip"
+hf_round_trip() {
+  local rt_precision=()
+  if ((!CPU_DRY)); then rt_precision=(--bf16); fi
+  rm -rf "${RT}" && mkdir -p "${RT}"
+  "${PYTHON}" -m megatron_prealign.hf_round_trip prepare --out "${RT}" \
+    --tokenizer-model "${DATA}/spm.model" > "${RT}/make.out" 2>&1 || return 1
+  "${PYTHON}" "${ROOT}/tools/build_instruction_data.py" --format alpaca --input "${RT}/instructions.jsonl" \
+    --lang en --template "${RT}/instructions.jsonl.template.json" --output-prefix "${RT}/sft" --seq-length 128 \
+    --tokenizer-type SentencePieceTokenizer --tokenizer-model "${DATA}/spm.model" --no-progress >> "${RT}/make.out" 2>&1 || return 1
+  "${PYTHON}" "${ROOT}/tools/convert_checkpoint.py" import-hf --hf-dir "${RT}/hf_in" --save "${RT}/imported" \
+    --no-progress > "${RT}/import.out" 2>&1 || return 1
+  pretrain 1 "${RT}/finetune.out" --model-family llama --num-layers 2 --hidden-size 128 --num-attention-heads 4 \
+    --num-query-groups 2 --ffn-hidden-size 256 --seq-length 128 --max-position-embeddings 256 \
+    --micro-batch-size 2 --global-batch-size 4 --train-iters 3 --lr 1e-3 --min-lr 1e-4 --lr-warmup-iters 1 \
+    --hidden-dropout 0.0 --attention-dropout 0.0 "${rt_precision[@]}" --transformer-impl "${TE_IMPL}" \
+    --sft-packing --data-path "${RT}/sft_text_document" --split 100,0,0 \
+    --tokenizer-type SentencePieceTokenizer --tokenizer-model "${DATA}/spm.model" \
+    --pretrained-checkpoint "${RT}/imported" --save "${RT}/finetuned" --log-interval 1 \
+    --log-json "${RT}/finetune.jsonl" || return 1
+  "${PYTHON}" "${ROOT}/tools/convert_checkpoint.py" export-hf --load "${RT}/finetuned" --out "${RT}/hf_out" \
+    --tokenizer-type SentencePieceTokenizer --tokenizer-model "${DATA}/spm.model" --no-progress \
+    > "${RT}/export.out" 2>&1 || return 1
+  "${PYTHON}" -m torch.distributed.run --standalone --nproc-per-node 1 -m megatron_prealign.hf_round_trip \
+    compare --load "${RT}/finetuned" --hf-dir "${RT}/hf_out" --original-hf-dir "${RT}/hf_in" \
+    --output "${RT}/compare.json" "${rt_precision[@]}" > "${RT}/compare.out" 2>&1 || return 1
+}
+ROUND_TRIP=()
+if "${PYTHON}" -c "import transformers, sentencepiece" 2> /dev/null; then
+  echo "gpu_check: Hugging Face round trip (import-hf, --sft-packing fine-tuning on ${TE_IMPL} layers, export-hf)" >&2
+  if ! hf_round_trip; then
+    echo "gpu_check: FAILED Hugging Face round trip (logs in ${RT})" >&2
+  fi
+  ROUND_TRIP=(--hf-round-trip "${RT}/compare.json")
+else
+  SKIPPED+=(--skipped hf_round_trip "needs transformers and sentencepiece (pip install transformers sentencepiece)")
+fi
 stop_sampler
 SAMPLER_PID=""
 
-"${PYTHON}" -m megatron_prealign.gpu_check "${SUMMARY_ARGS[@]}" "${SHORT_RUNS[@]}" "${SKIPPED[@]}" --resume-iteration "${STOP_AT}" \
+"${PYTHON}" -m megatron_prealign.gpu_check "${SUMMARY_ARGS[@]}" "${SHORT_RUNS[@]}" "${ROUND_TRIP[@]}" "${SKIPPED[@]}" \
+  --resume-iteration "${STOP_AT}" \
   --resume-rtol "${RESUME_RTOL:-0}" --memory-samples "${MEMORY_LOG}" --gpu-name "${GPU_NAME}" \
   -- "${COMMON[@]}"

@@ -1,10 +1,15 @@
 """The figures and verdict of `examples/gpu_check.sh`: per layout, exact resume (the resumed run
 logs the losses of the uninterrupted one), a finite evaluation, throughput in tokens/s, achieved
 TFLOP/s and MFU from the launch plan's FLOP formula (`launch_plan.flops_per_step`), and the peak
-GPU memory `nvidia-smi` sampled; one JSON line last. Exit status 1 when a check fails.
+GPU memory `nvidia-smi` sampled, the Hugging Face round trip's comparison
+(`megatron_prealign.hf_round_trip`); one JSON line last. Exit status 1 when a check fails.
+
+Per layout, ``tokens_per_sec`` / ``tflops`` / ``mfu`` are the pretraining steps' (pre-alignment
+off) and ``with_prealignment`` the same for the pre-alignment steps (LM FLOPs only).
 
     python -m megatron_prealign.gpu_check --layout NAME STRAIGHT_DIR RESUMED_DIR EVAL_JSON GPUS \\
-        [--layout ...] --resume-iteration K [--memory-samples FILE] [--gpu-name NAME] -- PRETRAIN_FLAGS
+        [--layout ...] --resume-iteration K [--memory-samples FILE] [--gpu-name NAME] \\
+        [--hf-round-trip COMPARE_JSON] [--skipped NAME WHY ...] -- PRETRAIN_FLAGS
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--short-run", nargs=2, action="append", default=[], metavar=("NAME", "LOG_DIR"),
                         help="a few steps (e.g. fp8 with pre-alignment) that must log finite losses")
     parser.add_argument("--skipped", nargs=2, action="append", default=[], metavar=("NAME", "WHY"))
+    parser.add_argument("--hf-round-trip", metavar="COMPARE_JSON",
+                        help="megatron_prealign.hf_round_trip compare's output (missing: the round trip failed)")
     args = parser.parse_args(own)
 
     per_token = flops_per_token(pretrain_flags)
@@ -144,12 +151,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         short_runs[name] = {"ok": ok, "steps": len(records), "losses": losses[-4:]}
         if not ok:
             failures.append(f"{name}: no finite pre-alignment losses logged ({log_dir})")
+    round_trip = None
+    if args.hf_round_trip:
+        try:
+            with open(args.hf_round_trip) as handle:
+                round_trip = json.load(handle)
+        except (OSError, ValueError) as error:
+            round_trip = {"ok": False, "error": f"{type(error).__name__}: {error}"}
+        if not round_trip.get("ok"):
+            failures.append(f"hf_round_trip: {round_trip.get('error') or round_trip} "
+                            f"(logs beside {args.hf_round_trip})")
     first = next(iter(layouts.values()))
     result = {
         "metric": "gpu_check_mfu", "value": first.get("mfu"), "target": None,
         "ok": not failures, "failures": failures, "gpu": args.gpu_name, "peak_bf16_tflops": peak,
         "flops_per_token": per_token, "peak_memory_mib": peak_memory_mib(args.memory_samples),
-        "layouts": layouts, "short_runs": short_runs, "skipped": dict(args.skipped),
+        "layouts": layouts, "short_runs": short_runs, "hf_round_trip": round_trip, "skipped": dict(args.skipped),
     }
     for name, why in args.skipped:
         print(f"gpu_check: skipped {name}: {why}", file=sys.stderr)

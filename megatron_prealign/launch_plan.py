@@ -32,7 +32,7 @@ V padded vocabulary, N parameters, T tokens per step):
   fp32 logits for the cross entropy 4*s*b*V/t.
 * pre-alignment steps add one alignment microbatch per DP rank: the step's word forms packed
   into r rows of s tokens (r = ceil(words per DP rank * 16 / s), 16 tokens per word group
-  assumed; r = b with PP > 1, where stages exchange fixed shapes). It is one more microbatch
+  assumed; r = b with PP > 1 on local layers, where stages exchange fixed shapes). It is one more microbatch
   through the schedule (no more in flight at once), and its layer outputs are kept for the
   contrastive loss: (L/p + 2)*2*s*r*h/t, plus its block-diagonal mask r*s^2 (1 byte).
 * transient: local attention's fp32 score copies, 8*b*a*s^2/t, plus an assumed 3 GiB for the
@@ -131,11 +131,6 @@ def check_layout(args: argparse.Namespace, model: ModelArgs, world: int) -> Layo
     aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
     if aligning and args.alignment_words_per_batch % dp:
         raise ValueError(f"--alignment-words-per-batch {args.alignment_words_per_batch} is not divisible by DP {dp}")
-    if aligning and args.transformer_impl != "local" and pp > 1:
-        raise ValueError(
-            "the alignment pass with Transformer Engine attention needs PP=1 (one word form per "
-            "row); use --transformer-impl local under pipeline parallelism"
-        )
     return Layout(world, tp, pp, dp, args.micro_batch_size, args.global_batch_size,
                   args.global_batch_size // (args.micro_batch_size * dp))
 
@@ -169,10 +164,12 @@ TOKENS_PER_WORD_GROUP = 16
 
 
 def alignment_rows(args: argparse.Namespace, dp: int) -> int:
-    """Rows of a DP rank's alignment microbatch, as the driver builds it (training/loop.py): the
-    word forms packed into rows of --seq-length; with PP > 1 padded to --micro-batch-size rows
-    (pipeline stages exchange fixed shapes)."""
-    if args.pipeline_model_parallel_size > 1:
+    """Rows of --seq-length tokens a DP rank's alignment microbatch takes, as the driver builds it
+    (training/loop.py): the word forms packed into rows of --seq-length, with PP > 1 on local
+    layers padded to --micro-batch-size rows (pipeline stages exchange fixed shapes); on
+    Transformer Engine layers one form per row, about as many tokens (shapes exchanged per
+    microbatch at PP > 1)."""
+    if args.pipeline_model_parallel_size > 1 and args.transformer_impl == "local":
         return args.micro_batch_size
     words = args.alignment_words_per_batch // max(dp, 1)
     return max(1, -(-words * TOKENS_PER_WORD_GROUP // args.seq_length))

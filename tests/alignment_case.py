@@ -177,9 +177,11 @@ def run_layout(tp: int, pp: int, variants: List[dict], family: str = "gpt2",
         recompute = variant.pop("recompute", "none")
         per_token_loss = variant.pop("per_token_loss", True)
         global_dp = variant.pop("global_dp", dp_size)
+        max_forms = variant.pop("max_forms_per_rank", None)
         args = tiny_args(family, **RECOMPUTE[recompute], **variant)
         chunks = build(args, use_distributed_optimizer, per_token_loss)
-        alignment = AlignmentPass(chunks, temperature=TEMPERATURE, loss_weight=LOSS_WEIGHT)
+        alignment = AlignmentPass(chunks, temperature=TEMPERATURE, loss_weight=LOSS_WEIGHT,
+                                  max_forms_per_rank=max_forms)
         alignment_batches = global_alignment_microbatches(global_dp)
         lm = global_lm_batch(global_dp)
         if single_process_batches:

@@ -350,3 +350,202 @@ def test_alignment_bookkeeping_needs_no_host_sync_and_shapes_are_bucketed():
             tokens, exact_tokens = tokens + shape[0] * shape[1], exact_tokens + count * longest
     assert 3 * len(shapes) <= 22 * 12, len(shapes)  # instead of one shape per (count, longest)
     assert tokens <= 1.15 * exact_tokens  # at most 1/8 padding per dimension, less on average
+
+
+# Tensor -> Python reads: on CUDA each waits for the device (a host synchronisation).
+HOST_READS = {"__int__", "__index__", "__float__", "__bool__", "item", "tolist"}
+
+
+class _RefuseHostReads(_RefuseOps):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in HOST_READS:
+            raise AssertionError(f"reads {func.__name__} back to the host")
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _dp_gather_rank(bound):
+    from megatron_prealign import runtime
+    from megatron_prealign.alignment.contrastive import anchor_terms
+    from megatron_prealign.alignment.parallel import gather_over_data_parallel
+
+    runtime.initialize(1, 1, seed=3)
+    rank = torch.distributed.get_rank()
+    n = (3, 5)[rank]  # the ranks hold different numbers of forms
+    generator = torch.Generator().manual_seed(rank)
+    sums = torch.randn(2, n, 8, generator=generator)
+    groups = torch.arange(n) // 2 + 10 * rank
+    lengths = torch.randint(1, 4, (n,), generator=generator)
+
+    def loss(batch):
+        terms, anchors = anchor_terms(batch.sums, batch.groups, 0.1, batch.valid, batch.mine)
+        return terms.sum(dim=-1), anchors.sum()
+
+    reference = gather_over_data_parallel(sums, groups, lengths)  # the counts read on the host
+    error = ""
+    try:
+        with _RefuseHostReads():
+            bounded = gather_over_data_parallel(sums, groups, lengths, max_forms=bound)
+            bounded_loss = loss(bounded)
+    except AssertionError as refused:
+        error = str(refused)
+        bounded, bounded_loss = reference, loss(reference)
+    return {"error": error, "block": bounded.block, "valid": bounded.valid.tolist(),
+            "mine": (bounded.mine.start, bounded.mine.stop),
+            "rows": [b.sums[:, b.valid].clone() for b in (reference, bounded)],
+            "meta": [(b.groups[b.valid].tolist(), b.lengths[b.valid].tolist()) for b in (reference, bounded)],
+            "loss": [loss(reference), bounded_loss]}
+
+
+def test_data_parallel_gather_of_forms_reads_nothing_back_and_matches_the_counted_gather():
+    """Item 8 (a): with the bound the pass is built with, the DP all-gather of the per-form sums
+    pads every rank's block to it and marks real forms by their gathered lengths, so it reads no
+    count back to the host; forms, metadata and the contrastive terms equal the gather padded
+    to the largest count. Before the fix the counts were always all-gathered and read (int())."""
+    results = run_distributed(_dp_gather_rank, 2, 6)
+    for rank, r in enumerate(results):
+        assert r["error"] == "", r["error"]
+        assert r["block"] == 6 and r["mine"] == ((0, 3), (6, 11))[rank]
+        assert r["valid"] == [True] * 3 + [False] * 3 + [True] * 5 + [False]
+        torch.testing.assert_close(r["rows"][1], r["rows"][0], rtol=0, atol=0)
+        assert r["meta"][1] == r["meta"][0]
+        (terms, anchors), (bounded_terms, bounded_anchors) = r["loss"]
+        torch.testing.assert_close(bounded_terms, terms, rtol=1e-6, atol=1e-7)
+        assert int(bounded_anchors) == int(anchors) == (2, 4)[rank]
+
+
+def test_alignment_pass_refuses_more_forms_than_its_bound():
+    results = run_distributed(_bound_too_small_rank, 2)
+    assert all("more than the bound 4" in r for r in results), results
+
+
+def _bound_too_small_rank():
+    from megatron_prealign import runtime
+    from megatron_prealign.alignment.parallel import gather_over_data_parallel
+
+    runtime.initialize(1, 1, seed=3)
+    try:
+        gather_over_data_parallel(torch.zeros(1, 5, 4), torch.arange(5), torch.ones(5, dtype=torch.long), 4)
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
+def test_word_dataset_bounds_the_forms_of_every_rank():
+    from megatron_prealign.data.alignment_words import AlignmentWordDataset, WordForm, WordGroup
+
+    groups = [WordGroup(f"w{i}", [WordForm("en", f"w{i}", [i + 1])] + [WordForm("de", f"d{i}{k}", [100 + k])
+                                                                        for k in range(1 + i % 3)])
+              for i in range(12)]
+    dataset = AlignmentWordDataset(groups, 4, 8, seed=1)
+    bound = dataset.max_forms_per_rank(2)
+    assert bound == 8  # the two largest groups: 4 forms each
+    for step in range(dataset.steps_per_epoch * 3):
+        for rank in range(2):
+            assert dataset.batch(step, rank, 2).n_forms <= bound
+
+
+def test_packed_sft_boundaries_come_from_the_host():
+    """Item 8 (b): --sft-packing on Transformer Engine layers builds PackedSeqParams from
+    cu_seqlens / max_seqlen computed when the batch is collated (host), so the step runs no
+    `nonzero` and reads nothing back; cu_seqlens cover every row, each padding run its own."""
+    from megatron_prealign.training import loop
+    from megatron_prealign.training.batches import _collate
+
+    segments = torch.tensor([[0, 0, 0, 1, 1, -1], [0, 0, 1, 1, 1, 1]])
+    samples = [{"tokens": torch.arange(6) + 10 * r, "position_ids": torch.zeros(6, dtype=torch.long),
+                "labels": torch.arange(6), "loss_mask": torch.ones(6), "segment_ids": segments[r]}
+               for r in range(2)]
+    batch = _collate(samples)
+    seen = {}
+
+    def model(tokens, position_ids, attention_mask, labels=None, packed_seq_params=None):
+        seen.update(shape=tuple(tokens.shape), mask=attention_mask, packed=packed_seq_params)
+        return torch.zeros(tokens.shape, dtype=torch.float32)
+
+    original = loop._uses_local_attention
+    loop._uses_local_attention = lambda _model: False  # as on Transformer Engine layers
+    try:
+        with _RefuseHostReads():
+            output, loss_func = loop._lm_forward_step(batch, model)
+            loss_func(output)
+    finally:
+        loop._uses_local_attention = original
+    packed = seen["packed"]
+    assert seen["shape"] == (1, 12) and seen["mask"] is None and packed.qkv_format == "thd"
+    assert packed.cu_seqlens_q.tolist() == [0, 3, 5, 6, 8, 12] and packed.cu_seqlens_q.dtype == torch.int32
+    assert packed.cu_seqlens_kv is packed.cu_seqlens_q
+    assert packed.max_seqlen_q == packed.max_seqlen_kv == 4 and isinstance(packed.max_seqlen_q, int)
+
+
+# -- item 7: one form per row through the pipeline ---------------------------------------------
+
+
+def _one_form_per_row_rank(pp):
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_prealign import runtime
+    from megatron_prealign.alignment import AlignmentPass, attention_path, is_alignment_batch
+    from megatron_prealign.alignment.batch import forms_of, one_form_per_row
+    from megatron_prealign.training.loop import _lm_forward_step, _lm_sums
+    from tests import alignment_case as case
+    from tests.full_state import gather_full_tensors
+    from tests.parallel_lm import lm_batch
+    from tests.test_gpu_readiness import _ignore_masks
+
+    runtime.initialize(1, pp, seed=11)
+    chunks = case.build(case.tiny_args("llama"), False, True)
+    _ignore_masks(chunks)  # plain causal attention whatever the mask, as TE's
+    attention_path.honours_explicit_mask = lambda _model: False  # what the pass finds on TE layers
+    alignment = AlignmentPass(chunks, case.TEMPERATURE, case.LOSS_WEIGHT)
+    config = chunks[0].config
+    rows = [one_form_per_row(forms_of(per_rank[0]), per_rank[0].form_group.tolist(), bucketed=True)
+            for per_rank in case.global_alignment_microbatches(1)]
+    lm = case.global_lm_batch(1)
+    # LM [SEQ, MICRO] between two alignment microbatches of other shapes
+    microbatches = [rows[0], lm, rows[1]]
+    during = []
+
+    def forward_step(data_iterator, model):
+        batch = next(data_iterator)
+        during.append(config.variable_seq_lengths)
+        if is_alignment_batch(batch):
+            return alignment.forward_step(batch, model)
+        return _lm_forward_step(lm_batch(batch), model)
+
+    for chunk in chunks:
+        chunk.zero_grad_buffer()
+    alignment.begin_step(2, total_lm_tokens=lm.shape[0] * case.SEQ)
+    outputs = get_forward_backward_func()(
+        forward_step_func=forward_step, data_iterator=iter(microbatches), model=chunks,
+        num_microbatches=len(microbatches), seq_length=case.SEQ, micro_batch_size=case.MICRO,
+        forward_only=False)
+    statistics = alignment.end_step()
+    lm_sums = _lm_sums(outputs)
+    torch.distributed.all_reduce(lm_sums)
+    return {"path": alignment.attention_path, "shapes": [tuple(r.tokens.shape) for r in rows],
+            "alignment_loss": statistics.loss(), "per_state": statistics.per_state_loss(),
+            "lm_loss": float(lm_sums[0] / lm_sums[1]), "grads": gather_full_tensors(chunks, "grad"),
+            "variable_during": during, "variable_after": config.variable_seq_lengths}
+
+
+def test_one_form_per_row_alignment_microbatches_through_the_pipeline_match_one_stage():
+    """Item 7: under an attention that ignores masks (TE's), PP=2 takes the one-form-per-row
+    alignment microbatches next to an LM microbatch of another shape (the pass turns on
+    megatron-core's variable_seq_lengths for the step and off after it): LM loss, alignment
+    loss and all gradients equal one stage's within 1e-5. Before, the pass refused PP > 1."""
+    from tests import alignment_case as case
+
+    reference = run_distributed(_one_form_per_row_rank, 1, 1)[0]
+    results = run_distributed(_one_form_per_row_rank, 2, 2)
+    assert reference["path"] == "one_form_per_row" and not reference["variable_after"]
+    assert (case.MICRO, case.SEQ) not in reference["shapes"], reference["shapes"]
+    for rank, r in enumerate(results):
+        assert r["path"] == "one_form_per_row" and r["variable_during"] and all(r["variable_during"])
+        assert r["variable_after"] is False  # steps without alignment exchange fixed shapes
+        assert r["lm_loss"] == pytest.approx(reference["lm_loss"], rel=1e-5)
+        assert r["alignment_loss"] == pytest.approx(reference["alignment_loss"], rel=1e-5)
+        assert r["per_state"] == pytest.approx(reference["per_state"], rel=1e-5)
+        assert set(r["grads"]) == set(reference["grads"])
+        for name, grad in reference["grads"].items():
+            torch.testing.assert_close(r["grads"][name], grad, rtol=1e-5, atol=1e-6, msg=f"rank {rank} {name}")
+

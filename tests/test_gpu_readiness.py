@@ -237,8 +237,8 @@ def test_attention_path_choice():
     assert attention_path.choose([Model()], 2) == attention_path.BLOCK_MASK
     Config.masked_softmax_fusion = True  # fused softmax in bf16: the kernel may drop the mask
     assert attention_path.choose([Model()], 1) == attention_path.ONE_FORM_PER_ROW
-    with pytest.raises(ValueError, match="--pipeline-model-parallel-size 1"):
-        attention_path.choose([Model()], 2)
+    # under pipeline parallelism too: the pass exchanges the microbatch shapes (issue #26 item 7)
+    assert attention_path.choose([Model()], 2) == attention_path.ONE_FORM_PER_ROW
     Config.masked_softmax_fusion = False
     Layer.self_attention.core_attention = object()  # e.g. TEDotProductAttention
     assert attention_path.choose([Model()], 1) == attention_path.ONE_FORM_PER_ROW
@@ -409,6 +409,13 @@ def test_gpu_check_script_cpu_dry_run(tmp_path, synthetic_script_data):
     assert set(single["evaluation"]) == {"en", "de"}
     assert single["with_prealignment"]["tokens_per_sec"] > 0
     assert set(summary["skipped"]) == {"tp2", "tp2xpp2", "fp8_prealign"} and summary["short_runs"] == {}
+    assert "gpu_check: skipped tp2xpp2: needs 4 GPUs, 1 visible" in result.stderr
+    # import-hf -> --sft-packing fine-tuning -> export-hf: transformers' logits equal ours (fp32
+    # on the CPU), and differ from the model before fine-tuning
+    round_trip = summary["hf_round_trip"]
+    assert round_trip["ok"] and round_trip["precision"] == "float32" and round_trip["transformer_impl"] == "local"
+    assert round_trip["relative_difference"] <= 1e-4 < round_trip["changed_by_finetuning"]
+    assert round_trip["exported_class"] == "LlamaForCausalLM"
 
 
 def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path):
@@ -442,6 +449,12 @@ def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path)
     skipped = ["--skipped", "tp2", "needs 2 GPUs"]
     for name, code in (("fp8_good", 0), ("fp8_nan", 1), ("missing", 1)):
         argv = [*layout, str(tmp_path / "good"), *tail, "--short-run", "fp8", str(tmp_path / name), *skipped, *common]
+        assert gpu_check.main(argv) == code, name
+    # the Hugging Face round trip: its comparison must exist and be ok
+    (tmp_path / "rt_good.json").write_text(json.dumps({"ok": True, "relative_difference": 1e-7}))
+    (tmp_path / "rt_bad.json").write_text(json.dumps({"ok": False, "relative_difference": 0.5}))
+    for name, code in (("rt_good.json", 0), ("rt_bad.json", 1), ("rt_missing.json", 1)):
+        argv = [*layout, str(tmp_path / "good"), *tail, "--hf-round-trip", str(tmp_path / name), *common]
         assert gpu_check.main(argv) == code, name
     # tokens/s: median of 2000, 3000, 4000 (the first record is warm-up)
     assert gpu_check.throughput(gpu_check.read_log(str(tmp_path / "straight")), per_token, 1, 989.0)["mfu"] == \

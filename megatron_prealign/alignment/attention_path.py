@@ -11,12 +11,15 @@ Each form must be encoded as if run alone. Two layouts do that:
 * ``ONE_FORM_PER_ROW``: every form at the start of its own row, rows as long as the longest
   form. Plain causal attention then is the block-diagonal mask, so any attention works (TE,
   flash, fused softmax, fp8). Forms are short, so this costs fewer tokens than packing into
-  training-length rows. Pipeline stages exchange activations of one fixed shape
-  ([seq-length, micro-batch-size]), so this layout needs pipeline parallel size 1.
+  training-length rows. Its microbatches have another shape than the LM microbatches
+  ([seq-length, micro-batch-size]); under pipeline parallelism the pass therefore sets
+  megatron-core's ``config.variable_seq_lengths`` for the steps that carry an alignment
+  microbatch (:meth:`AlignmentPass.begin_step` / ``end_step``): every p2p exchange then sends the
+  tensor's shape first (p2p_communication._communicate_shapes: one extra small send/receive,
+  a device synchronisation and a host read per exchange, on those steps only).
 
 (Transformer Engine's packed sequences, ``PackedSeqParams`` with ``cu_seqlens`` in THD format,
-would also keep forms apart, but a THD microbatch has another shape than the LM microbatches,
-which pipeline parallelism cannot exchange either; one form per row needs no THD support.)
+would also keep forms apart; one form per row needs no THD support.)
 
 :func:`choose` picks the layout from the model; :func:`check_mask_honoured` runs one layer's
 core attention on the real mask of a microbatch and fails if a form's first token sees anything
@@ -45,17 +48,11 @@ def honours_explicit_mask(gpt_model) -> bool:
 
 def choose(gpt_models, pipeline_parallel_size: int) -> str:
     """BLOCK_MASK where the attention applies it (the CPU and `--transformer-impl local`),
-    otherwise ONE_FORM_PER_ROW; raises ValueError for an attention that ignores masks under pipeline
-    parallelism, naming what to change."""
+    otherwise ONE_FORM_PER_ROW (at any pipeline parallel size: the pass exchanges its shapes,
+    see the module docstring)."""
     if all(honours_explicit_mask(m) for m in gpt_models):
         return BLOCK_MASK
-    if pipeline_parallel_size == 1:
-        return ONE_FORM_PER_ROW
-    raise ValueError(
-        "the alignment pass under pipeline parallelism packs word forms into rows of "
-        "--seq-length with a block-diagonal mask, which Transformer Engine's / fused attention "
-        "ignores: use --transformer-impl local, or --pipeline-model-parallel-size 1 (then each "
-        "form gets its own row under plain causal attention)")
+    return ONE_FORM_PER_ROW
 
 
 def check_mask_honoured(gpt_model, attention_mask: torch.Tensor, segment_ids: torch.Tensor):

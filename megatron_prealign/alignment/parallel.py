@@ -13,6 +13,7 @@
 """
 
 import dataclasses
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -41,19 +42,30 @@ class GlobalBatch:
     block: int
 
 
-def gather_over_data_parallel(sums: torch.Tensor, groups: torch.Tensor, lengths: torch.Tensor) -> GlobalBatch:
+def gather_over_data_parallel(sums: torch.Tensor, groups: torch.Tensor, lengths: torch.Tensor,
+                              max_forms: Optional[int] = None) -> GlobalBatch:
     """All-gather ``sums [k, n, h]``, ``groups [n]`` and ``lengths [n]`` over the DP group.
-    Ranks may hold different numbers of forms: blocks are padded to the largest."""
+    Ranks may hold different numbers of forms: blocks are padded.
+
+    With ``max_forms`` (a bound on any rank's forms, known when the pass is built) every block
+    has that many rows and ``valid`` comes from the gathered lengths (a real form has at least
+    one token), so nothing is read back to the host. Without it the blocks are padded to the
+    largest count, which is all-gathered and read on the host first (a synchronisation on CUDA)."""
     group = parallel_state.get_data_parallel_group()
     size = dist.get_world_size(group)
     n = sums.shape[1]
     if size == 1:
         valid = torch.ones(n, dtype=torch.bool, device=sums.device)
         return GlobalBatch(sums, groups, lengths, valid, slice(0, n), n)
-    counts = [torch.zeros(1, dtype=torch.int64, device=sums.device) for _ in range(size)]
-    dist.all_gather(counts, torch.tensor([n], dtype=torch.int64, device=sums.device), group=group)
-    counts = [int(c) for c in counts]
-    largest = max(counts)
+    if max_forms is not None:
+        if n > max_forms:  # host ints: no synchronisation
+            raise ValueError(f"an alignment microbatch holds {n} word forms, more than the bound "
+                             f"{max_forms} the alignment pass was built with (max_forms_per_rank)")
+        largest = int(max_forms)
+    else:
+        counts = [torch.zeros(1, dtype=torch.int64, device=sums.device) for _ in range(size)]
+        dist.all_gather(counts, torch.tensor([n], dtype=torch.int64, device=sums.device), group=group)
+        largest = max(int(c) for c in counts)
 
     def padded(tensor, dim):
         pad_shape = list(tensor.shape)
@@ -67,9 +79,9 @@ def gather_over_data_parallel(sums: torch.Tensor, groups: torch.Tensor, lengths:
     gathered_sums = [torch.empty_like(local) for _ in range(size)]
     dist.all_gather(gathered_sums, local, group=group)
 
-    valid = torch.cat([torch.arange(largest, device=sums.device) < c for c in counts])
-    rank = dist.get_rank(group)
     all_metadata = torch.cat(gathered_metadata, dim=1)
+    valid = all_metadata[1] > 0  # padding rows have length 0, every form at least one token
+    rank = dist.get_rank(group)
     return GlobalBatch(
         torch.cat(gathered_sums, dim=1), all_metadata[0], all_metadata[1], valid,
         slice(rank * largest, rank * largest + n), largest,

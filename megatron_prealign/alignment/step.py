@@ -86,11 +86,18 @@ def _without_output_layer(gpt_model):
 class AlignmentPass:
     """Capture hooks on the model chunks plus the per-step bookkeeping of the alignment loss."""
 
-    def __init__(self, model_chunks, temperature: float = DEFAULT_TEMPERATURE, loss_weight: float = 1.0):
+    def __init__(self, model_chunks, temperature: float = DEFAULT_TEMPERATURE, loss_weight: float = 1.0,
+                 max_forms_per_rank: Optional[int] = None):
+        """``max_forms_per_rank``: a bound on the word forms of any DP rank's alignment
+        microbatch (``AlignmentWordDataset.max_forms_per_rank``); with it the data-parallel
+        gather pads to the bound instead of reading the ranks' counts back to the host."""
         self.temperature = check_temperature(temperature)
         if not loss_weight >= 0:
             raise ConfigError(f"--alignment-loss-weight must be >= 0, got {loss_weight}")
+        if max_forms_per_rank is not None and max_forms_per_rank < 1:
+            raise ValueError(f"max_forms_per_rank must be >= 1, got {max_forms_per_rank}")
         self.loss_weight = float(loss_weight)
+        self.max_forms_per_rank = max_forms_per_rank
         chunks = model_chunks if isinstance(model_chunks, (list, tuple)) else [model_chunks]
         self.gpt_models = unwrap_model(list(chunks))
         config = self.gpt_models[0].config
@@ -100,6 +107,13 @@ class AlignmentPass:
         # or one form per row under plain causal attention (TE / fused attention).
         self.attention_path = attention_path.choose(
             self.gpt_models, parallel_state.get_pipeline_model_parallel_world_size())
+        # One form per row under pipeline parallelism: microbatch shapes differ from the LM
+        # ones, so the steps with alignment exchange shapes (megatron-core's
+        # variable_seq_lengths); the configs of the chunks, each once.
+        self._variable_shapes = (self.attention_path == attention_path.ONE_FORM_PER_ROW
+                                 and parallel_state.get_pipeline_model_parallel_world_size() > 1)
+        self._configs = list({id(m.config): m.config for m in self.gpt_models}.values())
+        self._saved_variable_seq_lengths = None
         self._checked_shapes = set()
         self.num_layers = config.num_layers
         self.num_states = config.num_layers + 2
@@ -128,6 +142,10 @@ class AlignmentPass:
         capture.release_all()
         self._statistics = AlignmentStatistics(self.num_states)
         self._step = (int(num_alignment_microbatches), total_lm_tokens)
+        if self._variable_shapes and self._saved_variable_seq_lengths is None:
+            self._saved_variable_seq_lengths = [c.variable_seq_lengths for c in self._configs]
+            for c in self._configs:
+                c.variable_seq_lengths = True
 
     def _gradient_factor(self, config) -> float:
         """What the gradient of one microbatch's alignment loss is multiplied by (see above)."""
@@ -148,9 +166,18 @@ class AlignmentPass:
         """Statistics of the step, complete on every rank (reduced over pipeline stages)."""
         capture.release_all()
         self._step = None
+        self._restore_variable_seq_lengths()
         return self._statistics.reduce(parallel_state.get_pipeline_model_parallel_group())
 
+    def _restore_variable_seq_lengths(self):
+        """Steps without alignment microbatches exchange fixed shapes again (no extra p2p)."""
+        if self._saved_variable_seq_lengths is not None:
+            for c, saved in zip(self._configs, self._saved_variable_seq_lengths):
+                c.variable_seq_lengths = saved
+            self._saved_variable_seq_lengths = None
+
     def remove(self):
+        self._restore_variable_seq_lengths()
         for handle in self.handles:
             handle.remove()
         self.handles = []
@@ -211,7 +238,8 @@ class AlignmentPass:
         partial = torch.tensor([slot.partial_over_tp for slot in slots])
         if partial.any():
             sums[partial] = complete_partial_sums(sums[partial])
-        global_batch = gather_over_data_parallel(sums, batch.form_group, batch.form_lengths())
+        global_batch = gather_over_data_parallel(sums, batch.form_group, batch.form_lengths(),
+                                                  self.max_forms_per_rank)
         groups, valid, mine = global_batch.groups, global_batch.valid, global_batch.mine
         num_anchors = count_anchors(groups, valid)
         leaf = global_batch.sums.detach().requires_grad_(needs_backward)

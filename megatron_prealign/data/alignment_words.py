@@ -171,6 +171,12 @@ class AlignmentWordDataset:
         groups, dropped = encode_groups(seen, encoder, languages)
         return cls(groups, words_per_batch, seq_length, seed, pack, pad_id, dropped, held)
 
+    def max_forms_per_rank(self, dp_size: int = 1) -> int:
+        """The most word forms any data-parallel rank's batch can hold (its groups the ones with
+        the most forms): a static bound for the alignment pass's padded gather."""
+        per_rank = self.words_per_batch // dp_size
+        return sum(sorted((len(g.forms) for g in self.groups), reverse=True)[:per_rank])
+
     @property
     def words(self) -> List[str]:
         """The English words used for pre-alignment (the "seen" words)."""

@@ -105,7 +105,8 @@ def block_diagonal_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
 
 def _run_lengths(segment_ids: torch.Tensor) -> torch.Tensor:
     """Lengths of the maximal runs of equal segment ids over all rows, row after row (a row
-    boundary always ends a run; every padding run is a sequence of its own)."""
+    boundary always ends a run; every padding run is a sequence of its own). Data-dependent
+    shape (``nonzero``): meant for host tensors (:func:`thd_boundaries`)."""
     flat = segment_ids.reshape(-1)
     boundary = torch.ones_like(flat, dtype=torch.bool)
     boundary[1:] = flat[1:] != flat[:-1]
@@ -116,23 +117,34 @@ def _run_lengths(segment_ids: torch.Tensor) -> torch.Tensor:
     return ends - starts
 
 
-def packed_seq_params(segment_ids: torch.Tensor):
-    """megatron-core ``PackedSeqParams`` (THD) for a microbatch flattened with :func:`to_thd`:
-    ``cu_seqlens`` over every row (each padding run is its own sequence, so it attends nowhere
-    else)."""
+def thd_boundaries(segment_ids: torch.Tensor) -> dict:
+    """``{"cu_seqlens": int32 [runs + 1], "max_seqlen": int}`` of a packed microbatch
+    ``segment_ids [b, s]`` flattened with :func:`to_thd` (every row covered; each padding run
+    its own sequence, so it attends nowhere else). Computed on the host when the batch is
+    collated, as Megatron-LM does: on the device, ``nonzero`` and the maximum would read back
+    to the host in every step."""
+    lengths = _run_lengths(segment_ids.cpu())
+    cu_seqlens = torch.zeros(lengths.numel() + 1, dtype=torch.int32)
+    cu_seqlens[1:] = torch.cumsum(lengths, 0)
+    return {"cu_seqlens": cu_seqlens, "max_seqlen": int(lengths.max())}
+
+
+# Keys thd_boundaries adds to a batch: not [b, s] tensors, so to_thd leaves them as they are.
+THD_KEYS = ("cu_seqlens", "max_seqlen")
+
+
+def packed_seq_params(cu_seqlens: torch.Tensor, max_seqlen: int):
+    """megatron-core ``PackedSeqParams`` (THD) from :func:`thd_boundaries`' values
+    (``cu_seqlens`` already on the device, ``max_seqlen`` a host int: nothing is read back)."""
     from megatron.core.packed_seq_params import PackedSeqParams
 
-    lengths = _run_lengths(segment_ids)
-    cu_seqlens = torch.zeros(lengths.numel() + 1, dtype=torch.int32, device=segment_ids.device)
-    cu_seqlens[1:] = torch.cumsum(lengths, 0)
-    max_len = int(lengths.max())
     return PackedSeqParams(
         qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,
-        max_seqlen_q=max_len, max_seqlen_kv=max_len,
+        max_seqlen_q=int(max_seqlen), max_seqlen_kv=int(max_seqlen),
     )
 
 
 def to_thd(batch: dict) -> dict:
     """A packed microbatch ``[b, s]`` as one ``[1, b * s]`` row (the THD layout megatron-core's
     packed path expects); ``cu_seqlens`` keep the rows apart."""
-    return {key: value.reshape(1, -1) for key, value in batch.items()}
+    return {key: value if key in THD_KEYS else value.reshape(1, -1) for key, value in batch.items()}

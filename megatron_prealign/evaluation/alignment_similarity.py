@@ -83,7 +83,7 @@ def _statistics(model: LoadedModel, groups, words_per_batch: int, seed: int) -> 
     rows = [b.tokens.shape[0] for b in batches]
     rows_tensor = torch.tensor([max(rows)], device=runtime.device())
     torch.distributed.all_reduce(rows_tensor, op=torch.distributed.ReduceOp.MAX)
-    alignment = AlignmentPass(model.chunks)
+    alignment = AlignmentPass(model.chunks, max_forms_per_rank=dataset.max_forms_per_rank(dp_size))
     total = AlignmentStatistics(alignment.num_states)
     try:
         for words in batches:

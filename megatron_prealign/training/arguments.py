@@ -288,12 +288,6 @@ def validate(args: argparse.Namespace, world_size: int):
             "--alignment-table is given but no stage aligns: add --prealign-iters N (PreAlign), "
             "--alignment-during-pretraining or --postalign-iters N, or drop the table"
         )
-    if aligning and args.transformer_impl == "transformer_engine" and args.pipeline_model_parallel_size > 1:
-        raise ConfigError(
-            "the alignment pass with --transformer-impl transformer_engine needs "
-            "--pipeline-model-parallel-size 1 (each word form in its own row; TE's attention ignores "
-            "the block-diagonal mask of packed rows): use --transformer-impl local under pipeline "
-            "parallelism")
     if args.alignment_table and not os.path.isfile(args.alignment_table):
         raise ConfigError(f"--alignment-table {args.alignment_table} does not exist")
     if args.alignment_temperature <= 0:

@@ -19,6 +19,7 @@ from megatron_prealign.alignment import AlignmentBatch
 from megatron_prealign.alignment.attention_path import BLOCK_MASK, ONE_FORM_PER_ROW
 from megatron_prealign.alignment.batch import forms_of, one_form_per_row, pack_forms
 from megatron_prealign.data.lm_dataset import MaskedGPTDataset, lm_dataset_config
+from megatron_prealign.data.packing import thd_boundaries
 
 
 def build_datasets(args, tokenizer, num_samples: List[int], data_path=None):
@@ -40,7 +41,10 @@ def build_datasets(args, tokenizer, num_samples: List[int], data_path=None):
 
 
 def _collate(samples) -> dict:
-    return {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
+    batch = {key: torch.stack([torch.as_tensor(s[key]) for s in samples]) for key in samples[0]}
+    if "segment_ids" in batch:  # --sft-packing: THD boundaries here, on the host (packing.py)
+        batch.update(thd_boundaries(batch["segment_ids"]))
+    return batch
 
 
 class _RankSampler(torch.utils.data.Sampler):

@@ -25,7 +25,7 @@ from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
 from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
-from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, to_thd
+from megatron_prealign.data.packing import block_diagonal_causal_mask, packed_seq_params, thd_boundaries, to_thd
 from megatron_prealign.data.tokenizer import build_tokenizer_from_args
 from megatron_prealign.instruct.finetune import FinetuneData
 from megatron_prealign.model import CHECKPOINT_DETAIL_FIELDS, build_model
@@ -85,7 +85,9 @@ def _lm_forward_step(batch, model):
         if _uses_local_attention(model):
             attention_mask = block_diagonal_causal_mask(batch["segment_ids"])
         else:
-            packed = packed_seq_params(batch["segment_ids"])
+            # Boundaries from the collate (host); computed here only for batches made elsewhere.
+            boundaries = batch if "cu_seqlens" in batch else thd_boundaries(batch["segment_ids"])
+            packed = packed_seq_params(boundaries["cu_seqlens"].to(batch["tokens"].device), boundaries["max_seqlen"])
             batch = to_thd(batch)
     output = model(batch["tokens"], batch["position_ids"], attention_mask, labels=batch["labels"],
                    packed_seq_params=packed)
@@ -258,7 +260,8 @@ class Trainer:
             use_checkpoint_opt_param_scheduler=not args.override_opt_param_scheduler,
         )
         self.alignment = (
-            AlignmentPass(self.chunks, args.alignment_temperature, args.alignment_loss_weight)
+            AlignmentPass(self.chunks, args.alignment_temperature, args.alignment_loss_weight,
+                          max_forms_per_rank=self.word_dataset.max_forms_per_rank(self.dp_size))
             if self.plan.uses_alignment else None
         )
 
