@@ -10,12 +10,12 @@ setup(
     # megatron-core 0.17+ needs Python >= 3.12.
     python_requires=">=3.12",
     install_requires=[
-        # The CPU compatibility layer (megatron_prealign/cpu_compat.py) is checked against 0.19.x only.
+        # The CPU compatibility layer (megatron_prealign/compat/cpu.py) is checked against 0.19.x only.
         "megatron-core>=0.19,<0.20",
         # >= 2.6: torch.load defaults to weights_only (megatron-core reads checkpoint metadata with it).
         "torch>=2.6",
         "numpy",
-        # megatron-core's version without its local part (cpu_compat.megatron_core_version).
+        # megatron-core's version without its local part (compat.cpu.megatron_core_version).
         "packaging",
         # Compiles the codeswitching loops (megatron_prealign/data/codeswitch.py).
         "numba",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_prealign import cpu_compat, device_check
+from megatron_prealign.compat import cpu as cpu_compat, device_check
 from megatron_prealign.errors import ConfigError
 
 
@@ -226,7 +226,7 @@ def initialize(
     else:
         cpu_compat.check_megatron_core_version()  # before any work; select_backend patches
     if device_check.requested() and not device_check.active():
-        device_check.enter()  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
+        device_check.enter(device())  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
     local_rank = detect_launcher().local_rank
     backend, patches = select_backend(backend)
     if cuda_in_use():

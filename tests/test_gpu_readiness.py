@@ -26,7 +26,8 @@ def _losses(work):
 
 
 def _misplaced_rank():
-    from megatron_prealign import device_check, runtime
+    from megatron_prealign import runtime
+    from megatron_prealign.compat import device_check
     from megatron_prealign.model import ModelArgs, build_model
 
     runtime.initialize(seed=1)
@@ -82,7 +83,7 @@ def test_check_mode_catches_misplaced_tensors():
 
 def _checked_run(argv):
     os.environ["PREALIGN_DEVICE_CHECK"] = "1"
-    from megatron_prealign import device_check
+    from megatron_prealign.compat import device_check
 
     result = pretrain_case.run_pretrain(argv)
     result["checked"] = device_check.requested()
