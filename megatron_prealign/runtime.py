@@ -41,6 +41,11 @@ def device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cuda_in_use() else torch.device("cpu")
 
 
+def rank_zero() -> bool:
+    """Whether this process writes results and prints (rank 0, or no process group)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def to_device(batch):
     """A batch (dict / list / tensor of host tensors) on `device()`: pinned host memory and a
     non-blocking copy on CUDA, so the copy overlaps compute; non-tensors pass through."""

@@ -48,7 +48,7 @@ def _gelu_logits(hf_dirs, tokens, out_root):
     """Each GPT-2 variant imported and run with fused_kernels() on, as on CUDA with Transformer
     Engine (megatron-core's fused bias-GeLU runs on the CPU too)."""
     from megatron_prealign import model
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.hf.convert import import_hf
     from tests.test_hf_interop import _full_logits
 
@@ -239,7 +239,7 @@ def _as_trained_with_te(checkpoint):
     """An imported checkpoint saved again as a TE run saves it: its run state says
     transformer_engine and it holds `_extra_state` objects (the norms already carry TE's names:
     the local spec's sharded_state_dict_keys_map writes them so)."""
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.training import checkpointing
 
     loaded = load_model(checkpoint, 1, 1, seq_length=16)

@@ -30,7 +30,7 @@ from megatron_prealign.alignment.batch import block_diagonal_causal_mask
 from megatron_prealign.alignment.parallel import complete_partial_sums
 from megatron_prealign.alignment.step import _without_output_layer
 from megatron_prealign.evaluation.alignment_similarity import state_names
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel
 
 
 def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_size: int = 8,
