@@ -230,12 +230,13 @@ def initialize(
         check_megatron_core_for_cuda()
     else:
         cpu_compat.check_megatron_core_version()  # before any work; select_backend patches
-    if device_check.requested() and not device_check.active():
-        device_check.enter(device())  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
     local_rank = detect_launcher().local_rank
     backend, patches = select_backend(backend)
     if cuda_in_use():
         torch.cuda.set_device(local_rank)
+    if device_check.requested() and not device_check.active():
+        # after set_device: device() is this rank's GPU
+        device_check.enter(device())  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
 
     _init_process_group(backend, timeout_minutes)
     world_size = dist.get_world_size()
