@@ -259,7 +259,9 @@ def run_zs_clt(args) -> dict:
     records_path = None
     if train is not None:
         records_path = os.path.splitext(args.output)[0] + ".train_records.jsonl"
-        if int(os.environ.get("RANK", "0")) == 0:
+        from megatron_prealign import runtime
+
+        if runtime.detect_launcher().rank == 0:
             classification.write_instruction_records(records_path, train, label_words)
     finetuned = None
     if args.finetune:
