@@ -329,7 +329,7 @@ def test_resume_across_transformer_impl_needs_no_load_optim(data, tmp_path, caps
 
 def test_alignment_bookkeeping_needs_no_host_sync_and_shapes_are_bucketed():
     from megatron_prealign.alignment.attention_path import ONE_FORM_PER_ROW
-    from megatron_prealign.alignment.batch import pack_forms
+    from megatron_prealign.alignment.microbatch import pack_forms
     from megatron_prealign.alignment.contrastive import count_anchors
     from megatron_prealign.training.batches import alignment_microbatch
 
