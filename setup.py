@@ -10,12 +10,12 @@ setup(
     # megatron-core 0.17+ needs Python >= 3.12.
     python_requires=">=3.12",
     install_requires=[
-        # The CPU compatibility layer (megatron_prealign/cpu_compat.py) is checked against 0.19.x only.
+        # The CPU compatibility layer (megatron_prealign/compat/cpu.py) is checked against 0.19.x only.
         "megatron-core>=0.19,<0.20",
         # >= 2.6: torch.load defaults to weights_only (megatron-core reads checkpoint metadata with it).
         "torch>=2.6",
         "numpy",
-        # megatron-core's version without its local part (cpu_compat.megatron_core_version).
+        # megatron-core's version without its local part (compat.cpu.megatron_core_version).
         "packaging",
         # Compiles the codeswitching loops (megatron_prealign/data/codeswitch.py).
         "numba",
@@ -45,7 +45,7 @@ setup(
         "gpu": ["transformer-engine[pytorch]>=2.8,<2.21"],
     },
     entry_points={"console_scripts": [
-        "prealign-pretrain=megatron_prealign.pretrain:main",
+        "prealign-pretrain=megatron_prealign.cli.pretrain:main",
         "prealign-train-tokenizer=megatron_prealign.cli.train_tokenizer:main",
         "prealign-build-table=megatron_prealign.cli.build_alignment_table:main",
         "prealign-preprocess=megatron_prealign.cli.preprocess_data:main",
@@ -54,8 +54,8 @@ setup(
         "prealign-extract-debian-text=megatron_prealign.cli.extract_debian_text:main",
         "prealign-build-instruction-data=megatron_prealign.cli.build_instruction_data:main",
         "prealign-convert-checkpoint=megatron_prealign.cli.convert_checkpoint:main",
-        "prealign-evaluate=megatron_prealign.evaluation.cli:main",
-        "prealign-generate=megatron_prealign.generation.cli:main",
+        "prealign-evaluate=megatron_prealign.cli.evaluate:main",
+        "prealign-generate=megatron_prealign.cli.generate:main",
         "prealign-scaling-law=megatron_prealign.cli.scaling_law:main",
         "prealign-demo=megatron_prealign.demo.__main__:main",
     ]},

@@ -40,8 +40,8 @@ def main():
 
     from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
-    from megatron_prealign.alignment.synthetic import random_groups
-    from megatron_prealign.alignment.batch import pack_forms
+    from megatron_prealign.alignment.random_batches import random_groups
+    from megatron_prealign.alignment.microbatch import pack_forms
     from megatron_prealign.model import ModelArgs, build_model
 
     runtime.initialize(1, 1, seed=5)

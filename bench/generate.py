@@ -40,7 +40,7 @@ def main():
         os.environ.setdefault(key, value)
 
     from megatron_prealign import runtime
-    from megatron_prealign.evaluation.model_loading import LoadedModel
+    from megatron_prealign.generation.model_loading import LoadedModel
     from megatron_prealign.generation import generate
     from megatron_prealign.model import ModelArgs, build_model
 

@@ -26,7 +26,7 @@ HEAVY = ("torch", "megatron", "transformers")
 MODULES = (
     "megatron_prealign.pretrain",
     "megatron_prealign.demo",
-    "megatron_prealign.launch_plan",
+    "megatron_prealign.cli.launch_plan",
     "megatron_prealign.gpu_check",
 )
 

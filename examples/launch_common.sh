@@ -177,7 +177,7 @@ prealign_launch() {
     printf '%q ' "${command[@]}"
     echo
     echo
-    PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}" "${PYTHON}" -m megatron_prealign.launch_plan \
+    PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}" "${PYTHON}" -m megatron_prealign.cli.launch_plan \
       --nnodes "${NNODES}" --gpus-per-node "${GPUS_PER_NODE}" --gpu "${GPU}" --mfu "${MFU}" \
       --assumed-vocab-size "${VOCAB_SIZE}" --format "${PLAN_FORMAT:-text}" \
       "${PLAN_WORDS_ARGS[@]}" --node-counts "${NODE_COUNTS[@]}" -- "${pretrain_args[@]}"

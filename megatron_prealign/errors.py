@@ -1,7 +1,8 @@
-"""The project's one error class for bad configuration or input.
+"""The project's errors for bad configuration or input: one hierarchy under :class:`ConfigError`.
 
 Entry points turn a :class:`ConfigError` into a one-line message and exit status 2; any other
-exception (also a ``ValueError`` from inside torch or megatron-core) keeps its traceback.
+exception (also a ``ValueError`` from inside torch or megatron-core) keeps its traceback. Each
+subclass says where the problem is; the modules that raise them import them from here.
 """
 
 import errno
@@ -9,6 +10,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 
 class ConfigError(ValueError):
@@ -17,6 +19,41 @@ class ConfigError(ValueError):
 
 class EvaluationError(ConfigError):
     """Bad input to an evaluation (checkpoint, table, data): the message says what to change."""
+
+
+class BadInputError(ConfigError):
+    """A malformed input line. ``str(err)`` is ``"FILE:LINE: message"``."""
+
+    def __init__(self, path: str, line: Optional[int], message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.message = message
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class LossMaskMismatchError(ConfigError):
+    """The ``_loss_mask`` sibling does not describe the same sequences as the token data."""
+
+
+class MissingPackagesError(ConfigError):
+    """The Debian packages with the text are not installed (message says how to install)."""
+
+
+class TemplateError(ConfigError):
+    """A template or language code that cannot be used; the message says what to change."""
+
+
+class ConversionError(ConfigError):
+    """Bad input to a conversion: the message says what is wrong and what to change."""
+
+
+class MergeError(ConfigError):
+    """An input that cannot be merged; the message names the file and what to change."""
+
+
+class ScalingLawError(ConfigError):
+    """Points that cannot be fitted, or a law / budget that cannot be used; says what to change."""
 
 
 def describe_os_error(error: OSError, path: str) -> str:

@@ -72,7 +72,7 @@ def _our_logits(load: str, tokens, bf16: bool):
     import torch
     from megatron.core import tensor_parallel
 
-    from megatron_prealign.evaluation import model_loading
+    from megatron_prealign.generation import model_loading
 
     loaded = model_loading.load_model(load, 1, 1, seq_length=tokens.shape[1], bf16=bf16)
 

@@ -2,7 +2,7 @@
 tokens and FLOPs per step, expected step time and memory per GPU, from the very flags a launch
 script passes to the driver. The `examples/pretrain_*.sh` scripts call it for `--dry-run`:
 
-    python -m megatron_prealign.launch_plan --nnodes 4 --gpus-per-node 8 --gpu a100 --mfu 0.4 \\
+    python -m megatron_prealign.cli.launch_plan --nnodes 4 --gpus-per-node 8 --gpu a100 --mfu 0.4 \\
         --node-counts 1 2 4 8 -- --model-size 1.3B --seq-length 1024 ... (the pretrain flags)
 
 Nothing is allocated and no data file is read (the tokenizer model is read when it exists, to
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import warnings
@@ -290,7 +289,7 @@ def _num(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def _layout(p: dict) -> str:
+def layout_summary(p: dict) -> str:
     lay = p["layout"]
     return f"TP={lay['tp']} PP={lay['pp']} DP={lay['dp']}"
 
@@ -302,7 +301,7 @@ def format_text(p: dict, others: Optional[Dict[int, str]] = None) -> str:
         f"{m['heads']} heads, seq {m['seq_length']}, vocab {m['vocab']} ({m['vocab_source']})",
         f"parameters: {c['total']:,} total = {c['non_embedding']:,} non-embedding + {c['embedding']:,} embedding",
         f"parameters per GPU (largest stage, TP-sharded): {p['parameters_per_gpu']['max']:,}",
-        f"layout: {lay['nnodes']} nodes x {lay['gpus_per_node']} GPUs = {lay['world']}: {_layout(p)}; "
+        f"layout: {lay['nnodes']} nodes x {lay['gpus_per_node']} GPUs = {lay['world']}: {layout_summary(p)}; "
         f"micro batch {lay['micro_batch']}, global batch {lay['global_batch']} "
         f"({lay['microbatches']} microbatches per DP rank per step)",
         f"precision: {p['precision']}, --transformer-impl {p['transformer_impl']}, recompute {p['recompute']}, "
@@ -373,67 +372,3 @@ def format_markdown(plans: List[dict]) -> str:
             f"| {states:.1f} + {mem['activations']:.1f} + {mem['transient']:.1f} = {mem['total']:.1f} GiB |"
         )
     return "\n".join(rows)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    split = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="launch_plan", description=__doc__.split("\n\n")[0],
-                                     usage="python -m megatron_prealign.launch_plan [options] -- "
-                                           "PRETRAIN_FLAGS")
-    parser.add_argument("--nnodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--node-counts", type=int, nargs="*", default=[],
-                        help="also check the layout for these node counts")
-    parser.add_argument("--gpu", choices=sorted(GPUS), default="a100")
-    parser.add_argument("--mfu", type=float, default=0.4)
-    parser.add_argument("--assumed-vocab-size", type=int, default=50257,
-                        help="tokenizer vocabulary when the tokenizer model is not readable here")
-    parser.add_argument("--default-alignment-words", type=int,
-                        help="the launcher's rule for the other node counts: this many word groups "
-                        "per step, raised to a multiple of DP")
-    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
-    opts = parser.parse_args(argv[:split])  # --help answers here
-    if split == len(argv):
-        parser.error("give the pretrain flags after --")
-    pretrain_argv = argv[split + 1:]
-
-    def one(nodes):
-        argv = list(pretrain_argv)
-        if opts.default_alignment_words and nodes != opts.nnodes and "--alignment-words-per-batch" in argv:
-            parsed = arguments.parse_args(argv)
-            dp = nodes * opts.gpus_per_node // (parsed.tensor_model_parallel_size * parsed.pipeline_model_parallel_size)
-            words = -(-opts.default_alignment_words // max(dp, 1)) * max(dp, 1)
-            argv[argv.index("--alignment-words-per-batch") + 1] = str(words)
-        return plan(argv, nodes, opts.gpus_per_node, opts.gpu, opts.mfu, opts.assumed_vocab_size)
-
-    try:
-        result = one(opts.nnodes)
-    except ValueError as error:
-        print(f"error: {error}; change the layout or NNODES", file=sys.stderr)
-        return 2
-    others, layouts, plans = {}, {}, []
-    for nodes in opts.node_counts:
-        try:
-            other = one(nodes)
-            plans.append(other)
-            mem = other["memory_gib_prealign"] or other["memory_gib"]
-            others[nodes] = (f"{_layout(other)}, {other['step_seconds']:.2f} s/step, "
-                             f"{mem['total']:.1f} GiB per GPU")
-            layouts[nodes] = other["layout"] | {"memory_gib": mem["total"], "step_seconds": other["step_seconds"]}
-        except ValueError as error:
-            others[nodes] = f"INVALID: {error}"
-            layouts[nodes] = {"invalid": str(error)}
-    result["node_counts"] = layouts
-    if opts.format == "json":
-        print(json.dumps(result, sort_keys=True))
-    elif opts.format == "markdown":
-        print(format_markdown(plans or [result]))
-    else:
-        print(format_text(result, others))
-        print("plan (JSON): " + json.dumps(result, sort_keys=True))
-    return 2 if any(text.startswith("INVALID") for text in others.values()) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,7 +28,7 @@ from megatron.core.transformer.transformer_block import (
 )
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from megatron_prealign import device_check, runtime
+from megatron_prealign import runtime
 from megatron_prealign.model_sizes import FAMILIES, MODEL_SIZES
 from megatron_prealign.norms import local_norm
 
@@ -371,7 +371,6 @@ def build_model(
     config = transformer_config(args)
     model = build_gpt_model(args, config)
     model.to(runtime.device())
-    device_check.watch_model_inputs(model)  # a no-op unless the device check mode is on
     chunks = [model]
     if args.bf16 or args.fp16:
         chunks = [Float16Module(config, chunk) for chunk in chunks]

@@ -13,12 +13,13 @@ import random
 import re
 import socket
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_prealign import cpu_compat, device_check
+from megatron_prealign.compat import cpu as cpu_compat, device_check
 from megatron_prealign.errors import ConfigError
 
 
@@ -39,6 +40,11 @@ def cuda_in_use() -> bool:
 
 def device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if cuda_in_use() else torch.device("cpu")
+
+
+def rank_zero() -> bool:
+    """Whether this process writes results and prints (rank 0, or no process group)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def to_device(batch):
@@ -104,6 +110,9 @@ class Launch:
     rank: int
     world_size: int
     local_rank: int
+    # SLURM only: where the process group meets (torchrun's env:// carries its own)
+    master_addr: Optional[str] = None
+    master_port: Optional[int] = None
 
 
 def _first_slurm_host(nodelist: str) -> str:
@@ -117,20 +126,18 @@ def _first_slurm_host(nodelist: str) -> str:
 
 def detect_launcher(environ=None) -> Launch:
     """torchrun's environment wins; else SLURM's task variables inside an `srun` step (set up as
-    torchrun's, MASTER_ADDR = the step's first node); else a world of one. Several processes
-    without any of these would each be a world of one: mpirun's are refused here, any other are
-    stopped by the --save lock (training/save_lock.py)."""
+    torchrun's, MASTER_ADDR = the step's first node, unless set); else a world of one. Several
+    processes without any of these would each be a world of one: mpirun's are refused here, any
+    other are stopped by the --save lock (training/save_lock.py). Reads the environment only."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return Launch("torchrun", int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")))
     in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env  # srun, not the batch script itself
     if in_step and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        launch = Launch("slurm", int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
         nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1"
-        env.setdefault("MASTER_ADDR", _first_slurm_host(nodes))
-        env.setdefault("MASTER_PORT", str(20000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))
-        env.update(RANK=str(launch.rank), WORLD_SIZE=str(launch.world_size), LOCAL_RANK=str(launch.local_rank))
-        return launch
+        return Launch("slurm", int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")),
+                      master_addr=env.get("MASTER_ADDR") or _first_slurm_host(nodes),
+                      master_port=int(env.get("MASTER_PORT") or 20000 + int(env.get("SLURM_JOB_ID", "0") or 0) % 20000))
     for variable in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
         if int(env.get(variable, "1") or 1) > 1:
             raise ConfigError(
@@ -143,8 +150,12 @@ def _init_process_group(backend: str, timeout_minutes: float):
     if dist.is_initialized():
         return
     timeout = datetime.timedelta(minutes=timeout_minutes)
-    if detect_launcher().launcher != "single":
-        dist.init_process_group(backend=backend, timeout=timeout)  # torchrun / srun env://
+    launch = detect_launcher()
+    if launch.launcher == "torchrun":
+        dist.init_process_group(backend=backend, timeout=timeout)  # env://
+    elif launch.launcher == "slurm":
+        dist.init_process_group(backend=backend, timeout=timeout, rank=launch.rank, world_size=launch.world_size,
+                                init_method=f"tcp://{launch.master_addr}:{launch.master_port}")
     else:
         # A plain `python script.py`: a world of one, on a private port.
         dist.init_process_group(
@@ -225,12 +236,13 @@ def initialize(
         check_megatron_core_for_cuda()
     else:
         cpu_compat.check_megatron_core_version()  # before any work; select_backend patches
-    if device_check.requested() and not device_check.active():
-        device_check.enter()  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
     local_rank = detect_launcher().local_rank
     backend, patches = select_backend(backend)
     if cuda_in_use():
         torch.cuda.set_device(local_rank)
+    if device_check.requested() and not device_check.active():
+        # after set_device: device() is this rank's GPU
+        device_check.enter(device())  # PREALIGN_DEVICE_CHECK=1: the whole run, until shutdown()
 
     _init_process_group(backend, timeout_minutes)
     world_size = dist.get_world_size()

@@ -1,14 +1,14 @@
 import os
 import sys
-import warnings
 
 import pytest
 
-# Keep megatron-core's import-time warnings (no apex, no TE) out of every test's output.
-warnings.filterwarnings("ignore", message=".*Apex is not installed.*")
-warnings.filterwarnings("ignore", message=".*Transformer Engine.*")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# megatron-core's import-time notes (no apex, no TE) and the others the tools silence
+from megatron_prealign.cli import quiet_notes  # noqa: E402
+
+quiet_notes()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ plain-PyTorch reference of Eq. 1-3: same loss and gradients within 1e-5 (fp32); 
 import pytest
 import torch
 
-from megatron_prealign.alignment.batch import forms_of
+from megatron_prealign.alignment.microbatch import forms_of
 from tests import alignment_case as case
 from tests import alignment_reference as reference
 from tests.dist_utils import run_distributed

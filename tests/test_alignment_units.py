@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 import pytest
 import torch
 
-from megatron_prealign.alignment.batch import (
+from megatron_prealign.alignment.microbatch import (
     AlignmentBatch,
     block_diagonal_causal_mask,
     forms_of,

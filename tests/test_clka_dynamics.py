@@ -13,7 +13,7 @@ from megatron_prealign.demo import clka_dynamics_data as dyn
 from megatron_prealign.demo import data as demo_data
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.evaluation import clka_dynamics
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 
 def test_generator_states_each_fact_at_its_frequency_in_its_period_and_language():
@@ -153,7 +153,7 @@ def _driver_rank(output_dir):
 
 
 def _cli_rank(argv):
-    from megatron_prealign.evaluation import cli
+    from megatron_prealign.cli import evaluate as cli
 
     return cli.main(argv)
 
@@ -194,7 +194,7 @@ def test_driver_and_command_end_to_end(tmp_path, capsys):
     assert run_distributed(_cli_rank, 1, argv)[0] == 0
     result = json.load(open(again))
     assert result["pooled"] == saved["runs"]["prealign"]["pooled"] and os.path.getsize(plot) > 0
-    from megatron_prealign.evaluation import cli
+    from megatron_prealign.cli import evaluate as cli
 
     # Checked before any model is loaded, so in this process: status 2, a message, no output.
     other = str(tmp_path / "other.json")

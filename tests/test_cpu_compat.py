@@ -10,7 +10,8 @@ from unittest import mock
 import pytest
 import torch
 
-from megatron_prealign import cpu_compat, runtime
+from megatron_prealign import runtime
+from megatron_prealign.compat import cpu as cpu_compat
 from megatron_prealign.errors import ConfigError
 from tests.dist_utils import run_distributed
 

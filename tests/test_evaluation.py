@@ -60,8 +60,8 @@ def _argvs(case, tag, layout):
 
 def _evaluate_rank(runs):
     """Rank body: run each (name, argv) in this process; bad-input runs return their error."""
-    from megatron_prealign.evaluation import cli
-    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.cli import evaluate as cli
+    from megatron_prealign.errors import EvaluationError
 
     results = {}
     for name, argv in runs:

@@ -10,8 +10,9 @@ import os
 
 import pytest
 
-from megatron_prealign.evaluation import classification, cli, qa, translation
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.cli import evaluate as cli
+from megatron_prealign.evaluation import classification, qa, translation
+from megatron_prealign.errors import EvaluationError
 
 # XNLI 1.0's test / dev header (xnli.test.tsv), and XNLI-MT 1.0's training header.
 XNLI_HEADER = ("language\tgold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
@@ -236,7 +237,7 @@ def test_protocol_reaches_generation(tmp_path, assets, monkeypatch, protocol, st
     """The protocol's prompts, stop strings and token budget are what generation gets (the model
     and decoding are stubbed: their own tests are tests/test_generation.py)."""
     from megatron_prealign.evaluation import downstream
-    from megatron_prealign.generation import cli as generation_cli
+    from megatron_prealign.generation import decoding
 
     seen = {}
 
@@ -248,7 +249,7 @@ def test_protocol_reaches_generation(tmp_path, assets, monkeypatch, protocol, st
         directory, run_state, seq_length = "ckpt", {"iteration": 1}, 1024
 
     monkeypatch.setattr(downstream, "_model_and_ids", lambda args: (Model(), None))
-    monkeypatch.setattr(generation_cli, "generate_texts", fake_generate)
+    monkeypatch.setattr(decoding, "generate_texts", fake_generate)
     src = _write(str(tmp_path / "en.txt"), ["The river."])
     out = str(tmp_path / "mt.json")
     assert cli.main(["translation", "--load", "ckpt", "--src", src, "--ref", src, "--direction", "en-el",
@@ -297,7 +298,7 @@ def test_word_groups_and_token_attribution(assets):
 
 
 def _word_perplexity_rank(argv):
-    from megatron_prealign.evaluation import cli as evaluate_cli
+    from megatron_prealign.cli import evaluate as evaluate_cli
 
     result = evaluate_cli.run(evaluate_cli.build_parser().parse_args(argv))
     return json.dumps(result)

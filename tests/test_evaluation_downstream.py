@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from megatron_prealign.evaluation import cli, qa, translation
+from megatron_prealign.cli import evaluate as cli
+from megatron_prealign.evaluation import qa, translation
 
 
 def _evaluate(argv):

@@ -19,7 +19,7 @@ EVAL_SEQ = "320"  # RoPE: evaluation runs longer sequences than training (the pr
 def _tiny_model(tensor_model_parallel_size=1, **overrides):
     """A small model built directly (random weights, no dropout) at the given TP size."""
     from megatron_prealign import runtime
-    from megatron_prealign.evaluation.model_loading import LoadedModel
+    from megatron_prealign.generation.model_loading import LoadedModel
     from megatron_prealign.model import ModelArgs, build_model
 
     runtime.initialize(tensor_model_parallel_size, 1, seed=3)
@@ -207,9 +207,9 @@ def _bad_runs(case, tp1):
 
 
 def _rank(runs, extra_checks=False):
-    from megatron_prealign.evaluation import cli as evaluate_cli
-    from megatron_prealign.evaluation.model_loading import EvaluationError
-    from megatron_prealign.generation import cli as generate_cli
+    from megatron_prealign.cli import evaluate as evaluate_cli
+    from megatron_prealign.errors import EvaluationError
+    from megatron_prealign.cli import generate as generate_cli
 
     results = {}
     for name, (tool, argv) in runs.items():
@@ -229,10 +229,12 @@ def _rank(runs, extra_checks=False):
 
 def _likelihood_against_logits(argv):
     """The label-word scores against a direct log-softmax of the model's logits (TP=1)."""
-    from megatron_prealign.evaluation import classification, cli
+    from megatron_prealign.cli import evaluate as cli
+    from megatron_prealign.evaluation import classification
+    from megatron_prealign.generation.model_loading import load_for
 
     args = cli.build_parser().parse_args(argv)
-    model = cli.load_for(args)
+    model = load_for(args)
     prefixes = [np.array([5, 6, 7, 8]), np.array([9, 10])]
     words = [np.array([11, 12]), np.array([13])]
     scores = classification.continuation_loglik(model, prefixes, words, 2)

@@ -48,7 +48,7 @@ def _gelu_logits(hf_dirs, tokens, out_root):
     """Each GPT-2 variant imported and run with fused_kernels() on, as on CUDA with Transformer
     Engine (megatron-core's fused bias-GeLU runs on the CPU too)."""
     from megatron_prealign import model
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.hf.convert import import_hf
     from tests.test_hf_interop import _full_logits
 
@@ -239,7 +239,7 @@ def _as_trained_with_te(checkpoint):
     """An imported checkpoint saved again as a TE run saves it: its run state says
     transformer_engine and it holds `_extra_state` objects (the norms already carry TE's names:
     the local spec's sharded_state_dict_keys_map writes them so)."""
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.training import checkpointing
 
     loaded = load_model(checkpoint, 1, 1, seq_length=16)
@@ -279,7 +279,7 @@ def test_te_checkpoint_exports_through_local_layers(tmp_path):
 
 
 def _imported_into_te_layers(hf_dir, checkpoint, tokens):
-    from megatron_prealign.evaluation import model_loading
+    from megatron_prealign.generation import model_loading
     from megatron_prealign.hf.convert import import_hf
     from tests.test_hf_interop import _full_logits
 
@@ -329,7 +329,7 @@ def test_resume_across_transformer_impl_needs_no_load_optim(data, tmp_path, caps
 
 def test_alignment_bookkeeping_needs_no_host_sync_and_shapes_are_bucketed():
     from megatron_prealign.alignment.attention_path import ONE_FORM_PER_ROW
-    from megatron_prealign.alignment.batch import pack_forms
+    from megatron_prealign.alignment.microbatch import pack_forms
     from megatron_prealign.alignment.contrastive import count_anchors
     from megatron_prealign.training.batches import alignment_microbatch
 
@@ -366,7 +366,7 @@ class _RefuseHostReads(_RefuseOps):
 def _dp_gather_rank(bound):
     from megatron_prealign import runtime
     from megatron_prealign.alignment.contrastive import anchor_terms
-    from megatron_prealign.alignment.parallel import gather_over_data_parallel
+    from megatron_prealign.alignment.collectives import gather_over_data_parallel
 
     runtime.initialize(1, 1, seed=3)
     rank = torch.distributed.get_rank()
@@ -420,7 +420,7 @@ def test_alignment_pass_refuses_more_forms_than_its_bound():
 
 def _bound_too_small_rank():
     from megatron_prealign import runtime
-    from megatron_prealign.alignment.parallel import gather_over_data_parallel
+    from megatron_prealign.alignment.collectives import gather_over_data_parallel
 
     runtime.initialize(1, 1, seed=3)
     try:
@@ -485,7 +485,7 @@ def _one_form_per_row_rank(pp):
 
     from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, attention_path, is_alignment_batch
-    from megatron_prealign.alignment.batch import forms_of, one_form_per_row
+    from megatron_prealign.alignment.microbatch import forms_of, one_form_per_row
     from megatron_prealign.training.loop import _lm_forward_step, _lm_sums
     from tests import alignment_case as case
     from tests.full_state import gather_full_tensors

@@ -26,7 +26,8 @@ def _losses(work):
 
 
 def _misplaced_rank():
-    from megatron_prealign import device_check, runtime
+    from megatron_prealign import runtime
+    from megatron_prealign.compat import device_check
     from megatron_prealign.model import ModelArgs, build_model
 
     runtime.initialize(seed=1)
@@ -82,7 +83,7 @@ def test_check_mode_catches_misplaced_tensors():
 
 def _checked_run(argv):
     os.environ["PREALIGN_DEVICE_CHECK"] = "1"
-    from megatron_prealign import device_check
+    from megatron_prealign.compat import device_check
 
     result = pretrain_case.run_pretrain(argv)
     result["checked"] = device_check.requested()
@@ -160,8 +161,8 @@ def _ignore_masks(chunks):
 def _attention_path_rank():
     from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, attention_path
-    from megatron_prealign.alignment.batch import forms_of, one_form_per_row
-    from megatron_prealign.alignment.synthetic import data_parallel_batches
+    from megatron_prealign.alignment.microbatch import forms_of, one_form_per_row
+    from megatron_prealign.alignment.random_batches import data_parallel_batches
     from megatron_prealign.model import build_model
     from tests import alignment_case
 
@@ -348,8 +349,8 @@ def test_cuda_step_on_device_with_fusions_and_no_host_sync(data, tmp_path):
 def _cuda_mask_probe_rank():
     from megatron_prealign import runtime
     from megatron_prealign.alignment import attention_path
-    from megatron_prealign.alignment.batch import block_diagonal_causal_mask, forms_of, one_form_per_row
-    from megatron_prealign.alignment.synthetic import data_parallel_batches
+    from megatron_prealign.alignment.microbatch import block_diagonal_causal_mask, forms_of, one_form_per_row
+    from megatron_prealign.alignment.random_batches import data_parallel_batches
     from megatron_prealign.model import ModelArgs, build_model
 
     runtime.initialize(seed=1)

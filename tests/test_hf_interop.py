@@ -74,7 +74,7 @@ def _full_logits(loaded, tokens):
     broadcast from the last stage)."""
     from megatron.core import tensor_parallel
 
-    from megatron_prealign.evaluation import model_loading
+    from megatron_prealign.generation import model_loading
 
     def factory(batch):
         def loss_func(logits):
@@ -102,7 +102,7 @@ def _greedy(loaded, prompt, new_tokens):
 def _import_all_layouts(hf_dirs, tokens, out_root):
     import torch.distributed as dist
 
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.hf.convert import import_hf
 
     results = {}
@@ -161,7 +161,7 @@ def test_import_logits_export_round_trip_and_greedy(hf_models, tmp_path):
 
 def _train_export_perplexity(data, work, text_ids):
     from megatron_prealign import pretrain
-    from megatron_prealign.evaluation.model_loading import load_model, sequence_nll
+    from megatron_prealign.generation.model_loading import load_model, sequence_nll
     from megatron_prealign.hf.convert import export_hf
 
     ckpt = os.path.join(work, "ckpt")

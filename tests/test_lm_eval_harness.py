@@ -65,7 +65,7 @@ def _train_export_score(assets, data_prefix, work, task_dir):
     from megatron_prealign import pretrain
     from megatron_prealign.cli import convert_checkpoint
     from megatron_prealign.data.tokenizer import build_tokenizer
-    from megatron_prealign.evaluation.model_loading import load_model, sequence_nll
+    from megatron_prealign.generation.model_loading import load_model, sequence_nll
 
     ckpt, out = os.path.join(work, "ckpt"), os.path.join(work, "hf")
     data = {"sp": assets["sp"], "en_cs": data_prefix, "de": data_prefix}  # replaced below

@@ -74,7 +74,7 @@ def test_parameter_formula_matches_the_built_model(family):
 
 
 def test_validation_sets_get_distinct_names():
-    from megatron_prealign.training.arguments import prefix_names
+    from megatron_prealign.data.data_path import prefix_names
 
     assert prefix_names(["data/en_text_document", "data/de_text_document"]) == [
         "en_text_document", "de_text_document"]

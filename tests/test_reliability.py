@@ -150,9 +150,12 @@ def test_launcher_detection():
 
     env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
            "SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "gpu[07-08,11]"}
+    before = dict(env)
     launch = detect_launcher(env)
     assert (launch.launcher, launch.rank, launch.world_size, launch.local_rank) == ("slurm", 5, 8, 1)
-    assert env["MASTER_ADDR"] == "gpu07" and env["RANK"] == "5" and env["WORLD_SIZE"] == "8"
+    assert (launch.master_addr, launch.master_port) == ("gpu07", 24242)
+    assert env == before  # the environment is read, never edited
+    assert detect_launcher({**env, "MASTER_ADDR": "head", "MASTER_PORT": "1234"}).master_addr == "head"
     torchrun = detect_launcher({**env, "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
     assert (torchrun.launcher, torchrun.rank) == ("torchrun", 1)
     batch_script = {"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "1"}  # no srun step

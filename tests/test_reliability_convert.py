@@ -140,7 +140,7 @@ def _export_code(argv):
 
 
 def test_bad_latest_pointer_falls_back_and_a_truncated_shard_is_one_line(checkpoint, tmp_path, capsys):
-    from megatron_prealign.evaluation.model_loading import read_architecture
+    from megatron_prealign.generation.model_loading import read_architecture
     from megatron_prealign.training.checkpointing import LATEST
 
     for name, pointer in (("garbage", "garbage"), ("dangling", "9")):
@@ -178,7 +178,7 @@ def test_crafted_item_behind_clean_metadata_is_read_weights_only_unless_trusted(
     import torch.distributed.checkpoint as dcp
     from megatron.core.dist_checkpointing.mapping import ShardedObject
 
-    from megatron_prealign.evaluation.model_loading import EvaluationError, read_architecture
+    from megatron_prealign.generation.model_loading import EvaluationError, read_architecture
 
     directory = tmp_path / "crafted" / "iter_0000001"
     directory.mkdir(parents=True)
@@ -198,7 +198,7 @@ def test_crafted_item_behind_clean_metadata_is_read_weights_only_unless_trusted(
 def test_crafted_metadata_is_not_unpickled_unless_trusted(checkpoint, tmp_path):
     import pickle
 
-    from megatron_prealign.evaluation.model_loading import EvaluationError, read_architecture
+    from megatron_prealign.generation.model_loading import EvaluationError, read_architecture
 
     crafted = tmp_path / "crafted"
     shutil.copytree(checkpoint, crafted)

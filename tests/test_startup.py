@@ -1,6 +1,7 @@
 """Every entry point parses its arguments before importing torch, megatron-core or transformers:
 ``--help`` and a wrong flag never import them (timing-free; bench/startup.py measures the time)."""
 
+import importlib.util
 import os
 import re
 
@@ -32,10 +33,10 @@ def test_every_console_script_is_checked():
         scripts = re.findall(r'"prealign-[\w-]+=([\w.]+):main"', f.read())
     assert scripts
     wrapped = set()
-    for path in POINTS.values():
-        if path[0] != "-m":
-            with open(path[0]) as f:
-                wrapped.update(re.findall(r"^from ([\w.]+) import main", f.read(), re.M))
+    for path in POINTS.values():  # tools/ wrappers and `python -m` modules that import a main
+        file = path[0] if path[0] != "-m" else importlib.util.find_spec(path[1]).origin
+        with open(file) as f:
+            wrapped.update(re.findall(r"^from ([\w.]+) import main", f.read(), re.M))
     runnable = wrapped | set(MODULES) | {m + ".__main__" for m in MODULES}
     assert sorted(set(scripts) - runnable) == []
 

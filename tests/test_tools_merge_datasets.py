@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
 
-from megatron_prealign.data.parallel import partition_files, partition_prefix
+from megatron_prealign.data.workers import partition_files, partition_prefix
 from tests.test_tools_preprocess_data import read, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -28,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from megatron_prealign.evaluation.cli import main  # noqa: E402
+from megatron_prealign.cli.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 contrastive loss per layer, exact under TP / PP / DP / SP, bf16 and activation recompute.
 See docs/alignment.md."""
 
-from megatron_prealign.alignment.batch import (  # noqa: F401
+from megatron_prealign.alignment.microbatch import (  # noqa: F401
     AlignmentBatch,
     block_diagonal_causal_mask,
     pack_forms,

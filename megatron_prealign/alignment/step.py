@@ -46,7 +46,7 @@ from megatron.core import parallel_state
 from megatron.core.utils import unwrap_model
 
 from megatron_prealign.alignment import attention_path, capture
-from megatron_prealign.alignment.batch import AlignmentBatch, block_diagonal_causal_mask
+from megatron_prealign.alignment.microbatch import AlignmentBatch, block_diagonal_causal_mask
 from megatron_prealign.alignment.contrastive import (
     DEFAULT_TEMPERATURE,
     anchor_terms,
@@ -54,7 +54,7 @@ from megatron_prealign.alignment.contrastive import (
     count_anchors,
 )
 from megatron_prealign.alignment.metrics import AlignmentStatistics, pair_similarity_sums
-from megatron_prealign.alignment.parallel import (
+from megatron_prealign.alignment.collectives import (
     complete_partial_sums,
     gather_over_data_parallel,
     sum_gradients_over_data_parallel,

@@ -25,7 +25,7 @@ from megatron_prealign.data.alignment_table import write_table
 from megatron_prealign.errors import describe_os_error
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.jsonl_input import expand_inputs
-from megatron_prealign.data.parallel import partition_files
+from megatron_prealign.data.workers import partition_files
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from megatron_prealign.data.bad_input import BadInputError
 from megatron_prealign.errors import describe_os_error
 from megatron_prealign.data.codeswitch import CODESWITCH_MODES
 from megatron_prealign.data.jsonl_input import expand_inputs
-from megatron_prealign.data.parallel import partition_files, partition_prefix
+from megatron_prealign.data.workers import partition_files, partition_prefix
 from megatron_prealign.data.preprocess import (
     PreprocessSettings,
     format_summary,

@@ -28,6 +28,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from megatron_prealign.data.atomic import atomic_text_writer
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
+from megatron_prealign.data.lines import iter_lines, parse_json_object
 
 _LANG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 
@@ -60,12 +61,7 @@ def is_language_code(code: object) -> bool:
 
 def parse_entry(line: str, path: str, line_no: int, max_token_id: Optional[int] = None) -> TableEntry:
     """Parse and validate one table line; raises :class:`BadInputError` naming file and line."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(path, line_no, f"malformed JSON: {exc.msg}") from None
-    if not isinstance(record, dict):
-        raise BadInputError(path, line_no, "malformed table line: expected a JSON object")
+    record = parse_json_object(line, path, line_no)
     word = record.get("word")
     if not isinstance(word, str) or not word.strip():
         raise BadInputError(path, line_no, "missing key: 'word' (a non-empty string)")
@@ -122,23 +118,16 @@ def read_table(
     skip = skip or SkipCounter(skip_bad_lines=False)
     entries: List[TableEntry] = []
     seen = set()
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise BadInputError(path, line_no, "invalid UTF-8") from None
-                if not line.strip():
-                    continue
-                entry = parse_entry(line, path, line_no, max_token_id)
-                if entry.word in seen:
-                    raise BadInputError(path, line_no, f"duplicate word: {entry.word!r}")
-            except BadInputError as err:
-                skip.raise_or_count(err)
-                continue
-            seen.add(entry.word)
-            entries.append(entry)
+    for line_no, line in iter_lines(path, skip):
+        try:
+            entry = parse_entry(line, path, line_no, max_token_id)
+            if entry.word in seen:
+                raise BadInputError(path, line_no, f"duplicate word: {entry.word!r}")
+        except BadInputError as err:
+            skip.raise_or_count(err)
+            continue
+        seen.add(entry.word)
+        entries.append(entry)
     return entries
 
 

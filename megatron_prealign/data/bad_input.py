@@ -9,18 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Optional
 
-from megatron_prealign.errors import ConfigError
-
-
-class BadInputError(ConfigError):
-    """A malformed input line. ``str(err)`` is ``"FILE:LINE: message"``."""
-
-    def __init__(self, path: str, line: Optional[int], message: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.message = message
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {message}")
+from megatron_prealign.errors import BadInputError
 
 
 class SkipCounter:

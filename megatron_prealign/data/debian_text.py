@@ -30,6 +30,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
+from megatron_prealign.errors import MissingPackagesError
+
 MIN_CHARS = 80
 PARAGRAPHS_PER_DOC = 8
 
@@ -39,10 +41,6 @@ DEBIAN_PACKAGES = {
     "dictionary": ["trans-de-en"],
 }
 DING_PATH = "/usr/share/trans/de-en"
-
-
-class MissingPackagesError(RuntimeError):
-    """The Debian packages with the text are not installed (message says how to install)."""
 
 
 def install_hint(packages: List[str]) -> str:

@@ -17,12 +17,12 @@ as written (stripped, Unicode NFC). Order of first appearance is kept, duplicate
 
 from __future__ import annotations
 
-import json
 import unicodedata
 import re
 from typing import Dict, List, Optional, Tuple
 
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
+from megatron_prealign.data.lines import iter_lines, parse_json_object
 from megatron_prealign.data.words import is_word, normalize_word
 
 Dictionary = Dict[str, List[str]]
@@ -45,12 +45,7 @@ def _parse_muse(line: str, path: str, line_no: int) -> Tuple[str, List[str]]:
 
 
 def _parse_json(line: str, path: str, line_no: int) -> Tuple[str, List[str]]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(path, line_no, f"malformed JSON: {exc.msg}") from None
-    if not isinstance(record, dict):
-        raise BadInputError(path, line_no, "malformed JSON: expected an object")
+    record = parse_json_object(line, path, line_no)
     if "words" in record:
         if not isinstance(record["words"], str):
             raise BadInputError(path, line_no, "missing key: 'words' must be a string")
@@ -176,35 +171,28 @@ def read_dictionary(path: str, skip: Optional[SkipCounter] = None) -> Dictionary
     skip = skip or SkipCounter(skip_bad_lines=False)
     result: Dictionary = {}
     parse = None
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise BadInputError(path, line_no, "invalid UTF-8") from None
-                if not line.strip():
-                    continue
-                if parse is None:
-                    if line.lstrip().startswith("#") or " :: " in line:
-                        parse = _parse_ding
-                    elif line.lstrip().startswith("{"):
-                        parse = _parse_json
-                    else:
-                        parse = _parse_muse
-                pairs = parse(line, path, line_no)
-                if parse is not _parse_ding:
-                    pairs = [pairs]
-                for src, _ in pairs:
-                    if not src.strip():
-                        raise BadInputError(path, line_no, "dictionary line without a source word")
-            except BadInputError as err:
-                skip.raise_or_count(err)
-                continue
-            for src, tgts in pairs:
-                forms = result.setdefault(normalize_word(src), [])
-                for tgt in tgts:
-                    tgt = unicodedata.normalize("NFC", tgt)
-                    if tgt not in forms:
-                        forms.append(tgt)
+    for line_no, line in iter_lines(path, skip):
+        try:
+            if parse is None:
+                if line.lstrip().startswith("#") or " :: " in line:
+                    parse = _parse_ding
+                elif line.lstrip().startswith("{"):
+                    parse = _parse_json
+                else:
+                    parse = _parse_muse
+            pairs = parse(line, path, line_no)
+            if parse is not _parse_ding:
+                pairs = [pairs]
+            for src, _ in pairs:
+                if not src.strip():
+                    raise BadInputError(path, line_no, "dictionary line without a source word")
+        except BadInputError as err:
+            skip.raise_or_count(err)
+            continue
+        for src, tgts in pairs:
+            forms = result.setdefault(normalize_word(src), [])
+            for tgt in tgts:
+                tgt = unicodedata.normalize("NFC", tgt)
+                if tgt not in forms:
+                    forms.append(tgt)
     return result

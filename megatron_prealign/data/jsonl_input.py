@@ -7,12 +7,12 @@ invalid UTF-8 is reported with its file and line like every other bad line.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 from megatron_prealign.data.bad_input import BadInputError
+from megatron_prealign.data.lines import decode_line, parse_json_object
 
 RawLine = Tuple[str, int, bytes]  # (path, 1-based line number, raw bytes without the newline)
 
@@ -95,16 +95,7 @@ def iter_raw_lines(files: Sequence[str]) -> Iterator[RawLine]:
 
 def parse_document(raw: bytes, keys: Sequence[str], path: str, line_no: int) -> Dict[str, str]:
     """The text of each key in one JSON line; raises :class:`BadInputError` on bad input."""
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(path, line_no, f"invalid UTF-8 at byte {exc.start}") from None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(path, line_no, f"malformed JSON: {exc.msg}") from None
-    if not isinstance(record, dict):
-        raise BadInputError(path, line_no, "malformed JSON: expected an object")
+    record = parse_json_object(decode_line(raw, path, line_no), path, line_no)
     texts = {}
     for key in keys:
         if key not in record:

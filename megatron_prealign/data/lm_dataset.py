@@ -32,11 +32,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.utils import Split, get_blend_from_list
 
 from megatron_prealign.data.indexed_writer import loss_mask_prefix
-from megatron_prealign.errors import ConfigError
-
-
-class LossMaskMismatchError(ConfigError):
-    """The ``_loss_mask`` sibling does not describe the same sequences as the token data."""
+from megatron_prealign.errors import ConfigError, LossMaskMismatchError
 
 
 def open_loss_mask(

@@ -25,10 +25,7 @@ from typing import List, Sequence
 import numpy as np
 
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter, loss_mask_prefix
-
-
-class MergeError(ValueError):
-    """An input that cannot be merged; the message names the file and what to change."""
+from megatron_prealign.errors import MergeError
 
 
 def expand_prefixes(patterns: Sequence[str]) -> List[str]:

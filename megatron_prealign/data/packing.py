@@ -1,7 +1,7 @@
 """Packed sequences: several variable-length segments in one row of the training length.
 
 The one packing implementation of the project. PreAlign's alignment pass packs word forms
-(:mod:`megatron_prealign.alignment.batch`, :mod:`megatron_prealign.data.alignment_words`) and
+(:mod:`megatron_prealign.alignment.microbatch`, :mod:`megatron_prealign.data.alignment_words`) and
 instruction tuning packs records (``--sft-packing``, :mod:`megatron_prealign.instruct.dataset`);
 both place segments with :func:`pack_layout`, mark them with ``segment_ids`` (-1 = padding) and
 ``position_ids`` restarting at 0 in every segment, and hand megatron-core one of:

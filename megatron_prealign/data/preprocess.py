@@ -15,7 +15,6 @@ JSON lines -> (codeswitched) token ids + loss masks -> megatron-core indexed dat
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
 import sys
@@ -34,7 +33,7 @@ from megatron_prealign.data.codeswitch import (
     SwitchStats,
 )
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter, token_dtype
-from megatron_prealign.data.parallel import ordered_bounded_map
+from megatron_prealign.data.workers import AllOrNothing, parallel_map
 from megatron_prealign.data.jsonl_input import (
     LineBlock,
     expand_inputs,
@@ -204,23 +203,12 @@ def run_preprocess(
 
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=total_bytes, unit="B", unit_scale=True, desc="preprocess", file=sys.stderr,
-        disable=not progress,
-    )
     prefixes = [output_prefix(output_prefix_, key) for key in settings.json_keys]
-    writers: List[PairedIndexedWriter] = []
-    pool = None
-    try:
-        for p in prefixes:
-            writers.append(PairedIndexedWriter(p, vocab_size, with_loss_mask=True))
-        blocks = iter_line_blocks(files, block_bytes)
-        if workers > 1:
-            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_pool_worker, initargs=(settings, token))
-            results = ordered_bounded_map(pool, _process_block, blocks, 2 * workers)
-        else:
-            results = map(_process_block, blocks)
+    blocks = iter_line_blocks(files, block_bytes)
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="preprocess", file=sys.stderr,
+              disable=not progress) as bar, AllOrNothing() as outputs, \
+            parallel_map(_process_block, blocks, workers, _init_pool_worker, (settings, token)) as results:
+        writers = [outputs.add(PairedIndexedWriter(p, vocab_size, with_loss_mask=True)) for p in prefixes]
         for block_result in results:
             for path, line_no, message in block_result.bad:
                 skip.raise_or_count(BadInputError(path, line_no, message))
@@ -228,26 +216,14 @@ def run_preprocess(
                 writer.add_documents(batch.ids, batch.lengths, batch.mask)
             stats.add(block_result.stats)
             bar.update(block_result.nbytes)
-        bar.close()
         if writers and writers[0].documents == 0:
             raise BadInputError(", ".join(files), None, "no documents: the input holds no text "
                                 f"under --json-keys {' '.join(settings.json_keys)}; nothing written")
-        for writer in writers:
-            writer.commit()
-    except BaseException:
-        bar.close()
-        for writer in writers:
-            writer.abort()
-        raise
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     elapsed = time.perf_counter() - start
     # Peak resident memory (MiB; Linux reports KiB) of this process and of the largest of the
     # (joined) worker processes: bounded by the chunk size and the queue length, not the corpus.
     peak_main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if pool else peak_main
+    peak_worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else peak_main
     return {
         "outputs": prefixes,
         "files": len(files),

@@ -31,7 +31,6 @@ language in the table (the quantity codeswitching can act on).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.dictionaries import Dictionary
 from megatron_prealign.data.atomic import atomic_text_writer
 from megatron_prealign.data.jsonl_input import LineBlock, iter_line_blocks, parse_documents
-from megatron_prealign.data.parallel import ordered_bounded_map
+from megatron_prealign.data.workers import parallel_map
 from megatron_prealign.data.words import corpus_words
 
 def _count_block(args: Tuple[str, LineBlock]) -> Tuple[Counter, list, int]:
@@ -64,23 +63,13 @@ def count_corpus_words(
     """Word counts of a JSON-lines corpus; ``progress`` (a tqdm bar) is advanced in input bytes."""
     counts: Counter = Counter()
     tasks = ((json_key, block) for block in iter_line_blocks(files))
-    pool = None
-    try:
-        if workers > 1:
-            pool = multiprocessing.get_context("fork").Pool(workers)
-            results = ordered_bounded_map(pool, _count_block, tasks, 2 * workers)
-        else:
-            results = map(_count_block, tasks)
+    with parallel_map(_count_block, tasks, workers) as results:
         for block_counts, bad, nbytes in results:
             counts.update(block_counts)
             for path, line_no, message in bad:
                 skip.raise_or_count(BadInputError(path, line_no, message))
             if progress is not None:
                 progress.update(nbytes)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     return counts
 
 

@@ -12,6 +12,10 @@
 import os
 import shutil
 
+from megatron_prealign.cli import quiet_notes
+
+quiet_notes()  # the demo is an entry point (python -m megatron_prealign.demo)
+
 
 def fresh_directory(path: str) -> str:
     """An empty directory at ``path``: a demo runs from scratch (deterministic), so a previous

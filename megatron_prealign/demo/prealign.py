@@ -186,7 +186,7 @@ def train_argv(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, prealign: b
 
 
 def _evaluate(argv: List[str]) -> dict:
-    from megatron_prealign.evaluation import cli
+    from megatron_prealign.cli import evaluate as cli
 
     return cli.run(cli.build_parser().parse_args(argv))
 

@@ -212,7 +212,7 @@ def evaluate_retrieval(cfg: RealConfig, paths: Dict[str, str], ckpt: str) -> dic
     from megatron_prealign import runtime
     from megatron_prealign.data.tokenizer import build_tokenizer
     from megatron_prealign.evaluation.common import TextToIds
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.evaluation.representation import evaluate_representation
 
     model = load_model(ckpt)

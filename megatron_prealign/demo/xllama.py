@@ -278,7 +278,7 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     from megatron_prealign.data.tokenizer import build_tokenizer
     from megatron_prealign.evaluation import qa as qa_metrics
     from megatron_prealign.evaluation import translation
-    from megatron_prealign.evaluation.model_loading import load_model
+    from megatron_prealign.generation.model_loading import load_model
     from megatron_prealign.generation.decoding import completion_text, generate
     from megatron_prealign.generation.prompts import load_template
 

@@ -27,7 +27,7 @@ from megatron_prealign.data.alignment_words import AlignmentWordDataset, encode_
 from megatron_prealign.data.bad_input import BadInputError
 from megatron_prealign.data.enclone import ENCLONE, EncloneMapping, default_shared_ids
 from megatron_prealign.data.text_encoder import TextEncoder
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel
 from megatron_prealign.training.batches import alignment_microbatch
 
 

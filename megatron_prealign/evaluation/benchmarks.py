@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Tuple
 
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 # ISO 639-1 -> (Flores-101 file code, Flores-200 file code), the x-LLaMA and PreAlign languages
 # and other common ones.

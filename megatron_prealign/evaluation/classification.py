@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from megatron_prealign.evaluation.common import wilson_interval
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel, sequence_nll
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel, sequence_nll
 
 XNLI_LABELS = ("entailment", "neutral", "contradiction")
 NLI_INSTRUCTION = ("Decide whether the premise entails the hypothesis. Answer with one word: "
@@ -178,31 +178,34 @@ def finetune(args, records_path: str, seq_length: int) -> str:
     ``tools/build_instruction_data.py`` (answer-only loss masks) and the training driver's
     instruction-tuning stage (``--sft --pretrained-checkpoint``) at the evaluation's TP / PP
     layout. Returns the checkpoint root, kept in ``--finetune-dir``."""
-    import time as _time
+    import torch.distributed as dist
 
-    from megatron_prealign.evaluation.model_loading import read_architecture
+    from megatron_prealign import runtime
+    from megatron_prealign.data.bad_input import BadInputError
+    from megatron_prealign.data.tokenizer import spec_from_args
+    from megatron_prealign.generation.model_loading import read_architecture
+    from megatron_prealign.instruct.build import BuildSettings, run_build
+    from megatron_prealign.instruct.sources import make_source
+    from megatron_prealign.instruct.templates import ALPACA, PromptTemplate, TemplateError
 
     architecture = read_architecture(args.load, args.iteration, trusted=args.trusted_checkpoint)["architecture"]
     work = os.path.abspath(args.finetune_dir or os.path.splitext(args.output)[0] + ".finetuned")
     prefix = os.path.join(work, "data", "zs_clt_train")
-    # rank 0 builds the data; the others wait for this launch's marker (torchrun's address / port)
-    done = f"{prefix}.built.{os.environ.get('MASTER_ADDR', 'local')}_{os.environ.get('MASTER_PORT', '0')}"
-    if int(os.environ.get("RANK", "0")) == 0:
-        os.makedirs(os.path.dirname(prefix), exist_ok=True)
-        from megatron_prealign.cli import build_instruction_data
-
-        build = ["--format", "alpaca", "--input", records_path, "--lang", "en", "--output-prefix", prefix,
-                 "--seq-length", str(seq_length), "--no-progress", *_tokenizer_flags(args)]
-        if args.template:
-            build += ["--template", args.template]
-        if build_instruction_data.main(build) != 0:
-            raise EvaluationError(f"building the fine-tuning data from {records_path} failed (see above)")
-        open(done, "w").close()
-    deadline = _time.time() + 3600
-    while not os.path.exists(done):  # other ranks: wait for rank 0's data
-        if _time.time() > deadline:
-            raise EvaluationError(f"{done} did not appear: rank 0 failed to build the fine-tuning data")
-        _time.sleep(1)
+    # Rank 0 builds the data while the others wait in the broadcast of its outcome (the process
+    # group is the one the fine-tuning below runs in).
+    runtime.initialize(seed=args.seed)
+    failure = [None]
+    if runtime.rank_zero():
+        try:
+            os.makedirs(os.path.dirname(prefix), exist_ok=True)
+            template = PromptTemplate.from_file(args.template) if args.template else ALPACA
+            source = make_source("zs_clt_train", "alpaca", [records_path], lang="en")
+            run_build(BuildSettings(spec_from_args(args), [source], template, seq_length), prefix, progress=False)
+        except (BadInputError, FileNotFoundError, TemplateError, ValueError, OSError) as error:
+            failure = [f"building the fine-tuning data from {records_path} failed: {error}"]
+    dist.broadcast_object_list(failure, src=0)
+    if failure[0]:
+        raise EvaluationError(failure[0])
     train = ["--model-family", architecture["family"], "--num-layers", str(architecture["num_layers"]),
              "--hidden-size", str(architecture["hidden_size"]),
              "--num-attention-heads", str(architecture["num_attention_heads"]),
@@ -222,7 +225,7 @@ def finetune(args, records_path: str, seq_length: int) -> str:
             train += [flag, str(architecture[key])]
     positions = architecture.get("max_position_embeddings")
     if architecture["family"] == "gpt2":
-        from megatron_prealign.evaluation.model_loading import _checkpoint_directory, _saved_position_rows
+        from megatron_prealign.generation.model_loading import _checkpoint_directory, _saved_position_rows
 
         positions = _saved_position_rows(_checkpoint_directory(args.load, args.iteration)) or positions
     if positions:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from megatron_prealign.evaluation.common import wilson_interval
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel, sequence_nll
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel, sequence_nll
 
 
 def parse_items(records: List[dict], path: str = "") -> List[dict]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Dict, List, Sequence
 
 from megatron_prealign.evaluation.clka import evaluate_clka, parse_items
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 LANGUAGES = ("en", "enclone")
 COMBINATIONS = tuple(f"{train}->{test}" for train in LANGUAGES for test in LANGUAGES)

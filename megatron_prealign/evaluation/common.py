@@ -10,7 +10,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from megatron_prealign.data.atomic import atomic_text_writer
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.data.lines import iter_json_objects
+from megatron_prealign.errors import BadInputError
+from megatron_prealign.errors import EvaluationError
 
 
 def write_json(path: str, record: dict) -> str:
@@ -33,18 +35,10 @@ def wilson_interval(successes: int, total: int) -> Tuple[float, float]:
 def read_jsonl(path: str, what: str) -> List[dict]:
     if not os.path.isfile(path):
         raise EvaluationError(f"{what} {path} does not exist")
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvaluationError(f"{path}:{number}: not JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise EvaluationError(f"{path}:{number}: expected a JSON object")
-            records.append(record)
+    try:
+        records = [record for _, record in iter_json_objects(path)]
+    except BadInputError as error:  # FILE:LINE: what is wrong
+        raise EvaluationError(str(error)) from None
     if not records:
         raise EvaluationError(f"{what} {path} is empty: nothing to evaluate")
     return records
@@ -92,12 +86,6 @@ class TextToIds:
     def map_ids(self, ids: Sequence[int]) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         return self.mapping.clone(ids) if self.mapping is not None else ids
-
-
-def rank_zero() -> bool:
-    import torch.distributed as dist
-
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def write_jsonl(path: str, records: Sequence[dict]) -> str:

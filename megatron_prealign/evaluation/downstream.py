@@ -12,7 +12,7 @@ import time
 from typing import Dict, List
 
 from megatron_prealign.evaluation import common, protocols
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 
 def _names(args) -> Dict[str, str]:
@@ -26,7 +26,7 @@ def _names(args) -> Dict[str, str]:
 
 
 def _model_and_ids(args):
-    from megatron_prealign.evaluation.cli import load_for, tokenizer_for
+    from megatron_prealign.generation.model_loading import load_for, tokenizer_for
 
     if not args.load:
         raise EvaluationError("give --load CHECKPOINT to generate, or --predictions FILE to score existing outputs")
@@ -126,7 +126,7 @@ def run_translation(args) -> dict:
                 raise EvaluationError(f"--predictions {args.predictions} has {len(hypotheses[d])} outputs "
                                       f"for {d} but there are {len(v['references'])} references")
     else:
-        from megatron_prealign.generation.cli import generate_texts
+        from megatron_prealign.generation.decoding import generate_texts
 
         model, to_ids = _model_and_ids(args)
         order = list(data)
@@ -200,7 +200,7 @@ def run_qa(args) -> dict:
                 raise EvaluationError(f"--predictions {path}: expected a JSON object {{id: answer}}")
             predictions = {str(k): str(v) for k, v in predictions.items()}
     else:
-        from megatron_prealign.generation.cli import generate_texts
+        from megatron_prealign.generation.decoding import generate_texts
 
         model, to_ids = _model_and_ids(args)
         texts, _ = generate_texts(model, to_ids, prompts, args, stop=list(protocol.stop))
@@ -230,7 +230,9 @@ def run_representation(args) -> dict:
     result.update({"src_lang": args.src_lang, "tgt_lang": args.tgt_lang})
     result.update(representation.evaluate_representation(
         model, to_ids, pairs["sources"], pairs["references"], args.micro_batch_size))
-    if args.plot and common.rank_zero():
+    from megatron_prealign import runtime
+
+    if args.plot and runtime.rank_zero():
         result["plot"] = representation.plot_representation(
             result, args.plot, f"{args.src_lang}-{args.tgt_lang} sentence representations")
     return result
@@ -257,11 +259,13 @@ def run_zs_clt(args) -> dict:
     records_path = None
     if train is not None:
         records_path = os.path.splitext(args.output)[0] + ".train_records.jsonl"
-        if int(os.environ.get("RANK", "0")) == 0:
+        from megatron_prealign import runtime
+
+        if runtime.detect_launcher().rank == 0:
             classification.write_instruction_records(records_path, train, label_words)
     finetuned = None
     if args.finetune:
-        from megatron_prealign.evaluation.model_loading import read_architecture
+        from megatron_prealign.generation.model_loading import read_architecture
 
         read_architecture(args.load, args.iteration, trusted=args.trusted_checkpoint)  # a bad --load fails before any work
         seq_length = args.finetune_seq_length or args.seq_length

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel
 
 
 def generate(model: LoadedModel, prompts: List[np.ndarray], max_new_tokens: int, greedy: bool = True,

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel, sequence_nll
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel, sequence_nll
 
 
 def indexed_stream(prefix: str, max_tokens: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ import unicodedata
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 PUNCTUATION = frozenset(
     {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence
 
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 NOT_COMPUTED = "not computed"
 # Where users get the Flores SentencePiece models (the URLs sacrebleu itself downloads from).

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 
 GROUPS = ("seen", "held_out", "not_in_table", "other")
 

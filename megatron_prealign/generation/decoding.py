@@ -17,11 +17,11 @@ then picks the same next token (same logits, same seeded generator).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from megatron_prealign.evaluation.model_loading import EvaluationError, LoadedModel, last_token_logits
+from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel, last_token_logits
 from megatron_prealign.generation.sampling import SamplingParams, next_tokens
 
 EOD, STOP, LENGTH = "eod", "stop", "length"
@@ -134,7 +134,7 @@ def generate(model: LoadedModel, prompts: Sequence[Sequence[int]], max_new_token
     generator = torch.Generator().manual_seed(params.seed)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: List[Optional[Generation]] = [None] * len(prompts)
-    from megatron_prealign.evaluation.common import rank_zero
+    from megatron_prealign.runtime import rank_zero
 
     from tqdm import tqdm
 
@@ -158,3 +158,28 @@ def completion_text(generation: Generation, decode: Callable[[List[int]], str], 
     text = decode(tokens)
     cuts = [text.index(s) for s in stop_strings if s in text]
     return text[:min(cuts)] if cuts else text
+
+
+def sampling_params(args) -> SamplingParams:
+    """The sampling settings of the parsed decoding flags (``cli.options.add_generation_args``)."""
+    params = SamplingParams(greedy=not args.sample, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed)
+    try:
+        params.validate()
+    except ValueError as error:
+        raise EvaluationError(str(error)) from error
+    return params
+
+
+def generate_texts(model: LoadedModel, to_ids, prompts: Sequence[str], args,
+                   stop: Sequence[str] = ()) -> Tuple[List[str], List[Generation]]:
+    """Continuations of text prompts with the parsed decoding flags (``to_ids`` turns a text into
+    the model's ids and knows the tokenizer, e.g. :class:`evaluation.common.TextToIds`)."""
+    ids = [to_ids(p) for p in prompts]
+    stop = list(stop) + list(args.stop)
+    decode = to_ids.encoder.decode
+    generations = generate(model, ids, args.max_new_tokens, sampling_params(args), eod=to_ids.eod,
+                           stop_strings=stop, decode=decode, batch_size=args.micro_batch_size,
+                           use_cache=not args.no_kv_cache, allowed_vocab=to_ids.encoder.vocab_size,
+                           progress=True)
+    return [completion_text(g, decode, to_ids.eod, stop) for g in generations], generations

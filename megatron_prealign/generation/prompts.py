@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from megatron_prealign.evaluation.model_loading import EvaluationError
+from megatron_prealign.errors import EvaluationError
 from megatron_prealign.instruct.templates import ALPACA, PromptTemplate, TemplateError
 
 

@@ -16,10 +16,7 @@ from typing import Optional
 
 from megatron_prealign.model import ModelArgs
 from megatron_prealign.training.vocab import pad_vocab_size
-
-
-class ConversionError(ValueError):
-    """Bad input to a conversion: the message says what is wrong and what to change."""
+from megatron_prealign.errors import ConversionError
 
 
 LLAMA_ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}

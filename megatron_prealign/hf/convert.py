@@ -300,7 +300,7 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
               max_shard_bytes: int = 5 * 2**30, iteration: Optional[int] = None,
               progress: bool = True, trusted: bool = False) -> str:
     """Single process. Any TP x PP checkpoint is resharded to TP=PP=1 on load."""
-    from megatron_prealign.evaluation.model_loading import EvaluationError, load_model, read_architecture
+    from megatron_prealign.generation.model_loading import EvaluationError, load_model, read_architecture
     from megatron.core.utils import unwrap_model
 
     _refuse_existing(out, "--out")

@@ -19,7 +19,6 @@ any number of workers writes the same bytes. Outputs are atomic
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ import numpy as np
 
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter
-from megatron_prealign.data.parallel import ordered_bounded_map
+from megatron_prealign.data.workers import AllOrNothing, parallel_map
 from megatron_prealign.data.preprocess import output_prefix
 from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
@@ -165,39 +164,34 @@ def run_build(settings: BuildSettings, output_prefix_: str, workers: int = 1, pr
 
     from tqdm import tqdm
 
-    bar = tqdm(unit=" records", desc="instruction data", file=sys.stderr, disable=not progress)
-    pool = None
-    writer = None
-    try:
-        writer = PairedIndexedWriter(prefix, encoder.vocab_size, with_loss_mask=True)
-        if workers > 1:
-            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(settings, token))
+    with tqdm(unit=" records", desc="instruction data", file=sys.stderr, disable=not progress) as bar, \
+            AllOrNothing() as outputs:
+        writer = outputs.add(PairedIndexedWriter(prefix, encoder.vocab_size, with_loss_mask=True))
         for source_index, source in enumerate(settings.sources):
             summary = summaries[source.name]
             chunks = _chunks(source_index, iter_items(source), chunk_items)
-            results = (ordered_bounded_map(pool, _process_chunk, chunks, 2 * workers) if pool
-                       else map(_process_chunk, chunks))
-            for chunk_result in results:
-                for kind, value in chunk_result:
+            # one pool per source: leaving the block drops the results still in flight once a
+            # source's budget is met
+            with parallel_map(_process_chunk, chunks, workers, _init_worker, (settings, token)) as results:
+                for chunk_result in results:
+                    for kind, value in chunk_result:
+                        if source.limit is not None and summary.records >= source.limit:
+                            break
+                        if kind == "bad":
+                            skip.raise_or_count(BadInputError(*value))
+                            summary.skipped_bad += 1
+                        elif kind == "long":
+                            summary.skipped_long += 1
+                        else:
+                            writer.add_document(value.ids, value.mask)
+                            summary.records += 1
+                            summary.tokens += int(value.ids.size)
+                            summary.target_tokens += int(value.mask.sum())
+                            summary.truncated += int(value.truncated)
+                            summary.languages[value.lang or "?"] += 1
+                    bar.update(len(chunk_result))
                     if source.limit is not None and summary.records >= source.limit:
                         break
-                    if kind == "bad":
-                        skip.raise_or_count(BadInputError(*value))
-                        summary.skipped_bad += 1
-                    elif kind == "long":
-                        summary.skipped_long += 1
-                    else:
-                        writer.add_document(value.ids, value.mask)
-                        summary.records += 1
-                        summary.tokens += int(value.ids.size)
-                        summary.target_tokens += int(value.mask.sum())
-                        summary.truncated += int(value.truncated)
-                        summary.languages[value.lang or "?"] += 1
-                bar.update(len(chunk_result))
-                if source.limit is not None and summary.records >= source.limit:
-                    break  # results still in flight are dropped: the budget is met
-        bar.close()
         if writer.documents == 0:
             long = sum(s.skipped_long for s in summaries.values())
             bad = sum(s.skipped_bad for s in summaries.values())
@@ -210,16 +204,6 @@ def run_build(settings: BuildSettings, output_prefix_: str, workers: int = 1, pr
             raise BadInputError(", ".join(s.name for s in settings.sources), None,
                                 f"no record left to write (all skipped: {'; '.join(why) or 'no records'}); "
                                 "nothing written")
-        writer.commit()
-    except BaseException:
-        bar.close()
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     elapsed = time.perf_counter() - start
     tokens = sum(s.tokens for s in summaries.values())
     targets = sum(s.target_tokens for s in summaries.values())

@@ -5,7 +5,7 @@ validation records by ``--split``, as ``--sft`` or ``--sft-packing`` samples."""
 import math
 import os
 
-from megatron_prealign.training.arguments import data_prefixes
+from megatron_prealign.data.data_path import data_prefixes
 from megatron_prealign.instruct.dataset import InstructionRecords, InstructionSamples, parse_split
 
 

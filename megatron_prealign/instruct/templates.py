@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from megatron_prealign.errors import TemplateError
+
 # The Alpaca / x-LLM prompts, character for character; the response follows "### Response:"
 # directly (no space, no newline), as in the reference code.
 ALPACA_PROMPT_INPUT = (
@@ -45,10 +47,6 @@ LANGUAGE_NAMES: Dict[str, str] = {
     "nl": "Dutch", "pt": "Portuguese", "ru": "Russian", "sw": "Swahili", "th": "Thai",
     "tr": "Turkish", "vi": "Vietnamese", "zh": "Chinese",
 }
-
-
-class TemplateError(ValueError):
-    """A template or language code that cannot be used; the message says what to change."""
 
 
 STYLES = ("prealign", "xllm")

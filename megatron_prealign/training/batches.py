@@ -17,7 +17,7 @@ from megatron.core.datasets.gpt_dataset import GPTDataset
 from megatron_prealign import runtime
 from megatron_prealign.alignment import AlignmentBatch
 from megatron_prealign.alignment.attention_path import BLOCK_MASK, ONE_FORM_PER_ROW
-from megatron_prealign.alignment.batch import forms_of, one_form_per_row, pack_forms
+from megatron_prealign.alignment.microbatch import forms_of, one_form_per_row, pack_forms
 from megatron_prealign.data.lm_dataset import MaskedGPTDataset, lm_dataset_config
 from megatron_prealign.data.packing import thd_boundaries
 

@@ -22,6 +22,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import runtime
 from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
+from megatron_prealign.data import data_path
 from megatron_prealign.data.alignment_table import read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset
 from megatron_prealign.data.enclone import EncloneMapping
@@ -317,9 +318,9 @@ class Trainer:
     def _validation_sets(self, tokenizer):
         if self.finetune_data:
             return self.finetune_data.validation
-        prefixes = arguments.data_prefixes(self.args.data_path)
+        prefixes = data_path.data_prefixes(self.args.data_path)
         sets = {}
-        for name, prefix in zip(arguments.prefix_names(prefixes), prefixes):
+        for name, prefix in zip(data_path.prefix_names(prefixes), prefixes):
             _, valid, _ = build_datasets(self.args, tokenizer, [1, self.args.eval_iters * self.args.global_batch_size, 0], [prefix])
             if valid is not None:
                 sets[name] = valid

@@ -33,10 +33,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from megatron_prealign.data.bad_input import BadInputError
-
-
-class ScalingLawError(ValueError):
-    """Points that cannot be fitted, or a law / budget that cannot be used; says what to change."""
+from megatron_prealign.data.lines import iter_json_objects
+from megatron_prealign.errors import ScalingLawError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,20 +179,10 @@ def read_points(paths: Sequence[str], language_key: str = "language", size_key: 
     points: Dict[str, List[Tuple[float, float]]] = {}
     keys = (language_key, size_key, score_key)
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            if path.endswith((".jsonl", ".json")):
-                rows = []
-                for line_number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as error:
-                        raise BadInputError(path, line_number, f"invalid JSON ({error.msg})") from None
-                    if not isinstance(row, dict):
-                        raise BadInputError(path, line_number, "expected a JSON object per line")
-                    rows.append((line_number, row))
-            else:
+        if path.endswith((".jsonl", ".json")):
+            rows = list(iter_json_objects(path))
+        else:
+            with open(path, encoding="utf-8") as handle:
                 reader = csv.DictReader(handle)
                 missing = [k for k in keys if k not in (reader.fieldnames or [])]
                 if missing:

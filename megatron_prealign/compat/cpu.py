@@ -135,7 +135,10 @@ def patch_cuda_device_sites():
     view = _cpu_torch_view()
     for module_name in CUDA_DEVICE_SITES:
         module = importlib.import_module(module_name)
-        assert module.torch is torch or getattr(module.torch, "__name__", "") == "torch"
+        if not (module.torch is torch or getattr(module.torch, "__name__", "") == "torch"):
+            # an explicit check (an assert would vanish under python -O)
+            raise RuntimeError(f"{module_name}.torch is {module.torch!r}, not torch: megatron-core changed "
+                               "how it imports torch; re-check this CPU patch")
         module.torch = view
 
 
@@ -305,7 +308,7 @@ def check_megatron_core_version():
         raise RuntimeError(
             f"megatron-core {version} is not supported by the CPU compatibility layer; "
             f"supported versions: {', '.join(SUPPORTED_MEGATRON_CORE)}. Install one of them, or "
-            "re-check each patch in megatron_prealign/cpu_compat.py against the new version."
+            "re-check each patch in megatron_prealign/compat/cpu.py against the new version."
         )
 
 

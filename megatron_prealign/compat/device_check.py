@@ -11,8 +11,8 @@ first GPU run. Under this mode such tensors are *host* tensors and using one fai
 * ``.to(device)`` / ``.cuda()`` and factories given a ``device=`` make device tensors (on the CPU
   ``runtime.device()`` is the CPU, so an explicit ``device=runtime.device()`` is what the code
   has to say; autograd's own results are device tensors);
-* every ``torch.distributed`` collective and point-to-point call, and every model chunk's
-  forward (:func:`watch_model_inputs`), raise :class:`DeviceCheckError` for a host tensor or for a
+* every ``torch.distributed`` collective and point-to-point call, and the forward of every
+  megatron-core ``GPTModel`` (the model chunks), raise :class:`DeviceCheckError` for a host tensor or for a
   tensor on another device than ``runtime.device()`` (that part checks on CUDA too).
 
 Switched on by ``PREALIGN_DEVICE_CHECK=1`` (``runtime.initialize`` enters it for the whole run)
@@ -117,10 +117,8 @@ def _is_conversion(func) -> bool:
 
 
 def check(tensors, where: str):
-    """Raise DeviceCheckError for a host tensor or one not on runtime.device()."""
-    from megatron_prealign import runtime
-
-    expected = runtime.device()
+    """Raise DeviceCheckError for a host tensor or one not on the run's device (given to enter())."""
+    expected = _state["device"]
     for tensor in _tensors(tensors):
         if is_host(tensor):
             raise DeviceCheckError(
@@ -156,7 +154,17 @@ def _checked_loader_next(function):
     return wrapper
 
 
-_state = {"depth": 0, "mode": None}
+def _checked_forward(function):
+    @functools.wraps(function)
+    def wrapper(self, *args, **kwargs):
+        check((args, kwargs), f"{type(self).__name__}.forward input")
+        return function(self, *args, **kwargs)
+
+    wrapper.__prealign_checked__ = function
+    return wrapper
+
+
+_state = {"depth": 0, "mode": None, "device": torch.device("cpu")}
 
 
 def _install():
@@ -167,6 +175,10 @@ def _install():
     iterator = torch.utils.data.dataloader._BaseDataLoaderIter
     if not hasattr(iterator.__next__, "__prealign_checked__"):
         iterator.__next__ = _checked_loader_next(iterator.__next__)
+    from megatron.core.models.gpt import GPTModel  # the model chunks' inputs
+
+    if not hasattr(GPTModel.forward, "__prealign_checked__"):
+        GPTModel.forward = _checked_forward(GPTModel.forward)
     mode = _HostTracking()
     mode.__enter__()
     _state["mode"] = mode
@@ -182,15 +194,22 @@ def _uninstall():
     iterator = torch.utils.data.dataloader._BaseDataLoaderIter
     if hasattr(iterator.__next__, "__prealign_checked__"):
         iterator.__next__ = iterator.__next__.__prealign_checked__
+    from megatron.core.models.gpt import GPTModel
+
+    if hasattr(GPTModel.forward, "__prealign_checked__"):
+        GPTModel.forward = GPTModel.forward.__prealign_checked__
 
 
 def active() -> bool:
     return _state["depth"] > 0
 
 
-def enter():
-    """Switch the check on (nested calls count)."""
+def enter(device: torch.device = None):
+    """Switch the check on (nested calls count); tensors must be on ``device`` (default: the
+    current CUDA device when CUDA is available, else the CPU: what ``runtime.device()`` says)."""
     if _state["depth"] == 0:
+        _state["device"] = device or (torch.device("cuda", torch.cuda.current_device())
+                                      if torch.cuda.is_available() else torch.device("cpu"))
         _install()
     _state["depth"] += 1
 
@@ -204,19 +223,9 @@ def leave():
 
 
 @contextlib.contextmanager
-def enabled():
-    enter()
+def enabled(device: torch.device = None):
+    enter(device)
     try:
         yield
     finally:
         leave()
-
-
-def watch_model_inputs(module: torch.nn.Module):
-    """Check every forward input of ``module`` while the mode is on (a no-op otherwise)."""
-
-    def hook(module, args, kwargs):
-        if active():
-            check((args, kwargs), f"{type(module).__name__}.forward input")
-
-    return module.register_forward_pre_hook(hook, with_kwargs=True)

@@ -1,10 +1,20 @@
-"""Parallel work for the streaming tools: an ordered, bounded map over worker processes and the
-split of input files between machines."""
+"""Parallel work for the streaming tools (preprocessing, instruction data, word counting): the
+one pipeline they share (:func:`parallel_map` over a pool of worker processes, outputs committed
+all together or not at all by :class:`AllOrNothing`) and the split of input files between machines.
+
+    with AllOrNothing() as outputs, parallel_map(work, items, workers, init, args) as results:
+        writer = outputs.add(PairedIndexedWriter(prefix, vocab_size))
+        for result in results:
+            writer.add_documents(...)
+    # every writer committed here; after an exception every writer was aborted instead
+"""
 
 from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
+import multiprocessing
 import os
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
@@ -21,6 +31,47 @@ def ordered_bounded_map(pool, fn: Callable, items: Iterable, max_in_flight: int)
             yield pending.popleft().get()
     while pending:
         yield pending.popleft().get()
+
+
+@contextlib.contextmanager
+def parallel_map(fn: Callable, items: Iterable, workers: int, initializer: Optional[Callable] = None,
+                 initargs: tuple = ()) -> Iterator[Iterator]:
+    """Results of ``fn`` over ``items`` in input order: in ``workers`` forked processes (each run
+    through ``initializer(*initargs)`` first) with at most ``2 * workers`` items in flight, or in
+    this process for one worker (``initializer`` is then the caller's to run). The pool is
+    terminated when the block ends, also on an error."""
+    if workers <= 1:
+        yield map(fn, items)
+        return
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    pool = context.Pool(workers, initializer=initializer, initargs=initargs)
+    try:
+        yield ordered_bounded_map(pool, fn, items, 2 * workers)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+class AllOrNothing(contextlib.AbstractContextManager):
+    """Outputs (anything with ``commit()`` and ``abort()``, e.g. ``PairedIndexedWriter``) that are
+    all committed when the block ends normally and all aborted when it raises, so a failed run
+    never leaves a complete-looking output behind and never replaces an old one."""
+
+    def __init__(self):
+        self.outputs: list = []
+
+    def add(self, output):
+        self.outputs.append(output)
+        return output
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None:
+            for output in self.outputs:
+                output.commit()
+        else:
+            for output in self.outputs:
+                output.abort()
+        return False
 
 
 def partition_files(files: Sequence[str], partitions: int, index: int,

@@ -301,3 +301,25 @@ def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optiona
     result = outputs[0]["logits"] if outputs else None
     result = _broadcast_from_last_stage(result, (n, model.vocab_size), torch.float32)
     return result.cpu()
+
+
+def tokenizer_for(args, required: bool = True):
+    """The tokenizer the parsed flags name (``--tokenizer-type`` ...), or None when not
+    ``required`` and none is named."""
+    from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+
+    if not args.tokenizer_type:
+        if required:
+            raise EvaluationError("this evaluation needs --tokenizer-type (and --tokenizer-model)")
+        return None
+    return build_tokenizer_from_args(args)
+
+
+def load_for(args, iteration: Optional[int] = None):
+    """:func:`load_model` with the checkpoint, layout and expected architecture of the parsed
+    flags (``cli.options.add_checkpoint_args``); ``iteration`` overrides ``--iteration``."""
+    expected = {"family": args.model_family, "num_layers": args.num_layers,
+                "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
+    return load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
+                      args.seq_length, iteration if iteration is not None else args.iteration, expected,
+                      args.seed, args.bf16, trusted=args.trusted_checkpoint)

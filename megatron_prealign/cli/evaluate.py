@@ -17,8 +17,8 @@ import sys
 import time
 from typing import List, Optional
 
+from megatron_prealign.cli.options import add_checkpoint_args, add_generation_args
 from megatron_prealign.errors import report
-from megatron_prealign.data.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 
 # The evaluations (torch, megatron-core) are imported where they run, after the arguments are
 # parsed: --help and a wrong flag answer at once.
@@ -28,38 +28,7 @@ SUBCOMMANDS = ("perplexity", "alignment", "clka", "clka-dynamics", "mixed-script
 GENERATION_BASED = ("translation", "qa")
 
 
-def add_checkpoint_args(parser: argparse.ArgumentParser, tokenizer_required: bool,
-                        load_required: bool = True, output_help: str = "JSON result (written atomically)"):
-    group = parser.add_argument_group("checkpoint and layout")
-    group.add_argument("--load", required=load_required, help="checkpoint root (as training's --save)")
-    group.add_argument("--iteration", type=int, help="default: the latest complete checkpoint")
-    group.add_argument("--trusted-checkpoint", action="store_true",
-                       help="skip the check that the checkpoint's .metadata holds only checkpoint "
-                       "metadata (torch unpickles it: a crafted one runs code); only for "
-                       "checkpoints you trust")
-    group.add_argument("--tensor-model-parallel-size", type=int, default=1)
-    group.add_argument("--pipeline-model-parallel-size", type=int, default=1)
-    group.add_argument("--seq-length", type=int, help="default: the checkpoint's learned positions")
-    group.add_argument("--micro-batch-size", type=int, default=8)
-    group.add_argument("--bf16", action="store_true")
-    group.add_argument("--seed", type=int, default=1234)
-    group.add_argument("--output", required=True, help=output_help)
-    expect = parser.add_argument_group("architecture the checkpoint must have (optional)")
-    expect.add_argument("--model-family", choices=["gpt2", "llama"])
-    expect.add_argument("--num-layers", type=int)
-    expect.add_argument("--hidden-size", type=int)
-    expect.add_argument("--num-attention-heads", type=int)
-    add_tokenizer_args(parser)
-    parser.add_argument("--add-bos", action="store_true",
-                        help="begin every text and prompt with the tokenizer's beginning-of-"
-                        "sequence token, as Hugging Face LLaMA models were trained (models "
-                        "pretrained here were not)")
-    for action in parser._actions:
-        if action.dest == "tokenizer_type":
-            action.required = tokenizer_required
-
-
-_common = add_checkpoint_args
+_common = add_checkpoint_args  # every subcommand's checkpoint / layout / tokenizer flags
 
 
 def _language_names(parser: argparse.ArgumentParser):
@@ -147,8 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-language", choices=["en", "enclone"], default="en")
     p.add_argument("--other-token-pattern", help="regex on token text marking the other language")
 
-    from megatron_prealign.generation.cli import add_generation_args
-
     p = sub.add_parser("translation", help="BLEU / chrF++ (/ spBLEU / COMET) of generated translations")
     _common(p, tokenizer_required=False, load_required=False)
     p.add_argument("--src", help="source sentences, one a line (Flores style)")
@@ -227,35 +194,11 @@ def _named(values: List[str]) -> List[tuple]:
     return out
 
 
-def _tokenizer(args, required: bool = True):
-    from megatron_prealign.evaluation.model_loading import EvaluationError
-
-    if not args.tokenizer_type:
-        if required:
-            raise EvaluationError("this evaluation needs --tokenizer-type (and --tokenizer-model)")
-        return None
-    return build_tokenizer_from_args(args)
-
-
-def tokenizer_for(args, required: bool = True):
-    return _tokenizer(args, required)
-
-
-def load_for(args, iteration: Optional[int] = None):
-    from megatron_prealign.evaluation.model_loading import load_model
-
-    expected = {"family": args.model_family, "num_layers": args.num_layers,
-                "hidden_size": args.hidden_size, "num_attention_heads": args.num_attention_heads}
-    return load_model(args.load, args.tensor_model_parallel_size, args.pipeline_model_parallel_size,
-                      args.seq_length, iteration if iteration is not None else args.iteration, expected,
-                      args.seed, args.bf16, trusted=args.trusted_checkpoint)
-
-
 def _compared_results(values: List[str]) -> dict:
     """--compare LABEL=RESULT.json: earlier clka-dynamics results (checked before any loading)."""
     import json
 
-    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.errors import EvaluationError
 
     out = {}
     for value in values:
@@ -275,8 +218,10 @@ def _compared_results(values: List[str]) -> dict:
 
 def _run_clka_dynamics(args, tokenizer) -> dict:
     """One model load per period checkpoint; items and --compare files are checked first."""
+    from megatron_prealign import runtime
+    from megatron_prealign.errors import EvaluationError
     from megatron_prealign.evaluation import clka_dynamics, common
-    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.generation.model_loading import load_for
 
     if args.iteration is not None:
         raise EvaluationError("clka-dynamics loads the checkpoints of --period-iterations; drop --iteration")
@@ -307,32 +252,34 @@ def _run_clka_dynamics(args, tokenizer) -> dict:
         lambda it: loaded.pop(it) if it in loaded else load_at(it), items, args.period_iterations,
         state["to_ids"], args.normalize, args.micro_batch_size))
     result["elapsed_s"] = time.time() - start
-    if args.plot and common.rank_zero():
+    if args.plot and runtime.rank_zero():
         result["plot"] = clka_dynamics.plot({**compared, args.label: result}, args.plot)
     return result
 
 
 def run(args) -> dict:
     """Run one evaluation in this process (a rank under torchrun); returns the result dict."""
+    from megatron_prealign import runtime
     from megatron_prealign.evaluation import alignment_similarity, clka, common, mixed_script, perplexity
-    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.errors import EvaluationError
+    from megatron_prealign.generation.model_loading import load_for, tokenizer_for
 
     if args.command in ("translation", "qa", "representation", "zs-clt"):
         from megatron_prealign.evaluation import downstream
 
         result = downstream.run(args)
-        if common.rank_zero():
+        if runtime.rank_zero():
             common.write_json(args.output, result)
         return result
     if args.command == "clka-dynamics":
-        result = _run_clka_dynamics(args, _tokenizer(args))
-        if common.rank_zero():
+        result = _run_clka_dynamics(args, tokenizer_for(args))
+        if runtime.rank_zero():
             common.write_json(args.output, result)
         return result
     start = time.time()
     if args.command == "perplexity" and not (args.data_path or args.jsonl):
         raise EvaluationError("give --data-path and/or --jsonl: nothing to evaluate")
-    tokenizer = _tokenizer(args, required=args.command != "perplexity" or bool(args.jsonl))
+    tokenizer = tokenizer_for(args, required=args.command != "perplexity" or bool(args.jsonl))
     model = load_for(args)
     result = {"command": args.command, "checkpoint": model.directory,
               "iteration": model.run_state.get("iteration"),
@@ -356,7 +303,7 @@ def run(args) -> dict:
         result.update(alignment_similarity.evaluate_alignment(
             model, tokenizer, args.alignment_table, args.alignment_languages,
             args.alignment_held_out_fraction, args.split_seed, args.words_per_batch, args.seed))
-        if args.plot and common.rank_zero():
+        if args.plot and runtime.rank_zero():
             result["plot"] = alignment_similarity.plot_alignment(result, args.plot)
     elif args.command == "word-perplexity":
         from megatron_prealign.data.alignment_table import read_table
@@ -374,7 +321,7 @@ def run(args) -> dict:
         result.update({"language": args.language, "table": args.alignment_table,
                        "held_out_fraction": args.alignment_held_out_fraction, "split_seed": args.split_seed})
         result.update(word_perplexity.evaluate(model, texts, to_ids, lookup, args.max_tokens, args.micro_batch_size))
-        if args.plot and common.rank_zero():
+        if args.plot and runtime.rank_zero():
             result["plot"] = word_perplexity.plot(result, args.plot)
     elif args.command == "clka":
         to_ids = common.TextToIds(tokenizer, model.vocab_size, args.enclone_mapping, args.add_bos)
@@ -398,7 +345,7 @@ def run(args) -> dict:
         result["decoding"] = "sample" if args.sample else "greedy"
         result["continuations"] = continuations
     result["elapsed_s"] = time.time() - start
-    if common.rank_zero():
+    if runtime.rank_zero():
         common.write_json(args.output, result)
     return result
 
@@ -439,8 +386,7 @@ def summary(result: dict) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from megatron_prealign import runtime
-    from megatron_prealign.evaluation import common
-    from megatron_prealign.evaluation.model_loading import EvaluationError
+    from megatron_prealign.errors import EvaluationError
 
     try:
         result = run(args)
@@ -448,7 +394,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return report(str(error), f"evaluate.py {args.command}")
     finally:
         runtime.shutdown()
-    if common.rank_zero():
+    if runtime.rank_zero():
         print(summary(result))
         print(f"results -> {args.output}")
     return 0

@@ -8,7 +8,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from megatron_prealign.alignment.batch import AlignmentBatch, pack_forms
+from megatron_prealign.alignment.microbatch import AlignmentBatch, pack_forms
 
 
 def random_groups(
