@@ -257,9 +257,9 @@ def tiktoken_text(spec: Dict[str, Any]) -> Optional[TikTokenText]:
     path = spec["tokenizer_model"]
     if not path or not os.path.isfile(path) or spec["tokenizer_metadata"]:
         return None
-    try:
-        import tiktoken  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("tiktoken") is None:
         return None
     return TikTokenText(path, spec["special_tokens"], spec["tiktoken_num_special_tokens"],
                         spec["tiktoken_pattern"] or "v2", spec["vocab_size"] or TIKTOKEN_DEFAULT_VOCAB)

@@ -14,7 +14,12 @@ library mapping is exactly Megatron-LM's:
   A byte-level BPE trained with the ``tokenizers`` library is saved as such a directory by
   :func:`megatron_prealign.data.tokenizer_training.train_byte_level_bpe`.
 * ``GPT2BPETokenizer`` etc. with ``--vocab-file`` / ``--merge-file``; ``NullTokenizer`` with
-  ``--vocab-size``; ``TikTokenizer``.
+  ``--vocab-size``; ``TikTokenizer`` (``--tokenizer-model`` a tiktoken JSON vocabulary,
+  ``--vocab-size``, ``--tiktoken-num-special-tokens``, ``--tiktoken-pattern``).
+
+For preprocessing, :func:`build_text_tokenizer` also builds ``HuggingFaceTokenizer``
+directories, ``GPT2BPETokenizer`` files and ``TikTokenizer`` vocabularies straight with their
+library (:mod:`.library_tokenizers`) where that gives megatron-core's ids.
 """
 
 from __future__ import annotations
