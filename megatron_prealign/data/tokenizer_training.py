@@ -224,3 +224,53 @@ def train_byte_level_bpe(sentences: Sequence[str], out_dir: str, vocab_size: int
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return out_dir
+
+
+def _byte_decoder() -> dict:
+    """GPT-2's printable character -> byte mapping of byte-level BPE tokens (the inverse of
+    ``bytes_to_unicode``)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def write_gpt2_files(hf_dir: str, out_dir: str) -> Tuple[str, str]:
+    """``vocab.json`` and ``merges.txt`` (the files of ``--tokenizer-type GPT2BPETokenizer``) of a
+    byte-level BPE directory written by :func:`train_byte_level_bpe`. Returns their paths."""
+    from tokenizers import Tokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    model = Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json")).model
+    vocab, merges = model.save(out_dir)
+    return vocab, merges
+
+
+def write_tiktoken_vocab(hf_dir: str, path: str) -> int:
+    """A tiktoken vocabulary in megatron-core's ``TikTokenizer`` JSON format (a list of
+    ``{rank, token_bytes, token_str}``) from a byte-level BPE directory: the 256 bytes, then each
+    merge's token in merge order. Returns the number of tokens."""
+    import base64
+
+    with open(os.path.join(hf_dir, "tokenizer.json"), encoding="utf-8") as handle:
+        merges = json.load(handle)["model"]["merges"]
+    to_byte = _byte_decoder()
+    tokens = [bytes([b]) for b in range(256)]
+    seen = set(tokens)
+    for merge in merges:
+        left, right = merge if isinstance(merge, list) else merge.split(" ")
+        token = bytes(to_byte[c] for c in left + right)
+        if token not in seen:
+            seen.add(token)
+            tokens.append(token)
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(t).decode("ascii"),
+              "token_str": t.decode("utf-8", "replace")} for i, t in enumerate(tokens)]
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(vocab, handle)
+    return len(vocab)
