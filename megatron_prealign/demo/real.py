@@ -50,8 +50,9 @@ VARIANTS: Dict[str, dict] = {
 }
 
 
-# What `make demo-real` runs: Joint Training, the reference PreAlign regime, and the regime that
-# helped German most in docs/real_languages.md (in 4 seeds of 4, at +0.7% English on average).
+# What `make demo-real` runs: Joint Training, the reference PreAlign regime, and the regime the
+# selection study of docs/real_languages.md chose (its German gain did not survive tuned baselines
+# on fresh seeds: demo/real_confirm.py).
 DEMO_RUNS = ("joint", "prealign", "prealign_3_translations_words128")
 
 
