@@ -70,3 +70,11 @@ def test_pooled_accuracy_paired_tests_and_noise(tmp_path):
         assert json.load(handle)["seeds"] == [1, 2]
     with open(tmp_path / "docs" / "full_seed2.json") as handle:
         assert json.load(handle)["xllama"]["config"]["seed"] == 2
+
+
+def test_accuracy_per_relation():
+    # Items alternate city, job (xllama_data.qa_items): right on cities only -> city 100%, job 0%.
+    record = _record(1, 0, 0)
+    record["runs"]["coit_qaa_400@joint"]["scores"]["qaa"] = _scores({"qaa": [1, 0] * 5})["qaa"]
+    cell = xllama_report.analyse([record])["qa"]["joint/qaa"]["coit"]
+    assert (cell["city"]["accuracy"], cell["job"]["accuracy"], cell["city"]["items"]) == (1.0, 0.0, 5)

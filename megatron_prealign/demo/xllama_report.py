@@ -51,14 +51,25 @@ def _coit_name(records: List[dict], target: str, base: str) -> str:
     return f"coit_{target}_{max(records[0]['config']['sweep_sizes'])}@{base}"
 
 
+RELATIONS = ("city", "job")  # xllama_data.qa_items asks each person's city, then job
+
+
 def qa_cell(records: List[dict], run: str, language: str) -> dict:
-    """Accuracy over every (seed, item), its Wilson interval, and the per-seed accuracies."""
+    """Accuracy over every (seed, item), its Wilson interval, and the per-seed accuracies; with
+    per-item scores also per relation: city names are the same word in every language, so city
+    questions separate knowing the fact from answering in the right language."""
     scores = [r["runs"][run]["scores"][language] for r in records]
     right = sum(round(s["qa_accuracy"] * s["qa_items"]) for s in scores)
     total = sum(s["qa_items"] for s in scores)
     low, high = stats.proportion_interval(right, total)
-    return {"accuracy": right / total, "ci95": [low, high], "correct": right, "items": total,
+    cell = {"accuracy": right / total, "ci95": [low, high], "correct": right, "items": total,
             "per_seed": [s["qa_accuracy"] for s in scores]}
+    if all("qa_correct" in s for s in scores):
+        for index, relation in enumerate(RELATIONS):
+            values = [v for s in scores for v in s["qa_correct"][index::len(RELATIONS)]]
+            low, high = stats.proportion_interval(sum(values), len(values))
+            cell[relation] = {"accuracy": sum(values) / len(values), "ci95": [low, high], "items": len(values)}
+    return cell
 
 
 def paired(records: List[dict], run_a: str, run_b: str, language: str) -> Optional[dict]:
@@ -166,6 +177,18 @@ def report(records: List[dict]) -> str:
             out.append(f"| {base} | {target} | {_pct(q['english_only'])} ({per_seed(q['english_only'])}) | "
                        f"{_pct(q['coit'])} ({per_seed(q['coit'])}) | {_pct(q['english_only_en'])} / "
                        f"{_pct(q['coit_en'])} | {_diff(a['coit_minus_english_only'][f'{base}/{target}'])} |")
+    if "city" in a["qa"][f"{bases[0]}/{TARGETS[0]}"]["coit"]:
+        out += ["", "Per relation (city names are the same word in every language; professions are translated), "
+                "accuracy % [95% Wilson]:", "",
+                "| base | language | relation | English-only | CoIT | same facts in English (Eng.-only / CoIT) |",
+                "|---|---|---|---|---|---|"]
+        for base in bases:
+            for target in TARGETS:
+                q = a["qa"][f"{base}/{target}"]
+                for relation in RELATIONS:
+                    out.append(f"| {base} | {target} | {relation} | {_pct(q['english_only'][relation])} | "
+                               f"{_pct(q['coit'][relation])} | {_pct(q['english_only_en'][relation])} / "
+                               f"{_pct(q['coit_en'][relation])} |")
     if a["base_comparisons"]:
         out += ["", "Bases compared on the same items (pp [95% paired bootstrap] (wins:losses, sign-test p)):", "",
                 "| comparison | tuning | " + " | ".join(TARGETS) + " |", "|---|---|" + "---|" * len(TARGETS)]
