@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 DEBIAN_TEXT_PACKAGES := manpages manpages-de debian-reference-en debian-reference-de fortunes-de trans-de-en
 
-.PHONY: install test demo demo-real debian-text lint clean-venv
+.PHONY: install test demo demo-xllama-full demo-real debian-text lint clean-venv
 
 $(STAMP): setup.py tools/find_python.sh
 	@if [ -x "$(PY)" ] && ! "$(PY)" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
@@ -41,6 +41,19 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	"$(PY)" -m megatron_prealign.demo
+
+# The x-LLaMA miniature's full configuration (docs/xllama.md): one run per seed (one thread, ~25 min
+# each), then the report with intervals and paired tests; records and plots copied to docs/xllama/.
+XLLAMA_FULL_SEEDS ?= 1234 1 2
+demo-xllama-full: $(STAMP)
+	@for s in $(XLLAMA_FULL_SEEDS); do \
+		OMP_NUM_THREADS=1 "$(PY)" -m megatron_prealign.demo --only xllama --full --seed $$s \
+			--output-dir results/xllama_full_s$$s || exit 1; \
+	done
+	"$(PY)" -m megatron_prealign.demo.xllama_report \
+		--inputs $(foreach s,$(XLLAMA_FULL_SEEDS),results/xllama_full_s$(s)) \
+		--output docs/xllama/full_report.md --json docs/xllama/full_summary.json \
+		--publish docs/xllama --prefix full
 
 # The real-language demo's text (man pages, Debian Reference, fortunes, Ding dictionary): installed
 # with apt-get when missing (as root), otherwise a message saying what to install.

@@ -98,3 +98,15 @@ def test_dictionaries_cover_the_target_texts(tmp_path):
             for row in _rows(paths[name]):
                 text = " ".join(row[k] for k in ("instruction", "input", "output", "tgt", "text") if k in row)
                 assert {w.strip(".?") for w in text.split()} <= target_words | names, (name, text)
+
+
+def test_people_with_fewer_attribute_values(tmp_path):
+    # The full configuration's people draw from the first 6 cities / professions (QA chance 1/6).
+    people = xd.make_people(4, 150, values=6)
+    assert len({p["name"] for p in people}) == 150
+    assert {p["city"] for p in people} == set(demo_data.CITIES[:6])
+    assert {p["job"] for p in people} == set(demo_data.PROFESSIONS[:6])
+    assert xd.make_people(4, 150, values=6) == people and xd.make_people(4, 20) == demo_data.make_people(4, 20)
+    paths = xd.write_corpus(xd.XllamaDataConfig(seed=4, attribute_values=3, **SMALL), str(tmp_path))
+    answers = {row["answer"] for row in _rows(paths["qa_en"])}
+    assert answers <= set(demo_data.CITIES[:3] + demo_data.PROFESSIONS[:3])

@@ -15,6 +15,7 @@ x-LLaMA) and plots. See the README ("Evaluation and the demo", "x-LLaMA") for me
 
     python -m megatron_prealign.demo [--only prealign|xllama] [--output-dir results/demo]
                                      [--seed 1234] [--quick]
+    python -m megatron_prealign.demo --only xllama --full [--seed 1234]   (make demo-xllama-full)
     python -m megatron_prealign.demo --only real [--runs joint prealign] [--seeds 1234 1] [--quick]
 
 ``--only real`` (not part of the default) runs English -> German on real Debian text
@@ -37,6 +38,9 @@ def main(argv=None):
     parser.add_argument("--output-dir", default=os.path.join("results", "demo"))
     parser.add_argument("--seed", type=int, default=None, help="default: the configuration's (1234)")
     parser.add_argument("--quick", action="store_true", help="reduced configuration (a few minutes)")
+    parser.add_argument("--full", action="store_true",
+                        help="x-LLaMA part: the full configuration (QA with 220 items per cell, three bases, "
+                             "6-point sweep, fine-tuning noise; ~25 min per seed on one thread; docs/xllama.md)")
     parser.add_argument("--only", choices=("prealign", "xllama", "real", "clka-dynamics"),
                         help="run one part (default: prealign and xllama; real and clka-dynamics only when asked)")
     parser.add_argument("--runs", nargs="+", default=None,
@@ -47,6 +51,8 @@ def main(argv=None):
                         help="real part: LM batches per run (default: the configuration's)")
     parser.add_argument("--text-dir", help="real part: reuse extracted text (tools/extract_debian_text.py)")
     args = parser.parse_args(argv)
+    if args.full and (args.quick or args.only != "xllama"):
+        parser.error("--full is a configuration of the x-LLaMA part: use it with --only xllama, without --quick")
     if args.only == "real":
         run_real_part(args)
         return
@@ -63,7 +69,8 @@ def main(argv=None):
             config.seed = args.seed
         run_demo(config, args.output_dir)
     if run_xllama:
-        config = xllama.XllamaDemoConfig.quick() if args.quick else xllama.XllamaDemoConfig()
+        config = (xllama.XllamaDemoConfig.quick() if args.quick else
+                  xllama.XllamaDemoConfig.full() if args.full else xllama.XllamaDemoConfig())
         if args.seed is not None:
             config.seed = args.seed
         run_xllama_part(config, args.output_dir)

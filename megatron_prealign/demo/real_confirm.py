@@ -19,6 +19,11 @@ that played no part in any choice:
 
 Runs already in ``OUTPUT/results.json`` are kept (an interrupted study continues);
 ``OUTPUT/report.md`` holds the tables.
+
+``--figure6`` then measures PreAlign's Figure 6 on the confirmation's checkpoints: German test
+perplexity of the tokens of words seen in pre-alignment, held out of it and not in the table
+(``tools/evaluate.py word-perplexity``), per method and seed, with the paired comparison of the
+regime against each baseline per group; ``OUTPUT/figure6.json`` and ``figure6.png``.
 """
 
 from __future__ import annotations
@@ -198,6 +203,88 @@ def write_report(record: dict, methods: List[str], path: str):
     print("\n".join(lines), flush=True)
 
 
+GROUP_LABELS = {"seen": "seen in pre-alignment", "held_out": "held out of it", "not_in_table": "not in the table"}
+
+
+def word_perplexity_figure(base: RealConfig, output_dir: str, methods: List[str], test_seeds: List[int],
+                           max_tokens: int = 20000) -> dict:
+    """Figure 6 on the confirmation's test checkpoints (German test half, the regime's table)."""
+    import numpy as np
+
+    from megatron_prealign import stats
+    from megatron_prealign.evaluation.common import write_json
+
+    results_path = os.path.join(output_dir, "results.json")
+    if not os.path.isfile(results_path):
+        raise SystemExit(f"[real_confirm] {results_path} is missing: run the study first")
+    with open(results_path, encoding="utf-8") as handle:
+        record = json.load(handle)
+    work = os.path.join(output_dir, "work")
+    data = os.path.join(work, "data")
+    table = variant_config(base, PREALIGN, 0).table
+    groups: Dict[str, Dict[str, List[float]]] = {m: {g: [] for g in GROUP_LABELS} for m in methods}
+    tokens: Dict[str, Dict[str, int]] = {}
+    for method in methods:
+        c = record["chosen"][method]
+        for seed in test_seeds:
+            run_dir = os.path.join(work, f"test_{method}_lr{c['lr']:g}_warmup{c['warmup_share']:g}_{seed}")
+            result = _evaluate(["word-perplexity", "--load", os.path.join(run_dir, "ckpt"),
+                                "--tokenizer-type", "SentencePieceTokenizer",
+                                "--tokenizer-model", os.path.join(data, "spm.model"),
+                                "--jsonl", os.path.join(data, "de_valid_test.jsonl"), "--language", "de",
+                                "--alignment-table", os.path.join(data, f"table_{table}.jsonl"),
+                                "--alignment-held-out-fraction", str(base.held_out_fraction),
+                                "--max-tokens", str(max_tokens), "--output", os.path.join(run_dir, "figure6.json")])
+            for group in GROUP_LABELS:
+                groups[method][group].append(result["groups"][group]["perplexity"])
+            tokens = {g: result["groups"][g]["tokens"] for g in GROUP_LABELS}
+    figure = {"methods": methods, "test_seeds": test_seeds, "table": table, "tokens_per_group": tokens,
+              "perplexity": groups, "summary": {}, "paired": {}}
+    for method in methods:
+        figure["summary"][method] = {g: dataclasses.asdict(stats.summary(v)) for g, v in groups[method].items()}
+    for baseline in methods:
+        if baseline != PREALIGN and PREALIGN in methods:
+            figure["paired"][baseline] = {g: paired(groups[PREALIGN][g], groups[baseline][g]) for g in GROUP_LABELS}
+    write_json(os.path.join(output_dir, "figure6.json"), figure)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from megatron_prealign.data.atomic import save_figure
+
+    fig, axis = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.8 / len(methods)
+    for index, method in enumerate(methods):
+        xs = np.arange(len(GROUP_LABELS)) + (index - (len(methods) - 1) / 2) * width
+        means = [figure["summary"][method][g]["mean"] for g in GROUP_LABELS]
+        axis.bar(xs, means, width, label=method)
+        for x, g in zip(xs, GROUP_LABELS):
+            axis.plot([x] * len(groups[method][g]), groups[method][g], "k.", markersize=3)
+    axis.set_xticks(range(len(GROUP_LABELS)))
+    axis.set_xticklabels([f"{GROUP_LABELS[g]}\n({tokens[g]} tokens)" for g in GROUP_LABELS], fontsize=8)
+    axis.set_ylabel("German test perplexity of the words' tokens")
+    axis.set_title(f"PreAlign Fig. 6 in miniature: English -> German, seeds {', '.join(map(str, test_seeds))}",
+                   fontsize=9)
+    axis.legend(fontsize=7)
+    save_figure(fig, os.path.join(output_dir, "figure6.png"))
+    lines = ["| group | tokens | " + " | ".join(f"{m} (mean ± sd)" for m in methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for g in GROUP_LABELS:
+        cells = [f"{figure['summary'][m][g]['mean']:.1f} ± {figure['summary'][m][g]['std']:.1f}" for m in methods]
+        lines.append(f"| {GROUP_LABELS[g]} | {tokens[g]} | " + " | ".join(cells) + " |")
+    lines += ["", f"| {PREALIGN} vs | group | lower in | sign test p | mean relative change (95% bootstrap CI) |",
+              "|---|---|---|---|---|"]
+    for baseline, by_group in figure["paired"].items():
+        for g, r in by_group.items():
+            lines.append(f"| {baseline} | {GROUP_LABELS[g]} | {r['wins_lower']} of {len(test_seeds)} | {r['sign_p']:.3f} | "
+                         f"{100 * r['mean_relative']:+.1f}% ({100 * r['relative_ci95'][0]:+.1f}% to "
+                         f"{100 * r['relative_ci95'][1]:+.1f}%) |")
+    print("\n".join(lines), flush=True)
+    return figure
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=os.path.join("results", "real_confirm"))
@@ -208,10 +295,14 @@ def main(argv=None):
     parser.add_argument("--tune-seeds", nargs="+", type=int, default=[1234, 1])
     parser.add_argument("--test-seeds", nargs="+", type=int, default=[11, 12, 13, 14])
     parser.add_argument("--quick", action="store_true", help="the reduced configuration (a test)")
+    parser.add_argument("--figure6", action="store_true",
+                        help="after the study: PreAlign's Figure 6 on its test checkpoints")
     args = parser.parse_args(argv)
     base = RealConfig.quick() if args.quick else RealConfig()
     run_study(base, args.output_dir, args.text_dir, args.methods, args.lrs, args.warmup_shares,
               args.tune_seeds, args.test_seeds)
+    if args.figure6:
+        word_perplexity_figure(base, args.output_dir, args.methods, args.test_seeds)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 import random
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from megatron_prealign.demo import data as demo_data
 from megatron_prealign.demo import fresh_directory, xllama_data
@@ -67,6 +67,13 @@ class XllamaDemoConfig:
     sweep_sizes: Tuple[int, ...] = (100, 300, 900, 2700)   # translation pairs; CoIT uses the largest
     budget: int = 1800                                      # translation pairs over both languages
     max_new_tokens: int = 40
+    # The full configuration's redesign (the defaults keep the default run as it was):
+    attribute_values: Optional[int] = None  # cities / professions people draw from (None: all 12)
+    bases: Tuple[str, ...] = ("joint", "prealign")  # "codeswitch": codeswitched English, no pre-alignment
+    sweep_qa: bool = True          # False: sweep and MuIT runs are scored on translation only
+    noise_repeats: int = 0         # extra fine-tuning seeds of both MuIT splits (the noise of a run)
+    qa_max_new_tokens: Optional[int] = None  # QA answers are one sentence (None: max_new_tokens)
+    short_answers: bool = False    # fact questions answered by the word alone (xllama_data._fact_answer)
 
     @classmethod
     def quick(cls) -> "XllamaDemoConfig":
@@ -74,7 +81,23 @@ class XllamaDemoConfig:
                    target_instructions=60, translation_pool=200, translation_test=10, num_layers=2,
                    hidden_size=32, seq_length=64, prealign_iters=4, train_iters=8,
                    alignment_words_per_batch=8, eval_tokens=1000, finetune_iters=6,
-                   sweep_sizes=(20, 60, 160), budget=120, max_new_tokens=12)
+                   sweep_sizes=(20, 60, 160), budget=120, max_new_tokens=12,
+                   # the full configuration's paths too: three bases, per-item QA, noise repeats
+                   attribute_values=4, bases=("joint", "codeswitch", "prealign"), sweep_qa=False,
+                   noise_repeats=1, qa_max_new_tokens=6, short_answers=True)
+
+    @classmethod
+    def full(cls) -> "XllamaDemoConfig":
+        """QA that can show an effect: 110 held-out people (220 items per cell), 4 attribute values
+        (chance 1/4), facts in 70% of the English sentences, answers of one word, 90 training
+        people for the fact questions of instruction tuning; a codeswitching-only base; a 6-point
+        sweep per language; both MuIT splits fine-tuned with 3 seeds (the noise the allocation is
+        compared with). Sized to run in ~25 min per seed on one thread of a shared machine."""
+        return cls(people=200, held_out_people=110, attribute_values=4, english_docs=3000, fact_share=0.7,
+                   bases=("joint", "codeswitch", "prealign"), train_iters=900, finetune_iters=80,
+                   sweep_sizes=(100, 200, 400, 800, 1600, 3200), budget=1600,
+                   translation_pool=3200, translation_test=60, sweep_qa=False, noise_repeats=2,
+                   qa_max_new_tokens=8, short_answers=True, max_new_tokens=32)
 
     def data_config(self) -> xllama_data.XllamaDataConfig:
         return xllama_data.XllamaDataConfig(
@@ -82,7 +105,8 @@ class XllamaDemoConfig:
             english_instructions=self.english_instructions, target_instructions=self.target_instructions,
             translation_pool=self.translation_pool, translation_test=self.translation_test,
             target_docs=max(2, round(self.english_docs * self.target_fraction)),
-            sentences_per_doc=self.sentences_per_doc)
+            sentences_per_doc=self.sentences_per_doc, attribute_values=self.attribute_values,
+            short_answers=self.short_answers)
 
 
 def _prompt_texts(paths: Dict[str, str], names: Dict[str, str]) -> List[str]:
@@ -116,7 +140,7 @@ def prepare_data(cfg: XllamaDemoConfig, work: str) -> Dict[str, str]:
     with open(paths["template"], "w", encoding="utf-8") as handle:
         json.dump(COMPACT_TEMPLATE, handle)
     rng = random.Random(f"xllama-demo-{cfg.seed}")
-    people = demo_data.make_people(cfg.seed, cfg.people)
+    people = xllama_data.make_people(cfg.seed, cfg.people, cfg.attribute_values)
     languages = xllama_data.make_languages(cfg.seed, reserved=[p["name"] for p in people])
     paths["en_train"] = _write_jsonl(os.path.join(data, "en_train.jsonl"), [
         demo_data.english_document(rng, people, cfg.sentences_per_doc, cfg.fact_share)
@@ -160,10 +184,13 @@ def prepare_data(cfg: XllamaDemoConfig, work: str) -> Dict[str, str]:
     return paths
 
 
-def base_argv(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool) -> List[str]:
+def base_argv(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool,
+              codeswitch: Optional[bool] = None) -> List[str]:
     """Pretraining of a base: English-dominant mixture; PreAlign adds pre-alignment on the table
-    and the input-only codeswitched English. Both see the same number of LM batches."""
-    english = paths["en_cs_prefix"] if prealign else paths["en_prefix"]
+    and the input-only codeswitched English (``codeswitch`` alone: the codeswitching-only base,
+    which separates the two). All see the same number of LM batches."""
+    codeswitch = prealign if codeswitch is None else codeswitch
+    english = paths["en_cs_prefix"] if codeswitch else paths["en_prefix"]
     w = cfg.target_fraction
     argv = [
         "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
@@ -188,16 +215,18 @@ def base_argv(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, preali
 
 
 def train_bases(cfg: XllamaDemoConfig, paths: Dict[str, str], work: str) -> Dict[str, dict]:
-    """Joint and PreAlign bases, with their perplexity per language."""
+    """The bases of ``cfg.bases`` (Joint, codeswitching-only, PreAlign), with their perplexity
+    per language."""
     from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
 
     bases = {}
-    for name in ("joint", "prealign"):
+    for name in cfg.bases:
         run_dir = os.path.join(work, f"base_{name}")
         os.makedirs(run_dir, exist_ok=True)
         log(f"x-LLaMA base {name}: pretraining")
-        loop.run(arguments.parse_args(base_argv(cfg, paths, run_dir, name == "prealign")))
+        loop.run(arguments.parse_args(base_argv(cfg, paths, run_dir, name == "prealign",
+                                                codeswitch=name in ("prealign", "codeswitch"))))
         ppl = _evaluate(["perplexity", "--load", os.path.join(run_dir, "ckpt"),
                          "--output", os.path.join(run_dir, "ppl.json"),
                          "--data-path", f"en={paths['en_valid_prefix']}",
@@ -241,7 +270,8 @@ def build_instruction_set(cfg: XllamaDemoConfig, paths: Dict[str, str], name: st
     return prefix + "_text_document"
 
 
-def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str) -> str:
+def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str,
+             seed: Optional[int] = None) -> str:
     """Instruction-tune ``base`` on ``data`` (answer-only loss, packed records, fixed steps)."""
     from megatron_prealign import runtime
     from megatron_prealign.training import arguments, loop
@@ -252,7 +282,8 @@ def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str,
         "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
         "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
         "--lr", str(cfg.finetune_lr), "--min-lr", str(cfg.finetune_lr / 10), "--lr-warmup-fraction", "0.03",
-        "--weight-decay", "0", "--seed", str(cfg.seed), "--data-path", data, "--split", "100,0,0",
+        "--weight-decay", "0", "--seed", str(cfg.seed if seed is None else seed), "--data-path", data,
+        "--split", "100,0,0",
         *paths["tokenizer_args"], "--pretrained-checkpoint", base, "--finetune", "--sft-packing",
         "--train-iters", str(cfg.finetune_iters), "--save", os.path.join(run_dir, "ckpt"),
         "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(max(1, cfg.finetune_iters // 5)),
@@ -267,12 +298,14 @@ def _rows(path: str) -> List[dict]:
         return [json.loads(line) for line in handle]
 
 
-def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str, out: str) -> Dict[str, dict]:
+def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str, out: str,
+                   qa: bool = True) -> Dict[str, dict]:
     """Per target language, with the evaluation package's definitions: English->X translation of
     the unseen test pairs (greedy, the canonical translation instruction; corpus BLEU and chrF++)
     and closed-book QA about the held-out people asked in X (the reference code's containment
     accuracy: the gold word inside the lowercased answer); the same facts asked in English
-    (``en``: QA only)."""
+    (``en``: QA only). ``qa_correct`` keeps each item's 0/1 (the paired tests need them);
+    ``qa=False``: translation only (the sweep's runs in the full configuration)."""
     from megatron_prealign import runtime
     from megatron_prealign.data.text_encoder import TextEncoder
     from megatron_prealign.data.tokenizer import build_tokenizer
@@ -288,11 +321,32 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
     model = load_model(checkpoint, seed=cfg.seed)
     results = {}
     try:
+        qa_tokens = cfg.qa_max_new_tokens or cfg.max_new_tokens
+
+        def answer(items: List[dict]) -> List[str]:
+            ids = [encoder.encode(template.render(item["instruction"], item["input"])[0]) for item in items]
+            room = cfg.seq_length - max(map(len, ids))
+            if room < 4:
+                raise ValueError(f"prompts of {max(map(len, ids))} tokens leave no room to answer "
+                                 f"within seq_length {cfg.seq_length}: raise it")
+            generations = generate(model, ids, min(qa_tokens, room), eod=encoder.eod, batch_size=16)
+            return [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
+
+        def qa_scores(items: List[dict], answers: List[str]) -> dict:
+            correct = [int(qa_metrics.contains(a, item["answer"])) for item, a in zip(items, answers)]
+            return {"qa_accuracy": sum(correct) / len(items), "qa_items": len(items), "qa_correct": correct,
+                    "examples": [{"question": items[0]["instruction"], "answer": answers[0],
+                                  "gold": items[0]["answer"]}]}
+
+        # Without a QA length of its own the questions share the translation prompts' batches
+        # (as the default configuration always did: the same batches give the same numbers).
+        shared = qa and cfg.qa_max_new_tokens is None
         for target in TARGETS:
             pairs = _rows(paths[f"translation_test_{target}"])
-            qa = _rows(paths[f"qa_{target}"])
+            items = _rows(paths[f"qa_{target}"]) if qa else []
             prompts = translation.prompts([p["src"] for p in pairs], "en", target, template, names)
-            prompts += [template.render(item["instruction"], item["input"])[0] for item in qa]
+            if shared:
+                prompts += [template.render(item["instruction"], item["input"])[0] for item in items]
             ids = [encoder.encode(p) for p in prompts]
             room = cfg.seq_length - max(map(len, ids))
             if room < 4:
@@ -300,26 +354,19 @@ def evaluate_model(cfg: XllamaDemoConfig, paths: Dict[str, str], checkpoint: str
                                  f"within seq_length {cfg.seq_length}: raise it")
             generations = generate(model, ids, min(cfg.max_new_tokens, room), eod=encoder.eod, batch_size=16)
             texts = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
-            hypotheses, answers = texts[:len(pairs)], texts[len(pairs):]
+            hypotheses = texts[:len(pairs)]
             scores = translation.score(hypotheses, [p["tgt"] for p in pairs], target)
-            results[target] = {
-                "bleu": scores["bleu"], "chrf": scores["chrf++"],
-                "qa_accuracy": sum(qa_metrics.contains(a, item["answer"]) for item, a in zip(qa, answers)) / len(qa),
-                "qa_items": len(qa), "translation_items": len(pairs),
-                "examples": [{"src": pairs[0]["src"], "hypothesis": hypotheses[0], "reference": pairs[0]["tgt"]},
-                             {"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
-            }
+            results[target] = {"bleu": scores["bleu"], "chrf": scores["chrf++"], "translation_items": len(pairs)}
+            examples = [{"src": pairs[0]["src"], "hypothesis": hypotheses[0], "reference": pairs[0]["tgt"]}]
+            if qa:
+                record = qa_scores(items, texts[len(pairs):] if shared else answer(items))
+                examples += record.pop("examples")
+                results[target].update(record)
+            results[target]["examples"] = examples
         # The same facts asked in English: what the model knows at all, the ceiling of transfer.
-        qa = _rows(paths["qa_en"])
-        ids = [encoder.encode(template.render(item["instruction"], item["input"])[0]) for item in qa]
-        generations = generate(model, ids, min(cfg.max_new_tokens, cfg.seq_length - max(map(len, ids))),
-                               eod=encoder.eod, batch_size=16)
-        answers = [completion_text(g, encoder.decode, encoder.eod).strip() for g in generations]
-        results["en"] = {
-            "qa_accuracy": sum(qa_metrics.contains(a, item["answer"]) for item, a in zip(qa, answers)) / len(qa),
-            "qa_items": len(qa),
-            "examples": [{"question": qa[0]["instruction"], "answer": answers[0], "gold": qa[0]["answer"]}],
-        }
+        if qa:
+            items = _rows(paths["qa_en"])
+            results["en"] = qa_scores(items, answer(items))
     finally:
         runtime.shutdown()
     from megatron_prealign.evaluation.common import write_json
@@ -342,21 +389,22 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
     timings = {"data_and_bases_s": time.time() - start}
     runs: Dict[str, dict] = {}
 
-    def tuned(name: str, base: str, pairs: Dict[str, int]) -> dict:
+    def tuned(name: str, base: str, pairs: Dict[str, int], qa: bool = True, repeat: int = 0) -> dict:
+        """``repeat`` r > 0: the same data fine-tuned with seed + r (name ``...#rR``)."""
         if name not in runs:
             t0 = time.time()
             log(f"x-LLaMA fine-tune {name} (base {base}, translation pairs {pairs or 'none'})")
             data = build_instruction_set(cfg, paths, name.split("@")[0], pairs)
-            run_dir = os.path.join(work, "runs", name.replace("@", "_on_"))
-            checkpoint = finetune(cfg, paths, bases[base]["checkpoint"], data, run_dir)
-            scores = evaluate_model(cfg, paths, checkpoint, os.path.join(run_dir, "scores.json"))
+            run_dir = os.path.join(work, "runs", name.replace("@", "_on_").replace("#", "_"))
+            checkpoint = finetune(cfg, paths, bases[base]["checkpoint"], data, run_dir, seed=cfg.seed + repeat)
+            scores = evaluate_model(cfg, paths, checkpoint, os.path.join(run_dir, "scores.json"), qa=qa)
             runs[name] = {"base": base, "translation_pairs": pairs, "scores": scores,
-                          "seconds": time.time() - t0}
+                          "finetune_seed": cfg.seed + repeat, "seconds": time.time() - t0}
             shutil.rmtree(checkpoint)  # keep the miniature's disk footprint small
         return runs[name]
 
     largest = max(cfg.sweep_sizes)
-    for base in ("joint", "prealign"):
+    for base in cfg.bases:
         tuned(f"english_only@{base}", base, {})
         for target in TARGETS:
             tuned(f"coit_{target}_{largest}@{base}", base, {target: largest})
@@ -365,7 +413,7 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
     points = {target: [] for target in TARGETS}
     for target in TARGETS:
         for size in cfg.sweep_sizes:
-            run = tuned(f"coit_{target}_{size}@joint", "joint", {target: size})
+            run = tuned(f"coit_{target}_{size}@joint", "joint", {target: size}, qa=cfg.sweep_qa)
             points[target].append((size, run["scores"][target][LAW_SCORE]))
     caps = {t: cfg.translation_pool for t in TARGETS}
     try:
@@ -378,32 +426,59 @@ def run_xllama(cfg: XllamaDemoConfig, output_dir: str) -> dict:
         log(f"x-LLaMA: no scaling-law fit ({error}); measuring the uniform split only")
         fits, allocation = {"error": str(error)}, None
         splits = {"uniform": scaling_law.uniform_split(list(TARGETS), cfg.budget, caps)}
-    measured = {}
+    measured, noise = {}, {}
     for label, split in splits.items():
-        run = tuned(f"muit_{label}@joint", "joint", {t: int(round(split[t])) for t in TARGETS})
+        run = tuned(f"muit_{label}@joint", "joint", {t: int(round(split[t])) for t in TARGETS}, qa=cfg.sweep_qa)
         measured[label] = {"pairs": run["translation_pairs"],
                            **{key: {t: run["scores"][t][key] for t in TARGETS} for key in ("bleu", "chrf")},
                            **{f"mean_{key}": sum(run["scores"][t][key] for t in TARGETS) / len(TARGETS)
                               for key in ("bleu", "chrf")}}
+        # The fine-tuning noise: the same split with other fine-tuning seeds (data order).
+        if cfg.noise_repeats:
+            means = [measured[label][f"mean_{LAW_SCORE}"]]
+            for repeat in range(1, cfg.noise_repeats + 1):
+                again = tuned(f"muit_{label}@joint#r{repeat}", "joint", run["translation_pairs"], qa=cfg.sweep_qa,
+                              repeat=repeat)
+                means.append(sum(again["scores"][t][LAW_SCORE] for t in TARGETS) / len(TARGETS))
+            noise[label] = {"finetune_seeds": [cfg.seed + r for r in range(cfg.noise_repeats + 1)],
+                            f"mean_{LAW_SCORE}": means}
     timings["total_s"] = time.time() - start
     return {"bases": bases, "runs": runs, "sweep_points": points, "fits": fits,
-            "allocation": allocation, "allocation_measured": measured, "config": dataclasses.asdict(cfg),
+            "allocation": allocation, "allocation_measured": measured, "noise": noise,
+            "chance_level": chance_level(cfg), "config": dataclasses.asdict(cfg),
             "timings_s": timings, "plots": ["xllama_scaling_law.png"] if allocation else []}
 
 
+def chance_level(cfg: XllamaDemoConfig) -> float:
+    """QA guessing among the values a fact can take (cities and professions: as many each)."""
+    from megatron_prealign import stats
+
+    return stats.chance_level(cfg.attribute_values or len(demo_data.CITIES))
+
+
 def table(record: dict) -> str:
-    """Per target language: QA accuracy and BLEU / chrF of English-only tuning and CoIT, per base."""
-    lines = ["| base | tuning | language | QA accuracy | BLEU | chrF++ | same facts asked in English |",
+    """Per target language: QA accuracy (95% Wilson interval) and BLEU / chrF of English-only
+    tuning and CoIT, per base."""
+    from megatron_prealign import stats
+
+    def qa(scores: dict) -> str:
+        low, high = stats.proportion_interval(round(scores["qa_accuracy"] * scores["qa_items"]), scores["qa_items"])
+        return f"{100 * scores['qa_accuracy']:.1f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+    lines = ["| base | tuning | language | QA accuracy [95%] | BLEU | chrF++ | same facts asked in English [95%] |",
              "|---|---|---|---|---|---|---|"]
     largest = max(record["config"]["sweep_sizes"])
-    for base in ("joint", "prealign"):
+    for base in record["config"].get("bases") or ("joint", "prealign"):
         for target in TARGETS:
             for label, name in (("English only", f"english_only@{base}"), ("CoIT", f"coit_{target}_{largest}@{base}")):
                 scores = record["runs"][name]["scores"]
                 s = scores[target]
-                english = f"{100 * scores['en']['qa_accuracy']:.1f}%" if "en" in scores else "-"
-                lines.append(f"| {base} | {label} | {target} | {100 * s['qa_accuracy']:.1f}% | "
-                             f"{s['bleu']:.1f} | {s['chrf']:.1f} | {english} |")
+                english = qa(scores["en"]) if "en" in scores else "-"
+                lines.append(f"| {base} | {label} | {target} | {qa(s)} | {s['bleu']:.1f} | {s['chrf']:.1f} | "
+                             f"{english} |")
+    items = record["runs"][f"english_only@{(record['config'].get('bases') or ('joint',))[0]}"]["scores"]
+    chance = record.get("chance_level", 1 / 12)
+    lines.append(f"QA: {items[TARGETS[0]]['qa_items']} items per language, chance level {100 * chance:.1f}%.")
     return "\n".join(lines)
 
 
@@ -434,4 +509,8 @@ def summary(record: dict) -> str:
             predicted = f"predicted mean {sum(values) / len(values):.2f}, "
         out.append(f"  {label:>7}: pairs {m['pairs']}, {predicted}measured mean {LAW_SCORE} "
                    f"{m['mean_' + LAW_SCORE]:.2f} (BLEU {m['mean_bleu']:.2f})")
+        noise = (record.get("noise") or {}).get(label)
+        if noise:
+            out.append(f"           over fine-tuning seeds {noise['finetune_seeds']}: "
+                       + " / ".join(f"{v:.2f}" for v in noise[f"mean_{LAW_SCORE}"]))
     return "\n".join(out)

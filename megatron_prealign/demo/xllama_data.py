@@ -188,6 +188,20 @@ def render(clause: dict, language: Language) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def make_people(seed: int, n: int, values: Optional[int] = None) -> List[Dict[str, str]]:
+    """The demo's invented people; ``values``: draw each person's city and profession from the
+    first ``values`` of each list only (fewer facts to tell apart: the full configuration's base
+    learns them; the QA chance level is 1 / values). ``None``: the demo's own draw, all 12."""
+    if values is None:
+        return demo_data.make_people(seed, n)
+    if not 2 <= values <= min(len(demo_data.CITIES), len(demo_data.PROFESSIONS)):
+        raise ValueError(f"values must be between 2 and {len(demo_data.CITIES)}, got {values}")
+    rng = random.Random(f"xllama-people-{seed}")
+    return [{"name": name, "city": rng.choice(demo_data.CITIES[:values]),
+             "job": rng.choice(demo_data.PROFESSIONS[:values])}
+            for name in demo_data.invented_names(rng, n)]
+
+
 def split_people(people: List[Dict[str, str]], held_out: int) -> tuple:
     """(people whose facts instruction data may ask about, held-out people for the QA test)."""
     if not 0 < held_out < len(people):
@@ -204,8 +218,15 @@ def answer_word(person: Dict[str, str], relation: str, language: Language) -> st
     return value if relation == "city" else language.lexicon.get(value, value)
 
 
+def _fact_answer(person: Dict[str, str], relation: str, language: Language, short: bool) -> str:
+    """The canonical sentence, or (``short``) the answer word alone: a sentence starts with the
+    person's name, and a tiny model that miscopies an unseen name then recalls another person's
+    fact, so QA would measure name copying rather than knowledge transfer."""
+    return answer_word(person, relation, language) + "." if short else _canonical_fact(person, relation, language)
+
+
 def instruction_records(rng: random.Random, language: Language, people: List[Dict[str, str]],
-                        count: int) -> List[dict]:
+                        count: int, short_answers: bool = False) -> List[dict]:
     """General instructions in ``language``: fact questions about ``people``, sentence tasks."""
     records = []
     for _ in range(count):
@@ -213,7 +234,7 @@ def instruction_records(rng: random.Random, language: Language, people: List[Dic
         if task in ("ask_city", "ask_job"):
             person, relation = rng.choice(people), task[4:]
             record = {"instruction": language.words(language.tasks[task].format(name=person["name"])),
-                      "input": "", "output": _canonical_fact(person, relation, language)}
+                      "input": "", "output": _fact_answer(person, relation, language, short_answers)}
         elif task == "write_about":
             clause = random_clause(rng, generic_fact_share=0.0)
             noun = clause["subject"]["noun"]
@@ -240,7 +261,7 @@ def translation_pairs(rng: random.Random, target: Language, count: int,
     return pairs
 
 
-def qa_items(language: Language, people: List[Dict[str, str]]) -> List[dict]:
+def qa_items(language: Language, people: List[Dict[str, str]], short_answers: bool = False) -> List[dict]:
     """Both facts of each person asked in ``language``; ``answer`` is the gold word (city names
     are shared by all languages, professions are translated), ``output`` the canonical sentence."""
     items = []
@@ -248,7 +269,7 @@ def qa_items(language: Language, people: List[Dict[str, str]]) -> List[dict]:
         for relation in ("city", "job"):
             items.append({
                 "instruction": language.words(language.tasks[f"ask_{relation}"].format(name=person["name"])),
-                "input": "", "output": _canonical_fact(person, relation, language),
+                "input": "", "output": _fact_answer(person, relation, language, short_answers),
                 "answer": answer_word(person, relation, language), "relation": relation,
                 "name": person["name"], "lang": language.code,
             })
@@ -276,12 +297,14 @@ class XllamaDataConfig:
     translation_test: int = 100
     target_docs: int = 150
     sentences_per_doc: int = 8
+    attribute_values: Optional[int] = None  # see make_people
+    short_answers: bool = False  # fact questions answered by the word alone (see _fact_answer)
 
 
 def write_corpus(cfg: XllamaDataConfig, directory: str) -> Dict[str, str]:
     """Every file of the miniature under ``directory`` (JSON lines); returns name -> path."""
     os.makedirs(directory, exist_ok=True)
-    people = demo_data.make_people(cfg.seed, cfg.people)
+    people = make_people(cfg.seed, cfg.people, cfg.attribute_values)
     train_people, test_people = split_people(people, cfg.held_out_people)
     languages = make_languages(cfg.seed, reserved=[p["name"] for p in people])
     rng = random.Random(f"xllama-data-{cfg.seed}")
@@ -292,19 +315,21 @@ def write_corpus(cfg: XllamaDataConfig, directory: str) -> Dict[str, str]:
         with open(paths[name], "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
-    write("instructions_en", instruction_records(rng, ENGLISH, train_people, cfg.english_instructions))
+    short = cfg.short_answers
+    write("instructions_en", instruction_records(rng, ENGLISH, train_people, cfg.english_instructions, short))
     for code, language in languages.items():
-        write(f"instructions_{code}", instruction_records(rng, language, train_people, cfg.target_instructions))
+        write(f"instructions_{code}", instruction_records(rng, language, train_people, cfg.target_instructions,
+                                                          short))
         test = translation_pairs(rng, language, cfg.translation_test)
         write(f"translation_test_{code}", test)
         write(f"translation_{code}", translation_pairs(rng, language, cfg.translation_pool,
                                                         exclude={p["src"] for p in test}))
-        write(f"qa_{code}", qa_items(language, test_people))
+        write(f"qa_{code}", qa_items(language, test_people, short))
         write(f"docs_{code}", [{"text": t} for t in documents(rng, language, cfg.target_docs, cfg.sentences_per_doc)])
         paths[f"dictionary_{code}"] = os.path.join(directory, f"dictionary_{code}.txt")
         with open(paths[f"dictionary_{code}"], "w", encoding="utf-8") as handle:
             handle.writelines(line + "\n" for line in dictionary(language))
-    write("qa_en", qa_items(ENGLISH, test_people))
+    write("qa_en", qa_items(ENGLISH, test_people, short))
     paths["languages"] = os.path.join(directory, "languages.json")
     with open(paths["languages"], "w", encoding="utf-8") as handle:
         json.dump({code: {"name": lang.name, "reorder": lang.reorder} for code, lang in languages.items()}, handle)
