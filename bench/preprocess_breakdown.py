@@ -80,6 +80,7 @@ def main() -> int:
         results = [pp._process_block(b) for b in blocks]
         cpu["ours_worker_loop"] = clock() - t
         t = clock()
+        # what the pool's result queue costs: blobs this process just pickled itself
         for blob in [pickle.dumps(r) for r in results]:
             pickle.loads(blob)
         cpu["ours_pickle_results"] = clock() - t
@@ -110,7 +111,7 @@ def main() -> int:
             ref.append(ids)
         cpu["reference_worker_loop"] = clock() - t
         t = clock()
-        for blob in [pickle.dumps(ref[i:i + 32]) for i in range(0, len(ref), 32)]:
+        for blob in [pickle.dumps(ref[i:i + 32]) for i in range(0, len(ref), 32)]:  # own blobs, as above
             pickle.loads(blob)
         cpu["reference_pickle_results"] = clock() - t
         builder = indexed_dataset.IndexedDatasetBuilder(os.path.join(tmp, "ref.bin"), dtype=np.uint16)

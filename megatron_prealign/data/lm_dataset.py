@@ -93,15 +93,19 @@ class MaskedGPTDataset(GPTDataset):
     def __getitem__(self, idx: Optional[int]):
         sample = super().__getitem__(idx)
         stored = self.stored_mask(idx)
-        if stored is None:
-            return sample
-        if self.config.add_extra_token_to_sequence:
-            label_mask = stored[1:]
-        else:  # labels are the tokens rolled by one; the last label is padding
-            label_mask = torch.roll(stored, shifts=-1, dims=0)
-            label_mask[-1] = 0
-        sample["loss_mask"] = sample["loss_mask"] * label_mask.to(sample["loss_mask"].dtype)
-        return sample
+        return sample if stored is None else apply_token_mask(sample, stored, self.config)
+
+
+def apply_token_mask(sample: dict, token_mask: torch.Tensor, config) -> dict:
+    """Multiply ``sample["loss_mask"]`` by a per-token mask: label position t predicts token
+    t+1, so it takes the mask of token t+1 (a 0 token is an input, never a target)."""
+    if config.add_extra_token_to_sequence:
+        label_mask = token_mask[1:]
+    else:  # labels are the tokens rolled by one; the last label is padding
+        label_mask = torch.roll(token_mask, shifts=-1, dims=0)
+        label_mask[-1] = 0
+    sample["loss_mask"] = sample["loss_mask"] * label_mask.to(sample["loss_mask"].dtype)
+    return sample
 
 
 def lm_dataset_config(

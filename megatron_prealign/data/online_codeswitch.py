@@ -41,7 +41,7 @@ import numpy
 import torch
 from megatron.core.datasets.gpt_dataset import GPTDataset
 
-from megatron_prealign.data.lm_dataset import MaskedGPTDataset
+from megatron_prealign.data.lm_dataset import MaskedGPTDataset, apply_token_mask
 from megatron_prealign.errors import ConfigError
 
 DEFAULT_RATIO = 0.05  # as tools/preprocess_data.py
@@ -203,14 +203,7 @@ class OnlineCodeswitchGPTDataset(MaskedGPTDataset):
         mask = self._last[1] if self._last is not None else None
         if mask is None:
             return sample
-        mask = torch.from_numpy(mask)
-        if self.config.add_extra_token_to_sequence:
-            label_mask = mask[1:]
-        else:  # labels are the tokens rolled by one; the last label is padding
-            label_mask = torch.roll(mask, shifts=-1, dims=0)
-            label_mask[-1] = 0
-        sample["loss_mask"] = sample["loss_mask"] * label_mask.to(sample["loss_mask"].dtype)
-        return sample
+        return apply_token_mask(sample, torch.from_numpy(mask), self.config)
 
 
 def online_settings(args) -> Optional[OnlineCodeswitch]:

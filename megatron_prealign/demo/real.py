@@ -279,22 +279,30 @@ def run_one(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> 
     return result
 
 
-def run_real(base: RealConfig, output_dir: str, runs: List[str], seeds: List[int],
-             text_dir: Optional[str] = None) -> dict:
+def prepare_work(base: RealConfig, output_dir: str, configs: List[RealConfig],
+                 text_dir: Optional[str] = None):
+    """``(work, text files, data paths)`` under ``output_dir/work`` for the runs ``configs``:
+    the packages checked, the text extracted and the data built (each reused when present)."""
     from megatron_prealign.data.debian_text import MissingPackagesError, check_installed
-    from megatron_prealign.evaluation.common import write_json
 
-    start = time.time()
     try:
         check_installed()
     except MissingPackagesError as error:
-        raise SystemExit(f"[demo] the real-language demo needs Debian packages: {error}")
+        raise SystemExit(f"[demo] the real-language runs need Debian packages: {error}")
     work = os.path.join(output_dir, "work")
     os.makedirs(work, exist_ok=True)
     text = extract_text(base, text_dir or os.path.join(work, "text"))
+    paths = prepare_data(base, work, text, sorted({c.table for c in configs}), any(c.codeswitch for c in configs))
+    return work, text, paths
+
+
+def run_real(base: RealConfig, output_dir: str, runs: List[str], seeds: List[int],
+             text_dir: Optional[str] = None) -> dict:
+    from megatron_prealign.evaluation.common import write_json
+
+    start = time.time()
     configs = {(name, seed): variant_config(base, name, seed) for name in runs for seed in seeds}
-    tables = sorted({c.table for c in configs.values()})
-    paths = prepare_data(base, work, text, tables, any(c.codeswitch for c in configs.values()))
+    work, _, paths = prepare_work(base, output_dir, list(configs.values()), text_dir)
     log(f"data ready ({time.time() - start:.0f} s)")
     # Runs of earlier invocations with the same output directory are kept (ablations added later).
     results_path = os.path.join(output_dir, "results.json")

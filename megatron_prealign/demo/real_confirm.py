@@ -37,8 +37,9 @@ import sys
 import time
 from typing import Dict, List
 
+from megatron_prealign.data.atomic import atomic_text_writer
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, log
-from megatron_prealign.demo.real import RealConfig, extract_text, prepare_data, train, variant_config
+from megatron_prealign.demo.real import RealConfig, prepare_work, train, variant_config
 
 METHODS = ("joint", "codeswitch_only_3_translations", "prealign_3_translations_words128")
 PREALIGN = "prealign_3_translations_words128"
@@ -101,21 +102,12 @@ def paired(a: List[float], b: List[float]) -> dict:
 
 def run_study(base: RealConfig, output_dir: str, text_dir: str, methods: List[str], lrs: List[float],
               warmups: List[float], tune_seeds: List[int], test_seeds: List[int]) -> dict:
-    from megatron_prealign.data.debian_text import MissingPackagesError, check_installed
     from megatron_prealign.evaluation.common import write_json
 
     if set(tune_seeds) & set(test_seeds):
         raise SystemExit(f"[real_confirm] tuning and test seeds overlap ({sorted(set(tune_seeds) & set(test_seeds))}): "
                          "the test seeds must play no part in the choice")
-    try:
-        check_installed()
-    except MissingPackagesError as error:
-        raise SystemExit(f"[real_confirm] needs Debian packages: {error}")
-    work = os.path.join(output_dir, "work")
-    os.makedirs(work, exist_ok=True)
-    text = extract_text(base, text_dir or os.path.join(work, "text"))
-    configs = [variant_config(base, m, 0) for m in methods]
-    paths = prepare_data(base, work, text, sorted({c.table for c in configs}), any(c.codeswitch for c in configs))
+    work, text, paths = prepare_work(base, output_dir, [variant_config(base, m, 0) for m in methods], text_dir)
     prefixes = split_validation(text, os.path.join(work, "data"))
     results_path = os.path.join(output_dir, "results.json")
     record = {"base_config": dataclasses.asdict(base), "tune_seeds": tune_seeds, "test_seeds": test_seeds,
@@ -175,6 +167,18 @@ def compare(record: dict, methods: List[str], seeds: List[int]) -> dict:
     return out
 
 
+def paired_rows(paired_by_baseline: Dict[str, Dict[str, dict]], label: Dict[str, str], pairs: int) -> List[str]:
+    """Markdown rows of ``paired`` results of the regime against each baseline, per ``label`` key."""
+    rows = [f"| {PREALIGN} vs | what | lower in | sign test p (two-sided) | mean relative change (95% bootstrap CI) |",
+            "|---|---|---|---|---|"]
+    for baseline, by_key in paired_by_baseline.items():
+        for key, r in by_key.items():
+            rows.append(f"| {baseline} | {label[key]} | {r['wins_lower']} of {pairs} seeds | {r['sign_p']:.3f} | "
+                        f"{100 * r['mean_relative']:+.1f}% ({100 * r['relative_ci95'][0]:+.1f}% to "
+                        f"{100 * r['relative_ci95'][1]:+.1f}%) |")
+    return rows
+
+
 def write_report(record: dict, methods: List[str], path: str):
     from megatron_prealign import stats
 
@@ -190,16 +194,9 @@ def write_report(record: dict, methods: List[str], path: str):
         lines.append(f"| {method} | | mean ± sd (95% CI) | {de.mean:.1f} ± {de.std:.1f} "
                      f"({de.ci95[0]:.1f}-{de.ci95[1]:.1f}) | {en.mean:.2f} ± {en.std:.2f} "
                      f"({en.ci95[0]:.2f}-{en.ci95[1]:.2f}) |")
-    lines += ["", f"| {PREALIGN} vs | language | lower in | sign test p (two-sided) | mean relative change (95% bootstrap CI) |",
-              "|---|---|---|---|---|"]
-    for baseline, by_lang in record["comparisons"].items():
-        for lang, r in by_lang.items():
-            lines.append(f"| {baseline} | {lang} | {r['wins_lower']} of {len(seeds)} seeds | {r['sign_p']:.3f} | "
-                         f"{100 * r['mean_relative']:+.1f}% ({100 * r['relative_ci95'][0]:+.1f}% to "
-                         f"{100 * r['relative_ci95'][1]:+.1f}%) |")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    lines += ["", *paired_rows(record["comparisons"], {"de": "German", "en": "English"}, len(seeds))]
+    with atomic_text_writer(path) as handle:
         handle.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
     print("\n".join(lines), flush=True)
 
 
@@ -274,13 +271,7 @@ def word_perplexity_figure(base: RealConfig, output_dir: str, methods: List[str]
     for g in GROUP_LABELS:
         cells = [f"{figure['summary'][m][g]['mean']:.1f} ± {figure['summary'][m][g]['std']:.1f}" for m in methods]
         lines.append(f"| {GROUP_LABELS[g]} | {tokens[g]} | " + " | ".join(cells) + " |")
-    lines += ["", f"| {PREALIGN} vs | group | lower in | sign test p | mean relative change (95% bootstrap CI) |",
-              "|---|---|---|---|---|"]
-    for baseline, by_group in figure["paired"].items():
-        for g, r in by_group.items():
-            lines.append(f"| {baseline} | {GROUP_LABELS[g]} | {r['wins_lower']} of {len(test_seeds)} | {r['sign_p']:.3f} | "
-                         f"{100 * r['mean_relative']:+.1f}% ({100 * r['relative_ci95'][0]:+.1f}% to "
-                         f"{100 * r['relative_ci95'][1]:+.1f}%) |")
+    lines += ["", *paired_rows(figure["paired"], GROUP_LABELS, len(test_seeds))]
     print("\n".join(lines), flush=True)
     return figure
 
