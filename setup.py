@@ -20,6 +20,8 @@ setup(
         # Compiles the codeswitching loops (megatron_prealign/data/codeswitch.py).
         "numba",
         "sentencepiece",
+        # Reads a SentencePiece model's settings (data/chunk_cache.py).
+        "protobuf",
         "nltk",
         "tqdm",
         "tensorboard",

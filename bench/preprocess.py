@@ -151,13 +151,27 @@ def timed_process(command) -> dict:
     return {"wall_s": wall, "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
 
 
+def cut_corpus(source: str, path: str, megabytes: float) -> int:
+    """The leading whole lines of ``source`` up to ``megabytes``; refuses a source too small."""
+    written = 0
+    with open(source, "rb") as src, open(path, "wb") as out:
+        for line in src:
+            if written >= megabytes * 1e6:
+                return written
+            out.write(line)
+            written += len(line)
+    if written < 0.98 * megabytes * 1e6:
+        raise SystemExit(f"--corpus {source} has {written / 1e6:.1f} MB, fewer than {megabytes} MB")
+    return written
+
+
 def whole_process(tmp: str, model: str, table: str, sizes_mb, repeats: int, workers: int,
-                  ratio: float) -> dict:
+                  ratio: float, source: str = None) -> dict:
     """The --whole comparison (module docstring); returns the JSON line's fields."""
     per_size = []
     for mb in sizes_mb:
         corpus = os.path.join(tmp, f"whole-{mb}.jsonl")
-        nbytes = write_corpus(corpus, mb, seed=2)
+        nbytes = cut_corpus(source, corpus, mb) if source else write_corpus(corpus, mb, seed=2)
         out = os.path.join(tmp, "whole-out")
         commands = {
             "ours": [sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"),
@@ -218,11 +232,17 @@ def main() -> int:
     parser.add_argument("--whole", type=float, nargs="+", metavar="MB",
                         help="compare whole processes against a Megatron-LM-style run at these "
                              "corpus sizes (module docstring; SentencePiece only)")
+    parser.add_argument("--corpus", help="--whole: JSON lines ('text') to cut the sizes from "
+                        "(its leading lines) instead of generated English")
+    parser.add_argument("--tokenizer-model", help="--whole: this SentencePiece model instead of "
+                        "one trained on the generated text")
     parser.add_argument("--tokenizer-family", choices=FAMILIES, default="sentencepiece",
                         help="tokenizer of the ratio measurement (module docstring)")
     args = parser.parse_args()
     if args.whole and args.tokenizer_family != "sentencepiece":
         parser.error("--whole compares SentencePiece runs (the reference tool's tokenizer)")
+    if (args.corpus or args.tokenizer_model) and not args.whole:
+        parser.error("--corpus and --tokenizer-model go with --whole")
     # The tokenizers library's thread pool, for its batch encoder (read when first used); the
     # preprocessing workers encode single-threaded (TOKENIZERS_PARALLELISM=false there).
     os.environ["RAYON_NUM_THREADS"] = str(args.workers)
@@ -233,10 +253,10 @@ def main() -> int:
         corpus_bytes = write_corpus(corpus, args.mb)
         sentences = corpus_sentences([assets["en"], assets["de"], assets["zh"]])
         if args.whole:
-            model = train_sentencepiece(sentences, os.path.join(tmp, "bench_spm"), args.vocab_size,
-                                        hard_vocab_limit=False)
+            model = args.tokenizer_model or train_sentencepiece(
+                sentences, os.path.join(tmp, "bench_spm"), args.vocab_size, hard_vocab_limit=False)
             print(json.dumps(whole_process(tmp, model, assets["table"], args.whole, args.repeats,
-                                           args.workers, args.ratio)))
+                                           args.workers, args.ratio, args.corpus)))
             return 0
         tok, tok_flags, library_encode, library_name = family_tokenizer(
             args.tokenizer_family, tmp, sentences, args.vocab_size, args.workers)

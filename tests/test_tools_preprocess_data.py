@@ -66,15 +66,18 @@ def test_plain_tokenization_readable_by_megatron_core(assets, tmp_path, tok):
 
 @pytest.mark.parametrize("tok", ["sp", "hf"])
 def test_codeswitched_outputs_identical_for_one_and_two_workers(assets, tmp_path, tok):
+    """... and with or without the SentencePiece chunk cache (data/chunk_cache.py)."""
     extra = ["--alignment-table", assets["table"], "--codeswitch-ratio", "0.2", "--append-eod"]
     outputs = []
-    for workers in (1, 2):
-        rc, prefix = run(assets, tmp_path, f"w{workers}", tok, extra + ["--workers", str(workers)])
+    for name, flags in (("w1", ["--workers", "1"]), ("w2", ["--workers", "2"]),
+                        ("nocache", ["--workers", "2", "--no-chunk-cache"])):
+        rc, prefix = run(assets, tmp_path, name, tok, extra + flags)
         assert rc == 0
         outputs.append(prefix)
     for suffix in (".bin", ".idx", "_loss_mask.bin", "_loss_mask.idx"):
-        with open(outputs[0] + suffix, "rb") as a, open(outputs[1] + suffix, "rb") as b:
-            assert a.read() == b.read(), suffix
+        for other in outputs[1:]:
+            with open(outputs[0] + suffix, "rb") as a, open(other + suffix, "rb") as b:
+                assert a.read() == b.read(), (other, suffix)
     tokens, masks = read(outputs[0])
     encoder = TextEncoder(build_tokenizer(TOKENIZERS[tok][0], assets[TOKENIZERS[tok][1]]))
     masked = sum(int((m == 0).sum()) for m in masks)

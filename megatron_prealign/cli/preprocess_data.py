@@ -15,8 +15,7 @@ import argparse
 import os
 import sys
 
-from megatron_prealign.data.bad_input import BadInputError
-from megatron_prealign.errors import describe_os_error
+from megatron_prealign.errors import ConfigError, describe_os_error
 from megatron_prealign.data.codeswitch import CODESWITCH_MODES
 from megatron_prealign.data.jsonl_input import expand_inputs
 from megatron_prealign.data.workers import partition_files, partition_prefix
@@ -49,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="0-based share this run preprocesses (needed with --partitions > 1); "
                             "outputs go to PREFIX-partKKKKK-of-NNNNN_{key}_document")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--no-chunk-cache", action="store_true",
+                       help="encode SentencePiece BPE text with SentencePiece alone, not through "
+                            "the cache of space-separated chunks (same ids; docs/data.md)")
     group = parser.add_argument_group("codeswitching (PreAlign)")
     group.add_argument("--alignment-table", help="table written by tools/build_alignment_table.py")
     group.add_argument("--codeswitch-ratio", type=float, default=None,
@@ -100,13 +102,14 @@ def main(argv=None) -> int:
         codeswitch_mode=mode,
         seed=args.seed,
         skip_bad_lines=args.skip_bad_lines,
+        chunk_cache=not args.no_chunk_cache,
     )
     try:
         summary = run_preprocess(
             inputs, output_prefix, settings, workers=args.workers,
             progress=not args.no_progress,
         )
-    except (BadInputError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError) as err:
         print(f"preprocess_data.py: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. a full disk: earlier outputs are untouched (atomic writers)

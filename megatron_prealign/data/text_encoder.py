@@ -28,6 +28,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_prealign.data.chunk_cache import ChunkCache
+
 Offsets = List[Tuple[int, int]]
 
 _PROBE = "The bank, by the river-side 12 km.\n  Ufer, 银行 und naïve Straße!"
@@ -38,7 +40,10 @@ _ANCHOR = "a"
 class TextEncoder:
     """Wraps a megatron-core tokenizer; see the module docstring."""
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, chunk_cache: bool = False) -> None:
+        """``chunk_cache``: encode batches of SentencePiece BPE text through
+        :class:`~megatron_prealign.data.chunk_cache.ChunkCache` where the model allows it (same
+        ids; for long runs over running text, e.g. preprocessing)."""
         self.tokenizer = tokenizer
         self.vocab_size: int = tokenizer.vocab_size
         self.eod: Optional[int] = _special_id(tokenizer, "eod")
@@ -59,6 +64,12 @@ class TextEncoder:
             self._tt = (processor, processor.special_tokens_set)
         if self.supports_offsets and not self._fast_path_matches():
             self._sp = self._hf = self._tt = None
+        self._chunks = None
+        if chunk_cache and self._sp is not None:
+            try:
+                self._chunks = ChunkCache(self._sp)
+            except ValueError:  # a unigram model, extra whitespace kept...: SentencePiece alone
+                pass
 
     def _fast_path_matches(self) -> bool:
         try:
@@ -96,8 +107,11 @@ class TextEncoder:
         ``tokenizers`` encoder follows ``TOKENIZERS_PARALLELISM``, which the workers set to false.
         tiktoken's batch encoder is a thread pool around its per-text encoder; here its Rust
         encoder writes each text's ids into a buffer read as an array (no Python int per token).
+        With ``chunk_cache`` SentencePiece BPE batches go through the chunk cache instead.
         Returns ``(ids, lengths)``; identical to :meth:`encode_array` per text.
         """
+        if self._chunks is not None:
+            return self._chunks.encode_batch(texts)
         if self._sp is not None:
             encoded = self._sp.encode(list(texts), out_type="numpy", num_threads=1)
         elif self._hf is not None:
