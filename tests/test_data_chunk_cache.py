@@ -87,7 +87,7 @@ def test_cache_starting_over_keeps_ids(assets):
     for i in range(0, len(docs), 10):
         texts = docs[i:i + 10]
         _check_batches(cache, processor, texts)
-        distinct = len({c for t in texts for c in t.split(" ")})
+        distinct = len({c for t in texts for c in cache._chunks(t)})
         assert len(cache._index) <= max(50, distinct)  # it started over instead of growing
 
 
@@ -135,3 +135,22 @@ def test_text_encoder_uses_the_cache_only_when_asked(assets):
     docs = _documents(assets, seed=4, count=50)
     for a, b in zip(cached.encode_batch(docs), TextEncoder(tokenizer).encode_batch(docs)):
         assert np.array_equal(a, b)
+
+
+def test_whitespace_constant_is_str_isspace():
+    import sys
+
+    from megatron_prealign.data.chunk_cache import WHITESPACE
+
+    assert WHITESPACE == "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+
+
+def test_odd_whitespace_keeps_ids(assets):
+    """Characters nmt_nfkc does not make spaces (vertical tab, \\x1c, \\x85) are never cut at."""
+    from megatron_prealign.data.chunk_cache import unlike_space
+
+    processor = spm.SentencePieceProcessor(model_file=assets["sp"])
+    assert set(unlike_space(processor)) >= {"\x0b", "\x1c", "\x85"}
+    assert "\n" not in unlike_space(processor) and "\t" not in unlike_space(processor)
+    docs = [f"a{c}b c{c}{c}d {c}" for c in "\x0b\x1c\x1d\x1e\x1f\x85\n\t\r\x0c\u2028\u3000\xa0"]
+    _check_batches(ChunkCache(processor), processor, docs, batch=3)

@@ -22,6 +22,7 @@ used; every batch is checked once more on one of its documents (:class:`ChunkCac
 from __future__ import annotations
 
 import itertools
+import re
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -31,9 +32,12 @@ from megatron_prealign.errors import ConfigError
 WHITESPACE_PIECE = "\u2581"
 # Spaces of all kinds, tabs, newlines, unusual characters, digits, punctuation, scripts.
 _PROBE = ("  The bank,  by the river-side 12 km.\n  Ufer, 银行 und naïve Straße!\t\u00a0x "
-          "\u3000y ﬁne \u2028z 1,234.5 ½ Ⅻ e\u0301 ٣٤ à  ")
-# Distinct chunks kept before the cache starts over (a few hundred MB at most per worker).
-DEFAULT_MAX_CHUNKS = 1 << 20
+          "\u3000y ﬁne \u2028z 1,234.5 ½ Ⅻ e\u0301 ٣٤ à \x0bv\x1c\x85 \r\n ")
+# What str.split() splits at: the characters of str.isspace (tests compare).
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+              "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+# Distinct chunks kept before the cache starts over (about 100 bytes each: ~200 MB per worker).
+DEFAULT_MAX_CHUNKS = 1 << 21
 
 
 class ChunkCacheMismatch(ConfigError):
@@ -59,15 +63,28 @@ def refusal(processor) -> Optional[str]:
         return "pieces may cross whitespace"
     if any(WHITESPACE_PIECE in piece.piece[1:] for piece in model.pieces):
         return "a piece holds whitespace past its first character"
-    chunks = processor.encode(_PROBE.split(" "))
-    if processor.encode(_PROBE) != list(itertools.chain.from_iterable(chunks)):
+    if not _adds_up(processor, _PROBE, _PROBE.split(" ")):
         return "chunk encodings do not add up to the text's on the probe text"
     return None
 
 
+def _adds_up(processor, text: str, chunks: List[str]) -> bool:
+    return processor.encode(text) == list(itertools.chain.from_iterable(processor.encode(chunks)))
+
+
+def unlike_space(processor) -> List[str]:
+    """The whitespace characters (``str.isspace``) the model's normaliser does not treat as a
+    space (nmt_nfkc: vertical tab, \\x1c-\\x1f, \\x85; tabs, newlines, no-break spaces become
+    spaces). A text without them can be cut at every whitespace character (``str.split()``)."""
+    space = processor.normalize("a b")
+    return [c for c in WHITESPACE if processor.normalize(f"a{c}b") != space]
+
+
 class ChunkCache:
     """:meth:`encode_batch` = ``processor.encode(texts)`` for a processor :func:`refusal`
-    accepts, through a cache of the texts' space-separated chunks."""
+    accepts, through a cache of the texts' whitespace-separated chunks: a text is cut at every
+    whitespace character where the normaliser makes them all spaces (:func:`unlike_space`), else
+    at spaces only."""
 
     def __init__(self, processor, max_chunks: int = DEFAULT_MAX_CHUNKS) -> None:
         reason = refusal(processor)
@@ -76,7 +93,18 @@ class ChunkCache:
         self.processor = processor
         self.max_chunks = max_chunks
         self.batches = 0
+        odd = unlike_space(processor)
+        probe = "".join(c for c in _PROBE if c not in odd)
+        if not _adds_up(processor, probe, probe.split()):
+            odd = [c for c in WHITESPACE if c != " "]  # cut at spaces only
+        self._has_odd_whitespace = re.compile("[" + re.escape("".join(odd)) + "]").search if odd else None
         self._reset()
+
+    def _chunks(self, text: str) -> List[str]:
+        """At least one chunk per text (an empty or all-space text: one empty chunk)."""
+        if self._has_odd_whitespace is not None and self._has_odd_whitespace(text):
+            return text.split(" ")
+        return text.split() or [""]
 
     def _reset(self) -> None:
         self._index = {}  # chunk -> its row in _starts / _lengths
@@ -87,7 +115,8 @@ class ChunkCache:
 
     def _add(self, chunks: List[str]) -> None:
         """Encode ``chunks`` (new, distinct) with SentencePiece and append them to the cache."""
-        encoded = self.processor.encode(chunks, out_type="numpy", num_threads=1)
+        # Lists, not an array per chunk: half the time for many short chunks.
+        encoded = self.processor.encode(chunks, num_threads=1)
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         first, last = len(self._index), len(self._index) + len(chunks)
         if last > len(self._starts):
@@ -98,7 +127,8 @@ class ChunkCache:
         if self._used + total > len(self._ids):
             self._ids = np.resize(self._ids, max(self._used + total, 2 * len(self._ids)))
         if total:
-            self._ids[self._used:self._used + total] = np.concatenate(encoded)
+            self._ids[self._used:self._used + total] = np.fromiter(
+                itertools.chain.from_iterable(encoded), dtype=np.int32, count=total)
         self._lengths[first:last] = lengths
         self._starts[first:last] = self._used + np.cumsum(lengths) - lengths
         self._used += total
@@ -108,7 +138,7 @@ class ChunkCache:
         """Token ids of ``texts`` back to back (int64) and each text's number of ids."""
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        per_text = [text.split(" ") for text in texts]  # at least one chunk each
+        per_text = [self._chunks(text) for text in texts]
         chunks = list(itertools.chain.from_iterable(per_text))
         rows = np.fromiter(map(self._index.get, chunks, itertools.repeat(-1)), dtype=np.int64,
                            count=len(chunks))
