@@ -81,7 +81,7 @@ def main():
     import torch
 
     from megatron_prealign import runtime
-    from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+    from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
     from megatron_prealign.training import arguments
     from megatron_prealign.training.batches import LMBatches, build_datasets
     from megatron_prealign.training.loop import Trainer
@@ -108,19 +108,19 @@ def main():
         return argv
 
     def dataset(prefix, seq_length, samples, online):
-        args = arguments.parse_args(argv_for(prefix, seq_length, 1, online))
-        return build_datasets(args, build_tokenizer_from_args(args), [samples, 1, 0])[0]
+        config = arguments.parse_config(argv_for(prefix, seq_length, 1, online))
+        return build_datasets(config, build_tokenizer_from_spec(config.tokenizer.spec()), [samples, 1, 0])[0]
 
     sources = {"preprocessed": dataset(outputs["preprocessed"], options.data_seq_length, options.samples, False),
                "online": dataset(outputs["online"], options.data_seq_length, options.samples, True)}
     data_time = _data_times(sources, options.samples, options.repeats)
 
     iterations = 2 * options.repeats + 2
-    args = arguments.parse_args(argv_for(outputs["online"], 128, iterations, True))
-    trainer = Trainer(args)
+    config = arguments.parse_config(argv_for(outputs["online"], 128, iterations, True))
+    trainer = Trainer(config)
     batches = {"online": trainer.lm_batches,
                "preprocessed": LMBatches(dataset(outputs["preprocessed"], 128, iterations * 16, False),
-                                         args.micro_batch_size, 0, 1)}
+                                         config.schedule.micro_batch_size, 0, 1)}
     step = {name: [] for name in batches}
     for repeat in range(options.repeats + 1):
         for name, source in batches.items():

@@ -78,8 +78,10 @@ def main():
               "--data-path", prefix, "--split", "100,0,0", "--tokenizer-type", "NullTokenizer",
               "--vocab-size", str(VOCAB), "--log-interval", "1000"]
     # One trainer (model, optimizer, schedule); the two modes differ only in their samples.
-    trainer = Trainer(arguments.parse_args(common + ["--sft-packing"]))
-    sft = FinetuneData(arguments.parse_args(common + ["--sft"])).train
+    trainer = Trainer(arguments.parse_config(common + ["--sft-packing"]))
+    sft_config = arguments.parse_config(common + ["--sft"])
+    sft = FinetuneData(sft_config.data.data_path, sft_config.data.split, sft_config.model.seq_length,
+                       sft_config.schedule.seed, packing=False).train
     sft.extend_to(trainer.plan.total_iters * 8)
     sources = {"sft": LMBatches(sft, 4, 0, 1), "sft-packing": trainer.lm_batches}
     tokens = {mode: 0 for mode in sources}

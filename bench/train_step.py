@@ -26,7 +26,7 @@ def main():
     import torch
 
     from megatron_prealign import runtime
-    from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+    from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
     from megatron_prealign.training import arguments
     from megatron_prealign.training.batches import LMBatches, build_datasets
     from megatron_prealign.training.loop import Trainer
@@ -40,13 +40,12 @@ def main():
     for flag, value in (("--num-layers", "4"), ("--hidden-size", "128"), ("--seq-length", "128"),
                         ("--max-position-embeddings", "128"), ("--global-batch-size", "16")):
         argv[argv.index(flag) + 1] = value
-    args = arguments.parse_args(argv)
-    trainer = Trainer(args)
-    tokenizer = build_tokenizer_from_args(args)
-    plain_args = arguments.parse_args(argv[:argv.index("--data-path") + 1] + [data["en"]] +
-                                      argv[argv.index("--data-path") + 2:])
-    plain, _, _ = build_datasets(plain_args, tokenizer, [iterations * args.global_batch_size, 1, 0])
-    sources = {"prealign": trainer.lm_batches, "joint": LMBatches(plain, args.micro_batch_size, 0, 1)}
+    config = arguments.parse_config(argv)
+    trainer = Trainer(config)
+    tokenizer = build_tokenizer_from_spec(config.tokenizer.spec())
+    plain_config = arguments.replace(config, data_path=[data["en"]])
+    plain, _, _ = build_datasets(plain_config, tokenizer, [iterations * config.schedule.global_batch_size, 1, 0])
+    sources = {"prealign": trainer.lm_batches, "joint": LMBatches(plain, config.schedule.micro_batch_size, 0, 1)}
     times = {name: [] for name in sources}
     for repeat in range(options.repeats + 1):
         for name, batches in sources.items():

@@ -79,10 +79,10 @@ def flops_per_token(pretrain_flags: List[str]) -> float:
     from megatron_prealign import launch_plan
     from megatron_prealign.training import arguments
 
-    args = arguments.parse_args(pretrain_flags)
-    vocab, _ = launch_plan.resolve_vocab(args, 50257)
-    model = arguments.model_args(args, vocab)
-    tokens = args.global_batch_size * args.seq_length
+    config = arguments.parse_config(pretrain_flags)
+    vocab, _ = launch_plan.resolve_vocab(config, 50257)
+    model = arguments.model_args(config, vocab)
+    tokens = config.schedule.global_batch_size * config.model.seq_length
     return launch_plan.flops_per_step(model, tokens) / tokens
 
 

@@ -49,7 +49,6 @@ V padded vocabulary, N parameters, T tokens per step):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -57,6 +56,7 @@ import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from megatron_prealign.training import arguments
+from megatron_prealign.training.config import TrainConfig
 from megatron_prealign.training.vocab import pad_vocab_size
 
 # megatron-core warns at import time about optional kernels (apex, TE); a plan does not use them.
@@ -98,40 +98,40 @@ def padded_vocab(vocab: int, tp: int) -> int:
     return pad_vocab_size(vocab, tp)
 
 
-def resolve_vocab(args: argparse.Namespace, assumed: int) -> (int, str):
-    if args.padded_vocab_size:
-        return args.padded_vocab_size, "--padded-vocab-size"
-    tp = args.tensor_model_parallel_size
-    if args.tokenizer_model and os.path.exists(args.tokenizer_model) and not args.enclone_mapping:
+def resolve_vocab(cfg: TrainConfig, assumed: int) -> (int, str):
+    if cfg.model.padded_vocab_size:
+        return cfg.model.padded_vocab_size, "--padded-vocab-size"
+    tp = cfg.parallel.tensor_model_parallel_size
+    if cfg.tokenizer.tokenizer_model and os.path.exists(cfg.tokenizer.tokenizer_model) and not cfg.alignment.enclone_mapping:
         try:
-            from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+            from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
 
-            size = build_tokenizer_from_args(args).vocab_size
-            return padded_vocab(size, tp), f"tokenizer {args.tokenizer_model} ({size} tokens), padded"
+            size = build_tokenizer_from_spec(cfg.tokenizer.spec()).vocab_size
+            return padded_vocab(size, tp), f"tokenizer {cfg.tokenizer.tokenizer_model} ({size} tokens), padded"
         except Exception as error:  # a dry run must not fail on a tokenizer it cannot load here
             print(f"note: could not load the tokenizer ({error}); assuming {assumed} tokens", file=sys.stderr)
     source = f"assumed {assumed} tokens (VOCAB_SIZE), padded to 128 x TP"
-    if args.enclone_mapping:
+    if cfg.alignment.enclone_mapping:
         assumed *= 2
         source = f"assumed 2 x {assumed // 2} tokens (En-Clone), padded"
     return padded_vocab(assumed, tp), source
 
 
-def check_layout(args: argparse.Namespace, model: ModelArgs, world: int) -> Layout:
+def check_layout(cfg: TrainConfig, model: ModelArgs, world: int) -> Layout:
     """The driver's checks that depend only on the flags and the world size (ValueError)."""
-    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    tp, pp = cfg.parallel.tensor_model_parallel_size, cfg.parallel.pipeline_model_parallel_size
     model.validate_parallel_layout(world)  # the training run's own check (heads, layers, vocab)
     dp = world // (tp * pp)
-    if args.global_batch_size % (args.micro_batch_size * dp):
+    if cfg.schedule.global_batch_size % (cfg.schedule.micro_batch_size * dp):
         raise ValueError(
-            f"global batch {args.global_batch_size} is not a multiple of micro batch "
-            f"{args.micro_batch_size} x DP {dp} on {world} GPUs"
+            f"global batch {cfg.schedule.global_batch_size} is not a multiple of micro batch "
+            f"{cfg.schedule.micro_batch_size} x DP {dp} on {world} GPUs"
         )
-    aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
-    if aligning and args.alignment_words_per_batch % dp:
-        raise ValueError(f"--alignment-words-per-batch {args.alignment_words_per_batch} is not divisible by DP {dp}")
-    return Layout(world, tp, pp, dp, args.micro_batch_size, args.global_batch_size,
-                  args.global_batch_size // (args.micro_batch_size * dp))
+    aligning = cfg.aligning
+    if aligning and cfg.alignment.alignment_words_per_batch % dp:
+        raise ValueError(f"--alignment-words-per-batch {cfg.alignment.alignment_words_per_batch} is not divisible by DP {dp}")
+    return Layout(world, tp, pp, dp, cfg.schedule.micro_batch_size, cfg.schedule.global_batch_size,
+                  cfg.schedule.global_batch_size // (cfg.schedule.micro_batch_size * dp))
 
 
 def parameters_per_gpu(model: ModelArgs, tp: int, pp: int) -> Dict[str, int]:
@@ -153,8 +153,8 @@ def parameters_per_gpu(model: ModelArgs, tp: int, pp: int) -> Dict[str, int]:
     return {"first_stage": first, "last_stage": last, "max": max(first, last)}
 
 
-def attention_coefficient(args: argparse.Namespace) -> int:
-    return 5 if args.transformer_impl == "transformer_engine" else 7
+def attention_coefficient(cfg: TrainConfig) -> int:
+    return 5 if cfg.model.transformer_impl == "transformer_engine" else 7
 
 
 # Packed alignment microbatches: tokens per word group (the English word and its translations,
@@ -162,24 +162,24 @@ def attention_coefficient(args: argparse.Namespace) -> int:
 TOKENS_PER_WORD_GROUP = 16
 
 
-def alignment_rows(args: argparse.Namespace, dp: int) -> int:
+def alignment_rows(cfg: TrainConfig, dp: int) -> int:
     """Rows of --seq-length tokens a DP rank's alignment microbatch takes, as the driver builds it
     (training/loop.py): the word forms packed into rows of --seq-length, with PP > 1 on local
     layers padded to --micro-batch-size rows (pipeline stages exchange fixed shapes); on
     Transformer Engine layers one form per row, about as many tokens (shapes exchanged per
     microbatch at PP > 1)."""
-    if args.pipeline_model_parallel_size > 1 and args.transformer_impl == "local":
-        return args.micro_batch_size
-    words = args.alignment_words_per_batch // max(dp, 1)
-    return max(1, -(-words * TOKENS_PER_WORD_GROUP // args.seq_length))
+    if cfg.parallel.pipeline_model_parallel_size > 1 and cfg.model.transformer_impl == "local":
+        return cfg.schedule.micro_batch_size
+    words = cfg.alignment.alignment_words_per_batch // max(dp, 1)
+    return max(1, -(-words * TOKENS_PER_WORD_GROUP // cfg.model.seq_length))
 
 
-def activation_bytes(args: argparse.Namespace, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
+def activation_bytes(cfg: TrainConfig, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
     s, b, h, a = model.seq_length, layout.micro_batch, model.hidden_size, model.num_attention_heads
     t, p, v, L = layout.tp, layout.pp, model.vocab_size, model.num_layers
-    sp = args.sequence_parallel
-    flash = args.transformer_impl == "transformer_engine"
-    attn = 0.0 if (flash or args.recompute_granularity == "selective") else attention_coefficient(args) * a * s / h
+    sp = cfg.parallel.sequence_parallel
+    flash = cfg.model.transformer_impl == "transformer_engine"
+    attn = 0.0 if (flash or cfg.model.recompute_granularity == "selective") else attention_coefficient(cfg) * a * s / h
     if sp:
         per_layer = s * b * h / t * (34 + attn)
     else:
@@ -187,7 +187,7 @@ def activation_bytes(args: argparse.Namespace, model: ModelArgs, layout: Layout,
     layers_on_stage = L // p
     microbatches = layout.microbatches + (1 if aligning else 0)
     in_flight = min(p, microbatches)
-    if args.recompute_granularity == "full":
+    if cfg.model.recompute_granularity == "full":
         kept = 2 * s * b * h / (t if sp else 1)
         layers = layers_on_stage * in_flight * kept + per_layer  # + one layer being recomputed
     else:
@@ -196,22 +196,22 @@ def activation_bytes(args: argparse.Namespace, model: ModelArgs, layout: Layout,
     head = 4 * s * b * h / (t if sp else 1) + 4 * s * b * v / t
     result = {"layers": layers, "embedding_and_head": embedding + head if p == 1 else max(embedding, head)}
     if aligning:
-        rows = alignment_rows(args, layout.dp)
+        rows = alignment_rows(cfg, layout.dp)
         result["alignment_captures"] = (layers_on_stage + 2) * 2 * s * rows * h / t + rows * s * s
     return result
 
 
-def memory(args: argparse.Namespace, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
+def memory(cfg: TrainConfig, model: ModelArgs, layout: Layout, aligning: bool) -> Dict[str, float]:
     params = parameters_per_gpu(model, layout.tp, layout.pp)["max"]
-    half = args.bf16 or args.fp16
-    weight_bytes = (2 if half else 4) + (1 if args.fp8_format else 0)  # + TE's cached fp8 copies
+    half = cfg.model.bf16 or cfg.model.fp16
+    weight_bytes = (2 if half else 4) + (1 if cfg.model.fp8_format else 0)  # + TE's cached fp8 copies
     grad_bytes = 4
     optim_bytes = 12 if half else 8
-    if args.use_distributed_optimizer:
+    if cfg.parallel.use_distributed_optimizer:
         optim_bytes = optim_bytes / layout.dp
-    act = activation_bytes(args, model, layout, aligning)
+    act = activation_bytes(cfg, model, layout, aligning)
     s, b, a = model.seq_length, layout.micro_batch, model.num_attention_heads
-    scores = 0.0 if args.transformer_impl == "transformer_engine" else 8 * b * a * s * s / layout.tp
+    scores = 0.0 if cfg.model.transformer_impl == "transformer_engine" else 8 * b * a * s * s / layout.tp
     out = {
         "weights": params * weight_bytes / GIB,
         "gradients": params * grad_bytes / GIB,
@@ -232,17 +232,17 @@ def flops_per_step(model: ModelArgs, tokens: int) -> float:
 
 def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mfu: float = 0.4,
          assumed_vocab: int = 50257) -> dict:
-    args = arguments.parse_args(argv)
-    vocab, vocab_source = resolve_vocab(args, assumed_vocab)
-    model = arguments.model_args(args, vocab)
+    cfg = arguments.parse_config(argv)
+    vocab, vocab_source = resolve_vocab(cfg, assumed_vocab)
+    model = arguments.model_args(cfg, vocab)
     world = nnodes * gpus_per_node
-    layout = check_layout(args, model, world)
+    layout = check_layout(cfg, model, world)
     counts = count_parameters(model)
-    aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
-    tokens = args.global_batch_size * args.seq_length
-    align_tokens = tokens + layout.dp * alignment_rows(args, layout.dp) * args.seq_length
+    aligning = cfg.aligning
+    tokens = cfg.schedule.global_batch_size * cfg.model.seq_length
+    align_tokens = tokens + layout.dp * alignment_rows(cfg, layout.dp) * cfg.model.seq_length
     spec = GPUS[gpu]
-    fp8 = args.fp8_format is not None
+    fp8 = cfg.model.fp8_format is not None
     # MFU is taken against the dense bf16 peak, also for fp8 runs (the usual convention): fp8's
     # speed-up shows as a higher achievable MFU (--mfu), not as a higher peak.
     peak = spec["bf16"]
@@ -250,22 +250,22 @@ def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mf
     flops_align = flops_per_step(model, align_tokens)
     seconds = flops / (world * peak * 1e12 * mfu)
     seconds_align = flops_align / (world * peak * 1e12 * mfu)
-    mem_train = memory(args, model, layout, aligning=False)
-    mem_align = memory(args, model, layout, aligning=True) if aligning else None
-    train_iters = arguments.train_iters(args)  # 0 with --train-epochs: known once the data is read
-    total_seconds = seconds * train_iters + seconds_align * args.prealign_iters
+    mem_train = memory(cfg, model, layout, aligning=False)
+    mem_align = memory(cfg, model, layout, aligning=True) if aligning else None
+    train_iters = arguments.train_iters(cfg)  # 0 with --train-epochs: known once the data is read
+    total_seconds = seconds * train_iters + seconds_align * cfg.alignment.prealign_iters
     return {
-        "model": {"size": args.model_size, "family": model.family, "layers": model.num_layers,
+        "model": {"size": cfg.model.model_size, "family": model.family, "layers": model.num_layers,
                   "hidden": model.hidden_size, "heads": model.num_attention_heads,
                   "seq_length": model.seq_length, "vocab": vocab, "vocab_source": vocab_source},
         "parameters": counts,
         "parameters_per_gpu": parameters_per_gpu(model, layout.tp, layout.pp),
         "layout": dataclasses.asdict(layout) | {"nnodes": nnodes, "gpus_per_node": gpus_per_node},
-        "precision": "fp8 (" + args.fp8_format + ")" if fp8 else "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        "transformer_impl": args.transformer_impl,
-        "recompute": args.recompute_granularity or "none",
-        "sequence_parallel": args.sequence_parallel,
-        "distributed_optimizer": args.use_distributed_optimizer,
+        "precision": "fp8 (" + cfg.model.fp8_format + ")" if fp8 else "bf16" if cfg.model.bf16 else "fp16" if cfg.model.fp16 else "fp32",
+        "transformer_impl": cfg.model.transformer_impl,
+        "recompute": cfg.model.recompute_granularity or "none",
+        "sequence_parallel": cfg.parallel.sequence_parallel,
+        "distributed_optimizer": cfg.parallel.use_distributed_optimizer,
         "tokens_per_step": tokens,
         "tokens_per_prealign_step": align_tokens if aligning else None,
         "flops_per_step": flops,
@@ -273,9 +273,9 @@ def plan(argv: List[str], nnodes: int, gpus_per_node: int, gpu: str = "a100", mf
         "gpu": spec["name"], "peak_tflops": peak, "mfu": mfu,
         "step_seconds": seconds,
         "prealign_step_seconds": seconds_align if aligning else None,
-        "iterations": {"prealign": args.prealign_iters, "pretrain": train_iters},
-        "train_epochs": args.train_epochs,
-        "run_hours": None if args.train_epochs else total_seconds / 3600,
+        "iterations": {"prealign": cfg.alignment.prealign_iters, "pretrain": train_iters},
+        "train_epochs": cfg.schedule.train_epochs,
+        "run_hours": None if cfg.schedule.train_epochs else total_seconds / 3600,
         "memory_gib": mem_train,
         "memory_gib_prealign": mem_align,
         "memory_capacity_gib": spec["memory_gib"],

@@ -67,4 +67,4 @@ def run_pretrain(argv):
     """Rank body (tests/dist_utils.run_distributed): the driver's own entry, in-process."""
     from megatron_prealign.training import arguments, loop
 
-    return {"iteration": loop.run(arguments.parse_args(argv))}
+    return {"iteration": loop.run(arguments.parse_config(argv))}

@@ -14,7 +14,7 @@ from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron_prealign.data import online_codeswitch
 from megatron_prealign.data.lm_dataset import MaskedGPTDataset
 from megatron_prealign.data.online_codeswitch import OnlineCodeswitchGPTDataset
-from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.training import arguments
 from megatron_prealign.training.batches import LMBatches, build_datasets
@@ -39,9 +39,9 @@ def online_argv(data, work, prefix=None, **flags):
 
 
 def datasets(argv, num_samples=(64, 8, 1)):
-    args = arguments.parse_args(argv)
-    arguments.validate(args, 1)
-    return build_datasets(args, build_tokenizer_from_args(args), list(num_samples))
+    cfg = arguments.parse_config(argv)
+    arguments.validate(cfg, 1)
+    return build_datasets(cfg, build_tokenizer_from_spec(cfg.tokenizer.spec()), list(num_samples))
 
 
 def plain_stream(dataset, idx, count):
@@ -105,12 +105,12 @@ def test_preprocessed_replaced_tokens_are_inputs_only(data, tmp_path):
     plain, switched = IndexedDataset(data["en"]), IndexedDataset(data["en_cs"])
     changed = {d: changed_positions(plain[d].tolist(), switched[d].tolist()) for d in range(len(plain))}
     argv = pretrain_case.base_argv(data, str(tmp_path))
-    args = arguments.parse_args(argv)
-    tokenizer = build_tokenizer_from_args(args)
+    base = arguments.parse_config(argv)
+    tokenizer = build_tokenizer_from_spec(base.tokenizer.spec())
     results = {}
     for name, mode in (("masked", "input-only"), ("plain", "original")):
-        args.codeswitch_mode = mode
-        train, _, _ = build_datasets(args, tokenizer, [64, 8, 1], data_path=[data["en_cs"]])
+        cfg = arguments.replace(base, codeswitch_mode=mode)
+        train, _, _ = build_datasets(cfg, tokenizer, [64, 8, 1], data_path=[data["en_cs"]])
         assert type(train) is (MaskedGPTDataset if mode == "input-only" else GPTDataset)
         found = []
         for idx in range(48):
@@ -211,4 +211,4 @@ def test_online_configuration_errors(data, tmp_path, flags, message):
         at = argv.index("--" + flag.replace("_", "-"))
         del argv[at : at + (1 if flag == "codeswitch_online" else 2)]
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        arguments.validate(arguments.parse_args(argv), 1)
+        arguments.validate(arguments.parse_config(argv), 1)

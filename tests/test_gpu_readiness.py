@@ -293,13 +293,13 @@ def _cuda_run(argv):
     os.environ["PREALIGN_DEVICE_CHECK"] = "1"
     from megatron_prealign.training import arguments, loop
 
-    args = arguments.parse_args(argv)
-    trainer = loop.Trainer(args)
+    config = arguments.parse_config(argv)
+    trainer = loop.Trainer(config)
     syncs = []
     original_step = trainer._step
 
     def counted_step(stage):
-        quiet = stage == "pretrain" and trainer.iteration % args.log_interval and trainer.iteration > 2
+        quiet = stage == "pretrain" and trainer.iteration % config.logging.log_interval and trainer.iteration > 2
         if not quiet:
             return original_step(stage)
         torch.cuda.synchronize()

@@ -170,8 +170,9 @@ def _prompt_tokens_rank(data):
     from tests.parallel_lm import make_model_and_optimizer, tiny_args
 
     runtime.initialize(1, 1, seed=7)
-    args = arguments.parse_args(finetune_argv(data, "/tmp", sft_packing=True, train_iters=1))
-    samples = FinetuneData(args).train
+    cfg = arguments.parse_config(finetune_argv(data, "/tmp", sft_packing=True, train_iters=1))
+    samples = FinetuneData(cfg.data.data_path, cfg.data.split, cfg.model.seq_length, cfg.schedule.seed,
+                           cfg.finetune.sft_packing).train
     batch = {k: torch.stack([samples[i][k] for i in range(2)]) for k in samples[0]}
     chunks, _ = make_model_and_optimizer(tiny_args(vocab_size=640, seq_length=96, num_layers=2))
 

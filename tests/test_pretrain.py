@@ -185,7 +185,7 @@ def _error_of(argv):
     from megatron_prealign.training import arguments, loop
 
     try:
-        loop.run(arguments.parse_args(argv))
+        loop.run(arguments.parse_config(argv))
     except (ValueError, FileNotFoundError) as error:
         return {"error": str(error)}
     return {"error": ""}
@@ -222,7 +222,7 @@ def test_bad_input_fails_before_training(data, tmp_path):
 
     for argv, message in cases:
         with pytest.raises(ValueError, match=message):
-            arguments.validate(arguments.parse_args(argv), 1)
+            arguments.validate(arguments.parse_config(argv), 1)
 
 
 def test_bad_data_and_checkpoints_are_clear_errors(data, tmp_path):

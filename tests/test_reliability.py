@@ -34,7 +34,7 @@ def _run_all(argvs):
         if index and base_port:  # a new rendezvous port per run: gloo may not rebind the last one at once
             os.environ["MASTER_PORT"] = str(base_port + index)
         try:
-            results.append({"iteration": loop.run(arguments.parse_args(argv)), "error": ""})
+            results.append({"iteration": loop.run(arguments.parse_config(argv)), "error": ""})
         except ConfigError as error:
             results.append({"iteration": -1, "error": str(error)})
     return results
@@ -264,7 +264,7 @@ def test_bad_input_is_stopped_with_a_message(data, tmp_path):
 
     def check(message, **flags):
         with pytest.raises(ConfigError, match=message):
-            arguments.validate(arguments.parse_args(pretrain_case.base_argv(data, str(tmp_path), **flags)), 1)
+            arguments.validate(arguments.parse_config(pretrain_case.base_argv(data, str(tmp_path), **flags)), 1)
 
     truncated = str(tmp_path / "cut_text_document")
     for suffix in (".bin", ".idx"):

@@ -39,8 +39,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     def one(nodes):
         argv = list(pretrain_argv)
         if opts.default_alignment_words and nodes != opts.nnodes and "--alignment-words-per-batch" in argv:
-            parsed = arguments.parse_args(argv)
-            dp = nodes * opts.gpus_per_node // (parsed.tensor_model_parallel_size * parsed.pipeline_model_parallel_size)
+            layout = arguments.parse_config(argv).parallel
+            dp = nodes * opts.gpus_per_node // (layout.tensor_model_parallel_size * layout.pipeline_model_parallel_size)
             words = -(-opts.default_alignment_words // max(dp, 1)) * max(dp, 1)
             argv[argv.index("--alignment-words-per-batch") + 1] = str(words)
         return launch_plan.plan(argv, nodes, opts.gpus_per_node, opts.gpu, opts.mfu, opts.assumed_vocab_size)

@@ -8,11 +8,11 @@ def main(argv=None) -> int:
     from megatron_prealign.errors import ConfigError, report
     from megatron_prealign.training import arguments
 
-    args = arguments.parse_args(argv)
-    from megatron_prealign.training import loop  # torch, megatron-core: after --help / bad flags
-
     try:
-        loop.run(args)
+        config = arguments.parse_config(argv)
+        from megatron_prealign.training import loop  # torch, megatron-core: after --help / bad flags
+
+        loop.run(config)
     except ConfigError as error:  # only the project's own: anything else keeps its traceback
         return report(str(error))
     return 0

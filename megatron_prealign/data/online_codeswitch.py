@@ -35,7 +35,7 @@ import json
 import os
 import zlib
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy
 import torch
@@ -206,17 +206,14 @@ class OnlineCodeswitchGPTDataset(MaskedGPTDataset):
         return apply_token_mask(sample, torch.from_numpy(mask), self.config)
 
 
-def online_settings(args) -> Optional[OnlineCodeswitch]:
-    """The training command line's online codeswitching, or None."""
-    if not getattr(args, "codeswitch_online", False):
-        return None
-    from megatron_prealign.data.tokenizer import spec_from_args
-
+def online_settings(tokenizer: Dict[str, Any], table: str, languages: Optional[Sequence[str]],
+                    ratio: Optional[float], mode: str, seed: int) -> OnlineCodeswitch:
+    """The training run's online codeswitching (--codeswitch-online): its tokenizer spec,
+    --alignment-table, --codeswitch-languages (None: all), --codeswitch-ratio (None: the
+    default), --codeswitch-mode and --seed."""
     return OnlineCodeswitch(
-        tokenizer=spec_from_args(args), table=args.alignment_table,
-        languages=tuple(args.codeswitch_languages or ()),
-        ratio=DEFAULT_RATIO if args.codeswitch_ratio is None else args.codeswitch_ratio,
-        mode=args.codeswitch_mode, seed=args.seed,
+        tokenizer=tokenizer, table=table, languages=tuple(languages or ()),
+        ratio=DEFAULT_RATIO if ratio is None else ratio, mode=mode, seed=seed,
     )
 
 

@@ -24,12 +24,15 @@ import json
 import os
 import random
 import time
-from typing import Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 from megatron_prealign.demo import clka_dynamics_data as dyn
 from megatron_prealign.demo import fresh_directory
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, _write_jsonl, log
 from megatron_prealign.errors import ConfigError
+
+if TYPE_CHECKING:
+    from megatron_prealign.training.config import TrainConfig
 
 RUN_LABELS = {"joint": "Joint Training", "prealign": "PreAlign"}
 
@@ -175,38 +178,40 @@ def data_path(paths: Dict, stage: str, prealign: bool) -> List[str]:
     return [f"{en / (en + cl):.6f}", english, f"{cl / (en + cl):.6f}", clone]
 
 
-def train_argv(cfg: DynamicsConfig, paths: Dict, run_dir: str, prealign: bool, period: int) -> List[str]:
+def train_config(cfg: DynamicsConfig, paths: Dict, run_dir: str, prealign: bool, period: int) -> "TrainConfig":
+    from megatron_prealign.training import arguments
+
     ckpt = os.path.join(run_dir, "ckpt")
     total = cfg.period_end(period) if period else cfg.warmup_iters
-    argv = [
-        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
-        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
-        "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
+    settings = dict(
+        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, num_attention_heads=cfg.heads,
+        seq_length=cfg.seq_length, max_position_embeddings=cfg.seq_length,
+        hidden_dropout=0.0, attention_dropout=0.0,
+        micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size,
         # Constant after warm-up: every period learns at the same rate (the run is extended per period).
-        "--lr", str(cfg.lr), "--lr-decay-style", "constant", "--lr-warmup-iters", str(max(1, cfg.prealign_iters // 2)),
-        "--weight-decay", "0.01", "--seed", str(cfg.seed),
-        "--data-path", *data_path(paths, f"p{period}" if period else "warm", prealign),
-        "--split", "100,0,0", "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", paths["spm"],
-        "--enclone-mapping", paths["mapping"], "--save", ckpt, "--save-interval", str(cfg.period_iters),
-        "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(max(1, min(10, cfg.period_iters))),
-    ]
+        lr=cfg.lr, lr_decay_style="constant", lr_warmup_iters=max(1, cfg.prealign_iters // 2),
+        weight_decay=0.01, seed=cfg.seed,
+        data_path=data_path(paths, f"p{period}" if period else "warm", prealign),
+        split="100,0,0", tokenizer_type="SentencePieceTokenizer", tokenizer_model=paths["spm"],
+        enclone_mapping=paths["mapping"], save=ckpt, save_interval=cfg.period_iters,
+        log_json=os.path.join(run_dir, "log.jsonl"), log_interval=max(1, min(10, cfg.period_iters)),
+    )
     if period:
-        argv += ["--load", ckpt]
+        settings.update(load=ckpt)
     if prealign:
-        argv += ["--alignment-table", paths["table"], "--alignment-languages", "enclone",
-                 "--prealign-iters", str(cfg.prealign_iters), "--train-iters", str(total - cfg.prealign_iters),
-                 "--alignment-words-per-batch", str(cfg.alignment_words_per_batch)]
+        settings.update(alignment_table=paths["table"], alignment_languages=["enclone"],
+                        prealign_iters=cfg.prealign_iters, train_iters=total - cfg.prealign_iters,
+                        alignment_words_per_batch=cfg.alignment_words_per_batch)
     else:
-        argv += ["--train-iters", str(total)]
-    return argv
+        settings.update(train_iters=total)
+    return arguments.config(**settings)
 
 
 def train(cfg: DynamicsConfig, paths: Dict, run_dir: str, prealign: bool):
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import loop
 
     for period in range(0, cfg.periods + 1):
-        reached = loop.run(arguments.parse_args(train_argv(cfg, paths, run_dir, prealign, period)))
+        reached = loop.run(train_config(cfg, paths, run_dir, prealign, period))
         expected = cfg.period_end(period) if period else cfg.warmup_iters
         if reached != expected:  # e.g. a stop signal: the period checkpoints would be missing
             raise SystemExit(f"[demo] training stopped at iteration {reached}, not {expected} (period {period})")
@@ -222,21 +227,20 @@ def measure_exposures(cfg: DynamicsConfig, paths: Dict, run_dir: str, prealign: 
     iterations, rebuilt as training built them (same flags, megatron-core's blended dataset,
     the sampler's positions), that contain the person's name and the fact's object (either in
     its English or its En-Clone ids: codeswitching may switch either)."""
-    from megatron_prealign.data.tokenizer import build_tokenizer_from_args
+    from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
     from megatron_prealign.data.text_encoder import TextEncoder
     from megatron_prealign.data.enclone import EncloneMapping
-    from megatron_prealign.training import arguments
     from megatron_prealign.training.batches import build_datasets
 
     facts = [json.loads(line) for line in open(paths["facts"], encoding="utf-8")]
     mapping = EncloneMapping.load(paths["mapping"])
     counts = {}
     for period in range(1, cfg.periods + 1):
-        args = arguments.parse_args(train_argv(cfg, paths, run_dir, prealign, period))
-        tokenizer = build_tokenizer_from_args(args)
+        config = train_config(cfg, paths, run_dir, prealign, period)
+        tokenizer = build_tokenizer_from_spec(config.tokenizer.spec())
         encoder = TextEncoder(tokenizer)
         end = cfg.period_end(period)
-        train, _, _ = build_datasets(args, tokenizer, [end * cfg.global_batch_size, 1, 1])
+        train, _, _ = build_datasets(config, tokenizer, [end * cfg.global_batch_size, 1, 1])
         first = (end - cfg.period_iters) * cfg.global_batch_size
         rows = [train[i % len(train)]["tokens"].tolist() for i in range(first, end * cfg.global_batch_size)]
 

@@ -19,11 +19,14 @@ import json
 import os
 import random
 import time
-from typing import Dict, List
+from typing import TYPE_CHECKING, Dict, List
 
 from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.demo import data as demo_data
 from megatron_prealign.demo import fresh_directory
+
+if TYPE_CHECKING:
+    from megatron_prealign.training.config import TrainConfig
 
 
 @dataclasses.dataclass
@@ -156,33 +159,34 @@ def prepare_data(cfg: DemoConfig, work: str) -> Dict[str, str]:
     return paths
 
 
-def train_argv(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool) -> List[str]:
+def train_config(cfg: DemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool) -> "TrainConfig":
+    from megatron_prealign.training import arguments
+
     english = paths["en_cs_prefix"] if prealign else paths["en_prefix"]
     w = cfg.enclone_fraction
-    argv = [
-        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
-        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
-        "--max-position-embeddings", str(cfg.seq_length),
-        "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
-        "--lr", str(cfg.lr), "--min-lr", str(cfg.lr / 10), "--lr-warmup-iters", str(max(1, cfg.prealign_iters // 2)),
-        "--weight-decay", "0.01", "--seed", str(cfg.seed),
-        "--data-path", f"{1 - w:.4f}", english, f"{w:.4f}", paths["clone_train_prefix"],
-        "--split", "100,0,0", "--tokenizer-type", "SentencePieceTokenizer",
-        "--tokenizer-model", paths["spm"], "--enclone-mapping", paths["mapping"],
-        "--save", os.path.join(run_dir, "ckpt"), "--save-interval", str(cfg.save_interval),
-        "--log-json", os.path.join(run_dir, "log.jsonl"),
-        "--log-interval", str(max(1, min(10, cfg.prealign_iters // 2))),
-    ]
+    settings = dict(
+        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, num_attention_heads=cfg.heads,
+        seq_length=cfg.seq_length, max_position_embeddings=cfg.seq_length,
+        hidden_dropout=0.0, attention_dropout=0.0,
+        micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size,
+        lr=cfg.lr, min_lr=cfg.lr / 10, lr_warmup_iters=max(1, cfg.prealign_iters // 2),
+        weight_decay=0.01, seed=cfg.seed,
+        data_path=[f"{1 - w:.4f}", english, f"{w:.4f}", paths["clone_train_prefix"]],
+        split="100,0,0", tokenizer_type="SentencePieceTokenizer",
+        tokenizer_model=paths["spm"], enclone_mapping=paths["mapping"],
+        save=os.path.join(run_dir, "ckpt"), save_interval=cfg.save_interval,
+        log_json=os.path.join(run_dir, "log.jsonl"),
+        log_interval=max(1, min(10, cfg.prealign_iters // 2)),
+    )
     if prealign:
-        argv += ["--alignment-table", paths["table"], "--alignment-languages", "enclone",
-                 "--prealign-iters", str(cfg.prealign_iters), "--train-iters", str(cfg.train_iters),
-                 "--alignment-words-per-batch", str(cfg.alignment_words_per_batch),
-                 "--alignment-held-out-fraction", str(cfg.held_out_fraction)]
+        settings.update(alignment_table=paths["table"], alignment_languages=["enclone"],
+                        prealign_iters=cfg.prealign_iters, train_iters=cfg.train_iters,
+                        alignment_words_per_batch=cfg.alignment_words_per_batch,
+                        alignment_held_out_fraction=cfg.held_out_fraction)
     else:
         # Same number of LM batches: PreAlign's pre-alignment steps also train the LM (Eq. 4).
-        argv += ["--train-iters", str(cfg.prealign_iters + cfg.train_iters)]
-    return argv
+        settings.update(train_iters=cfg.prealign_iters + cfg.train_iters)
+    return arguments.config(**settings)
 
 
 def _evaluate(argv: List[str]) -> dict:
@@ -295,7 +299,7 @@ def table(results: Dict[str, dict]) -> str:
 
 def run_demo(cfg: DemoConfig, output_dir: str) -> dict:
     from megatron_prealign.evaluation.common import write_json
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import loop
 
     start = time.time()
     work = fresh_directory(os.path.join(output_dir, "work"))
@@ -308,7 +312,7 @@ def run_demo(cfg: DemoConfig, output_dir: str) -> dict:
         t0 = time.time()
         log(f"training {name} ({'pre-alignment %d + ' % cfg.prealign_iters if name == 'prealign' else ''}"
             f"{cfg.train_iters + (0 if name == 'prealign' else cfg.prealign_iters)} pretraining iterations)")
-        loop.run(arguments.parse_args(train_argv(cfg, paths, run_dir, name == "prealign")))
+        loop.run(train_config(cfg, paths, run_dir, name == "prealign"))
         timings[f"train_{name}_s"] = time.time() - t0
         t0 = time.time()
         log(f"evaluating {name}")

@@ -22,10 +22,13 @@ import dataclasses
 import json
 import os
 import time
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from megatron_prealign.demo import fresh_directory
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, alignment_over_training, log
+
+if TYPE_CHECKING:
+    from megatron_prealign.training.config import TrainConfig
 
 # One change each from "prealign" (the regime chosen in docs/real_languages.md).
 VARIANTS: Dict[str, dict] = {
@@ -169,32 +172,33 @@ def prepare_data(cfg: RealConfig, work: str, text: Dict[str, str], tables: List[
     return paths
 
 
-def train_argv(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> List[str]:
+def train_config(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> "TrainConfig":
+    from megatron_prealign.training import arguments
+
     english = paths[f"en_cs_{cfg.table}_prefix"] if cfg.codeswitch else paths["en_prefix"]
     w = cfg.german_weight
     pre = cfg.prealign_iters
-    argv = [
-        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
-        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
-        "--max-position-embeddings", str(cfg.seq_length),
-        "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
-        "--lr", str(cfg.lr), "--min-lr", str(cfg.lr / 10),
+    settings = dict(
+        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, num_attention_heads=cfg.heads,
+        seq_length=cfg.seq_length, max_position_embeddings=cfg.seq_length,
+        hidden_dropout=0.0, attention_dropout=0.0,
+        micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size,
+        lr=cfg.lr, min_lr=cfg.lr / 10,
         # floor, as total_iters // 20 was (the epsilon absorbs 0.05's binary rounding)
-        "--lr-warmup-iters", str(max(1, int(cfg.total_iters * cfg.warmup_share + 1e-9))),
-        "--weight-decay", "0.01", "--seed", str(cfg.seed),
-        "--data-path", f"{1 - w:.4f}", english, f"{w:.4f}", paths["de_prefix"],
-        "--split", "100,0,0", *["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", paths["spm"]],
-        "--save", os.path.join(run_dir, "ckpt"), "--save-interval", str(cfg.save_interval),
-        "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(min(10, max(1, cfg.total_iters // 4))),
-        "--train-iters", str(cfg.total_iters - pre),
-    ]
+        lr_warmup_iters=max(1, int(cfg.total_iters * cfg.warmup_share + 1e-9)),
+        weight_decay=0.01, seed=cfg.seed,
+        data_path=[f"{1 - w:.4f}", english, f"{w:.4f}", paths["de_prefix"]],
+        split="100,0,0", tokenizer_type="SentencePieceTokenizer", tokenizer_model=paths["spm"],
+        save=os.path.join(run_dir, "ckpt"), save_interval=cfg.save_interval,
+        log_json=os.path.join(run_dir, "log.jsonl"), log_interval=min(10, max(1, cfg.total_iters // 4)),
+        train_iters=cfg.total_iters - pre,
+    )
     if pre:
-        argv += ["--alignment-table", paths[f"table_{cfg.table}"], "--alignment-languages", "de",
-                 "--prealign-iters", str(pre), "--alignment-loss-weight", str(cfg.alignment_loss_weight),
-                 "--alignment-words-per-batch", str(cfg.alignment_words_per_batch),
-                 "--alignment-held-out-fraction", str(cfg.held_out_fraction)]
-    return argv
+        settings.update(alignment_table=paths[f"table_{cfg.table}"], alignment_languages=["de"],
+                        prealign_iters=pre, alignment_loss_weight=cfg.alignment_loss_weight,
+                        alignment_words_per_batch=cfg.alignment_words_per_batch,
+                        alignment_held_out_fraction=cfg.held_out_fraction)
+    return arguments.config(**settings)
 
 
 def read_parallel(path: str, limit: int, seed: int = 1234):
@@ -252,7 +256,7 @@ def evaluate_run(cfg: RealConfig, paths: Dict[str, str], run_dir: str) -> dict:
 def train(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> float:
     """Train run NAME into ``run_dir`` (made afresh); returns the seconds it took."""
     from megatron_prealign import runtime
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import loop
 
     fresh_directory(run_dir)
     t0 = time.time()
@@ -260,7 +264,7 @@ def train(cfg: RealConfig, name: str, paths: Dict[str, str], run_dir: str) -> fl
         f"{cfg.total_iters - cfg.prealign_iters} iterations (table {cfg.table}, "
         f"codeswitch {'on' if cfg.codeswitch else 'off'}, alignment weight {cfg.alignment_loss_weight}, "
         f"lr {cfg.lr:g}, warm-up {cfg.warmup_share:g})")
-    loop.run(arguments.parse_args(train_argv(cfg, paths, run_dir)))
+    loop.run(train_config(cfg, paths, run_dir))
     runtime.shutdown()
     return time.time() - t0
 

@@ -20,11 +20,14 @@ import dataclasses
 import json
 import os
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from megatron_prealign.demo import data as demo_data
 from megatron_prealign.demo import fresh_directory, xllama_data
 from megatron_prealign.demo.prealign import _evaluate, _run_tool, _write_jsonl, log
+
+if TYPE_CHECKING:
+    from megatron_prealign.training.config import TrainConfig
 
 TARGETS = ("qaa", "qab")
 LAW_SCORE = "chrf"  # the score the scaling law is fitted to
@@ -184,49 +187,59 @@ def prepare_data(cfg: XllamaDemoConfig, work: str) -> Dict[str, str]:
     return paths
 
 
-def base_argv(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool,
-              codeswitch: Optional[bool] = None) -> List[str]:
+def _model_settings(cfg: XllamaDemoConfig, paths: Dict[str, str]) -> dict:
+    """The settings bases and fine-tuning share: model, batches, tokenizer."""
+    return dict(
+        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, num_attention_heads=cfg.heads,
+        seq_length=cfg.seq_length, max_position_embeddings=cfg.seq_length,
+        hidden_dropout=0.0, attention_dropout=0.0,
+        micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size,
+        tokenizer_type="SentencePieceTokenizer", tokenizer_model=paths["spm"],  # paths["tokenizer_args"]
+    )
+
+
+def base_config(cfg: XllamaDemoConfig, paths: Dict[str, str], run_dir: str, prealign: bool,
+                codeswitch: Optional[bool] = None) -> "TrainConfig":
     """Pretraining of a base: English-dominant mixture; PreAlign adds pre-alignment on the table
     and the input-only codeswitched English (``codeswitch`` alone: the codeswitching-only base,
     which separates the two). All see the same number of LM batches."""
+    from megatron_prealign.training import arguments
+
     codeswitch = prealign if codeswitch is None else codeswitch
     english = paths["en_cs_prefix"] if codeswitch else paths["en_prefix"]
     w = cfg.target_fraction
-    argv = [
-        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
-        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
-        "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
-        "--lr", str(cfg.lr), "--min-lr", str(cfg.lr / 10), "--lr-warmup-iters", str(max(1, cfg.prealign_iters // 2)),
-        "--weight-decay", "0.01", "--seed", str(cfg.seed),
-        "--data-path", f"{1 - 2 * w:.4f}", english, *(x for t in TARGETS for x in (f"{w:.4f}", paths[f"{t}_prefix"])),
-        "--split", "100,0,0", *paths["tokenizer_args"],
-        "--save", os.path.join(run_dir, "ckpt"), "--save-interval", str(cfg.prealign_iters + cfg.train_iters),
-        "--log-json", os.path.join(run_dir, "log.jsonl"),
-        "--log-interval", str(max(1, min(10, cfg.prealign_iters // 2))),
-    ]
+    settings = dict(
+        _model_settings(cfg, paths),
+        lr=cfg.lr, min_lr=cfg.lr / 10, lr_warmup_iters=max(1, cfg.prealign_iters // 2),
+        weight_decay=0.01, seed=cfg.seed,
+        data_path=[f"{1 - 2 * w:.4f}", english, *(x for t in TARGETS for x in (f"{w:.4f}", paths[f"{t}_prefix"]))],
+        split="100,0,0",
+        save=os.path.join(run_dir, "ckpt"), save_interval=cfg.prealign_iters + cfg.train_iters,
+        log_json=os.path.join(run_dir, "log.jsonl"),
+        log_interval=max(1, min(10, cfg.prealign_iters // 2)),
+    )
     if prealign:
-        argv += ["--alignment-table", paths["table"], "--alignment-languages", *TARGETS,
-                 "--prealign-iters", str(cfg.prealign_iters), "--train-iters", str(cfg.train_iters),
-                 "--alignment-words-per-batch", str(cfg.alignment_words_per_batch)]
+        settings.update(alignment_table=paths["table"], alignment_languages=list(TARGETS),
+                        prealign_iters=cfg.prealign_iters, train_iters=cfg.train_iters,
+                        alignment_words_per_batch=cfg.alignment_words_per_batch)
     else:
-        argv += ["--train-iters", str(cfg.prealign_iters + cfg.train_iters)]
-    return argv
+        settings.update(train_iters=cfg.prealign_iters + cfg.train_iters)
+    return arguments.config(**settings)
 
 
 def train_bases(cfg: XllamaDemoConfig, paths: Dict[str, str], work: str) -> Dict[str, dict]:
     """The bases of ``cfg.bases`` (Joint, codeswitching-only, PreAlign), with their perplexity
     per language."""
     from megatron_prealign import runtime
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import loop
 
     bases = {}
     for name in cfg.bases:
         run_dir = os.path.join(work, f"base_{name}")
         os.makedirs(run_dir, exist_ok=True)
         log(f"x-LLaMA base {name}: pretraining")
-        loop.run(arguments.parse_args(base_argv(cfg, paths, run_dir, name == "prealign",
-                                                codeswitch=name in ("prealign", "codeswitch"))))
+        loop.run(base_config(cfg, paths, run_dir, name == "prealign",
+                             codeswitch=name in ("prealign", "codeswitch")))
         ppl = _evaluate(["perplexity", "--load", os.path.join(run_dir, "ckpt"),
                          "--output", os.path.join(run_dir, "ppl.json"),
                          "--data-path", f"en={paths['en_valid_prefix']}",
@@ -270,25 +283,27 @@ def build_instruction_set(cfg: XllamaDemoConfig, paths: Dict[str, str], name: st
     return prefix + "_text_document"
 
 
+def finetune_config(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str,
+                    seed: Optional[int] = None) -> "TrainConfig":
+    from megatron_prealign.training import arguments
+
+    return arguments.config(
+        **_model_settings(cfg, paths),
+        lr=cfg.finetune_lr, min_lr=cfg.finetune_lr / 10, lr_warmup_fraction=0.03,
+        weight_decay=0.0, seed=cfg.seed if seed is None else seed, data_path=[data],
+        split="100,0,0", pretrained_checkpoint=base, finetune=True, sft_packing=True,
+        train_iters=cfg.finetune_iters, save=os.path.join(run_dir, "ckpt"),
+        log_json=os.path.join(run_dir, "log.jsonl"), log_interval=max(1, cfg.finetune_iters // 5),
+    )
+
+
 def finetune(cfg: XllamaDemoConfig, paths: Dict[str, str], base: str, data: str, run_dir: str,
              seed: Optional[int] = None) -> str:
     """Instruction-tune ``base`` on ``data`` (answer-only loss, packed records, fixed steps)."""
     from megatron_prealign import runtime
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import loop
 
-    argv = [
-        "--num-layers", str(cfg.num_layers), "--hidden-size", str(cfg.hidden_size),
-        "--num-attention-heads", str(cfg.heads), "--seq-length", str(cfg.seq_length),
-        "--max-position-embeddings", str(cfg.seq_length), "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-size", str(cfg.global_batch_size),
-        "--lr", str(cfg.finetune_lr), "--min-lr", str(cfg.finetune_lr / 10), "--lr-warmup-fraction", "0.03",
-        "--weight-decay", "0", "--seed", str(cfg.seed if seed is None else seed), "--data-path", data,
-        "--split", "100,0,0",
-        *paths["tokenizer_args"], "--pretrained-checkpoint", base, "--finetune", "--sft-packing",
-        "--train-iters", str(cfg.finetune_iters), "--save", os.path.join(run_dir, "ckpt"),
-        "--log-json", os.path.join(run_dir, "log.jsonl"), "--log-interval", str(max(1, cfg.finetune_iters // 5)),
-    ]
-    loop.run(arguments.parse_args(argv))
+    loop.run(finetune_config(cfg, paths, base, data, run_dir, seed))
     runtime.shutdown()
     return os.path.join(run_dir, "ckpt")
 

@@ -164,13 +164,14 @@ def named_paths(values: Sequence[str], flag: str) -> List[Tuple[str, str]]:
     return out
 
 
-def _tokenizer_flags(args) -> List[str]:
-    flags = ["--tokenizer-type", args.tokenizer_type]
+def _tokenizer_settings(args) -> dict:
+    """The evaluation's tokenizer flags as training settings."""
+    settings = {"tokenizer_type": args.tokenizer_type}
     for name in ("tokenizer_model", "vocab_file", "merge_file", "vocab_size"):
         value = getattr(args, name, None)
         if value is not None:
-            flags += ["--" + name.replace("_", "-"), str(value)]
-    return flags
+            settings[name] = value
+    return settings
 
 
 def finetune(args, records_path: str, seq_length: int) -> str:
@@ -206,23 +207,23 @@ def finetune(args, records_path: str, seq_length: int) -> str:
     dist.broadcast_object_list(failure, src=0)
     if failure[0]:
         raise EvaluationError(failure[0])
-    train = ["--model-family", architecture["family"], "--num-layers", str(architecture["num_layers"]),
-             "--hidden-size", str(architecture["hidden_size"]),
-             "--num-attention-heads", str(architecture["num_attention_heads"]),
-             "--seq-length", str(seq_length), "--hidden-dropout", "0.0", "--attention-dropout", "0.0",
-             "--padded-vocab-size", str(architecture["vocab_size"]),
-             "--micro-batch-size", str(args.finetune_micro_batch_size),
-             "--global-batch-size", str(args.finetune_global_batch_size),
-             "--train-epochs", str(args.finetune_epochs), "--lr", str(args.finetune_lr),
-             "--min-lr", str(args.finetune_lr / 10), "--lr-warmup-fraction", "0.03", "--weight-decay", "0.0",
-             "--seed", str(args.seed), "--data-path", prefix + "_text_document", "--split", "100,0,0",
-             "--sft", "--pretrained-checkpoint", args.load, "--save", os.path.join(work, "checkpoint"),
-             "--tensor-model-parallel-size", str(args.tensor_model_parallel_size),
-             "--pipeline-model-parallel-size", str(args.pipeline_model_parallel_size),
-             "--log-json", os.path.join(work, "log.jsonl"), *_tokenizer_flags(args)]
-    for key, flag in (("num_query_groups", "--num-query-groups"), ("ffn_hidden_size", "--ffn-hidden-size")):
+    train = dict(
+        model_family=architecture["family"], num_layers=architecture["num_layers"],
+        hidden_size=architecture["hidden_size"], num_attention_heads=architecture["num_attention_heads"],
+        seq_length=seq_length, hidden_dropout=0.0, attention_dropout=0.0,
+        padded_vocab_size=architecture["vocab_size"],
+        micro_batch_size=args.finetune_micro_batch_size, global_batch_size=args.finetune_global_batch_size,
+        train_epochs=args.finetune_epochs, lr=args.finetune_lr, min_lr=args.finetune_lr / 10,
+        lr_warmup_fraction=0.03, weight_decay=0.0, seed=args.seed,
+        data_path=[prefix + "_text_document"], split="100,0,0",
+        sft=True, pretrained_checkpoint=args.load, save=os.path.join(work, "checkpoint"),
+        tensor_model_parallel_size=args.tensor_model_parallel_size,
+        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+        log_json=os.path.join(work, "log.jsonl"), **_tokenizer_settings(args),
+    )
+    for key in ("num_query_groups", "ffn_hidden_size"):
         if architecture.get(key):
-            train += [flag, str(architecture[key])]
+            train[key] = architecture[key]
     positions = architecture.get("max_position_embeddings")
     if architecture["family"] == "gpt2":
         from megatron_prealign.generation.model_loading import _checkpoint_directory, _saved_position_rows
@@ -232,13 +233,13 @@ def finetune(args, records_path: str, seq_length: int) -> str:
         if seq_length > positions:
             raise EvaluationError(f"--finetune-seq-length {seq_length} exceeds the checkpoint's "
                                   f"{positions} positions")
-        train += ["--max-position-embeddings", str(positions)]
+        train["max_position_embeddings"] = positions
     if args.bf16:
-        train.append("--bf16")
+        train["bf16"] = True
     from megatron_prealign.training import arguments, loop
 
     try:
-        loop.run(arguments.parse_args(train))
+        loop.run(arguments.config(**train))
     except (ValueError, FileNotFoundError) as error:
         raise EvaluationError(f"fine-tuning on {records_path} failed: {error}") from error
     return os.path.join(work, "checkpoint")

@@ -17,23 +17,27 @@ def blend(data_path):
 
 
 class FinetuneData:
-    def __init__(self, args):
-        prefixes, weights = blend(args.data_path)
-        split = parse_split(args.split)
-        pack = bool(args.sft_packing)
-        self.records = [InstructionRecords(prefix, args.seq_length) for prefix in prefixes]
-        splits = [records.split(split, args.seed) for records in self.records]
+    """The records of ``data_path`` (Megatron-LM's --data-path) split by ``split`` (--split), as
+    samples of ``seq_length`` tokens: one record a sequence, or several with ``packing``
+    (--sft-packing); ``seed`` (--seed) orders them."""
+
+    def __init__(self, data_path, split: str, seq_length: int, seed: int, packing: bool):
+        prefixes, weights = blend(data_path)
+        fractions = parse_split(split)
+        pack = bool(packing)
+        self.records = [InstructionRecords(prefix, seq_length) for prefix in prefixes]
+        splits = [records.split(fractions, seed) for records in self.records]
         for prefix, parts in zip(prefixes, splits):
             if not len(parts[0]):
                 raise ValueError(f"--data-path {prefix}: no training records (of "
-                                 f"{sum(len(p) for p in parts)}) under --split {args.split}")
+                                 f"{sum(len(p) for p in parts)}) under --split {split}")
         self.train = InstructionSamples(
             [(records, parts[0]) for records, parts in zip(self.records, splits)],
-            args.seq_length, args.seed, pack, weights,
+            seq_length, seed, pack, weights,
         )
         self.validation = {
-            os.path.basename(prefix): InstructionSamples([(records, parts[1])], args.seq_length,
-                                                         args.seed + 1, pack)
+            os.path.basename(prefix): InstructionSamples([(records, parts[1])], seq_length,
+                                                         seed + 1, pack)
             for prefix, records, parts in zip(prefixes, self.records, splits) if len(parts[1])
         }
 

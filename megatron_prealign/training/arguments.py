@@ -1,20 +1,34 @@
-"""Command line of `megatron_prealign.pretrain`: Megatron-LM's flag names where Megatron-LM has
-the concept, new flags for what PreAlign adds. `parse_args` validates everything that can be
-checked before any compute and names the flag to change."""
+"""The training configuration's flags and checks.
+
+The command line of `megatron_prealign.pretrain` uses Megatron-LM's flag names where Megatron-LM
+has the concept, new flags for what PreAlign adds; the parser holds every flag's default. Two
+ways to a `TrainConfig` (training/config.py), both through `config`: `parse_config(argv)` from
+the command line and `config(**settings)` from Python (settings named as the flags, with
+underscores). Both fill in the defaults, resolve --model-size, and check what the flags alone
+decide (required flags, choices, types); `validate(config, world_size)` adds the checks that
+need the world size and the files, before any compute. Every error is a ConfigError naming the
+flag to change."""
 
 import argparse
+import functools
 import os
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from megatron_prealign.data.data_path import data_prefixes
 from megatron_prealign.data.tokenizer import add_tokenizer_args
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.model_sizes import FAMILIES, MODEL_SIZES
+from megatron_prealign.training.config import SECTIONS, TrainConfig
 
 # model, runtime and lm_dataset (torch, megatron-core) are imported inside the functions that use
 # them: --help and a wrong flag answer before those imports.
 if TYPE_CHECKING:
     from megatron_prealign.model import ModelArgs
+
+
+def _group(parser: argparse.ArgumentParser, section: str):
+    """The parser group of a TrainConfig section (config.SECTIONS names its title)."""
+    return parser.add_argument_group(SECTIONS[section][1])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="PreAlign pretraining on megatron-core: pre-alignment, codeswitched "
         "pretraining and the paper's baselines as configurations of one loop.",
     )
-    model = parser.add_argument_group("model")
+    model = _group(parser, "model")
     model.add_argument("--model-size", choices=sorted(MODEL_SIZES), help="named size; explicit flags override")
     model.add_argument("--model-family", choices=FAMILIES, default="gpt2")
     model.add_argument("--num-layers", type=int)
@@ -45,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--recompute-num-layers", type=int)
     model.add_argument("--padded-vocab-size", type=int, help="model vocabulary (default: tokenizer's, x2 for En-Clone)")
 
-    parallel = parser.add_argument_group("parallelism")
+    parallel = _group(parser, "parallel")
     parallel.add_argument("--tensor-model-parallel-size", type=int, default=1)
     parallel.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     parallel.add_argument("--sequence-parallel", action="store_true")
@@ -60,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--distributed-timeout-minutes", type=float, default=10,
                           help="timeout of collectives (NCCL / gloo), as in Megatron-LM")
 
-    optim = parser.add_argument_group("optimisation")
+    optim = _group(parser, "schedule")
     optim.add_argument("--micro-batch-size", type=int, required=True)
     optim.add_argument("--global-batch-size", type=int, required=True)
     optim.add_argument("--train-iters", type=int,
@@ -85,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--loss-scale", type=float, help="--fp16: a constant loss scale instead of the dynamic one")
     optim.add_argument("--seed", type=int, default=1234)
 
-    data = parser.add_argument_group("data")
+    data = _group(parser, "data")
     data.add_argument("--data-path", nargs="+", required=True,
                       help="prefixes, or 'weight prefix weight prefix ...' for a blend")
     data.add_argument("--split", default="969,30,1")
@@ -107,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default 0.05)")
     add_tokenizer_args(parser)
 
-    align = parser.add_argument_group("alignment (PreAlign)")
+    align = _group(parser, "alignment")
     align.add_argument("--alignment-table", help="alignment table (JSON lines) for the alignment words")
     align.add_argument("--alignment-languages", nargs="+", help="languages of the table to align (default: all)")
     align.add_argument("--prealign-iters", type=int, default=0,
@@ -125,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--enclone-init", action="store_true",
                        help="perfect-alignment initialisation: clone embeddings copied from English")
 
-    finetune = parser.add_argument_group("fine-tuning (x-LLaMA instruction tuning)")
+    finetune = _group(parser, "finetune")
     finetune.add_argument("--sft", action="store_true",
                           help="instruction data (tools/build_instruction_data.py): one record a "
                           "sequence, right-padded, loss on the responses only; stage 'finetune'")
@@ -138,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="load only the weights of --load (new optimizer, scheduler, "
                           "iteration 0), as Megatron-LM's --finetune")
 
-    ckpt = parser.add_argument_group("checkpointing")
+    ckpt = _group(parser, "checkpoint")
     ckpt.add_argument("--save")
     ckpt.add_argument("--save-interval", type=int,
                       help="also saved: the last iteration of every stage and of the run")
@@ -151,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     ckpt.add_argument("--override-opt-param-scheduler", action="store_true",
                       help="take the learning-rate schedule's values from the flags, not the checkpoint")
 
-    log = parser.add_argument_group("logging")
+    log = _group(parser, "logging")
     log.add_argument("--log-interval", type=int, default=1)
     log.add_argument("--tensorboard-dir")
     log.add_argument("--log-json", help="one JSON object per logged iteration")
@@ -161,203 +175,300 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def model_args(args: argparse.Namespace, vocab_size: int) -> "ModelArgs":
-    from megatron_prealign.model import ModelArgs
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
-    sizes = dict(MODEL_SIZES.get(args.model_size, {}))
+
+@functools.lru_cache(maxsize=1)
+def _actions() -> Dict[str, argparse.Action]:
+    """Setting name -> the parser's action (flag, default, type, choices, nargs)."""
+    return {action.dest: action for action in build_parser()._actions if action.dest != "help"}
+
+
+def defaults() -> Dict[str, Any]:
+    """Every setting's default, as the command line gives it (the parser's)."""
+    return {name: action.default for name, action in _actions().items()}
+
+
+def _checked(name: str, value: Any, action: argparse.Action) -> Any:
+    """A Python value for ``name`` as the command line would have produced it."""
+    if value is None:
+        return None
+    if action.nargs == "+":
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ConfigError(f"{_flag(name)} takes a list, not {value!r}")
+        value = list(value)
+        if not value:
+            raise ConfigError(f"{_flag(name)} needs at least one value")
+        return [_checked_item(name, v, action) for v in value]
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{_flag(name)} is on or off (True / False), not {value!r}")
+        return value
+    return _checked_item(name, value, action)
+
+
+def _checked_item(name: str, value: Any, action: argparse.Action) -> Any:
+    kind = action.type or str
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{_flag(name)} takes {kind.__name__}, not {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError(f"{_flag(name)} {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def config(**settings: Any) -> TrainConfig:
+    """A TrainConfig from settings named as the flags (``num_layers=2``, ``data_path=[...]``):
+    the parser's defaults for the others, the --model-size preset's sizes where not given, and
+    the command line's flag checks (required, choices, types). `parse_config` ends here too, so
+    the same settings give the same config either way."""
+    actions = _actions()
+    unknown = sorted(set(settings) - set(actions))
+    if unknown:
+        raise ConfigError(f"unknown training settings: {', '.join(unknown)} (no such flags: "
+                          f"{', '.join(_flag(n) for n in unknown)})")
+    values = {**defaults(), **settings}
+    for name, action in actions.items():
+        values[name] = _checked(name, values[name], action)
+    missing = [_flag(n) for n, a in actions.items() if a.required and values[n] is None]
+    if missing:
+        raise ConfigError(f"the following settings are required: {', '.join(missing)}")
+    preset = MODEL_SIZES.get(values["model_size"], {})
     for name in ("num_layers", "hidden_size", "num_attention_heads"):
-        if getattr(args, name) is not None:
-            sizes[name] = getattr(args, name)
-    missing = [f"--{n.replace('_', '-')}" for n in ("num_layers", "hidden_size", "num_attention_heads") if n not in sizes]
+        if values[name] is None:
+            values[name] = preset.get(name)
+    missing = [_flag(n) for n in ("num_layers", "hidden_size", "num_attention_heads") if values[n] is None]
     if missing:
         raise ConfigError(f"give --model-size or {', '.join(missing)}")
+    return TrainConfig.from_flat(values)
+
+
+def parse_config(argv: Optional[List[str]] = None) -> TrainConfig:
+    """The TrainConfig of a command line (``--help`` and argparse's errors exit as usual)."""
+    return config(**vars(build_parser().parse_args(argv)))
+
+
+def replace(cfg: TrainConfig, **settings: Any) -> TrainConfig:
+    """``cfg`` with some settings changed (flag names), built and checked as `config`."""
+    return config(**{**cfg.flat(), **settings})
+
+
+def config_from_checkpoint(directory: str) -> TrainConfig:
+    """The TrainConfig a checkpoint (an ``iter_N`` directory) was saved by, from its recorded
+    settings (checkpointing.config_record); settings of flags this version lacks are dropped,
+    flags it does not record take their defaults. ConfigError if it records none."""
+    from megatron_prealign.training import checkpointing
+
+    saved = checkpointing.saved_config(directory)
+    if saved is None:
+        raise ConfigError(f"{directory} records no training settings (saved before they were kept)")
+    return config(**{name: value for name, value in saved.items() if name in _actions()})
+
+
+def model_args(cfg: TrainConfig, vocab_size: int) -> "ModelArgs":
+    from megatron_prealign.model import ModelArgs
+
+    m, p = cfg.model, cfg.parallel
     return ModelArgs(
         vocab_size=vocab_size,
-        seq_length=args.seq_length,
-        family=args.model_family,
-        num_query_groups=args.num_query_groups,
-        ffn_hidden_size=args.ffn_hidden_size,
-        max_position_embeddings=args.max_position_embeddings,
-        hidden_dropout=args.hidden_dropout,
-        attention_dropout=args.attention_dropout,
-        init_method_std=args.init_method_std,
-        transformer_impl=args.transformer_impl,
-        bf16=args.bf16,
-        fp16=args.fp16,
-        fp8_format=args.fp8_format,
-        sequence_parallel=args.sequence_parallel,
-        recompute_granularity=args.recompute_granularity,
-        recompute_method=args.recompute_method,
-        recompute_num_layers=args.recompute_num_layers,
-        tensor_model_parallel_size=args.tensor_model_parallel_size,
-        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
-        **sizes,
+        seq_length=m.seq_length,
+        family=m.model_family,
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        num_query_groups=m.num_query_groups,
+        ffn_hidden_size=m.ffn_hidden_size,
+        max_position_embeddings=m.max_position_embeddings,
+        hidden_dropout=m.hidden_dropout,
+        attention_dropout=m.attention_dropout,
+        init_method_std=m.init_method_std,
+        transformer_impl=m.transformer_impl,
+        bf16=m.bf16,
+        fp16=m.fp16,
+        fp8_format=m.fp8_format,
+        sequence_parallel=p.sequence_parallel,
+        recompute_granularity=m.recompute_granularity,
+        recompute_method=m.recompute_method,
+        recompute_num_layers=m.recompute_num_layers,
+        tensor_model_parallel_size=p.tensor_model_parallel_size,
+        pipeline_model_parallel_size=p.pipeline_model_parallel_size,
     )
 
 
-def num_workers(args: argparse.Namespace) -> int:
+def num_workers(cfg: TrainConfig) -> int:
     from megatron_prealign import runtime
 
-    if args.num_workers is not None:
-        return args.num_workers
+    if cfg.data.num_workers is not None:
+        return cfg.data.num_workers
     return 2 if runtime.cuda_in_use() else 0
 
 
-def _check_positive(args: argparse.Namespace):
+def _check_positive(cfg: TrainConfig):
+    values = cfg.flat()
     for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size", "micro_batch_size",
                  "global_batch_size", "seq_length", "log_interval"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, not {getattr(args, name)}")
+        if values[name] < 1:
+            raise ConfigError(f"{_flag(name)} must be >= 1, not {values[name]}")
     for name in ("save_interval", "eval_interval", "exit_interval", "max_position_embeddings"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
-    if args.eval_interval and args.eval_iters < 1:
-        raise ConfigError(f"--eval-iters must be >= 1 with --eval-interval, not {args.eval_iters}")
-    if args.distributed_timeout_minutes <= 0:
+        if values[name] is not None and values[name] < 0:
+            raise ConfigError(f"{_flag(name)} must be >= 0")
+    log = cfg.logging
+    if log.eval_interval and log.eval_iters < 1:
+        raise ConfigError(f"--eval-iters must be >= 1 with --eval-interval, not {log.eval_iters}")
+    if cfg.parallel.distributed_timeout_minutes <= 0:
         raise ConfigError("--distributed-timeout-minutes must be > 0")
     for name in ("loss_scale", "initial_loss_scale"):
-        value = getattr(args, name, None)
+        value = values[name]
         if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, not {value}")
-    if args.loss_scale is not None and not args.fp16:
+            raise ConfigError(f"{_flag(name)} must be > 0, not {value}")
+    if cfg.schedule.loss_scale is not None and not cfg.model.fp16:
         raise ConfigError("--loss-scale applies to --fp16 only (bf16 and fp32 need no loss scaling)")
+    split_text = cfg.data.split
     try:
-        split = [float(part) for part in args.split.replace("/", ",").split(",")]
+        split = [float(part) for part in split_text.replace("/", ",").split(",")]
     except ValueError:
         split = []
     if not split or len(split) > 3 or any(w < 0 for w in split) or sum(split) <= 0 or split[0] <= 0:
-        raise ConfigError(f"--split {args.split!r}: give up to three non-negative weights "
+        raise ConfigError(f"--split {split_text!r}: give up to three non-negative weights "
                           "(train,validation,test) with a positive train weight, e.g. 969,30,1")
 
 
-def validate(args: argparse.Namespace, world_size: int):
+def validate(cfg: TrainConfig, world_size: int):
     """Checks that need no model or data loaded. Raises ConfigError naming the flag."""
-    _check_positive(args)
+    _check_positive(cfg)
     from megatron_prealign.data.lm_dataset import check_indexed_files
     from megatron_prealign.runtime import validate_layout
 
-    tp, pp = args.tensor_model_parallel_size, args.pipeline_model_parallel_size
+    par, sched, data, align = cfg.parallel, cfg.schedule, cfg.data, cfg.alignment
+    ckpt, tok = cfg.checkpoint, cfg.tokenizer
+    tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     validate_layout(world_size, tp, pp)
     dp = world_size // (tp * pp)
-    if args.global_batch_size % (args.micro_batch_size * dp):
+    if sched.global_batch_size % (sched.micro_batch_size * dp):
         raise ConfigError(
-            f"--global-batch-size {args.global_batch_size} must be a multiple of "
-            f"--micro-batch-size {args.micro_batch_size} x data-parallel size {dp}"
+            f"--global-batch-size {sched.global_batch_size} must be a multiple of "
+            f"--micro-batch-size {sched.micro_batch_size} x data-parallel size {dp}"
         )
-    lengths = [f for f in ("train_iters", "train_samples", "train_epochs") if getattr(args, f) is not None]
+    lengths = [f for f in ("train_iters", "train_samples", "train_epochs") if getattr(sched, f) is not None]
     if len(lengths) > 1:
         raise ConfigError("give one of --train-iters, --train-samples, --train-epochs")
-    if args.train_epochs is not None and not (args.sft or args.sft_packing):
+    if sched.train_epochs is not None and not cfg.instruction_data:
         raise ConfigError("--train-epochs needs --sft or --sft-packing (instruction data)")
-    for name in lengths + ["prealign_iters", "postalign_iters"]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
-    if args.train_epochs is None:  # with --train-epochs: once the data is read
-        validate_schedule(args, train_iters(args))
-    validate_finetuning(args)
-    validate_online_codeswitch(args)
-    aligning = args.prealign_iters > 0 or args.postalign_iters > 0 or args.alignment_during_pretraining
-    if aligning and not args.alignment_table:
+    counts = {**{f: getattr(sched, f) for f in lengths},
+              "prealign_iters": align.prealign_iters, "postalign_iters": align.postalign_iters}
+    for name, value in counts.items():
+        if not value >= 0:
+            raise ConfigError(f"{_flag(name)} must be >= 0")
+    if sched.train_epochs is None:  # with --train-epochs: once the data is read
+        validate_schedule(cfg, train_iters(cfg))
+    validate_finetuning(cfg)
+    validate_online_codeswitch(cfg)
+    aligning = cfg.aligning
+    if aligning and not align.alignment_table:
         raise ConfigError(
             "--prealign-iters / --postalign-iters / --alignment-during-pretraining need "
             "--alignment-table"
         )
-    if args.alignment_table and not aligning and not args.codeswitch_online:
+    if align.alignment_table and not aligning and not data.codeswitch_online:
         raise ConfigError(
             "--alignment-table is given but no stage aligns: add --prealign-iters N (PreAlign), "
             "--alignment-during-pretraining or --postalign-iters N, or drop the table"
         )
-    if args.alignment_table and not os.path.isfile(args.alignment_table):
-        raise ConfigError(f"--alignment-table {args.alignment_table} does not exist")
-    if args.alignment_temperature <= 0:
+    if align.alignment_table and not os.path.isfile(align.alignment_table):
+        raise ConfigError(f"--alignment-table {align.alignment_table} does not exist")
+    if align.alignment_temperature <= 0:
         raise ConfigError("--alignment-temperature must be > 0")
-    if args.alignment_words_per_batch % dp:
+    if align.alignment_words_per_batch % dp:
         raise ConfigError(
-            f"--alignment-words-per-batch {args.alignment_words_per_batch} must be divisible by "
+            f"--alignment-words-per-batch {align.alignment_words_per_batch} must be divisible by "
             f"the data-parallel size {dp}"
         )
-    if args.enclone_init and not args.enclone_mapping:
+    if align.enclone_init and not align.enclone_mapping:
         raise ConfigError("--enclone-init needs --enclone-mapping (written by tools/make_enclone.py)")
-    if args.enclone_mapping and not os.path.isfile(args.enclone_mapping):
-        raise ValueError(f"--enclone-mapping {args.enclone_mapping} does not exist")
-    if args.overlap_param_gather and not (args.use_distributed_optimizer and args.overlap_grad_reduce):
+    if align.enclone_mapping and not os.path.isfile(align.enclone_mapping):
+        raise ValueError(f"--enclone-mapping {align.enclone_mapping} does not exist")
+    if par.overlap_param_gather and not (par.use_distributed_optimizer and par.overlap_grad_reduce):
         raise ValueError("--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce")
-    if args.num_workers is not None and args.num_workers < 0:
+    if data.num_workers is not None and data.num_workers < 0:
         raise ValueError("--num-workers must be >= 0")
-        raise ConfigError(f"--enclone-mapping {args.enclone_mapping} does not exist")
-    if args.save_interval and not args.save:
+    if ckpt.save_interval and not ckpt.save:
         raise ConfigError("--save-interval needs --save DIR")
-    for prefix in data_prefixes(args.data_path):
+    for prefix in data_prefixes(data.data_path):
         for suffix in (".bin", ".idx"):
             if not os.path.isfile(prefix + suffix):
                 raise ConfigError(f"--data-path: {prefix + suffix} does not exist (give the prefix without .bin/.idx)")
         check_indexed_files(prefix)
-    if getattr(args, "tokenizer_model", None) and not os.path.exists(args.tokenizer_model):
-        raise ConfigError(f"--tokenizer-model {args.tokenizer_model} does not exist")
+    if tok.tokenizer_model and not os.path.exists(tok.tokenizer_model):
+        raise ConfigError(f"--tokenizer-model {tok.tokenizer_model} does not exist")
     # A --load that does not exist yet but is the --save directory is a fresh start (Megatron-LM).
-    if args.load and not os.path.isdir(args.load) and not fresh_start_directory(args):
-        raise ConfigError(f"--load {args.load} is not a directory")
-    if args.load_iteration is not None and not args.load:
+    if ckpt.load and not os.path.isdir(ckpt.load) and not fresh_start_directory(cfg):
+        raise ConfigError(f"--load {ckpt.load} is not a directory")
+    if ckpt.load_iteration is not None and not ckpt.load:
         raise ConfigError("--load-iteration needs --load")
 
 
-def validate_online_codeswitch(args: argparse.Namespace):
+def validate_online_codeswitch(cfg: TrainConfig):
     """--codeswitch-online and its flags (the table's languages and the data's masks included)."""
-    if not args.codeswitch_online:
+    data, table = cfg.data, cfg.alignment.alignment_table
+    if not data.codeswitch_online:
         for name in ("codeswitch_languages", "codeswitch_ratio"):
-            if getattr(args, name) is not None:
-                raise ConfigError(f"--{name.replace('_', '-')} applies to --codeswitch-online only; "
+            if getattr(data, name) is not None:
+                raise ConfigError(f"{_flag(name)} applies to --codeswitch-online only; "
                                   "preprocessed codeswitching takes it in tools/preprocess_data.py")
         return
-    if not args.alignment_table:
+    if not table:
         raise ConfigError("--codeswitch-online draws its words from --alignment-table: give the table "
                           "(tools/build_alignment_table.py)")
-    if not os.path.isfile(args.alignment_table):
-        raise ConfigError(f"--alignment-table {args.alignment_table} does not exist")
-    if args.codeswitch_ratio is not None and not 0.0 <= args.codeswitch_ratio <= 1.0:
-        raise ConfigError(f"--codeswitch-ratio must be in [0, 1], not {args.codeswitch_ratio}")
-    if args.sft or args.sft_packing:
+    if not os.path.isfile(table):
+        raise ConfigError(f"--alignment-table {table} does not exist")
+    if data.codeswitch_ratio is not None and not 0.0 <= data.codeswitch_ratio <= 1.0:
+        raise ConfigError(f"--codeswitch-ratio must be in [0, 1], not {data.codeswitch_ratio}")
+    if cfg.instruction_data:
         raise ConfigError("--codeswitch-online applies to pretraining data, not --sft / --sft-packing")
     from megatron_prealign.data.alignment_table import read_table, table_languages
     from megatron_prealign.data.online_codeswitch import check_plain_data
 
-    available = table_languages(read_table(args.alignment_table))
-    missing = [lang for lang in args.codeswitch_languages or () if lang not in available]
+    available = table_languages(read_table(table))
+    missing = [lang for lang in data.codeswitch_languages or () if lang not in available]
     if missing:
         raise ConfigError(f"--codeswitch-languages {' '.join(missing)} not in --alignment-table "
-                          f"{args.alignment_table} (it has: {', '.join(available) or 'no translations'})")
-    check_plain_data(data_prefixes(args.data_path))
+                          f"{table} (it has: {', '.join(available) or 'no translations'})")
+    check_plain_data(data_prefixes(data.data_path))
 
 
-def fresh_start_directory(args: argparse.Namespace) -> bool:
+def fresh_start_directory(cfg: TrainConfig) -> bool:
     """--load names the --save directory and it does not exist yet: nothing to resume."""
-    return bool(args.load and args.save and not os.path.exists(args.load)
-                and os.path.abspath(args.load) == os.path.abspath(args.save))
+    load, save = cfg.checkpoint.load, cfg.checkpoint.save
+    return bool(load and save and not os.path.exists(load) and os.path.abspath(load) == os.path.abspath(save))
 
 
-def train_iters(args: argparse.Namespace, rows_per_run: Optional[int] = None) -> int:
+def train_iters(cfg: TrainConfig, rows_per_run: Optional[int] = None) -> int:
     """Iterations of the train stage: --train-iters, or --train-samples / the sequences of
     --train-epochs (``rows_per_run``) over the global batch, rounded up."""
-    samples = args.train_samples if args.train_samples is not None else rows_per_run
+    sched = cfg.schedule
+    samples = sched.train_samples if sched.train_samples is not None else rows_per_run
     if samples is not None:
-        return -(-samples // args.global_batch_size)
-    return args.train_iters or 0
+        return -(-samples // sched.global_batch_size)
+    return sched.train_iters or 0
 
 
-def validate_schedule(args: argparse.Namespace, train_iters: int) -> int:
+def validate_schedule(cfg: TrainConfig, train_iters: int) -> int:
     """Checks of the iteration counts; returns the warmup iterations."""
-    total = args.prealign_iters + train_iters + args.postalign_iters
+    sched, align = cfg.schedule, cfg.alignment
+    total = align.prealign_iters + train_iters + align.postalign_iters
     if total < 1:
         raise ConfigError("nothing to train: --train-iters (or --train-samples / --train-epochs), "
                          "--prealign-iters and --postalign-iters are all 0")
-    warmup = args.lr_warmup_iters
-    if args.lr_warmup_fraction is not None:
-        if not 0 <= args.lr_warmup_fraction < 1:
+    warmup = sched.lr_warmup_iters
+    if sched.lr_warmup_fraction is not None:
+        if not 0 <= sched.lr_warmup_fraction < 1:
             raise ConfigError("--lr-warmup-fraction must be in [0, 1)")
-        if args.lr_warmup_iters:
+        if sched.lr_warmup_iters:
             raise ConfigError("give --lr-warmup-iters or --lr-warmup-fraction, not both")
-        warmup = int(args.lr_warmup_fraction * (args.lr_decay_iters or total))
-    if warmup >= (args.lr_decay_iters or total):
+        warmup = int(sched.lr_warmup_fraction * (sched.lr_decay_iters or total))
+    if warmup >= (sched.lr_decay_iters or total):
         raise ConfigError(
             f"--lr-warmup-iters {warmup} must be smaller than --lr-decay-iters "
             f"(default: all {total} iterations of all stages)"
@@ -365,28 +476,24 @@ def validate_schedule(args: argparse.Namespace, train_iters: int) -> int:
     return warmup
 
 
-def validate_finetuning(args: argparse.Namespace):
-    if args.sft and args.sft_packing:
+def validate_finetuning(cfg: TrainConfig):
+    ft, ckpt = cfg.finetune, cfg.checkpoint
+    if ft.sft and ft.sft_packing:
         raise ConfigError("give --sft (one record a sequence) or --sft-packing (several), not both")
-    if (args.sft or args.sft_packing) and (
-        args.prealign_iters or args.postalign_iters or args.alignment_during_pretraining
-    ):
+    align = cfg.alignment
+    if cfg.instruction_data and (align.prealign_iters or align.postalign_iters or align.alignment_during_pretraining):
         raise ConfigError("--sft / --sft-packing fine-tune on instruction data: run the alignment "
                          "stages in a pretraining run first and pass its --save as "
                          "--pretrained-checkpoint")
-    if (args.sft or args.sft_packing) and args.codeswitch_mode != "input-only":
+    if cfg.instruction_data and cfg.data.codeswitch_mode != "input-only":
         raise ConfigError("--sft / --sft-packing always honour the stored loss masks; drop --codeswitch-mode")
-    if args.pretrained_checkpoint is not None:
+    if ft.pretrained_checkpoint is not None:
         from megatron_prealign.training.checkpointing import complete_iterations
 
-        if not os.path.isdir(args.pretrained_checkpoint):
-            raise ConfigError(f"--pretrained-checkpoint {args.pretrained_checkpoint} is not a directory")
-        if not complete_iterations(args.pretrained_checkpoint):  # resume falls back to these too
-            raise ConfigError(f"--pretrained-checkpoint {args.pretrained_checkpoint} holds no "
+        if not os.path.isdir(ft.pretrained_checkpoint):
+            raise ConfigError(f"--pretrained-checkpoint {ft.pretrained_checkpoint} is not a directory")
+        if not complete_iterations(ft.pretrained_checkpoint):  # resume falls back to these too
+            raise ConfigError(f"--pretrained-checkpoint {ft.pretrained_checkpoint} holds no "
                              "complete checkpoint (no iter_* directory with a finished save)")
-    if args.finetune and not (args.load or args.pretrained_checkpoint):
+    if ft.finetune and not (ckpt.load or ft.pretrained_checkpoint):
         raise ConfigError("--finetune needs --load DIR or --pretrained-checkpoint DIR (the weights to start from)")
-
-
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)

@@ -22,20 +22,24 @@ from megatron_prealign.data.lm_dataset import MaskedGPTDataset, lm_dataset_confi
 from megatron_prealign.data.packing import thd_boundaries
 
 
-def build_datasets(args, tokenizer, num_samples: List[int], data_path=None):
-    """[train, valid, test] over `data_path` (default --data-path). In "original" codeswitch
-    mode the stored masks are ignored: plain GPTDataset, every token a target. With
-    --codeswitch-online the samples are codeswitched as they are read (data/online_codeswitch.py)."""
+def build_datasets(cfg, tokenizer, num_samples: List[int], data_path=None):
+    """[train, valid, test] of the TrainConfig ``cfg`` over `data_path` (default --data-path).
+    In "original" codeswitch mode the stored masks are ignored: plain GPTDataset, every token a
+    target. With --codeswitch-online the samples are codeswitched as they are read
+    (data/online_codeswitch.py)."""
     from megatron_prealign.data.online_codeswitch import OnlineCodeswitchGPTDataset, online_settings
 
+    data, seed = cfg.data, cfg.schedule.seed
     config = lm_dataset_config(
-        tokenizer, args.seq_length, args.seed, data_path=data_path or args.data_path,
-        split=args.split, path_to_cache=args.data_cache_path,
+        tokenizer, cfg.model.seq_length, seed, data_path=data_path or data.data_path,
+        split=data.split, path_to_cache=data.data_cache_path,
     )
-    dataset_class = MaskedGPTDataset if args.codeswitch_mode == "input-only" else GPTDataset
-    online = online_settings(args)
-    if online is not None:
-        config.codeswitch_online = online  # not part of the index cache key: same samples
+    dataset_class = MaskedGPTDataset if data.codeswitch_mode == "input-only" else GPTDataset
+    if data.codeswitch_online:
+        # not part of the index cache key: same samples
+        config.codeswitch_online = online_settings(
+            cfg.tokenizer.spec(), cfg.alignment.alignment_table, data.codeswitch_languages,
+            data.codeswitch_ratio, data.codeswitch_mode, seed)
         dataset_class = OnlineCodeswitchGPTDataset
     return BlendedMegatronDatasetBuilder(dataset_class, num_samples, lambda: True, config).build()
 

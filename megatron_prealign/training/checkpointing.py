@@ -54,6 +54,19 @@ def architecture(model_args) -> dict:
         "max_position_embeddings": model_args.max_position_embeddings or model_args.seq_length}
 
 
+def config_record(config) -> dict:
+    """What a checkpoint records of the run's TrainConfig (run_state["config"]): every setting
+    under its flag name with underscores (plain values and lists), as Megatron-LM keeps its
+    args in a checkpoint. Checkpoints written before this key existed have none; nothing reads it
+    back on resume (the flags of the resuming run rule, the architecture is checked apart)."""
+    return config.flat()
+
+
+def saved_config(directory: str) -> Optional[dict]:
+    """The settings a checkpoint directory (``iter_N``) recorded (config_record), or None."""
+    return read_run_state(directory).get("config")
+
+
 def check_architecture(saved: Optional[dict], expected: dict, where: str, other: str = "run",
                        error=ConfigError):
     """Raise `error` naming every key where the checkpoint's architecture differs from
