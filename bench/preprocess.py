@@ -7,7 +7,9 @@ text) and an alignment table (de + zh), each round measures, on the same text an
 number of cores (--workers):
 
 * the tokenizer alone: the tokenizer library's own batch encoder on batches of the already
-  parsed texts (no JSON, no files), --workers threads: the ceiling preprocessing can reach.
+  parsed texts (no JSON, no files), --workers threads: the ceiling preprocessing can reach,
+  except that SentencePiece BPE text goes through preprocessing's chunk cache
+  (megatron_prealign/data/chunk_cache.py, the same ids), which can beat it (ratios above 1).
   Per family (the ``--tokenizer-type`` preprocessing uses, and the limit):
 
   - ``sentencepiece`` (SentencePieceTokenizer, a SentencePiece BPE):
@@ -33,14 +35,17 @@ details. On a busy machine use a smaller --mb (the ratio is per byte).
 sizes: ``tools/preprocess_data.py`` with input-only codeswitching against a plain Megatron-LM-style
 run (bench/preprocess_reference.py: no codeswitching, megatron-core's tokenizer and writer, the
 tokenizer built in every worker), same SentencePiece model, input and --workers, the two
-alternated --repeats times per size. Reported per size and tool: median CPU time (user + system
+alternated --repeats times per size. ``--corpus FILE`` cuts the sizes from the leading lines of
+real text instead of generating English (whose small vocabulary flatters the chunk cache), and
+``--tokenizer-model`` gives the SentencePiece model. Reported per size and tool: median CPU time (user + system
 of the process and its workers) and wall time; from the two sizes, each tool's fixed start-up
 CPU and CPU per MB. Value: CPU-time ratio (ours / reference) at the larger size; targets (issue
 30): <= 0.8 at ~60 MB, <= 0.7 at ~600 MB.
 
     .venv/bin/python bench/preprocess.py [--mb 50] [--workers 2] [--repeats 3] \
         [--tokenizer-family {sentencepiece,hf,tiktoken,gpt2bpe}]
-    .venv/bin/python bench/preprocess.py --whole 60 600 --vocab-size 8000 --repeats 3
+    .venv/bin/python bench/preprocess.py --whole 60 600 --vocab-size 8000 --repeats 3 \
+        [--corpus real.jsonl --tokenizer-model spm.model]
 """
 
 import argparse

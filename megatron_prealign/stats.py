@@ -5,6 +5,9 @@ and chance levels, on `scipy.stats` (imported when used: command-line start-up s
 * :func:`proportion_interval`: Wilson score interval of an accuracy over items.
 * :func:`paired_sign_test`: two-sided exact sign test of paired differences (ties dropped).
 * :func:`paired_bootstrap`: mean paired difference with a seeded percentile bootstrap interval.
+* :func:`seed_item_bootstrap`: the same for paired differences grouped by seed, resampling
+  seeds and then items within them (a seed's runs share a base, so its items are not
+  independent of each other).
 * :func:`chance_level`: accuracy of guessing among ``n`` choices.
 """
 
@@ -91,6 +94,42 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 10
                              method="percentile", random_state=np.random.default_rng(seed))
     return PairedDifference(float(differences.mean()),
                             (float(result.confidence_interval.low), float(result.confidence_interval.high)))
+
+
+def seed_item_bootstrap(groups_a: Sequence[Sequence[float]], groups_b: Sequence[Sequence[float]],
+                        resamples: int = 10000, seed: int = 0,
+                        confidence: float = 0.95) -> PairedDifference:
+    """Mean paired difference over all items of all groups (seeds), with a two-stage percentile
+    bootstrap interval: each resample draws as many groups as there are, with replacement, then
+    each drawn group's items with replacement (the cluster bootstrap of Davison & Hinkley 1997,
+    sec. 3.8, with resampling at both stages). With few groups the interval reflects only the
+    spread of those groups (3 seeds: 10 distinct seed draws)."""
+    import numpy as np
+
+    if len(groups_a) != len(groups_b) or not groups_a:
+        raise ValueError("need the same number (>= 1) of groups of paired values")
+    groups = []
+    for a, b in zip(groups_a, groups_b):
+        if len(a) != len(b) or not len(a):
+            raise ValueError(f"a group of paired values of lengths {len(a)} and {len(b)}")
+        groups.append(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+    mean = float(np.concatenate(groups).mean())
+    rng = np.random.default_rng(seed)
+    sums = np.zeros(resamples)
+    counts = np.zeros(resamples)
+    picks = rng.integers(len(groups), size=(resamples, len(groups)))
+    for g, differences in enumerate(groups):
+        draws = (picks == g).sum(axis=1)  # how often each resample drew group g
+        for k in range(1, int(draws.max()) + 1):
+            rows = np.flatnonzero(draws >= k)
+            if rows.size:
+                items = rng.integers(differences.size, size=(rows.size, differences.size))
+                sums[rows] += differences[items].sum(axis=1)
+                counts[rows] += differences.size
+    means = sums / counts
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return PairedDifference(mean, (float(low), float(high)))
 
 
 def chance_level(choices: int, correct_choices: Optional[int] = 1) -> float:

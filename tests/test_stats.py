@@ -56,3 +56,28 @@ def test_chance_level_and_bad_input():
         stats.chance_level(0)
     with pytest.raises(ValueError):
         stats.paired_sign_test([1, 2], [1])
+
+
+def test_seed_item_bootstrap():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    # Three seeds whose effects differ (+0.05, +0.15, +0.25): the seed-and-item interval is wider
+    # than the pooled one, which treats all 600 pairs as independent.
+    groups_a = [(rng.random(200) < 0.3 + shift).astype(float) for shift in (0.05, 0.15, 0.25)]
+    groups_b = [(rng.random(200) < 0.3).astype(float) for _ in range(3)]
+    pooled = stats.paired_bootstrap(np.concatenate(groups_a), np.concatenate(groups_b))
+    nested = stats.seed_item_bootstrap(groups_a, groups_b, seed=3)
+    assert nested.mean == pytest.approx(pooled.mean)
+    assert nested.ci95[0] <= nested.mean <= nested.ci95[1]
+    assert nested.ci95[1] - nested.ci95[0] > 1.3 * (pooled.ci95[1] - pooled.ci95[0])
+    assert stats.seed_item_bootstrap(groups_a, groups_b, seed=3) == nested  # seeded
+    # One group: the ordinary paired bootstrap (same interval up to resampling noise).
+    single = stats.seed_item_bootstrap(groups_a[:1], groups_b[:1])
+    plain = stats.paired_bootstrap(groups_a[0], groups_b[0])
+    assert single.ci95 == pytest.approx(plain.ci95, abs=0.02)
+    # Groups without spread inside: the interval spans the group means' resampled averages.
+    constant = stats.seed_item_bootstrap([[1.0] * 5, [0.0] * 5], [[0.0] * 5, [0.0] * 5])
+    assert constant.mean == 0.5 and constant.ci95 == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        stats.seed_item_bootstrap([[1.0]], [[1.0, 0.0]])

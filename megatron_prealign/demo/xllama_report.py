@@ -74,17 +74,23 @@ def qa_cell(records: List[dict], run: str, language: str) -> dict:
 
 def paired(records: List[dict], run_a: str, run_b: str, language: str) -> Optional[dict]:
     """``run_a`` minus ``run_b`` on the same items: mean difference of 0/1 correctness with a
-    paired bootstrap interval, and the exact sign test on the discordant pairs (McNemar)."""
-    a, b = [], []
+    paired bootstrap interval over all (seed, item) pairs, one that resamples seeds and then
+    items (``seed_item_ci95``: a seed's runs share a base), and the exact sign test on the
+    discordant pairs (McNemar; valid pooled over seeds: under no effect every discordant pair is
+    a fair coin whatever its seed)."""
+    groups_a, groups_b = [], []
     for r in records:
         sa, sb = r["runs"][run_a]["scores"][language], r["runs"][run_b]["scores"][language]
         if "qa_correct" not in sa or "qa_correct" not in sb:
             return None  # records from before per-item scores
-        a += sa["qa_correct"]
-        b += sb["qa_correct"]
+        groups_a.append(sa["qa_correct"])
+        groups_b.append(sb["qa_correct"])
+    a, b = sum(groups_a, []), sum(groups_b, [])
     difference = stats.paired_bootstrap(a, b, seed=0)
+    nested = stats.seed_item_bootstrap(groups_a, groups_b, seed=0)
     sign = stats.paired_sign_test(a, b)
     return {"pairs": len(a), "mean_difference": difference.mean, "ci95": list(difference.ci95),
+            "seed_item_ci95": list(nested.ci95), "seeds": len(groups_a),
             "wins": sign.wins, "losses": sign.losses, "ties": sign.ties, "p_value": sign.p_value}
 
 
@@ -97,8 +103,11 @@ def _diff(test: Optional[dict]) -> str:
     if test is None:
         return "-"
     low, high = test["ci95"]
-    return (f"{100 * test['mean_difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
-            f"({test['wins']}:{test['losses']}, p={test['p_value']:.2g})")
+    text = f"{100 * test['mean_difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] "
+    if "seed_item_ci95" in test:
+        low, high = test["seed_item_ci95"]
+        text += f"[{100 * low:+.1f}, {100 * high:+.1f}] "
+    return text + f"({test['wins']}:{test['losses']}, p={test['p_value']:.2g})"
 
 
 def analyse(records: List[dict]) -> dict:
@@ -168,7 +177,8 @@ def report(records: List[dict]) -> str:
            f"chance level {100 * chance:.1f}%; accuracy % over all seeds' items [95% Wilson interval], "
            "per seed in brackets.", "",
            "| base | language | English-only QA % | CoIT QA % | same facts in English (Eng.-only / CoIT) % | "
-           "CoIT minus English-only, pp [95% paired bootstrap] (wins:losses, sign-test p) |",
+           "CoIT minus English-only, pp [95% paired bootstrap over items] [95% over seeds, then items] "
+           "(wins:losses, sign-test p) |",
            "|---|---|---|---|---|---|"]
     for base in bases:
         for target in TARGETS:
@@ -190,7 +200,8 @@ def report(records: List[dict]) -> str:
                                f"{_pct(q['coit'][relation])} | {_pct(q['english_only_en'][relation])} / "
                                f"{_pct(q['coit_en'][relation])} |")
     if a["base_comparisons"]:
-        out += ["", "Bases compared on the same items (pp [95% paired bootstrap] (wins:losses, sign-test p)):", "",
+        out += ["", "Bases compared on the same items (pp [95% paired bootstrap over items] [95% over seeds, "
+                "then items] (wins:losses, sign-test p)):", "",
                 "| comparison | tuning | " + " | ".join(TARGETS) + " |", "|---|---|" + "---|" * len(TARGETS)]
         pairs = sorted({key.rsplit("/", 1)[0] for key in a["base_comparisons"]})
         for pair in pairs:
