@@ -49,6 +49,7 @@ def test_translation_instructions_and_language_names(tmp_path):
     path.write_text(json.dumps({"prompt_input": "{instruction} | {input} =>", "chat_user": "U: {content}\nA:"}))
     template = PromptTemplate.from_file(str(path))
     assert template.render("Do", "x", "y") == ("Do | x =>", "y")
+    assert template.render("Do", "", "y") == ("Do |  =>", "y")  # no prompt_no_input: {input} empty
     assert template.render_messages([("user", "hi"), ("assistant", "yo")]) == [("U: hi\nA:", False), ("yo", True)]
     path.write_text(json.dumps({"prompt_input": "{instruction} {oops}"}))
     with pytest.raises(TemplateError, match="prompt_input has a field other than"):

@@ -102,7 +102,10 @@ def test_building_errors_name_the_flag(settings, flag):
     ({"train_iters": 4, "codeswitch_ratio": 0.1}, "--codeswitch-ratio"),
     ({"train_iters": 4, "log_interval": 0}, "--log-interval"),
     ({"train_iters": 4, "lr_warmup_iters": 4}, "--lr-warmup-iters"),
-], ids=["batch", "epochs", "save", "online", "positive", "warmup"])
+    ({"train_iters": 4, "enclone_mapping": "/nonexistent/map.json"}, "--enclone-mapping"),
+    ({"train_iters": 4, "overlap_param_gather": True}, "--overlap-param-gather"),
+    ({"train_iters": 4, "num_workers": -1}, "--num-workers"),
+], ids=["batch", "epochs", "save", "online", "positive", "warmup", "enclone", "overlap", "workers"])
 def test_validation_errors_name_the_flag(settings, flag):
     with pytest.raises(ConfigError, match=flag):
         arguments.validate(arguments.config(**{**FAKE, **settings}), 1)

@@ -145,7 +145,8 @@ class PromptTemplate:
         if input:
             prompt = self.prompt_input.format(instruction=instruction, input=input)
         else:
-            prompt = self.prompt_no_input.format(instruction=instruction)
+            # A user's template without prompt_no_input uses prompt_input, {input} left empty.
+            prompt = self.prompt_no_input.format(instruction=instruction, input="")
         return prompt, output + self.response_suffix
 
     def render_messages(self, messages: Sequence[Tuple[str, str]]) -> List[Tuple[str, bool]]:

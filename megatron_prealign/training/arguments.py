@@ -388,11 +388,11 @@ def validate(cfg: TrainConfig, world_size: int):
     if align.enclone_init and not align.enclone_mapping:
         raise ConfigError("--enclone-init needs --enclone-mapping (written by tools/make_enclone.py)")
     if align.enclone_mapping and not os.path.isfile(align.enclone_mapping):
-        raise ValueError(f"--enclone-mapping {align.enclone_mapping} does not exist")
+        raise ConfigError(f"--enclone-mapping {align.enclone_mapping} does not exist")
     if par.overlap_param_gather and not (par.use_distributed_optimizer and par.overlap_grad_reduce):
-        raise ValueError("--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce")
+        raise ConfigError("--overlap-param-gather needs --use-distributed-optimizer and --overlap-grad-reduce")
     if data.num_workers is not None and data.num_workers < 0:
-        raise ValueError("--num-workers must be >= 0")
+        raise ConfigError("--num-workers must be >= 0")
     if ckpt.save_interval and not ckpt.save:
         raise ConfigError("--save-interval needs --save DIR")
     for prefix in data_prefixes(data.data_path):
