@@ -153,3 +153,33 @@ def test_checkpoint_without_a_config_says_so(tmp_path, monkeypatch):
     assert checkpointing.saved_config(str(tmp_path)) is None
     with pytest.raises(ConfigError, match="records no training settings"):
         arguments.config_from_checkpoint(str(tmp_path))
+
+
+def _two_runs_with_a_signal(first, second):
+    """Rank body: SIGTERM arrives during the first of two runs in one process (a demo)."""
+    import signal
+
+    from megatron_prealign.training import loop, signals
+
+    finished = []
+    signals.install()  # as the run installs it; the signal comes as the first run starts
+    signal.raise_signal(signal.SIGTERM)
+    try:
+        for config in (first, second):
+            finished.append(loop.run(config))
+    except signals.ExitRequested as stop:
+        return {"finished": finished, "code": stop.code}
+    return {"finished": finished, "code": None}
+
+
+def test_a_signal_saves_and_ends_the_process_not_just_the_run(data, tmp_path):
+    from megatron_prealign.training import checkpointing
+
+    ckpt = str(tmp_path / "ckpt")
+    first = arguments.config(**python_settings(data, str(tmp_path / "a"), train_iters=6, save=ckpt))
+    second = arguments.config(**python_settings(data, str(tmp_path / "b"), train_iters=6))
+    result = run_distributed(_two_runs_with_a_signal, 1, first, second)[0]
+    # The first run saved at its first log iteration and ended the process with status 0; the
+    # second never started (before, it ran and stopped at its first iteration).
+    assert result == {"finished": [], "code": 0}
+    assert os.path.isdir(checkpointing.checkpoint_dir(ckpt, 1))

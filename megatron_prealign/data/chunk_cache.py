@@ -36,7 +36,7 @@ _PROBE = ("  The bank,  by the river-side 12 km.\n  Ufer, 银行 und naïve Stra
 # What str.split() splits at: the characters of str.isspace (tests compare).
 WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
               "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-# Distinct chunks kept before the cache starts over (about 100 bytes each: ~200 MB per worker).
+# Distinct chunks kept before the cache starts over (a worker reached 501 MiB with a full cache).
 DEFAULT_MAX_CHUNKS = 1 << 21
 
 

@@ -502,6 +502,7 @@ class Trainer:
                   "nothing to do", flush=True)
         interval_tokens, interval_start = 0, time.time()
         watch = _NonFiniteWatch()
+        signalled = False
         for chunk in self.chunks:
             chunk.train()
         while self.iteration < total:
@@ -532,8 +533,8 @@ class Trainer:
                 for chunk in self.chunks:
                     chunk.train()
             # The ranks agree on a signal at log iterations only (the check is a host sync).
-            stop = (log_now and signals.exit_requested()) or (
-                log.exit_interval and self.iteration % log.exit_interval == 0)
+            signalled = log_now and signals.exit_requested()
+            stop = signalled or (log.exit_interval and self.iteration % log.exit_interval == 0)
             # The last iteration of a stage followed by another (e.g. the end of pre-alignment)
             # is always saved: the pre-aligned model is a result of its own.
             stage_ends = self.iteration < total and self.plan.stage(self.iteration + 1) != stage
@@ -553,6 +554,8 @@ class Trainer:
                 self._save(stage)
         self.logger.close()
         self.lm_batches.close()
+        if signalled:  # saved: end the process, also a demo's or a study's sequence of runs
+            raise signals.ExitRequested()
         return self.iteration
 
 
