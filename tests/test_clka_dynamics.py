@@ -194,6 +194,7 @@ def test_driver_and_command_end_to_end(tmp_path, capsys):
     assert run_distributed(_cli_rank, 1, argv)[0] == 0
     result = json.load(open(again))
     assert result["pooled"] == saved["runs"]["prealign"]["pooled"] and os.path.getsize(plot) > 0
+    assert result["checkpoint"] == ckpt  # the run, not its first period's iteration directory
     from megatron_prealign.cli import evaluate as cli
 
     # Checked before any model is loaded, so in this process: status 2, a message, no output.

@@ -244,7 +244,8 @@ def _run_clka_dynamics(args, tokenizer) -> dict:
 
     start = time.time()
     first = load_at(args.period_iterations[0])  # vocabulary checks before the long part
-    result = {"command": args.command, "checkpoint": first.directory,
+    # The run's save directory: the result covers every period's checkpoint in it.
+    result = {"command": args.command, "checkpoint": args.load,
               "architecture": first.run_state.get("architecture"), "input": args.input,
               "seq_length": first.seq_length}
     loaded = {args.period_iterations[0]: first}
