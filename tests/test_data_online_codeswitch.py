@@ -212,3 +212,24 @@ def test_online_configuration_errors(data, tmp_path, flags, message):
         del argv[at : at + (1 if flag == "codeswitch_online" else 2)]
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         arguments.validate(arguments.parse_config(argv), 1)
+
+
+def test_online_codeswitching_same_losses_at_tp2_pp2(data, tmp_path):
+    """Every rank draws the same switches (a hash of seed, sample and span), so TP=2 x PP=2 on
+    4 gloo ranks trains on what one process trains on: from the same checkpoint (the layouts
+    initialise their shards differently), the same losses up to reduction order."""
+    ckpt = str(tmp_path / "ckpt")
+    common = dict(hidden_dropout=0.0, attention_dropout=0.0)
+    (tmp_path / "start").mkdir()
+    run_distributed(pretrain_case.run_pretrain, 1,
+                    online_argv(data, tmp_path / "start", train_iters=3, exit_interval=1, save=ckpt, **common))
+    runs = {}
+    for name, nproc, flags in (("single", 1, {}),
+                               ("tp2pp2", 4, dict(tensor_model_parallel_size=2, pipeline_model_parallel_size=2))):
+        work = tmp_path / name
+        work.mkdir()
+        run_distributed(pretrain_case.run_pretrain, nproc,
+                        online_argv(data, work, train_iters=3, load=ckpt, **common, **flags), timeout=900)
+        runs[name] = {r["iteration"]: r["lm_loss"] for r in pretrain_case.read_log(str(work))}
+    assert sorted(runs["single"]) == [2, 3]
+    assert runs["tp2pp2"] == pytest.approx(runs["single"], rel=1e-5)
