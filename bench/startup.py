@@ -27,7 +27,7 @@ MODULES = (
     "megatron_prealign.pretrain",
     "megatron_prealign.demo",
     "megatron_prealign.cli.launch_plan",
-    "megatron_prealign.gpu_check",
+    "megatron_prealign.cli.gpu_check",
 )
 
 

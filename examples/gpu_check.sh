@@ -196,7 +196,7 @@ fi
 stop_sampler
 SAMPLER_PID=""
 
-"${PYTHON}" -m megatron_prealign.gpu_check "${SUMMARY_ARGS[@]}" "${SHORT_RUNS[@]}" "${ROUND_TRIP[@]}" "${SKIPPED[@]}" \
+"${PYTHON}" -m megatron_prealign.cli.gpu_check "${SUMMARY_ARGS[@]}" "${SHORT_RUNS[@]}" "${ROUND_TRIP[@]}" "${SKIPPED[@]}" \
   --resume-iteration "${STOP_AT}" \
   --resume-rtol "${RESUME_RTOL:-0}" --memory-samples "${MEMORY_LOG}" --gpu-name "${GPU_NAME}" \
   -- "${COMMON[@]}"

@@ -7,19 +7,17 @@ GPU memory `nvidia-smi` sampled, the Hugging Face round trip's comparison
 Per layout, ``tokens_per_sec`` / ``tflops`` / ``mfu`` are the pretraining steps' (pre-alignment
 off) and ``with_prealignment`` the same for the pre-alignment steps (LM FLOPs only).
 
-    python -m megatron_prealign.gpu_check --layout NAME STRAIGHT_DIR RESUMED_DIR EVAL_JSON GPUS \\
+    python -m megatron_prealign.cli.gpu_check --layout NAME STRAIGHT_DIR RESUMED_DIR EVAL_JSON GPUS \\
         [--layout ...] --resume-iteration K [--memory-samples FILE] [--gpu-name NAME] \\
         [--hf-round-trip COMPARE_JSON] [--skipped NAME WHY ...] -- PRETRAIN_FLAGS
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import statistics
-import sys
 from typing import List, Optional
 
 # Dense bf16 peak TFLOP/s (NVIDIA data sheets), by a substring of nvidia-smi's upper-cased name;
@@ -100,32 +98,20 @@ def peak_memory_mib(path: Optional[str]) -> Optional[float]:
     return max(values) if values else None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pretrain_flags = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="gpu_check")
-    parser.add_argument("--layout", nargs=5, action="append", required=True,
-                        metavar=("NAME", "STRAIGHT_DIR", "RESUMED_DIR", "EVAL_JSON", "GPUS"))
-    parser.add_argument("--resume-iteration", type=int, required=True)
-    parser.add_argument("--resume-rtol", type=float, default=0.0)
-    parser.add_argument("--memory-samples")
-    parser.add_argument("--gpu-name")
-    parser.add_argument("--short-run", nargs=2, action="append", default=[], metavar=("NAME", "LOG_DIR"),
-                        help="a few steps (e.g. fp8 with pre-alignment) that must log finite losses")
-    parser.add_argument("--skipped", nargs=2, action="append", default=[], metavar=("NAME", "WHY"))
-    parser.add_argument("--hf-round-trip", metavar="COMPARE_JSON",
-                        help="megatron_prealign.hf_round_trip compare's output (missing: the round trip failed)")
-    args = parser.parse_args(own)
-
+def summarize(layouts_given, resume_iteration: int, pretrain_flags: List[str], resume_rtol: float = 0.0,
+              memory_samples: Optional[str] = None, gpu_name: Optional[str] = None, short_run=(),
+              skipped=(), hf_round_trip: Optional[str] = None) -> dict:
+    """The verdict (module docstring) from the runs' outputs: ``layouts_given`` holds
+    (name, straight dir, resumed dir, evaluation JSON, GPUs) per layout, ``short_run``
+    (name, log dir), ``skipped`` (name, why); ``ok`` and ``failures`` say whether a check failed."""
     per_token = flops_per_token(pretrain_flags)
-    peak = peak_tflops(args.gpu_name)
+    peak = peak_tflops(gpu_name)
     layouts, failures = {}, []
-    for name, straight_dir, resumed_dir, eval_json, gpus in args.layout:
+    for name, straight_dir, resumed_dir, eval_json, gpus in layouts_given:
         entry = {"gpus": int(gpus)}
         try:
             straight, resumed = read_log(straight_dir), read_log(resumed_dir)
-            problems = resume_mismatches(straight, resumed, args.resume_iteration, args.resume_rtol)
+            problems = resume_mismatches(straight, resumed, resume_iteration, resume_rtol)
             entry["exact_resume"] = not problems
             failures += [f"{name}: {p}" for p in problems]
             entry.update(throughput(straight, per_token, int(gpus), peak))
@@ -141,7 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             failures.append(f"{name}: {type(error).__name__}: {error}")
         layouts[name] = entry
     short_runs = {}
-    for name, log_dir in args.short_run:
+    for name, log_dir in short_run:
         try:
             records = read_log(log_dir)
         except (OSError, ValueError):
@@ -152,29 +138,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not ok:
             failures.append(f"{name}: no finite pre-alignment losses logged ({log_dir})")
     round_trip = None
-    if args.hf_round_trip:
+    if hf_round_trip:
         try:
-            with open(args.hf_round_trip) as handle:
+            with open(hf_round_trip) as handle:
                 round_trip = json.load(handle)
         except (OSError, ValueError) as error:
             round_trip = {"ok": False, "error": f"{type(error).__name__}: {error}"}
         if not round_trip.get("ok"):
             failures.append(f"hf_round_trip: {round_trip.get('error') or round_trip} "
-                            f"(logs beside {args.hf_round_trip})")
+                            f"(logs beside {hf_round_trip})")
     first = next(iter(layouts.values()))
-    result = {
+    return {
         "metric": "gpu_check_mfu", "value": first.get("mfu"), "target": None,
-        "ok": not failures, "failures": failures, "gpu": args.gpu_name, "peak_bf16_tflops": peak,
-        "flops_per_token": per_token, "peak_memory_mib": peak_memory_mib(args.memory_samples),
-        "layouts": layouts, "short_runs": short_runs, "hf_round_trip": round_trip, "skipped": dict(args.skipped),
+        "ok": not failures, "failures": failures, "gpu": gpu_name, "peak_bf16_tflops": peak,
+        "flops_per_token": per_token, "peak_memory_mib": peak_memory_mib(memory_samples),
+        "layouts": layouts, "short_runs": short_runs, "hf_round_trip": round_trip, "skipped": dict(skipped),
     }
-    for name, why in args.skipped:
-        print(f"gpu_check: skipped {name}: {why}", file=sys.stderr)
-    for failure in failures:
-        print(f"gpu_check: FAILED {failure}", file=sys.stderr)
-    print(json.dumps(result))
-    return 0 if not failures else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

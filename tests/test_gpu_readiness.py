@@ -421,6 +421,7 @@ def test_gpu_check_script_cpu_dry_run(tmp_path, synthetic_script_data):
 
 def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path):
     from megatron_prealign import gpu_check
+    from megatron_prealign.cli import gpu_check as cli
 
     def write(directory, losses):
         directory.mkdir()
@@ -440,8 +441,8 @@ def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path)
               "NVIDIA H100 80GB HBM3", "--", *flags]
     layout = ["--layout", "single", str(tmp_path / "straight")]
     tail = [str(tmp_path / "eval.json"), "1"]
-    assert gpu_check.main([*layout, str(tmp_path / "good"), *tail, *common]) == 0
-    assert gpu_check.main([*layout, str(tmp_path / "bad"), *tail, *common]) == 1
+    assert cli.main([*layout, str(tmp_path / "good"), *tail, *common]) == 0
+    assert cli.main([*layout, str(tmp_path / "bad"), *tail, *common]) == 1
     # a short run (fp8 with pre-alignment) must log finite pre-alignment losses
     for name, loss in (("fp8_good", 2.0), ("fp8_nan", float("nan"))):
         (tmp_path / name).mkdir()
@@ -450,13 +451,13 @@ def test_gpu_check_summary_fails_on_a_resume_mismatch_and_computes_mfu(tmp_path)
     skipped = ["--skipped", "tp2", "needs 2 GPUs"]
     for name, code in (("fp8_good", 0), ("fp8_nan", 1), ("missing", 1)):
         argv = [*layout, str(tmp_path / "good"), *tail, "--short-run", "fp8", str(tmp_path / name), *skipped, *common]
-        assert gpu_check.main(argv) == code, name
+        assert cli.main(argv) == code, name
     # the Hugging Face round trip: its comparison must exist and be ok
     (tmp_path / "rt_good.json").write_text(json.dumps({"ok": True, "relative_difference": 1e-7}))
     (tmp_path / "rt_bad.json").write_text(json.dumps({"ok": False, "relative_difference": 0.5}))
     for name, code in (("rt_good.json", 0), ("rt_bad.json", 1), ("rt_missing.json", 1)):
         argv = [*layout, str(tmp_path / "good"), *tail, "--hf-round-trip", str(tmp_path / name), *common]
-        assert gpu_check.main(argv) == code, name
+        assert cli.main(argv) == code, name
     # tokens/s: median of 2000, 3000, 4000 (the first record is warm-up)
     assert gpu_check.throughput(gpu_check.read_log(str(tmp_path / "straight")), per_token, 1, 989.0)["mfu"] == \
         pytest.approx(3000.0 * per_token / 1e12 / 989.0)
