@@ -93,11 +93,14 @@ class XllamaDemoConfig:
     def full(cls) -> "XllamaDemoConfig":
         """QA that can show an effect: 110 held-out people (220 items per cell), 4 attribute values
         (chance 1/4), facts in 70% of the English sentences, answers of one word, 90 training
-        people for the fact questions of instruction tuning; a codeswitching-only base; a 6-point
-        sweep per language; both MuIT splits fine-tuned with 3 seeds (the noise the allocation is
-        compared with). Sized to run in ~25 min per seed on one thread of a shared machine."""
+        people for the fact questions of instruction tuning; 2000 LM batches per base and gentler,
+        longer instruction tuning (lr 3e-4, 160 steps: at 1e-3 the tuning overwrites what the base
+        knows; docs/xllama.md, "the base's knowledge"); a codeswitching-only base; a 6-point sweep
+        per language; both MuIT splits fine-tuned with 3 seeds (the noise the allocation is
+        compared with). Sized to run in ~40 min per seed on one thread of a shared machine."""
         return cls(people=200, held_out_people=110, attribute_values=4, english_docs=3000, fact_share=0.7,
-                   bases=("joint", "codeswitch", "prealign"), train_iters=900, finetune_iters=80,
+                   bases=("joint", "codeswitch", "prealign"), train_iters=1850, finetune_iters=160,
+                   finetune_lr=3e-4,
                    sweep_sizes=(100, 200, 400, 800, 1600, 3200), budget=1600,
                    translation_pool=3200, translation_test=60, sweep_qa=False, noise_repeats=2,
                    qa_max_new_tokens=8, short_answers=True, max_new_tokens=32)
