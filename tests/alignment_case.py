@@ -226,9 +226,7 @@ def run_degenerate(family="gpt2"):
     alignment.begin_step(1)
     with torch.no_grad():
         output, _ = alignment.forward_step(evaluation_batch, chunks[0])
-    from megatron_prealign.alignment import capture
-
-    registered = len(capture._by_mask)  # microbatches kept for a backward pass
+    registered = alignment.capture_session.pending()  # microbatches kept for a backward pass
     evaluation = alignment.end_step()
     return {
         "singleton_log": statistics.as_log_dict(),
