@@ -25,6 +25,8 @@ import os
 import random
 from typing import Optional
 
+from megatron_prealign.data.synthetic import ENGLISH
+
 # The tiny LLaMA: grouped-query attention, untied output layer, head dim 32 (TE's fused
 # attention kernels take it), SwiGLU.
 MODEL = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -37,7 +39,7 @@ TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
 
 
 def make_model(out: str, vocab_size: int, seed: int = 0) -> None:
-    import torch
+    import torch  # torch, transformers, megatron-core: where used (cli/hf_round_trip.py --help stays light)
     import transformers
 
     config = transformers.LlamaConfig(vocab_size=vocab_size, **MODEL)
@@ -55,7 +57,6 @@ def make_data(out: str, records: int = 48, seed: int = 0) -> None:
     ``out`` and their prompt template in ``out``.template.json."""
     with open(out + ".template.json", "w", encoding="utf-8") as handle:
         json.dump(TEMPLATE, handle)
-    from megatron_prealign.data.synthetic import ENGLISH
 
     rng = random.Random(seed)
     with open(out, "w", encoding="utf-8") as handle:

@@ -44,6 +44,7 @@ from megatron_prealign.errors import ConfigError
 import torch
 
 from megatron.core import parallel_state
+from megatron.core.distributed import DistributedDataParallel
 from megatron.core.utils import unwrap_model
 
 from megatron_prealign.alignment import attention_path, capture
@@ -272,8 +273,6 @@ def _wait_for_output_weight(model_chunk, gpt_model):
 
 def _ddp_gradient_scale(model_chunk) -> float:
     """The factor megatron's DDP applies to the sum over DP ranks of the local gradients."""
-    from megatron.core.distributed import DistributedDataParallel
-
     if not isinstance(model_chunk, DistributedDataParallel) or not model_chunk.buffers:
         return 1.0  # no data-parallel reduction by megatron-core
     factors = {buffer.gradient_scaling_factor for buffer in model_chunk.buffers}

@@ -28,7 +28,9 @@ from megatron_prealign import runtime
 from megatron_prealign.alignment import capture
 from megatron_prealign.alignment.microbatch import block_diagonal_causal_mask
 from megatron_prealign.alignment.collectives import complete_partial_sums
+from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.evaluation.alignment_similarity import state_names
+from megatron_prealign.evaluation.translation import read_pairs
 from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel
 
 
@@ -107,8 +109,6 @@ def similarity_by_state(source: torch.Tensor, target: torch.Tensor) -> Dict[str,
 
 
 def read_parallel(jsonl, src_file, tgt_file, src_lang, tgt_lang):
-    from megatron_prealign.evaluation.translation import read_pairs
-
     pairs = read_pairs(src_file, tgt_file, jsonl, src_lang, tgt_lang)
     return pairs["sources"], pairs["references"]
 
@@ -130,8 +130,6 @@ def plot_representation(result: Dict, path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from megatron_prealign.data.atomic import save_figure
 
     x = np.arange(len(result["states"]))
     figure, axis = plt.subplots(figsize=(7, 4))
