@@ -40,7 +40,7 @@ def main():
 
     from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, is_alignment_batch
-    from megatron_prealign.alignment.random_batches import random_groups
+    from megatron_prealign.testing.random_batches import random_groups
     from megatron_prealign.alignment.microbatch import pack_forms
     from megatron_prealign.model import ModelArgs, build_model
 

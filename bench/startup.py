@@ -28,6 +28,7 @@ MODULES = (
     "megatron_prealign.demo",
     "megatron_prealign.cli.launch_plan",
     "megatron_prealign.cli.gpu_check",
+    "megatron_prealign.cli.hf_round_trip",
 )
 
 

@@ -30,7 +30,7 @@ def main():
     from megatron_prealign.training import arguments
     from megatron_prealign.training.batches import LMBatches, build_datasets
     from megatron_prealign.training.loop import Trainer
-    from tests import pretrain_case
+    from megatron_prealign.testing import pretrain_case
 
     torch.set_num_threads(1)
     work = tempfile.mkdtemp(prefix="bench_train_step_")

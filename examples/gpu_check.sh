@@ -161,7 +161,7 @@ hf_round_trip() {
   local rt_precision=()
   if ((!CPU_DRY)); then rt_precision=(--bf16); fi
   rm -rf "${RT}" && mkdir -p "${RT}"
-  "${PYTHON}" -m megatron_prealign.hf_round_trip prepare --out "${RT}" \
+  "${PYTHON}" -m megatron_prealign.cli.hf_round_trip prepare --out "${RT}" \
     --tokenizer-model "${DATA}/spm.model" > "${RT}/make.out" 2>&1 || return 1
   "${PYTHON}" "${ROOT}/tools/build_instruction_data.py" --format alpaca --input "${RT}/instructions.jsonl" \
     --lang en --template "${RT}/instructions.jsonl.template.json" --output-prefix "${RT}/sft" --seq-length 128 \
@@ -179,7 +179,7 @@ hf_round_trip() {
   "${PYTHON}" "${ROOT}/tools/convert_checkpoint.py" export-hf --load "${RT}/finetuned" --out "${RT}/hf_out" \
     --tokenizer-type SentencePieceTokenizer --tokenizer-model "${DATA}/spm.model" --no-progress \
     > "${RT}/export.out" 2>&1 || return 1
-  "${PYTHON}" -m torch.distributed.run --standalone --nproc-per-node 1 -m megatron_prealign.hf_round_trip \
+  "${PYTHON}" -m torch.distributed.run --standalone --nproc-per-node 1 -m megatron_prealign.cli.hf_round_trip \
     compare --load "${RT}/finetuned" --hf-dir "${RT}/hf_out" --original-hf-dir "${RT}/hf_in" \
     --output "${RT}/compare.json" "${rt_precision[@]}" > "${RT}/compare.out" 2>&1 || return 1
 }

@@ -1,10 +1,11 @@
 """The Hugging Face round trip of `examples/gpu_check.sh`: a tiny random LLaMA made with
 transformers -> `import-hf` -> a few `--sft-packing` fine-tuning steps -> `export-hf` -> the
 exported model's logits in transformers against this project's logits of the fine-tuned
-checkpoint. The shell script runs the tools between the steps of this module:
+checkpoint. The shell script runs the tools between the steps of this module, whose command line is
+:mod:`megatron_prealign.cli.hf_round_trip`:
 
-    python -m megatron_prealign.hf_round_trip prepare --out DIR --tokenizer-model SPM_MODEL
-    python -m megatron_prealign.hf_round_trip compare --load CKPT --hf-dir DIR --output FILE.json \\
+    python -m megatron_prealign.cli.hf_round_trip prepare --out DIR --tokenizer-model SPM_MODEL
+    python -m megatron_prealign.cli.hf_round_trip compare --load CKPT --hf-dir DIR --output FILE.json \\
         [--original-hf-dir DIR] [--bf16]
 
 `compare` loads the checkpoint with the run's layers (Transformer Engine when it trained with
@@ -18,13 +19,13 @@ error (a transposed or misordered QKV / gate-up block, a lost norm) moves logits
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import random
-import sys
-from typing import List, Optional
+from typing import Optional
+
+from megatron_prealign.data.synthetic import ENGLISH
 
 # The tiny LLaMA: grouped-query attention, untied output layer, head dim 32 (TE's fused
 # attention kernels take it), SwiGLU.
@@ -38,7 +39,7 @@ TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
 
 
 def make_model(out: str, vocab_size: int, seed: int = 0) -> None:
-    import torch
+    import torch  # torch, transformers, megatron-core: where used (cli/hf_round_trip.py --help stays light)
     import transformers
 
     config = transformers.LlamaConfig(vocab_size=vocab_size, **MODEL)
@@ -56,7 +57,6 @@ def make_data(out: str, records: int = 48, seed: int = 0) -> None:
     ``out`` and their prompt template in ``out``.template.json."""
     with open(out + ".template.json", "w", encoding="utf-8") as handle:
         json.dump(TEMPLATE, handle)
-    from megatron_prealign.data.synthetic import ENGLISH
 
     rng = random.Random(seed)
     with open(out, "w", encoding="utf-8") as handle:
@@ -65,6 +65,17 @@ def make_data(out: str, records: int = 48, seed: int = 0) -> None:
             task, output = (("Repeat the text.", words) if index % 2 else ("Reverse the words.", words[::-1]))
             record = {"instruction": task, "input": " ".join(words), "output": " ".join(output)}
             handle.write(json.dumps(record) + "\n")
+
+
+def prepare(out: str, tokenizer_model: str) -> None:
+    """``out``/hf_in (the tiny LLaMA, the SentencePiece model's vocabulary) and
+    ``out``/instructions.jsonl (+ .template.json)."""
+    import sentencepiece  # optional: examples/gpu_check.sh skips the round trip without it
+
+    os.makedirs(out, exist_ok=True)
+    vocab = sentencepiece.SentencePieceProcessor(model_file=tokenizer_model).get_piece_size()
+    make_model(os.path.join(out, "hf_in"), vocab)
+    make_data(os.path.join(out, "instructions.jsonl"))
 
 
 def _our_logits(load: str, tokens, bf16: bool):
@@ -118,37 +129,3 @@ def compare(load: str, hf_dir: str, bf16: bool, original_dir: Optional[str] = No
             "max_abs_difference": difference, "relative_difference": relative,
             "tolerance": TOLERANCE[precision], "precision": precision, "transformer_impl": impl,
             "exported_class": type(exported).__name__, "tokens": list(tokens.shape)}
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf_round_trip")
-    commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser("prepare", help="DIR/hf_in (the model), DIR/instructions.jsonl (+ .template.json)")
-    prepare.add_argument("--out", required=True)
-    prepare.add_argument("--tokenizer-model", required=True, help="SentencePiece model (its vocabulary size)")
-    check = commands.add_parser("compare")
-    check.add_argument("--load", required=True)
-    check.add_argument("--hf-dir", required=True)
-    check.add_argument("--output", required=True)
-    check.add_argument("--original-hf-dir", help="the model before fine-tuning (its logits must differ)")
-    check.add_argument("--bf16", action="store_true")
-    args = parser.parse_args(argv)
-    if args.command == "prepare":
-        import sentencepiece
-
-        os.makedirs(args.out, exist_ok=True)
-        vocab = sentencepiece.SentencePieceProcessor(model_file=args.tokenizer_model).get_piece_size()
-        make_model(os.path.join(args.out, "hf_in"), vocab)
-        make_data(os.path.join(args.out, "instructions.jsonl"))
-    else:
-        result = compare(args.load, args.hf_dir, args.bf16, args.original_hf_dir)
-        with open(args.output, "w") as handle:
-            json.dump(result, handle)
-        print(json.dumps(result))
-        if not result["ok"]:
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

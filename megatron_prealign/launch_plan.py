@@ -55,6 +55,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
 from megatron_prealign.training import arguments
 from megatron_prealign.training.config import TrainConfig
 from megatron_prealign.training.vocab import pad_vocab_size
@@ -104,8 +105,6 @@ def resolve_vocab(cfg: TrainConfig, assumed: int) -> (int, str):
     tp = cfg.parallel.tensor_model_parallel_size
     if cfg.tokenizer.tokenizer_model and os.path.exists(cfg.tokenizer.tokenizer_model) and not cfg.alignment.enclone_mapping:
         try:
-            from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
-
             size = build_tokenizer_from_spec(cfg.tokenizer.spec()).vocab_size
             return padded_vocab(size, tp), f"tokenizer {cfg.tokenizer.tokenizer_model} ({size} tokens), padded"
         except Exception as error:  # a dry run must not fail on a tokenizer it cannot load here

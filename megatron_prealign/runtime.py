@@ -183,6 +183,8 @@ def set_seed(seed: int):
     """Megatron-LM's seeding: the same seed on every rank except one offset per pipeline stage
     (so stages initialise different layers differently); megatron's tracker gives TP ranks
     their own dropout stream."""
+    # megatron-core is imported where used, not at the top: this module must import (and report a
+    # missing or unsupported megatron-core itself, check_megatron_core_version) without it
     from megatron.core import parallel_state, tensor_parallel
 
     stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()

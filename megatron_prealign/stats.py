@@ -27,7 +27,7 @@ class Summary:
 
 
 def summary(values: Sequence[float], confidence: float = 0.95) -> Summary:
-    from scipy import stats
+    from scipy import stats  # scipy is slow to import: only when a statistic is computed (here and below)
 
     values = [float(v) for v in values]
     if not values:

@@ -175,3 +175,93 @@ def test_batched_states_and_row_shares_match_the_plain_loss():
         assert shares[state].item() == pytest.approx(expected.item(), rel=1e-6)
     pair_sums = pair_similarity_sums(z, groups, valid, slice(0, 3)) + pair_similarity_sums(z, groups, valid, slice(3, 7))
     assert torch.allclose(pair_sums[1], pair_similarity_sums(z[1], groups, valid))
+
+
+class _FakeLayer(torch.nn.Module):
+    def __init__(self, layer_number):
+        super().__init__()
+        self.layer_number = layer_number
+
+    def forward(self, hidden, attention_mask=None):
+        return hidden + 1.0, None
+
+
+class _FakeGPT(torch.nn.Module):
+    """What the capture hooks touch of a GPTModel chunk: embedding, decoder layers, final norm."""
+
+    def __init__(self, num_layers=2):
+        super().__init__()
+        self.pre_process = True
+        self.embedding = torch.nn.Identity()
+        self.decoder = torch.nn.Module()
+        self.decoder.layers = torch.nn.ModuleList(_FakeLayer(i + 1) for i in range(num_layers))
+        self.decoder.final_layernorm = torch.nn.Identity()
+
+    def forward(self, hidden, mask):
+        hidden = self.embedding(hidden)
+        for layer in self.decoder.layers:
+            hidden, _ = layer(hidden, attention_mask=mask)
+        return self.decoder.final_layernorm(hidden)
+
+    def hook_count(self):
+        return sum(len(m._forward_hooks) for m in self.modules())
+
+
+def _fake_microbatch(needs_backward=False):
+    from megatron_prealign.alignment.capture import MicrobatchContext
+
+    segments = torch.tensor([[0, 0, 1, -1]])
+    mask = block_diagonal_causal_mask(segments)
+    context = MicrobatchContext(segments, 2, mask, num_layers=2, sequence_parallel=False,
+                                needs_backward=needs_backward)
+    return context, torch.ones(4, 1, 3), mask  # hidden states [s, b, h]
+
+
+def test_capture_session_owns_its_hooks_and_microbatches():
+    from megatron_prealign.alignment.capture import CaptureSession
+
+    model = _FakeGPT()
+    with CaptureSession([model]) as session:
+        assert model.hook_count() == 4  # embedding, two layers, final norm
+        context, hidden, mask = _fake_microbatch()
+        with session.running(context):
+            model(hidden, mask)
+        # states 0 (embedding), 1 (layer 1) and 2 (after the final norm, not layer 2's output)
+        assert sorted(context.slots) == [0, 1, 2]
+        assert context.slots[1].sums[:, 0].tolist() == [4.0, 2.0]
+        assert context.slots[2].sums[:, 0].tolist() == [6.0, 3.0]
+        assert session.pending() == 0  # no backward pass needed: nothing kept
+
+        later, hidden, mask = _fake_microbatch()
+        model(hidden, mask)  # outside running(): not captured
+        assert later.slots == {}
+
+        kept, hidden, mask = _fake_microbatch(needs_backward=True)
+        with session.running(kept):
+            model(hidden, mask)
+        assert session.pending() == 1 and not kept.pooling
+        with pytest.raises(RuntimeError, match="already running"):
+            with session.running(kept):
+                with session.running(kept):
+                    pass
+        session.clear()
+        assert session.pending() == 0
+    assert model.hook_count() == 0
+    session.remove()  # idempotent
+
+
+def test_capture_sessions_on_one_model_are_independent():
+    from megatron_prealign.alignment.capture import CaptureSession
+
+    model = _FakeGPT()
+    first, second = CaptureSession([model]), CaptureSession([model])
+    try:
+        context, hidden, mask = _fake_microbatch(needs_backward=True)
+        with first.running(context):
+            model(hidden, mask)
+        assert first.pending() == 1 and second.pending() == 0
+        assert context.slots[1].sums[:, 0].tolist() == [4.0, 2.0]  # pooled once, not twice
+    finally:
+        first.remove()
+        second.remove()
+    assert model.hook_count() == 0

@@ -21,6 +21,7 @@ LAYERS = [
     {"evaluation", "hf", "gpu_check", "hf_round_trip"},
     {"cli"},
     {"demo", "pretrain"},
+    {"testing"},  # fixtures of the tests and benchmarks: may import anything, imported by nothing
 ]
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 
@@ -78,6 +79,33 @@ def test_no_upward_or_sideways_import():
     assert not wrong, "imports against the layering:\n" + "\n".join(sorted(wrong))
 
 
+def test_no_library_module_imports_the_testing_fixtures():
+    graph = _graph()
+    wrong = [f"{module} -> {target}" for module, targets in graph.items() if _part(module) != "testing"
+             for target in targets if _part(target) == "testing"]
+    assert not wrong, "library modules importing megatron_prealign.testing:\n" + "\n".join(sorted(wrong))
+
+
+def _top_level_imports(path):
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_package_and_the_benchmarks_do_not_import_the_test_suite():
+    """Fixtures the benchmarks share with the tests live in megatron_prealign.testing; the
+    package imports none of tests/, bench/, tools/."""
+    wrong = [f"{path.relative_to(PACKAGE.parent)} imports {sorted(found)}"
+             for path in [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "bench").glob("*.py")]
+             if (found := _top_level_imports(path) & ({"tests"} if path.parent.name == "bench"
+                                                       else {"tests", "bench", "tools"}))]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_no_import_circle():
     graph = _graph()
     index, low, stack, on_stack, circles = {}, {}, [], set(), []
@@ -114,14 +142,18 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path, monkeypatch):
     fake = tmp_path / "megatron_prealign"
     for rel, text in {"__init__.py": "", "runtime.py": "from megatron_prealign.data import a\n",
                       "data/__init__.py": "", "data/a.py": "from megatron_prealign.data import b\n",
-                      "data/b.py": "def f():\n    from . import a\n"}.items():
+                      "data/b.py": "def f():\n    from . import a\n",
+                      "data/c.py": "from megatron_prealign.testing import fixtures\n",
+                      "testing/__init__.py": "", "testing/fixtures.py": ""}.items():
         (fake / rel).parent.mkdir(parents=True, exist_ok=True)
         (fake / rel).write_text(text)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     graph = _graph()
     assert graph["megatron_prealign.runtime"] == {"megatron_prealign.data.a"}
     assert graph["megatron_prealign.data.b"] == {"megatron_prealign.data.a"}
-    for check in (test_no_upward_or_sideways_import, test_no_import_circle):
+    assert graph["megatron_prealign.data.c"] == {"megatron_prealign.testing.fixtures"}
+    for check in (test_no_upward_or_sideways_import, test_no_import_circle,
+                  test_no_library_module_imports_the_testing_fixtures):
         try:
             check()
         except AssertionError:

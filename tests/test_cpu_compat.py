@@ -167,3 +167,155 @@ def _rng_and_layers_rank():
 
 def test_rng_tracker_layers_recompute_and_clipping():
     assert run_distributed(_rng_and_layers_rank, 1)[0]["ok"] == 1
+
+
+def _tensor_methods():
+    return {name: torch.Tensor.__dict__.get(name) for name in ("type", "cuda")}
+
+
+def test_tensor_methods_are_swapped_only_while_a_wrapped_call_runs():
+    before = _tensor_methods()
+    seen = {}
+
+    @cpu_compat._classify_as_cuda
+    def inner():
+        seen["inner"] = torch.ones(1).type()
+
+    @cpu_compat._classify_as_cuda
+    def outer(tensor):
+        seen["outer"] = tensor.type()
+        seen["stays"] = tensor.cuda() is tensor
+        inner()  # nested: the outer call still sees the swap afterwards
+        seen["after_inner"] = tensor.type()
+        return tensor.type(torch.float64).dtype
+
+    assert outer(torch.ones(2)) == torch.float64
+    assert seen == {"outer": "torch.cuda.FloatTensor", "stays": True, "inner": "torch.cuda.FloatTensor",
+                    "after_inner": "torch.cuda.FloatTensor"}
+    assert _tensor_methods() == before and torch.ones(1).type() == "torch.FloatTensor"
+    assert cpu_compat._tensor_method_swap.calls() == 0
+
+
+def test_tensor_methods_are_restored_after_an_exception():
+    before = _tensor_methods()
+
+    @cpu_compat._classify_as_cuda
+    def failing():
+        assert torch.ones(1).type() == "torch.cuda.FloatTensor"
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        failing()
+    assert _tensor_methods() == before and torch.ones(1).type() == "torch.FloatTensor"
+    assert cpu_compat._tensor_method_swap.calls() == 0
+
+
+def test_other_threads_keep_torchs_tensor_methods():
+    """While one thread is inside a wrapped call, another sees torch's own methods; the last
+    call to leave restores them, whichever thread it runs on."""
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+
+    @cpu_compat._classify_as_cuda
+    def holder():
+        seen["holder"] = torch.ones(1).type()
+        entered.set()
+        release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    before = _tensor_methods()
+    thread.start()
+    assert entered.wait(30)
+    seen["other"] = torch.ones(1).type()
+    seen["other_after_wrapped"] = cpu_compat._classify_as_cuda(lambda: torch.ones(1).type())()
+    release.set()
+    thread.join(30)
+    assert seen == {"holder": "torch.cuda.FloatTensor", "other": "torch.FloatTensor",
+                    "other_after_wrapped": "torch.cuda.FloatTensor"}
+    assert _tensor_methods() == before
+
+
+def test_a_foreign_replacement_is_not_overwritten():
+    before = _tensor_methods()
+
+    def foreign(self, *args, **kwargs):
+        return "foreign"
+
+    @cpu_compat._classify_as_cuda
+    def replaces():
+        torch.Tensor.type = foreign
+
+    try:
+        with pytest.raises(RuntimeError, match="was replaced"):
+            replaces()
+        assert torch.Tensor.__dict__.get("type") is foreign
+        assert torch.Tensor.__dict__.get("cuda") is before["cuda"]
+    finally:
+        if before["type"] is None:
+            del torch.Tensor.type
+        else:
+            torch.Tensor.type = before["type"]
+    assert _tensor_methods() == before
+
+
+_OPTIMIZED_CHECKS = r"""
+import sys, types
+assert False, "this interpreter keeps asserts"
+import torch
+from megatron_prealign.compat import cpu as cpu_compat
+
+# the swap is still scoped and restored
+@cpu_compat._classify_as_cuda
+def failing():
+    if torch.ones(1).type() != "torch.cuda.FloatTensor":
+        sys.exit("no swap inside the wrapped call")
+    raise ValueError("inside")
+try:
+    failing()
+except ValueError:
+    pass
+if "type" in torch.Tensor.__dict__ or torch.ones(1).type() != "torch.FloatTensor":
+    sys.exit("swap not undone")
+
+# the check that megatron-core still imports torch as torch
+module_name = next(iter(cpu_compat.CUDA_DEVICE_SITES))
+import importlib
+module = importlib.import_module(module_name)
+saved = module.torch
+module.torch = types.SimpleNamespace()
+try:
+    cpu_compat.patch_cuda_device_sites()
+except RuntimeError as error:
+    if "not torch" not in str(error):
+        sys.exit(f"wrong error: {error}")
+else:
+    sys.exit("patch_cuda_device_sites accepted a module without torch")
+finally:
+    module.torch = saved
+
+# the untested-version check
+cpu_compat.megatron_core_version = lambda: "0.99.0"
+try:
+    cpu_compat.check_megatron_core_version()
+except RuntimeError:
+    print("checks kept")
+else:
+    sys.exit("version check skipped")
+"""
+
+
+def test_checks_hold_under_python_optimize():
+    """The layer's checks are explicit raises: ``python -O`` (no asserts) keeps them."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-O", "-c", _OPTIMIZED_CHECKS], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("checks kept")

@@ -18,10 +18,10 @@ from megatron_prealign.data.tokenizer import build_tokenizer_from_spec
 from megatron_prealign.errors import ConfigError
 from megatron_prealign.training import arguments
 from megatron_prealign.training.batches import LMBatches, build_datasets
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
-RATIO = 0.3  # the preprocessed en_cs data's ratio (tests/pretrain_case.py)
+RATIO = 0.3  # the preprocessed en_cs data's ratio (megatron_prealign/testing/pretrain_case.py)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 HELD_OUT = 0.3

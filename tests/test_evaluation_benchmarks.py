@@ -307,7 +307,7 @@ def _word_perplexity_rank(argv):
 def test_word_perplexity_on_a_checkpoint(tmp_path):
     """A tiny model trained with pre-alignment (30% of the table held out): the groups'
     perplexities, whose token-weighted losses add up to the whole stream's, and the plot."""
-    from tests import pretrain_case
+    from megatron_prealign.testing import pretrain_case
     from tests.dist_utils import run_distributed
 
     data = pretrain_case.prepare_data(str(tmp_path / "data"))

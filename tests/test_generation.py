@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 EVAL_SEQ = "320"  # RoPE: evaluation runs longer sequences than training (the prompts are long)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 OVERLAP = dict(use_distributed_optimizer=True, overlap_grad_reduce=True, overlap_param_gather=True)

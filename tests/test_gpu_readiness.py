@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 
@@ -162,7 +162,7 @@ def _attention_path_rank():
     from megatron_prealign import runtime
     from megatron_prealign.alignment import AlignmentPass, attention_path
     from megatron_prealign.alignment.microbatch import forms_of, one_form_per_row
-    from megatron_prealign.alignment.random_batches import data_parallel_batches
+    from megatron_prealign.testing.random_batches import data_parallel_batches
     from megatron_prealign.model import build_model
     from tests import alignment_case
 
@@ -350,7 +350,7 @@ def _cuda_mask_probe_rank():
     from megatron_prealign import runtime
     from megatron_prealign.alignment import attention_path
     from megatron_prealign.alignment.microbatch import block_diagonal_causal_mask, forms_of, one_form_per_row
-    from megatron_prealign.alignment.random_batches import data_parallel_batches
+    from megatron_prealign.testing.random_batches import data_parallel_batches
     from megatron_prealign.model import ModelArgs, build_model
 
     runtime.initialize(seed=1)

@@ -17,7 +17,7 @@ import shutil
 import pytest
 import torch
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 transformers = pytest.importorskip("transformers")

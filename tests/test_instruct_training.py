@@ -11,7 +11,8 @@ import torch
 
 from megatron_prealign.data.indexed_writer import PairedIndexedWriter
 from megatron_prealign.instruct.dataset import InstructionRecords, InstructionSamples
-from tests import instruct_case, pretrain_case
+from megatron_prealign.testing import pretrain_case
+from tests import instruct_case
 from tests.dist_utils import run_distributed
 
 SEQ = 32

@@ -9,7 +9,7 @@
   (building 1.3B / 2.7B in full would take 5-11 GB of RAM here).
 * The 150M script itself runs end to end on 2 CPU ranks with tiny overrides through its
   environment variables (pre-alignment then pretraining, checkpoint, validation): the path users
-  take, with data prepared by the real tools (tests/pretrain_case.prepare_data).
+  take, with data prepared by the real tools (megatron_prealign.testing.pretrain_case.prepare_data).
 * SIGUSR1 to the launcher (what docker's signal proxy delivers) reaches the training processes,
   which save and exit cleanly.
 * The SLURM script with stand-in `srun` / `scontrol`, the Docker wrapper's command, and the fp8
@@ -29,7 +29,7 @@ import pytest
 
 from megatron_prealign.model import MODEL_SIZES
 from tests.dist_utils import free_port, run_distributed
-from tests.pretrain_case import prepare_data
+from megatron_prealign.testing.pretrain_case import prepare_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 import lm_eval  # noqa: F401  (setup.py's test extra: a missing harness fails, not skips)

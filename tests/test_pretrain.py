@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from tests import pretrain_case
+from megatron_prealign.testing import pretrain_case
 from tests.dist_utils import run_distributed
 
 LOG_KEYS = {"iteration", "stage", "lm_loss", "alignment_loss", "alignment_similarity", "lr",

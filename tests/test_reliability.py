@@ -13,7 +13,8 @@ import time
 import pytest
 import torch
 
-from tests import parallel_lm, pretrain_case
+from megatron_prealign.testing import pretrain_case
+from tests import parallel_lm
 from tests.dist_utils import run_distributed
 
 

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from megatron_prealign.errors import ConfigError
+from megatron_prealign.testing import pretrain_case
 from megatron_prealign.training import arguments
 from megatron_prealign.training.config import SECTIONS, TrainConfig, field_names
-from tests import pretrain_case
 from tests.dist_utils import run_distributed
 
 

@@ -26,16 +26,21 @@ pipeline stages, and unlike computing the loss inside the hooks it
   forward runs without autograd (the hook only pools) and the recomputation inside the backward
   pass re-inserts the injection with the same slot (the hook only injects).
 
-A recomputed layer finds its microbatch through the attention mask: megatron's checkpoint hands
-the layer a detached alias of the mask, which shares its storage. Each alignment microbatch has
-its own mask, registered here by storage address while its backward pass may still need it.
-LM microbatches (no or another mask) are never touched.
+The hooks and the microbatches they serve belong to a :class:`CaptureSession` (the alignment
+pass owns one for the training run; the representation evaluation one per call). A recomputed
+layer finds its microbatch through the attention mask: megatron's checkpoint hands the layer a
+detached alias of the mask, which shares its storage. Each alignment microbatch has its own mask,
+registered in the session by storage address while its backward pass may still need it (the
+session keeps the mask referenced, so the address cannot be reused meanwhile). LM microbatches
+(no or another mask) are never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Dict, List, Optional
+import functools
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -138,90 +143,132 @@ def sink(*tensors) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------
-# Which microbatch is running: the forward pass sets `_active`; recomputed layers look their
-# microbatch up by attention-mask storage.
-
-_active: Optional[MicrobatchContext] = None
-_by_mask: Dict[int, MicrobatchContext] = {}
+# Which microbatch is running: a CaptureSession per set of hooked model chunks.
 
 
-def _mask_key(mask) -> Optional[int]:
+def _mask_key(mask) -> Optional[Tuple]:
+    """What a recomputed layer's attention mask shares with the original: the storage (its
+    address), the offset into it and the shape (megatron's checkpoint hands the layer a
+    detached alias, a new tensor object without the original's Python attributes)."""
     if not isinstance(mask, torch.Tensor) or mask.numel() == 0:
         return None
-    return mask.untyped_storage().data_ptr()
+    return mask.untyped_storage().data_ptr(), mask.storage_offset(), tuple(mask.shape)
 
 
-def begin_forward(context: MicrobatchContext):
-    global _active
-    _active = context
-    if context.needs_backward:
-        # The registry keeps the mask alive, so its address cannot be reused meanwhile.
-        _by_mask[_mask_key(context.attention_mask)] = context
+class CaptureSession:
+    """The capture hooks on a set of GPTModel chunks and the microbatches they serve.
+
+    Lifetime: created with the hooks installed; :meth:`remove` (or leaving the ``with`` block)
+    takes them off and forgets every microbatch. Within it, :meth:`running` marks the forward
+    pass of one microbatch; a microbatch that needs a backward pass stays registered by its
+    attention mask (recomputed layers find it that way) until :meth:`release_finished` sees its
+    backward pass has run or :meth:`clear` ends the step. A registered microbatch keeps its mask
+    referenced, so the storage address in its key cannot be reused by another tensor meanwhile.
+    The hooks only act on this session's microbatches: several sessions on one model do not see
+    each other's.
+    """
+
+    def __init__(self, gpt_models):
+        self._active: Optional[MicrobatchContext] = None
+        self._pending: Dict[Tuple, MicrobatchContext] = {}
+        self._handles: List = []
+        try:
+            for gpt_model in gpt_models:
+                self._install(gpt_model)
+        except BaseException:
+            self.remove()
+            raise
+
+    def __enter__(self) -> "CaptureSession":
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+    def remove(self):
+        """Take the hooks off and forget every microbatch (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.clear()
+
+    # -- microbatches ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def running(self, context: MicrobatchContext):
+        """The forward pass of one microbatch through this stage's chunk runs inside this block
+        (its layer states are pooled); afterwards only recomputations (injection) remain."""
+        if self._active is not None:
+            raise RuntimeError("a capture forward pass is already running (nested forward steps)")
+        self._active = context
+        if context.needs_backward:
+            key = _mask_key(context.attention_mask)
+            if key is not None:
+                self._pending[key] = context
+        try:
+            yield context
+        finally:
+            self._active = None
+            context.pooling = False
+
+    def release_finished(self):
+        """Forget microbatches whose backward pass has run. Called at the start of a forward step:
+        megatron's schedules run a microbatch's backward step (with its recomputations) to the end
+        before the next forward step, so a started backward is a finished one by then."""
+        for key in [k for k, c in self._pending.items() if c.backward_started()]:
+            del self._pending[key]
+
+    def clear(self):
+        """Forget every microbatch (the end of a step)."""
+        self._active = None
+        self._pending.clear()
+
+    def pending(self) -> int:
+        """Microbatches kept for a backward pass."""
+        return len(self._pending)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _install(self, gpt_model):
+        if gpt_model.pre_process:
+            self._handles.append(gpt_model.embedding.register_forward_hook(self._embedding_hook))
+        final_norm = getattr(gpt_model.decoder, "final_layernorm", None)
+        hook = functools.partial(self._layer_hook, last_is_final_norm=final_norm is not None)
+        for layer in gpt_model.decoder.layers:
+            self._handles.append(layer.register_forward_hook(hook, with_kwargs=True))
+        if final_norm is not None:
+            self._handles.append(final_norm.register_forward_hook(self._final_norm_hook))
+
+    def _embedding_hook(self, module, args, output):
+        if self._active is None:
+            return None
+        return self._active.capture(0, output)
+
+    def _layer_hook(self, module, args, kwargs, output, last_is_final_norm: bool):
+        context = self._active
+        if context is None:  # recomputation inside the backward pass
+            context = self._pending.get(_mask_key(kwargs.get("attention_mask")))
+        elif context.attention_mask is not kwargs.get("attention_mask"):
+            context = None  # a forward without our mask (cannot happen in the schedules)
+        if context is None:
+            return None
+        state = module.layer_number
+        if state == context.num_layers and last_is_final_norm:
+            return None  # taken after the final norm
+        hidden, extra = output
+        return context.capture(state, hidden), extra
+
+    def _final_norm_hook(self, module, args, output):
+        if self._active is None:
+            return None
+        return self._active.capture(self._active.num_layers, output)
 
 
-def end_forward(context: MicrobatchContext):
-    global _active
-    _active = None
-    context.pooling = False
-
-
-def release_finished():
-    """Forget microbatches whose backward pass has run. Called at the start of a forward step:
-    megatron's schedules run a microbatch's backward step (with its recomputations) to the end
-    before the next forward step, so a started backward is a finished one by then."""
-    for key in [k for k, c in _by_mask.items() if c.backward_started()]:
-        del _by_mask[key]
-
-
-def release_all():
-    global _active
-    _active = None
-    _by_mask.clear()
-
-
-# ------------------------------------------------------------------------------------------
-# Hooks
-
-
-def _embedding_hook(module, args, output):
-    if _active is None:
-        return None
-    return _active.capture(0, output)
-
-
-def _layer_hook(module, args, kwargs, output):
-    context = _active
-    if context is None:  # recomputation inside the backward pass
-        context = _by_mask.get(_mask_key(kwargs.get("attention_mask")))
-    elif context.attention_mask is not kwargs.get("attention_mask"):
-        context = None  # a forward without our mask (cannot happen in the schedules)
-    if context is None:
-        return None
-    state = module.layer_number
-    if state == context.num_layers and getattr(module, "_alignment_last_is_final_norm", False):
-        return None  # taken after the final norm
-    hidden, extra = output
-    return context.capture(state, hidden), extra
-
-
-def _final_norm_hook(module, args, output):
-    if _active is None:
-        return None
-    return _active.capture(_active.num_layers, output)
-
-
-def install_hooks(gpt_model) -> List:
-    """Register the capture hooks on one GPTModel chunk; returns the handles."""
-    handles = []
-    if gpt_model.pre_process:
-        handles.append(gpt_model.embedding.register_forward_hook(_embedding_hook))
-    final_norm = getattr(gpt_model.decoder, "final_layernorm", None)
-    for layer in gpt_model.decoder.layers:
-        layer._alignment_last_is_final_norm = final_norm is not None
-        handles.append(layer.register_forward_hook(_layer_hook, with_kwargs=True))
-    if final_norm is not None:
-        handles.append(final_norm.register_forward_hook(_final_norm_hook))
-    return handles
+def decoder_output(hidden_states, **_):
+    """An ``output_processor`` for megatron-core's ``GPTModel.forward``: the model returns the
+    decoder output (after the final norm) instead of logits. The capture needs no logits, and
+    the vocabulary projection of a whole packed microbatch would be wasted work."""
+    return hidden_states
 
 
 # ------------------------------------------------------------------------------------------

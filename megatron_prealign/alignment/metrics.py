@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from megatron_prealign import runtime
+
 
 def pair_similarity_sums(
     vectors: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor, rows: slice = slice(None)
@@ -51,8 +53,6 @@ class AlignmentStatistics:
 
     def __post_init__(self):
         if self.sums is None:
-            from megatron_prealign import runtime
-
             self.sums = torch.zeros(7, self.num_states, dtype=torch.float64, device=runtime.device())
 
     def add(self, state: int, loss: torch.Tensor, anchors: torch.Tensor, pair_sums: torch.Tensor):

@@ -14,7 +14,9 @@ with a ``forward_step`` that hands alignment microbatches to the pass::
             return alignment.forward_step(batch, model)
         return lm_forward_step(batch, model)        # the usual (output, loss_func)
 
-so LM and alignment microbatches mix freely in one ``forward_backward_func`` call.
+so LM and alignment microbatches mix freely in one ``forward_backward_func`` call. The pass's
+capture hooks (a :class:`capture.CaptureSession`) stay on the model chunks until
+``alignment.remove()``; each step's microbatches are forgotten by ``end_step``.
 
 Objective: each alignment microbatch contributes ``loss_weight / k`` times its alignment loss
 (Eq. 3: the sum over layer states of the contrastive loss of the microbatch's global batch,
@@ -36,13 +38,13 @@ fp16 loss scaling (``config.grad_scale_func``) is applied the same way as to the
 
 from __future__ import annotations
 
-import contextlib
-from typing import List, Optional
+from typing import Optional
 from megatron_prealign.errors import ConfigError
 
 import torch
 
 from megatron.core import parallel_state
+from megatron.core.distributed import DistributedDataParallel
 from megatron.core.utils import unwrap_model
 
 from megatron_prealign.alignment import attention_path, capture
@@ -68,19 +70,6 @@ SIMILARITY_ELEMENTS_PER_CHUNK = 1 << 24
 
 def is_alignment_batch(batch) -> bool:
     return all(hasattr(batch, name) for name in ("tokens", "position_ids", "segment_ids", "form_group"))
-
-
-@contextlib.contextmanager
-def _without_output_layer(gpt_model):
-    """GPTModel.forward returns the decoder output (after the final norm) instead of logits:
-    the alignment pass needs no logits, and the vocabulary projection of a whole packed
-    microbatch would be wasted work."""
-    saved = gpt_model.post_process
-    gpt_model.post_process = False
-    try:
-        yield
-    finally:
-        gpt_model.post_process = saved
 
 
 class AlignmentPass:
@@ -118,9 +107,9 @@ class AlignmentPass:
         self.num_layers = config.num_layers
         self.num_states = config.num_layers + 2
         self._ddp_scale = _ddp_gradient_scale(chunks[0])
-        self.handles: List = []
+        # The capture hooks and the microbatches they serve, until remove().
+        self.capture_session = capture.CaptureSession(self.gpt_models)
         for gpt_model in self.gpt_models:
-            self.handles += capture.install_hooks(gpt_model)
             if gpt_model.post_process and not gpt_model.share_embeddings_and_output_weights:
                 # The pass adds an autograd gradient to the untied output weight; once an LM
                 # microbatch's fused weight-gradient accumulation has set grad_added_to_main_grad,
@@ -139,7 +128,7 @@ class AlignmentPass:
         gradients)."""
         if num_alignment_microbatches < 1:
             raise ValueError("num_alignment_microbatches must be >= 1")
-        capture.release_all()
+        self.capture_session.clear()
         self._statistics = AlignmentStatistics(self.num_states)
         self._step = (int(num_alignment_microbatches), total_lm_tokens)
         if self._variable_shapes and self._saved_variable_seq_lengths is None:
@@ -164,7 +153,7 @@ class AlignmentPass:
 
     def end_step(self) -> AlignmentStatistics:
         """Statistics of the step, complete on every rank (reduced over pipeline stages)."""
-        capture.release_all()
+        self.capture_session.clear()
         self._step = None
         self._restore_variable_seq_lengths()
         return self._statistics.reduce(parallel_state.get_pipeline_model_parallel_group())
@@ -177,11 +166,9 @@ class AlignmentPass:
             self._saved_variable_seq_lengths = None
 
     def remove(self):
+        """Take the capture hooks off the model chunks (the end of the pass's lifetime)."""
         self._restore_variable_seq_lengths()
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-        capture.release_all()
+        self.capture_session.remove()
 
     # -- one microbatch --------------------------------------------------------------------
 
@@ -198,7 +185,7 @@ class AlignmentPass:
         if config.sequence_parallel and batch.seq_length % tp:
             raise ValueError(f"sequence length {batch.seq_length} is not divisible by TP size {tp}")
 
-        capture.release_finished()
+        self.capture_session.release_finished()
         needs_backward = torch.is_grad_enabled()
         mask = block_diagonal_causal_mask(batch.segment_ids)
         if batch.tokens.shape not in self._checked_shapes:  # the attention kernel depends on it
@@ -208,10 +195,8 @@ class AlignmentPass:
             batch.segment_ids, batch.num_forms, mask, self.num_layers, config.sequence_parallel,
             needs_backward,
         )
-        capture.begin_forward(context)
-        try:
-            with _without_output_layer(gpt_model):
-                output = model(batch.tokens, batch.position_ids, mask)
+        with self.capture_session.running(context):
+            output = model(batch.tokens, batch.position_ids, mask, output_processor=capture.decoder_output)
             outputs = [output]
             if gpt_model.post_process:
                 _wait_for_output_weight(model, gpt_model)
@@ -219,8 +204,6 @@ class AlignmentPass:
                 outputs.append(
                     context.capture(self.num_states - 1, rows, context.full_form_index, tp > 1)
                 )
-        finally:
-            capture.end_forward(context)
         self._stage_losses(context, batch, config, needs_backward)
 
         if not gpt_model.post_process:
@@ -290,8 +273,6 @@ def _wait_for_output_weight(model_chunk, gpt_model):
 
 def _ddp_gradient_scale(model_chunk) -> float:
     """The factor megatron's DDP applies to the sum over DP ranks of the local gradients."""
-    from megatron.core.distributed import DistributedDataParallel
-
     if not isinstance(model_chunk, DistributedDataParallel) or not model_chunk.buffers:
         return 1.0  # no data-parallel reduction by megatron-core
     factors = {buffer.gradient_scaling_factor for buffer in model_chunk.buffers}

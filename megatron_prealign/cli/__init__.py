@@ -2,6 +2,11 @@
 
 Importing this package (every entry point does, before megatron-core) calls :func:`quiet_notes`:
 the library itself leaves the process's warning filters and loggers alone.
+
+Each tool parses and checks its arguments before it imports what its work needs (torch,
+megatron-core, transformers, and lighter packages such as tqdm that ``--help`` would pay for):
+the imports inside the tools' ``main`` functions are deliberate (tests/test_startup.py,
+bench/startup.py).
 """
 
 import logging

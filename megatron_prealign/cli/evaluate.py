@@ -12,6 +12,7 @@ outputs instead with ``--predictions`` (no checkpoint needed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -196,8 +197,6 @@ def _named(values: List[str]) -> List[tuple]:
 
 def _compared_results(values: List[str]) -> dict:
     """--compare LABEL=RESULT.json: earlier clka-dynamics results (checked before any loading)."""
-    import json
-
     from megatron_prealign.errors import EvaluationError
 
     out = {}

@@ -12,6 +12,7 @@ Only import this module through `runtime.py`; no other module may special-case t
 import contextlib
 import functools
 import importlib
+import threading
 import types
 
 import torch
@@ -206,8 +207,8 @@ def patch_rng_tracker():
 # --------------------------------------------------------------------------------------------
 # 3. Tensor methods: megatron-core sorts parameters by `param.type()`, accepting only
 # 'torch.cuda.{Float,Half,BFloat16}Tensor', and moves a few tensors with `.cuda()`. While the
-# callables below run, CPU tensors report the CUDA name of their dtype and `.cuda()` leaves
-# them on the CPU.
+# callables below run (on that thread only, see _TensorMethodSwap), CPU tensors report the CUDA
+# name of their dtype and `.cuda()` leaves them on the CPU.
 # --------------------------------------------------------------------------------------------
 
 # (module, attribute) -> where the type names are compared
@@ -235,30 +236,94 @@ _CUDA_TYPE_NAMES = {
 }
 
 
-@contextlib.contextmanager
-def _cpu_tensors_as_cuda():
-    original_type, original_cuda = torch.Tensor.type, torch.Tensor.cuda
+_MISSING = object()
 
-    def type_name(self, dtype=None, non_blocking=False, **kwargs):
-        if dtype is None and not kwargs:
-            name = original_type(self)
-            return _CUDA_TYPE_NAMES.get(name, name)
-        return original_type(self, dtype, non_blocking, **kwargs)
 
-    def stay_on_cpu(self, device=None, non_blocking=False, **kwargs):
-        return self
+class _TensorMethodSwap:
+    """``torch.Tensor.type`` and ``.cuda`` replaced only while a wrapped call runs.
 
-    torch.Tensor.type, torch.Tensor.cuda = type_name, stay_on_cpu
-    try:
-        yield
-    finally:
-        torch.Tensor.type, torch.Tensor.cuda = original_type, original_cuda
+    torch.Tensor is shared by the whole process, so the replacements are installed when the
+    first wrapped call (on any thread) starts and the originals are put back, in a ``finally``,
+    when the last one returns or raises. In between, the replacements act only on threads that
+    are inside a wrapped call (a thread-local depth; nested calls count) and fall through to
+    torch's own methods elsewhere. Install and restore happen under a lock; if something else
+    replaced the methods meanwhile, restoring fails loudly instead of undoing its change.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._calls = 0  # wrapped calls running, all threads together
+        self._saved = None  # what torch.Tensor.__dict__ held for each name before installing
+        self._installed = None  # the replacements, to check they are still in place
+
+    def active(self) -> bool:
+        """Whether this thread is inside a wrapped call."""
+        return getattr(self._local, "depth", 0) > 0
+
+    def calls(self) -> int:
+        return self._calls
+
+    @contextlib.contextmanager
+    def scope(self):
+        with self._lock:
+            if self._calls == 0:
+                self._install()
+            self._calls += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            with self._lock:
+                self._calls -= 1
+                if self._calls == 0:
+                    self._restore()
+
+    def _install(self):
+        original_type, original_cuda = torch.Tensor.type, torch.Tensor.cuda
+        active = self.active
+
+        def type_name(tensor, dtype=None, non_blocking=False, **kwargs):
+            if dtype is None and not kwargs:
+                name = original_type(tensor)
+                return _CUDA_TYPE_NAMES.get(name, name) if active() else name
+            return original_type(tensor, dtype, non_blocking, **kwargs)
+
+        def stay_on_cpu(tensor, *args, **kwargs):
+            if active():
+                return tensor
+            return original_cuda(tensor, *args, **kwargs)
+
+        self._saved = {name: torch.Tensor.__dict__.get(name, _MISSING) for name in ("type", "cuda")}
+        self._installed = {"type": type_name, "cuda": stay_on_cpu}
+        for name, replacement in self._installed.items():
+            setattr(torch.Tensor, name, replacement)
+
+    def _restore(self):
+        replaced = [name for name, replacement in self._installed.items()
+                    if torch.Tensor.__dict__.get(name) is not replacement]
+        for name, saved in self._saved.items():
+            if name in replaced:
+                continue  # someone else's replacement: leave it
+            if saved is _MISSING:
+                delattr(torch.Tensor, name)  # inherited from torch._C.TensorBase again
+            else:
+                setattr(torch.Tensor, name, saved)
+        self._saved = self._installed = None
+        if replaced:
+            raise RuntimeError(
+                f"torch.Tensor.{'/'.join(replaced)} was replaced while the CPU compatibility layer's "
+                "classification as CUDA tensors was in place; not restoring over it")
+
+
+_tensor_method_swap = _TensorMethodSwap()
 
 
 def _classify_as_cuda(function):
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        with _cpu_tensors_as_cuda():
+        with _tensor_method_swap.scope():
             return function(*args, **kwargs)
 
     wrapper.__cpu_compat__ = True
@@ -285,12 +350,13 @@ PATCHES = {
 }
 
 _applied = []
+_apply_lock = threading.Lock()
 
 
 def megatron_core_version() -> str:
     """The release (e.g. "0.19.2"). megatron-core appends the short hash of whatever git checkout
     its files sit in ("0.19.2+c3c2de0" for a .venv inside a project clone): not part of it."""
-    from megatron.core import package_info
+    from megatron.core import package_info  # here: a missing megatron-core is reported by the caller
     from packaging.version import Version
 
     return Version(package_info.__version__).public
@@ -313,13 +379,16 @@ def check_megatron_core_version():
 
 
 def apply_all() -> list:
-    """Apply every patch once. Returns the names of the applied patches."""
-    if not _applied:
-        check_megatron_core_version()
-        for name, patch in PATCHES.items():
-            patch()
-            _applied.append(name)
-    return list(_applied)
+    """Apply every patch once (for the rest of the process: sections 1 and 2 replace module
+    attributes of megatron-core, section 3 only wraps callables). Returns the names of the
+    applied patches."""
+    with _apply_lock:
+        if not _applied:
+            check_megatron_core_version()
+            for name, patch in PATCHES.items():
+                patch()
+                _applied.append(name)
+        return list(_applied)
 
 
 def applied() -> list:

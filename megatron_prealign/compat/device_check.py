@@ -175,7 +175,7 @@ def _install():
     iterator = torch.utils.data.dataloader._BaseDataLoaderIter
     if not hasattr(iterator.__next__, "__prealign_checked__"):
         iterator.__next__ = _checked_loader_next(iterator.__next__)
-    from megatron.core.models.gpt import GPTModel  # the model chunks' inputs
+    from megatron.core.models.gpt import GPTModel  # the model chunks' inputs; megatron-core only while the check is on
 
     if not hasattr(GPTModel.forward, "__prealign_checked__"):
         GPTModel.forward = _checked_forward(GPTModel.forward)

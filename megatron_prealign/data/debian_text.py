@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import glob
 import gzip
+import hashlib
+import json
 import os
+import random
 import re
 import shutil
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
+from megatron_prealign.data.atomic import atomic_text_writer
 from megatron_prealign.errors import MissingPackagesError
 
 MIN_CHARS = 80
@@ -170,8 +174,6 @@ def man_page_documents(language: str, root: str = "/usr/share/man", max_pages: O
                        seed: int = 1234) -> Iterator[Dict[str, str]]:
     files = man_page_files(language, root)
     if max_pages is not None and len(files) > max_pages:
-        import random
-
         files = sorted(random.Random(seed).sample(files, max_pages))
     for path in files:
         source = _read_maybe_gzip(path)
@@ -273,8 +275,6 @@ def check_installed(languages=("en", "de"), dictionary: bool = True) -> None:
 def _split_of(source: str, valid_fraction: float, seed: int) -> str:
     """"valid" or "train", a hash of the source name, so that a man page and its translation
     (same file name) fall on the same side."""
-    import hashlib
-
     name = source.split(":", 1)[1] if source.startswith("man:") else source
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return "valid" if int.from_bytes(digest[:8], "big") / 2 ** 64 < valid_fraction else "train"
@@ -324,11 +324,7 @@ def extract(output_dir: str, valid_fraction: float = 0.05, seed: int = 1234,
 
     Documents are shuffled with ``seed`` before the ``max_docs`` cut (per language), so a cut
     samples all sources."""
-    import json
-    import random
-
-    from megatron_prealign.data.atomic import atomic_text_writer
-    from megatron_prealign.data.dictionaries import ding_parallel_sentences
+    from megatron_prealign.data.dictionaries import ding_parallel_sentences  # nltk: not at the tool's --help
 
     check_installed()
     os.makedirs(output_dir, exist_ok=True)

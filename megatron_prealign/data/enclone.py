@@ -37,6 +37,7 @@ import numpy as np
 
 from megatron_prealign.data.alignment_table import TableEntry
 from megatron_prealign.data.atomic import atomic_text_writer
+from megatron_prealign.data.indexed_writer import PairedIndexedWriter, loss_mask_prefix
 from megatron_prealign.data.text_encoder import TextEncoder
 
 ENCLONE = "enclone"
@@ -134,9 +135,9 @@ def clone_indexed_dataset(
     Document boundaries and sequence lengths are kept; outputs are atomic
     (:class:`~megatron_prealign.data.indexed_writer.PairedIndexedWriter`).
     """
+    # megatron-core (and lm_dataset, which imports it) takes seconds to import: only here, so
+    # that tools/make_enclone.py --help and the table-only paths stay fast
     from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    from megatron_prealign.data.indexed_writer import PairedIndexedWriter, loss_mask_prefix
 
     tokens = IndexedDataset(input_prefix)
     mask_ds = None

@@ -26,6 +26,7 @@ megatron-core's own tokenizer.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -257,7 +258,6 @@ def tiktoken_text(spec: Dict[str, Any]) -> Optional[TikTokenText]:
     path = spec["tokenizer_model"]
     if not path or not os.path.isfile(path) or spec["tokenizer_metadata"]:
         return None
-    import importlib.util
 
     if importlib.util.find_spec("tiktoken") is None:
         return None

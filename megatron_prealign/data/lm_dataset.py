@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import numpy
 import torch
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
-from megatron.core.datasets.indexed_dataset import IndexedDataset
+from megatron.core.datasets.indexed_dataset import IndexedDataset, _IndexReader
 from megatron.core.datasets.utils import Split, get_blend_from_list
 
 from megatron_prealign.data.indexed_writer import loss_mask_prefix
@@ -151,8 +151,6 @@ def lm_dataset_config(
 def check_indexed_files(prefix: str) -> None:
     """Raise ConfigError when ``prefix.bin`` (or its ``_loss_mask`` sibling's) is shorter than its
     ``.idx`` says (an interrupted copy): found at start, naming the file, not at the first read."""
-    from megatron.core.datasets.indexed_dataset import _IndexReader
-
     for path in (prefix, loss_mask_prefix(prefix)):
         if path != prefix and not IndexedDataset.exists(path):
             continue

@@ -50,6 +50,7 @@ def expand_prefixes(patterns: Sequence[str]) -> List[str]:
 
 def check_inputs(prefixes: Sequence[str], with_loss_mask: bool = True) -> np.dtype:
     """Raises :class:`MergeError` unless the inputs can be merged; returns their token dtype."""
+    # megatron-core takes seconds to import: not at tools/merge_datasets.py --help
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     from megatron_prealign.data.lm_dataset import LossMaskMismatchError, open_loss_mask
@@ -97,7 +98,7 @@ def merge_datasets(prefixes: Sequence[str], output_prefix: str, with_loss_mask: 
     if not os.path.isdir(os.path.dirname(out)):
         raise MergeError(f"--output-prefix: directory does not exist: {os.path.dirname(out)}")
     dtype = check_inputs(prefixes, with_loss_mask)
-    from tqdm import tqdm
+    from tqdm import tqdm  # not at tools/merge_datasets.py --help (start-up time)
 
     writer = PairedIndexedWriter(output_prefix, 0, with_loss_mask=with_loss_mask, dtype=dtype.type)
     with writer:

@@ -41,7 +41,14 @@ import numpy
 import torch
 from megatron.core.datasets.gpt_dataset import GPTDataset
 
+from megatron_prealign.data.alignment_table import read_table
+from megatron_prealign.data.bad_input import BadInputError
+from megatron_prealign.data.codeswitch import Codeswitcher, span_keys
+from megatron_prealign.data.indexed_writer import loss_mask_prefix
 from megatron_prealign.data.lm_dataset import MaskedGPTDataset, apply_token_mask
+from megatron_prealign.data.preprocess import resolve_languages
+from megatron_prealign.data.text_encoder import TextEncoder
+from megatron_prealign.data.tokenizer import build_text_tokenizer
 from megatron_prealign.errors import ConfigError
 
 DEFAULT_RATIO = 0.05  # as tools/preprocess_data.py
@@ -69,13 +76,6 @@ def build_switcher(settings: OnlineCodeswitch):
     """The process's Codeswitcher for ``settings`` (built once: tokenizer, table, numba kernels)."""
     key = settings.cache_key()
     if key not in _SWITCHERS:
-        from megatron_prealign.data.alignment_table import read_table
-        from megatron_prealign.data.codeswitch import Codeswitcher
-        from megatron_prealign.data.preprocess import resolve_languages
-        from megatron_prealign.data.bad_input import BadInputError
-        from megatron_prealign.data.text_encoder import TextEncoder
-        from megatron_prealign.data.tokenizer import build_text_tokenizer
-
         entries = read_table(settings.table)
         try:
             languages, _ = resolve_languages(settings.table, entries, list(settings.languages))
@@ -161,8 +161,6 @@ class OnlineCodeswitchGPTDataset(MaskedGPTDataset):
     def switched_window(self, idx: int):
         """(token ids, document ids, per-document lengths, loss mask of the tokens or None) of
         the sample, codeswitched; ``seq_length + 1`` tokens, padded at the data's end."""
-        from megatron_prealign.data.codeswitch import span_keys
-
         total = self.config.sequence_length + self.config.add_extra_token_to_sequence
         stored = self.stored_mask(idx)  # preprocessing writes all ones without codeswitching
         if stored is not None and not bool(stored.all()):
@@ -230,8 +228,6 @@ def check_plain_data(prefixes: List[str]) -> None:
     """Online switching needs data preprocessed without codeswitching: the start of every
     loss-mask sibling must be all ones (the dataset checks each sample's mask as it reads it;
     data switched in ``original`` mode has no zeros and cannot be told apart)."""
-    from megatron_prealign.data.indexed_writer import loss_mask_prefix
-
     for prefix in prefixes:
         path = loss_mask_prefix(prefix) + ".bin"
         if not os.path.isfile(path) or not os.path.getsize(path):

@@ -136,7 +136,7 @@ THD_KEYS = ("cu_seqlens", "max_seqlen")
 def packed_seq_params(cu_seqlens: torch.Tensor, max_seqlen: int):
     """megatron-core ``PackedSeqParams`` (THD) from :func:`thd_boundaries`' values
     (``cu_seqlens`` already on the device, ``max_seqlen`` a host int: nothing is read back)."""
-    from megatron.core.packed_seq_params import PackedSeqParams
+    from megatron.core.packed_seq_params import PackedSeqParams  # megatron-core: only on the THD path
 
     return PackedSeqParams(
         qkv_format="thd", cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,

@@ -202,7 +202,7 @@ def run_preprocess(
     total_bytes = sum(os.path.getsize(f) for f in files)
     start = time.perf_counter()
 
-    from tqdm import tqdm
+    from tqdm import tqdm  # not at tools/preprocess_data.py --help (start-up time)
 
     prefixes = [output_prefix(output_prefix_, key) for key in settings.json_keys]
     blocks = iter_line_blocks(files, block_bytes)

@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
+from collections import Counter
 from typing import Dict, List, Sequence, Tuple
+
+from megatron_prealign.data.tokenizer_training import train_byte_level_bpe, train_sentencepiece
 
 ENGLISH = (
     "the of and to in is was for that with as on by at from his her they we you it be are "
@@ -146,8 +150,6 @@ def corpus_sentences(paths: Sequence[str], key: str = "text") -> List[str]:
 def make_tokenizers(directory: str, paths: Dict[str, str]) -> Tuple[str, str]:
     """Train a SentencePiece BPE (byte fallback) and a byte-level BPE on the corpus; returns
     (path of the .model, HF tokenizer directory)."""
-    from megatron_prealign.data.tokenizer_training import train_byte_level_bpe, train_sentencepiece
-
     sentences = corpus_sentences([paths["en"], paths["de"], paths["zh"]])
     sp = train_sentencepiece(
         sentences, os.path.join(directory, "spm"), vocab_size=600, hard_vocab_limit=False
@@ -163,8 +165,7 @@ def make_assets(directory: str) -> Dict[str, str]:
     if os.path.exists(done):
         with open(done, encoding="utf-8") as handle:
             return json.load(handle)
-    from collections import Counter
-
+    # the table tools (nltk): only when assets are made, not for the word lists (ENGLISH, ...)
     from megatron_prealign.data.alignment_table import write_table
     from megatron_prealign.data.dictionaries import read_dictionary
     from megatron_prealign.data.table_builder import build_entries, select_frequent
@@ -188,7 +189,5 @@ def make_assets(directory: str) -> Dict[str, str]:
 if __name__ == "__main__":
     # `python -m megatron_prealign.data.synthetic DIR`: the built-in corpus and dictionaries
     # (en/de/zh JSON lines, en-de MUSE file, en-zh paper-format file) for examples and demos.
-    import sys
-
     for name, path in make_corpus(sys.argv[1] if len(sys.argv) > 1 else "synthetic_data").items():
         print(f"{name}\t{path}")

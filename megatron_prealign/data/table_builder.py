@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from megatron_prealign.data.alignment_table import TableEntry
+from megatron_prealign.data.alignment_table import TableEntry, is_language_code
 from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.dictionaries import Dictionary
 from megatron_prealign.data.atomic import atomic_text_writer
@@ -180,8 +180,6 @@ def coverage(entries: Sequence[TableEntry], counts: Counter, languages: Sequence
 
 def parse_dictionary_args(specs: Sequence[str]) -> List[Tuple[str, str]]:
     """``LANG=PATH`` arguments -> [(lang, path)]; several files per language are allowed."""
-    from megatron_prealign.data.alignment_table import is_language_code
-
     pairs = []
     for spec in specs:
         lang, sep, path = spec.partition("=")

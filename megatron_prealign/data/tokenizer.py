@@ -28,6 +28,7 @@ import argparse
 import os
 from types import SimpleNamespace
 from typing import Any, Dict, Optional
+from megatron_prealign.data import library_tokenizers
 from megatron_prealign.errors import ConfigError
 
 # Megatron-LM's defaults for every tokenizer setting we take (its flag names, megatron-core 0.19).
@@ -146,11 +147,9 @@ def build_text_tokenizer(spec: Dict[str, Any]):
             and spec["tokenizer_model"] and os.path.isfile(spec["tokenizer_model"])):
         return SentencePieceText(spec["tokenizer_model"])
     if kind in ("HuggingFaceTokenizer", "GPT2BPETokenizer", "TikTokenizer"):
-        from megatron_prealign.data import library_tokenizers as lib
-
-        build = {"HuggingFaceTokenizer": lib.hf_directory_tokenizer,
-                 "GPT2BPETokenizer": lib.gpt2_bpe_tokenizer,
-                 "TikTokenizer": lib.tiktoken_text}[kind]
+        build = {"HuggingFaceTokenizer": library_tokenizers.hf_directory_tokenizer,
+                 "GPT2BPETokenizer": library_tokenizers.gpt2_bpe_tokenizer,
+                 "TikTokenizer": library_tokenizers.tiktoken_text}[kind]
         tokenizer = build(spec)
         if tokenizer is not None:
             return tokenizer

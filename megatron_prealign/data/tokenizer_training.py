@@ -6,6 +6,7 @@ weight with a bounded reservoir per file, so memory is O(max_sentences) whatever
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import random
 import shutil
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from megatron_prealign.data.bad_input import SkipCounter
+from megatron_prealign.data.bad_input import BadInputError, SkipCounter
 from megatron_prealign.data.jsonl_input import iter_raw_lines, parse_document
 
 EOD_TOKEN = "<|endoftext|>"
@@ -21,8 +22,6 @@ PAD_TOKEN = "<pad>"
 
 
 def _iter_file_sentences(path: str, json_key: str, skip: SkipCounter) -> Iterable[str]:
-    from megatron_prealign.data.bad_input import BadInputError
-
     for p, line_no, raw in iter_raw_lines([path]):
         try:
             text = parse_document(raw, [json_key], p, line_no)[json_key]
@@ -256,8 +255,6 @@ def write_tiktoken_vocab(hf_dir: str, path: str) -> int:
     """A tiktoken vocabulary in megatron-core's ``TikTokenizer`` JSON format (a list of
     ``{rank, token_bytes, token_str}``) from a byte-level BPE directory: the 256 bytes, then each
     merge's token in merge order. Returns the number of tokens."""
-    import base64
-
     with open(os.path.join(hf_dir, "tokenizer.json"), encoding="utf-8") as handle:
         merges = json.load(handle)["model"]["merges"]
     to_byte = _byte_decoder()

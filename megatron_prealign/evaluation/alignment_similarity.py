@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import runtime
@@ -24,6 +25,7 @@ from megatron_prealign.alignment import AlignmentPass
 from megatron_prealign.alignment.metrics import AlignmentStatistics
 from megatron_prealign.data.alignment_table import is_held_out, read_table
 from megatron_prealign.data.alignment_words import AlignmentWordDataset, encode_groups
+from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.data.bad_input import BadInputError
 from megatron_prealign.data.enclone import ENCLONE, EncloneMapping, default_shared_ids
 from megatron_prealign.data.text_encoder import TextEncoder
@@ -71,7 +73,6 @@ def _statistics(model: LoadedModel, groups, words_per_batch: int, seed: int) -> 
         return None
     words_per_batch = max(2, min(words_per_batch, len(groups)))
     dataset = AlignmentWordDataset(groups, words_per_batch, model.seq_length, seed, pack=True)
-    from megatron.core import parallel_state
 
     dp_rank = parallel_state.get_data_parallel_rank()
     dp_size = parallel_state.get_data_parallel_world_size()
@@ -150,8 +151,6 @@ def plot_alignment(result: Dict, path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from megatron_prealign.data.atomic import save_figure
 
     states = result["states"]
     x = np.arange(len(states))

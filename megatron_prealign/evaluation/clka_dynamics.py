@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
+from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.evaluation.clka import evaluate_clka, parse_items
 from megatron_prealign.errors import EvaluationError
+from megatron_prealign.stats import proportion_interval
 
 LANGUAGES = ("en", "enclone")
 COMBINATIONS = tuple(f"{train}->{test}" for train in LANGUAGES for test in LANGUAGES)
@@ -54,8 +56,6 @@ def check_periods(items: Sequence[dict], iterations: Sequence[int]) -> List[int]
 
 
 def _cell(correct: int, total: int) -> Dict:
-    from megatron_prealign.stats import proportion_interval
-
     low, high = proportion_interval(correct, total)
     return {"correct": correct, "items": total, "accuracy": correct / total if total else None,
             "ci95": [low, high] if total else None}
@@ -125,8 +125,6 @@ def plot(runs: Dict[str, Dict], path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from megatron_prealign.data.atomic import save_figure
 
     styles = ["-", "--", ":", "-."]
     markers = ["o", "s", "^", "d"]

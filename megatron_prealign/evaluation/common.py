@@ -10,9 +10,12 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from megatron_prealign.data.atomic import atomic_text_writer
+from megatron_prealign.data.enclone import EncloneMapping
 from megatron_prealign.data.lines import iter_json_objects
+from megatron_prealign.data.text_encoder import TextEncoder
 from megatron_prealign.errors import BadInputError
 from megatron_prealign.errors import EvaluationError
+from megatron_prealign.stats import proportion_interval
 
 
 def write_json(path: str, record: dict) -> str:
@@ -27,8 +30,6 @@ def write_json(path: str, record: dict) -> str:
 
 def wilson_interval(successes: int, total: int) -> Tuple[float, float]:
     """Wilson score interval of a binomial proportion, 95% (megatron_prealign.stats)."""
-    from megatron_prealign.stats import proportion_interval
-
     return proportion_interval(successes, total)
 
 
@@ -50,16 +51,12 @@ class TextToIds:
 
     def __init__(self, tokenizer, model_vocab_size: int, enclone_mapping: Optional[str] = None,
                  add_bos: bool = False):
-        from megatron_prealign.data.text_encoder import TextEncoder
-
         self.encoder = TextEncoder(tokenizer)
         self.bos = self.encoder.bos if add_bos else None
         if add_bos and self.bos is None:
             raise EvaluationError("--add-bos: the tokenizer defines no beginning-of-sequence token")
         self.mapping = None
         if enclone_mapping:
-            from megatron_prealign.data.enclone import EncloneMapping
-
             self.mapping = EncloneMapping.load(enclone_mapping)
             if self.mapping.original_vocab_size != self.encoder.vocab_size:
                 raise EvaluationError(

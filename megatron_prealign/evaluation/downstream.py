@@ -11,8 +11,12 @@ import os
 import time
 from typing import Dict, List
 
-from megatron_prealign.evaluation import common, protocols
+from megatron_prealign.evaluation import benchmarks, common, protocols, qa, translation
 from megatron_prealign.errors import EvaluationError
+from megatron_prealign.generation.prompts import load_template
+
+# Model loading and decoding (torch, megatron-core) are imported inside the subcommands that
+# run a model: scoring --predictions and checking input do without them.
 
 
 def _names(args) -> Dict[str, str]:
@@ -49,9 +53,8 @@ def _read_predictions(path: str, what: str) -> List[dict]:
     """JSON lines (objects) or, for other files, plain text lines as {"output": line}."""
     if path.endswith((".jsonl", ".json")):
         return common.read_jsonl(path, "--predictions")
-    from megatron_prealign.evaluation.translation import read_lines
 
-    return [{"output": line} for line in read_lines(path, "--predictions")]
+    return [{"output": line} for line in translation.read_lines(path, "--predictions")]
 
 
 def _prediction_text(record: dict, path: str, number: int) -> str:
@@ -70,9 +73,6 @@ def _decoding(args) -> dict:
 
 
 def run_translation(args) -> dict:
-    from megatron_prealign.evaluation import translation
-    from megatron_prealign.generation.prompts import load_template
-
     directions = []
     for value in args.direction:
         src, sep, tgt = value.partition("-")
@@ -83,12 +83,10 @@ def run_translation(args) -> dict:
     spm_tokenizer = protocol.spm_tokenizer or args.spm_tokenizer or "flores101"
     files = {}
     if args.flores_dir:
-        from megatron_prealign.evaluation.benchmarks import flores_file
-
         if args.src or args.ref or args.jsonl:
             raise EvaluationError("give --flores-dir or --src / --ref or --jsonl, not several")
         for s, t in directions:
-            files[f"{s}-{t}"] = {lang: flores_file(args.flores_dir, lang, args.flores_split)
+            files[f"{s}-{t}"] = {lang: benchmarks.flores_file(args.flores_dir, lang, args.flores_split)
                                  for lang in (s, t)}
         data = {}
         for d, f in files.items():
@@ -160,16 +158,12 @@ def run_translation(args) -> dict:
 
 
 def run_qa(args) -> dict:
-    from megatron_prealign.evaluation import qa
-    from megatron_prealign.generation.prompts import load_template
-
     protocol = protocols.resolve(args)
     given = [flag for flag, value in (("--input", args.input), ("--xquad-dir", args.xquad_dir),
                                       ("--mlqa-dir", args.mlqa_dir)) if value]
     if len(given) != 1:
         raise EvaluationError("give one of --input FILE, --xquad-dir DIR, --mlqa-dir DIR"
                               + (f" (not {' and '.join(given)})" if given else ""))
-    from megatron_prealign.evaluation import benchmarks
 
     if args.xquad_dir:
         args.input = benchmarks.xquad_file(args.xquad_dir, args.language)
@@ -220,9 +214,8 @@ def run_qa(args) -> dict:
 
 def run_representation(args) -> dict:
     from megatron_prealign.evaluation import representation
-    from megatron_prealign.evaluation.translation import read_pairs
 
-    pairs = read_pairs(args.src, args.tgt, args.jsonl, args.src_lang, args.tgt_lang)
+    pairs = translation.read_pairs(args.src, args.tgt, args.jsonl, args.src_lang, args.tgt_lang)
     if len(pairs["sources"]) < 2:
         raise EvaluationError("need at least two sentence pairs (random pairs and retrieval)")
     model, to_ids = _model_and_ids(args)
@@ -243,7 +236,6 @@ def run_representation(args) -> dict:
 
 def run_zs_clt(args) -> dict:
     from megatron_prealign.evaluation import classification
-    from megatron_prealign.generation.prompts import load_template
 
     tests = {}
     for language, path in classification.named_paths(args.test, "--test"):

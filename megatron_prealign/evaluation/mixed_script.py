@@ -15,6 +15,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from megatron_prealign.evaluation.common import wilson_interval
+from megatron_prealign.generation import SamplingParams, generate as generate_tokens
 from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel
 
 
@@ -22,8 +24,6 @@ def generate(model: LoadedModel, prompts: List[np.ndarray], max_new_tokens: int,
              temperature: float = 1.0, top_k: int = 0, seed: int = 1234, eod: Optional[int] = None,
              allowed_vocab: Optional[int] = None) -> List[List[int]]:
     """Continuations (new token ids) of each prompt; a row stops at ``eod`` (included)."""
-    from megatron_prealign.generation import SamplingParams, generate as generate_tokens
-
     params = SamplingParams(greedy=greedy, temperature=temperature, top_k=top_k, seed=seed)
     return [g.tokens for g in generate_tokens(model, prompts, max_new_tokens, params, eod=eod,
                                               allowed_vocab=allowed_vocab)]
@@ -54,7 +54,6 @@ def mixed_script_ratio(continuations: List[List[int]], is_other) -> Dict:
     flags = [any(is_other(t) for t in c) for c in continuations]
     tokens = sum(len(c) for c in continuations)
     other_tokens = sum(sum(1 for t in c if is_other(t)) for c in continuations)
-    from megatron_prealign.evaluation.common import wilson_interval
 
     return {"mixed_ratio": float(np.mean(flags)), "mixed": int(sum(flags)), "prompts": len(flags),
             "ci95": list(wilson_interval(int(sum(flags)), len(flags))),

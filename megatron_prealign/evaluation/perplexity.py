@@ -14,16 +14,14 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+from megatron_prealign.data.lm_dataset import open_loss_mask
 from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel, sequence_nll
 
 
 def indexed_stream(prefix: str, max_tokens: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
     """(tokens, target mask) of an indexed dataset, documents in order."""
-    from megatron.core.datasets.indexed_dataset import IndexedDataset
-
-    from megatron_prealign.data.lm_dataset import open_loss_mask
-
     if not IndexedDataset.exists(prefix):
         raise EvaluationError(f"{prefix}.bin / .idx do not exist (give the prefix without .bin/.idx)")
     data = IndexedDataset(prefix)

@@ -35,6 +35,7 @@ from collections import Counter
 from typing import Dict, List, Optional, Sequence
 
 from megatron_prealign.errors import EvaluationError
+from megatron_prealign.evaluation.common import wilson_interval
 
 PUNCTUATION = frozenset(
     {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")}
@@ -198,7 +199,6 @@ def score(items: Sequence[Dict], predictions: Dict[str, str], language: str, met
             "f1": max(f1(prediction, g, language, metric) for g in item["answers"]),
         })
     n = len(per_item)
-    from megatron_prealign.evaluation.common import wilson_interval
 
     correct = int(sum(x["contains"] for x in per_item))
     return {"language": language, "questions": n, "em_f1_definition": metric,

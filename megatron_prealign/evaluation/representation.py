@@ -28,8 +28,9 @@ from megatron_prealign import runtime
 from megatron_prealign.alignment import capture
 from megatron_prealign.alignment.microbatch import block_diagonal_causal_mask
 from megatron_prealign.alignment.collectives import complete_partial_sums
-from megatron_prealign.alignment.step import _without_output_layer
+from megatron_prealign.data.atomic import save_figure
 from megatron_prealign.evaluation.alignment_similarity import state_names
+from megatron_prealign.evaluation.translation import read_pairs
 from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel
 
 
@@ -46,10 +47,9 @@ def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_
     if min(len(s) for s in sentences) <= int(skip_first):
         raise EvaluationError("a sentence tokenizes to nothing")
     gpt_models = unwrap_model(list(model.chunks))
-    handles = [h for m in gpt_models for h in capture.install_hooks(m)]
     hidden = model.model_args.hidden_size
     pooled = torch.zeros(num_states, len(sentences), hidden, dtype=torch.float32)
-    try:
+    with capture.CaptureSession(gpt_models) as session:
         for start in range(0, len(sentences), batch_size):
             rows = list(sentences[start:start + batch_size])
             tokens = torch.zeros(len(rows), longest, dtype=torch.long)
@@ -71,12 +71,8 @@ def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_
                 mask = block_diagonal_causal_mask(b["segments"])
                 context = capture.MicrobatchContext(b["pooled_segments"], len(rows), mask, num_layers,
                                                     sequence_parallel=False, needs_backward=False)
-                capture.begin_forward(context)
-                try:
-                    with _without_output_layer(unwrap_model(chunk)):
-                        output = chunk(b["tokens"], b["positions"], mask)
-                finally:
-                    capture.end_forward(context)
+                with session.running(context):
+                    output = chunk(b["tokens"], b["positions"], mask, output_processor=capture.decoder_output)
                 contexts.append(context)
                 return output, lambda out: (out.sum() * 0, torch.tensor(1, dtype=torch.int), {})
 
@@ -95,10 +91,6 @@ def pooled_states(model: LoadedModel, sentences: Sequence[Sequence[int]], batch_
                 dist.all_reduce(sums, group=group)
             lengths = torch.tensor([len(r) - int(skip_first) for r in rows], dtype=torch.float32)
             pooled[:, start:start + len(rows)] = sums.cpu() / lengths[None, :, None]
-    finally:
-        for handle in handles:
-            handle.remove()
-        capture.release_all()
     return pooled
 
 
@@ -117,8 +109,6 @@ def similarity_by_state(source: torch.Tensor, target: torch.Tensor) -> Dict[str,
 
 
 def read_parallel(jsonl, src_file, tgt_file, src_lang, tgt_lang):
-    from megatron_prealign.evaluation.translation import read_pairs
-
     pairs = read_pairs(src_file, tgt_file, jsonl, src_lang, tgt_lang)
     return pairs["sources"], pairs["references"]
 
@@ -140,8 +130,6 @@ def plot_representation(result: Dict, path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from megatron_prealign.data.atomic import save_figure
 
     x = np.arange(len(result["states"]))
     figure, axis = plt.subplots(figsize=(7, 4))

@@ -16,10 +16,15 @@ template with the canonical translation instruction, greedy generation, and corp
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
 from typing import Dict, List, Optional, Sequence
 
 from megatron_prealign.errors import EvaluationError
+from megatron_prealign.evaluation.common import read_jsonl
+from megatron_prealign.instruct.templates import TemplateError, translation_instruction
 
 NOT_COMPUTED = "not computed"
 # Where users get the Flores SentencePiece models (the URLs sacrebleu itself downloads from).
@@ -39,10 +44,6 @@ def spbleu_metric(spm_model: str, tokenizer: str = "flores101"):
     sacrebleu's SPM tokenizers load ``$SACREBLEU/models/<file name of the URL>`` and download it
     when absent; a private directory holding a link to the user's file stands in for
     ``$SACREBLEU`` while the metric (which loads the model) is built."""
-    import hashlib
-    import shutil
-    import tempfile
-
     from sacrebleu.metrics import BLEU
     from sacrebleu.tokenizers import tokenizer_spm
 
@@ -86,8 +87,6 @@ def read_pairs(src: Optional[str], ref: Optional[str], jsonl: Optional[str], src
                tgt_lang: str) -> Dict[str, List[str]]:
     """{"sources": [...], "references": [...]} from two line-aligned files or JSON lines with
     the two language codes as keys ({"en": ..., "de": ...})."""
-    from megatron_prealign.evaluation.common import read_jsonl
-
     if jsonl:
         sources, references = [], []
         for number, record in enumerate(read_jsonl(jsonl, "--jsonl"), 1):
@@ -171,8 +170,6 @@ def comet_score(model_path: str, hypotheses, references, sources):
 
 def prompts(sources: Sequence[str], src_lang: str, tgt_lang: str, template,
             extra_names=None, style: str = "prealign") -> List[str]:
-    from megatron_prealign.instruct.templates import TemplateError, translation_instruction
-
     try:
         instruction = translation_instruction(src_lang, tgt_lang, 0, extra_names, style)
     except TemplateError as error:

@@ -19,6 +19,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_prealign.data.alignment_table import is_held_out, normalize_word
+from megatron_prealign.data.atomic import save_figure
+from megatron_prealign.data.text_encoder import token_indices_in_span
+from megatron_prealign.data.words import WORD_RE
 from megatron_prealign.errors import EvaluationError
 
 GROUPS = ("seen", "held_out", "not_in_table", "other")
@@ -26,8 +30,6 @@ GROUPS = ("seen", "held_out", "not_in_table", "other")
 
 def word_groups(entries, language: str, held_out_fraction: float, split_seed: int) -> Dict[str, str]:
     """Lowercased form -> "seen" / "held_out" for the table's forms in ``language``."""
-    from megatron_prealign.data.alignment_table import is_held_out, normalize_word
-
     lookup: Dict[str, str] = {}
     for entry in entries:
         group = "held_out" if is_held_out(entry.word, held_out_fraction, split_seed) else "seen"
@@ -43,10 +45,6 @@ def group_stream(texts: Sequence[str], encoder, lookup: Dict[str, str], eod: Opt
                  bos: Optional[int] = None, max_tokens: Optional[int] = None
                  ) -> Tuple[np.ndarray, Dict[str, np.ndarray], Dict[str, int]]:
     """(tokens, {group: 0/1 mask over tokens}, {group: distinct words}) of the texts in order."""
-    from megatron_prealign.data.alignment_table import normalize_word
-    from megatron_prealign.data.text_encoder import token_indices_in_span
-    from megatron_prealign.data.words import WORD_RE
-
     tokens: List[int] = []
     labels: List[str] = []  # the group of each token
     words = {group: set() for group in GROUPS}
@@ -79,7 +77,7 @@ def group_stream(texts: Sequence[str], encoder, lookup: Dict[str, str], eod: Opt
 
 def evaluate(model, texts: Sequence[str], to_ids, lookup: Dict[str, str], max_tokens: Optional[int] = None,
              micro_batch_size: int = 8) -> Dict:
-    from megatron_prealign.evaluation.perplexity import evaluate_stream
+    from megatron_prealign.evaluation.perplexity import evaluate_stream  # torch: only for the forward passes
 
     if to_ids.mapping is not None:
         raise EvaluationError("word-perplexity reads text in the tokenizer's own ids (no --enclone-mapping)")
@@ -101,8 +99,6 @@ def plot(result: Dict, path: str, title: str = "") -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from megatron_prealign.data.atomic import save_figure
 
     shown = [g for g in GROUPS[:3] if result["groups"][g]["perplexity"] is not None]
     figure, axis = plt.subplots(figsize=(5, 3.5))

@@ -20,9 +20,12 @@ import dataclasses
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
+from megatron.core.inference.contexts import StaticInferenceContext
+from tqdm import tqdm
 
 from megatron_prealign.generation.model_loading import EvaluationError, LoadedModel, last_token_logits
 from megatron_prealign.generation.sampling import SamplingParams, next_tokens
+from megatron_prealign.runtime import rank_zero
 
 EOD, STOP, LENGTH = "eod", "stop", "length"
 
@@ -54,8 +57,6 @@ def _generate_batch(model: LoadedModel, prompts: List[List[int]], max_new_tokens
                     params: SamplingParams, generator: torch.Generator, eod: Optional[int],
                     stopped: Callable[[List[int]], bool], use_cache: bool,
                     allowed_vocab: Optional[int]) -> List[Generation]:
-    from megatron.core.inference.contexts import StaticInferenceContext
-
     n = len(prompts)
     lengths = [len(p) for p in prompts]
     shortest, longest = min(lengths), max(lengths)
@@ -134,9 +135,6 @@ def generate(model: LoadedModel, prompts: Sequence[Sequence[int]], max_new_token
     generator = torch.Generator().manual_seed(params.seed)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: List[Optional[Generation]] = [None] * len(prompts)
-    from megatron_prealign.runtime import rank_zero
-
-    from tqdm import tqdm
 
     with tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not (progress and rank_zero())) as bar:
         for start in range(0, len(order), batch_size):

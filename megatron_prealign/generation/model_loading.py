@@ -22,10 +22,12 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
-from megatron.core import parallel_state, tensor_parallel
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
+from megatron.core.inference.utils import InferenceMode
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from megatron_prealign import runtime
+from megatron_prealign.data.tokenizer import build_tokenizer_from_args
 from megatron_prealign.errors import ConfigError, EvaluationError  # noqa: F401  (EvaluationError: re-exported)
 from megatron_prealign.model import ModelArgs, build_model
 from megatron_prealign.training import checkpointing
@@ -65,8 +67,6 @@ def _checkpoint_directory(load: str, iteration: Optional[int], flag: str = "--it
 
 def _saved_position_rows(directory: str) -> Optional[int]:
     """Rows of the saved learned position table (GPT-2 family), from the checkpoint metadata."""
-    from megatron.core import dist_checkpointing
-
     try:
         metadata = dist_checkpointing.load_tensors_metadata(directory)
     except Exception:  # metadata layout of another version: fall back to the flags
@@ -290,8 +290,6 @@ def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optiona
 
     # megatron-core's inference engines mark their forwards with InferenceMode; only then does
     # GPTModel keep the KV-cache path's logits to the last position (materialize_only_last_token_logits).
-    from megatron.core.inference.utils import InferenceMode
-
     inference_mode = InferenceMode.active() if inference_context is not None else contextlib.nullcontext()
     with torch.no_grad(), inference_mode:
         outputs = get_forward_backward_func()(
@@ -306,8 +304,6 @@ def last_token_logits(model: LoadedModel, tokens: torch.Tensor, lengths: Optiona
 def tokenizer_for(args, required: bool = True):
     """The tokenizer the parsed flags name (``--tokenizer-type`` ...), or None when not
     ``required`` and none is named."""
-    from megatron_prealign.data.tokenizer import build_tokenizer_from_args
-
     if not args.tokenizer_type:
         if required:
             raise EvaluationError("this evaluation needs --tokenizer-type (and --tokenizer-model)")

@@ -18,15 +18,23 @@ from typing import Dict, Optional
 
 import torch
 import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.utils import unwrap_model
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
+from megatron_prealign import runtime
 from megatron_prealign.data.atomic import staging_directory
+from megatron_prealign.generation.model_loading import EvaluationError, load_model, read_architecture
 from megatron_prealign.hf.config import (
     SPECIAL_TOKEN_IDS, ConversionError, config_to_json, hf_config_from_args, model_args_from_hf,
     token_ids_in_vocab,
 )
+from megatron_prealign.hf.tokenizer import check_tokenizer
 from megatron_prealign.hf.weights import expected_hf_shapes, export_tensors, rules_for
-from megatron_prealign.model import ModelArgs
+from megatron_prealign.model import ModelArgs, build_model
+from megatron_prealign.training import checkpointing
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -41,8 +49,6 @@ class SafetensorsReader:
     a time. Refuses pickled (.bin) checkpoints: loading them would run arbitrary code."""
 
     def __init__(self, directory: str):
-        from safetensors import SafetensorError, safe_open
-
         index_path, single = os.path.join(directory, INDEX), os.path.join(directory, WEIGHTS)
         if os.path.isfile(index_path):
             weight_map = _weight_map(index_path)
@@ -72,8 +78,6 @@ class SafetensorsReader:
         return self.where.keys()
 
     def _read(self, name: str, what):
-        from safetensors import SafetensorError
-
         shard = self.where.get(name)
         if shard is None:
             raise ConversionError(f"tensor {name} is in no shard of the checkpoint (its index or files are incomplete)")
@@ -155,8 +159,6 @@ def _move_into_place(staging: str, path: str, flag: str):
 
 
 def _local_shard(full: torch.Tensor, param: torch.nn.Parameter, glu: bool) -> torch.Tensor:
-    from megatron.core import parallel_state
-
     if not getattr(param, "tensor_model_parallel", False):
         return full
     tp = parallel_state.get_tensor_model_parallel_world_size()
@@ -218,18 +220,12 @@ def plan_import(hf_dir: str, tensor_parallel: int, pipeline_parallel: int, divis
 def import_hf(hf_dir: str, save: str, tensor_parallel: int = 1, pipeline_parallel: int = 1,
               divisible_by: int = 128, params_dtype: str = "float32", progress: bool = True) -> str:
     """Run on tensor_parallel x pipeline_parallel (x any data-parallel) ranks; returns `save`."""
-    from megatron_prealign import runtime
-    from megatron_prealign.model import build_model
-    from megatron_prealign.training import checkpointing
-
     _refuse_existing(save, "--save")
     config, args, reader, rules = plan_import(hf_dir, tensor_parallel, pipeline_parallel, divisible_by)
     args.bf16, args.fp16 = params_dtype == "bfloat16", params_dtype == "float16"
     args.use_cpu_initialization = True
     runtime.initialize(tensor_parallel, pipeline_parallel)
     (chunk,) = build_model(args, wrap_with_ddp=False)
-    from megatron.core.utils import unwrap_model
-
     fill_model(unwrap_model(chunk), args, reader, rules, progress and dist.get_rank() == 0)
     # One staging directory per run, made by rank 0 and shared with the other ranks.
     staging = [staging_directory(save) if dist.get_rank() == 0 else None]
@@ -268,8 +264,6 @@ class ShardWriter:
         self.total += size
 
     def _flush(self):
-        from safetensors.torch import save_file
-
         path = os.path.join(self.directory, f"shard-{len(self.files)}.tmp")
         save_file(self.pending, path, metadata={"format": "pt"})
         self.files.append((path, list(self.pending)))
@@ -300,9 +294,6 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
               max_shard_bytes: int = 5 * 2**30, iteration: Optional[int] = None,
               progress: bool = True, trusted: bool = False) -> str:
     """Single process. Any TP x PP checkpoint is resharded to TP=PP=1 on load."""
-    from megatron_prealign.generation.model_loading import EvaluationError, load_model, read_architecture
-    from megatron.core.utils import unwrap_model
-
     _refuse_existing(out, "--out")
     try:
         info = read_architecture(load, iteration, flag="--ckpt-step", trusted=trusted)
@@ -318,8 +309,6 @@ def export_hf(load: str, out: str, tokenizer_args: Optional[dict] = None, dtype:
         raise ConversionError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     tokenizer = None
     if tokenizer_args:
-        from megatron_prealign.hf.tokenizer import check_tokenizer
-
         tokenizer = check_tokenizer(tokenizer_args, args.true_vocab_size or args.vocab_size)
     try:
         # Local layers whatever the checkpoint trained with: their names are the rules' (a TE

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from megatron_prealign.data.tokenizer import build_tokenizer
 from megatron_prealign.hf.config import ConversionError
 
 SENTENCEPIECE_TYPES = ("SentencePieceTokenizer", "GPTSentencePieceTokenizer", "Llama2Tokenizer")
@@ -68,8 +69,6 @@ def build_hf_tokenizer(tokenizer_type: str, tokenizer_model: str):
 def check_tokenizer(tokenizer_args: dict, model_vocab: int, probes=PROBES):
     """The transformers tokenizer, after checking it encodes like the training tokenizer and
     fits the model's vocabulary."""
-    from megatron_prealign.data.tokenizer import build_tokenizer
-
     kind, path = tokenizer_args["tokenizer_type"], tokenizer_args["tokenizer_model"]
     try:
         training = build_tokenizer(kind, path)

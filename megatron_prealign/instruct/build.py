@@ -162,7 +162,7 @@ def run_build(settings: BuildSettings, output_prefix_: str, workers: int = 1, pr
     prefix = output_prefix(output_prefix_, "text")
     start = time.perf_counter()
 
-    from tqdm import tqdm
+    from tqdm import tqdm  # not at tools/build_instruction_data.py --help (start-up time)
 
     with tqdm(unit=" records", desc="instruction data", file=sys.stderr, disable=not progress) as bar, \
             AllOrNothing() as outputs:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from megatron_prealign.errors import TemplateError
+from megatron_prealign.instruct import xllm_data
 
 # The Alpaca / x-LLM prompts, character for character; the response follows "### Response:"
 # directly (no space, no newline), as in the reference code.
@@ -55,8 +56,6 @@ STYLES = ("prealign", "xllm")
 def _style(style: str):
     """(instructions with {source} / {target}, language names) of a prompt style."""
     if style == "xllm":
-        from megatron_prealign.instruct import xllm_data
-
         instructions = tuple(i.replace("{source_lang}", "{source}").replace("{target_lang}", "{target}")
                              for i in xllm_data.TRANSLATION_INSTRUCTIONS)
         return instructions, xllm_data.LANGUAGE_NAMES

@@ -19,6 +19,7 @@ from megatron_prealign.alignment import AlignmentBatch
 from megatron_prealign.alignment.attention_path import BLOCK_MASK, ONE_FORM_PER_ROW
 from megatron_prealign.alignment.microbatch import forms_of, one_form_per_row, pack_forms
 from megatron_prealign.data.lm_dataset import MaskedGPTDataset, lm_dataset_config
+from megatron_prealign.data.online_codeswitch import OnlineCodeswitchGPTDataset, online_settings
 from megatron_prealign.data.packing import thd_boundaries
 
 
@@ -27,8 +28,6 @@ def build_datasets(cfg, tokenizer, num_samples: List[int], data_path=None):
     In "original" codeswitch mode the stored masks are ignored: plain GPTDataset, every token a
     target. With --codeswitch-online the samples are codeswitched as they are read
     (data/online_codeswitch.py)."""
-    from megatron_prealign.data.online_codeswitch import OnlineCodeswitchGPTDataset, online_settings
-
     data, seed = cfg.data, cfg.schedule.seed
     config = lm_dataset_config(
         tokenizer, cfg.model.seq_length, seed, data_path=data_path or data.data_path,

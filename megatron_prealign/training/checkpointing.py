@@ -22,10 +22,13 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint import default_planner
+from torch.distributed.checkpoint.api import CheckpointException
 
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.dist_checkpointing.validation import StrictHandling
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 from megatron.core.utils import unwrap_model
 
 from megatron_prealign import runtime
@@ -381,8 +384,6 @@ def _check_optimizer_kind(saved: dict, optimizer, directory: str):
 
 
 def _has_distributed_optimizer(optimizer) -> bool:
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
     return any(
         isinstance(inner, DistributedOptimizer)
         for inner in getattr(optimizer, "chained_optimizers", [optimizer])
@@ -397,8 +398,6 @@ def _ensure_optimizer_state(optimizer):
     torch (non-TE, non-apex) Adam only creates on its first step; sharded_state_dict(is_loading)
     asks for state_dict() before creating dummy state itself. Create it first, the way
     megatron-core does; the load then overwrites it (and the model weights are loaded after)."""
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
     for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
         if isinstance(inner, DistributedOptimizer) and not inner.optimizer.state:
             inner._init_optimizer_states_with_dummy_values()
@@ -479,8 +478,6 @@ def untrusted_items_weights_only():
     the RNG states) with ``torch.load(weights_only=False)``: a crafted checkpoint runs code there
     even when its ``.metadata`` is clean. Inside this context those items are read with
     ``weights_only=True`` instead (megatron-core registers the classes its state needs)."""
-    from torch.distributed.checkpoint import default_planner
-
     planner = default_planner.DefaultLoadPlanner
     original = planner.load_bytes
 
@@ -506,8 +503,6 @@ def read_run_state(directory: str) -> dict:
 def read_run_state_or_explain(directory: str) -> dict:
     """read_run_state, with a truncated or corrupt file as a ConfigError (torch's reader raises
     CheckpointException, a BaseException, which would escape as a traceback)."""
-    from torch.distributed.checkpoint.api import CheckpointException
-
     try:
         return read_run_state(directory)
     except (Exception, CheckpointException) as error:

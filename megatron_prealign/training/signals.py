@@ -10,6 +10,8 @@ import signal
 import torch
 import torch.distributed as dist
 
+from megatron_prealign import runtime
+
 _received = []
 
 
@@ -32,8 +34,6 @@ def install():
 
 
 def exit_requested() -> bool:
-    from megatron_prealign import runtime
-
     flag = torch.tensor([1.0 if _received else 0.0], device=runtime.device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())

@@ -26,12 +26,14 @@ import csv
 import json
 import math
 import os
+import shlex
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_prealign.data.atomic import atomic_text_writer, save_figure
 from megatron_prealign.data.bad_input import BadInputError
 from megatron_prealign.data.lines import iter_json_objects
 from megatron_prealign.errors import ScalingLawError
@@ -297,8 +299,6 @@ def plot_fits(result: dict, path: str, extrapolate: float = 4.0, title: str = ""
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from megatron_prealign.data.atomic import save_figure
-
     figure, axis = plt.subplots(figsize=(7, 4.5))
     styles = {"log": "-", "power": ":"}
     for index, (language, entry) in enumerate(result["languages"].items()):
@@ -539,8 +539,6 @@ DEFAULT_EVALUATE = "python tools/evaluate.py translation --load {run}/ckpt --out
 
 def _fill(template: str, fields: Mapping[str, str]) -> List[str]:
     """Split the template shell-style first, then fill each word (paths with spaces stay one word)."""
-    import shlex
-
     try:
         return [word.format(**fields) for word in shlex.split(template)]
     except KeyError as error:
@@ -580,8 +578,6 @@ def sweep_plan(sizes: Sequence[int], output_dir: str, language: str, build_args:
 
 def write_json(path: str, record: dict) -> str:
     """JSON written atomically (no megatron import: the tool stays fast)."""
-    from megatron_prealign.data.atomic import atomic_text_writer
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_text_writer(path) as handle:
         json.dump(record, handle, indent=1)
@@ -591,10 +587,6 @@ def write_json(path: str, record: dict) -> str:
 
 def write_commands(plan: Sequence[dict], path: str) -> str:
     """A shell script with the fine-tune and evaluate commands of every size, written atomically."""
-    import shlex
-
-    from megatron_prealign.data.atomic import atomic_text_writer
-
     with atomic_text_writer(path) as handle:
         handle.write("#!/usr/bin/env bash\n# Written by tools/scaling_law.py sweep: fine-tune and evaluate "
                      "each translation-data size,\n# then collect the scores into points for "

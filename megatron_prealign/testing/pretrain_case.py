@@ -1,15 +1,12 @@
-"""Shared setup for the training-driver tests and bench: built-in synthetic data prepared with the
-real tools (tokenizer, alignment table, codeswitched and plain indexed datasets), and a small
-argument list for `megatron_prealign.pretrain`."""
+"""Shared setup for the training-driver tests and benchmarks: built-in synthetic data prepared
+with the real tools (tokenizer, alignment table, codeswitched and plain indexed datasets), and a
+small argument list for `megatron_prealign.pretrain`."""
 
 import json
 import os
-import sys
 
-from megatron_prealign.data.synthetic import make_assets
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from megatron_prealign.cli import preprocess_data
+from megatron_prealign.data.synthetic import make_assets
 
 
 def prepare_data(directory: str) -> dict:
@@ -19,7 +16,8 @@ def prepare_data(directory: str) -> dict:
     assets = make_assets(os.path.join(directory, "assets"))
     done = os.path.join(directory, "prepared.json")
     if os.path.exists(done):
-        return json.load(open(done))
+        with open(done) as handle:
+            return json.load(handle)
     common = ["--json-keys", "text", "--tokenizer-type", "SentencePieceTokenizer",
               "--tokenizer-model", assets["sp"], "--append-eod", "--no-progress"]
     outputs = {}
@@ -30,10 +28,13 @@ def prepare_data(directory: str) -> dict:
         ("de", assets["de"], ["--codeswitch-mode", "none"]),
     ):
         prefix = os.path.join(directory, name)
-        assert preprocess_data.main(["--input", source, "--output-prefix", prefix, *common, *extra]) == 0
+        status = preprocess_data.main(["--input", source, "--output-prefix", prefix, *common, *extra])
+        if status != 0:
+            raise RuntimeError(f"preprocessing {source} into {prefix} exited with {status}")
         outputs[name] = prefix + "_text_document"
     paths = {**assets, **outputs}
-    json.dump(paths, open(done, "w"))
+    with open(done, "w") as handle:
+        json.dump(paths, handle)
     return paths
 
 
@@ -65,6 +66,6 @@ def read_log(work: str) -> list:
 
 def run_pretrain(argv):
     """Rank body (tests/dist_utils.run_distributed): the driver's own entry, in-process."""
-    from megatron_prealign.training import arguments, loop
+    from megatron_prealign.training import arguments, loop  # torch and megatron-core: in the rank only
 
     return {"iteration": loop.run(arguments.parse_config(argv))}
