@@ -554,6 +554,8 @@ class Trainer:
                 self._save(stage)
         self.logger.close()
         self.lm_batches.close()
+        if self.alignment is not None:
+            self.alignment.remove()  # the capture hooks end with the run
         if signalled:  # saved: end the process, also a demo's or a study's sequence of runs
             raise signals.ExitRequested()
         return self.iteration
