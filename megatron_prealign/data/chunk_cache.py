@@ -1,8 +1,9 @@
-"""SentencePiece BPE encoding of running text through a cache of space-separated chunks.
+"""SentencePiece BPE encoding of running text through a cache of whitespace-separated chunks.
 
 A SentencePiece BPE model trained with its defaults encodes a text as the concatenation of the
 encodings of its space-separated chunks: ``encode("a b c") == encode("a") + encode("b") +
-encode("c")``. Why:
+encode("c")``; the same holds at every whitespace character the normaliser turns into a space
+(tabs, newlines, no-break spaces with nmt_nfkc: :func:`unlike_space` names the others). Why:
 
 * normalisation works on characters; with ``remove_extra_whitespaces`` runs of spaces collapse
   and leading / trailing ones go, so an empty chunk encodes to nothing, and with
