@@ -42,7 +42,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	"$(PY)" -m megatron_prealign.demo
 
-# The x-LLaMA miniature's full configuration (docs/xllama.md): one run per seed (one thread, ~25 min
+# The x-LLaMA miniature's full configuration (docs/xllama.md): one run per seed (one thread, ~60 min
 # each), then the report with intervals and paired tests; records and plots copied to docs/xllama/.
 XLLAMA_FULL_SEEDS ?= 1234 1 2
 demo-xllama-full: $(STAMP)
