@@ -94,10 +94,11 @@ class XllamaDemoConfig:
         """QA that can show an effect: 110 held-out people (220 items per cell), 4 attribute values
         (chance 1/4), facts in 70% of the English sentences, answers of one word, 90 training
         people for the fact questions of instruction tuning; 2000 LM batches per base and gentler,
-        longer instruction tuning (lr 3e-4, 160 steps: at 1e-3 the tuning overwrites what the base
-        knows; docs/xllama.md, "the base's knowledge"); a codeswitching-only base; a 6-point sweep
-        per language; both MuIT splits fine-tuned with 3 seeds (the noise the allocation is
-        compared with). Sized to run in ~40 min per seed on one thread of a shared machine."""
+        longer instruction tuning (lr 3e-4, 160 steps: tuned at 1e-3, the model answers far fewer
+        of the facts its base completes; docs/xllama.md, "The base's knowledge"); a
+        codeswitching-only base; a 6-point sweep per language; both MuIT splits fine-tuned with 3
+        seeds (the noise the allocation is compared with). Sized to run in ~30 min per seed on one
+        thread of a lightly loaded machine."""
         return cls(people=200, held_out_people=110, attribute_values=4, english_docs=3000, fact_share=0.7,
                    bases=("joint", "codeswitch", "prealign"), train_iters=1850, finetune_iters=160,
                    finetune_lr=3e-4,
