@@ -42,8 +42,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	"$(PY)" -m megatron_prealign.demo
 
-# The x-LLaMA miniature's full configuration (docs/xllama.md): one run per seed (one thread, ~60 min
-# each), then the report with intervals and paired tests; records and plots copied to docs/xllama/.
+# The x-LLaMA miniature's full configuration (docs/xllama.md): one run per seed (one thread, ~30 min
+# each on a quiet core, 46 min with three side by side on 2 cores), then the report with intervals and paired tests; records and plots copied to docs/xllama/.
 XLLAMA_FULL_SEEDS ?= 1234 1 2
 demo-xllama-full: $(STAMP)
 	@for s in $(XLLAMA_FULL_SEEDS); do \
