@@ -5,7 +5,6 @@ synthetic dictionary, JSON lines and a Moses pair), built with the real tool."""
 import json
 import os
 import random
-import sys
 
 from megatron_prealign.data.synthetic import ENGLISH, GERMAN, make_assets
 

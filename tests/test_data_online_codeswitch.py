@@ -3,7 +3,6 @@ targets in either, online draws change between epochs and samples but not betwee
 same seed, a resumed run reads exactly the same batches, and bad configurations fail early."""
 
 import difflib
-import os
 
 import numpy as np
 import pytest

@@ -90,8 +90,6 @@ def test_table_options_for_real_dictionaries(ding_file):
 
 
 def test_build_alignment_table_tool_with_target_corpus(ding_file, tmp_path, capsys):
-    import sys
-
     from megatron_prealign.cli import build_alignment_table
 
     en = tmp_path / "en.jsonl"
@@ -135,8 +133,6 @@ def test_missing_packages_message(monkeypatch):
 
 
 def test_extract_tool_exit_status_without_packages(monkeypatch, tmp_path, capsys):
-    import sys
-
     from megatron_prealign.cli import extract_debian_text
 
     monkeypatch.setattr(debian_text, "DING_PATH", "/nonexistent/de-en")

@@ -4,7 +4,6 @@ every training source, a closed vocabulary covered by the dictionaries."""
 
 import filecmp
 import json
-import os
 import random
 
 from megatron_prealign.demo import data as demo_data

@@ -160,7 +160,7 @@ def _ignore_masks(chunks):
 
 def _attention_path_rank():
     from megatron_prealign import runtime
-    from megatron_prealign.alignment import AlignmentPass, attention_path
+    from megatron_prealign.alignment import AlignmentPass
     from megatron_prealign.alignment.microbatch import forms_of, one_form_per_row
     from megatron_prealign.testing.random_batches import data_parallel_batches
     from megatron_prealign.model import build_model

@@ -1,7 +1,6 @@
 """TP, PP, DP (distributed optimizer) and TP x PP give the single-process loss and gradients."""
 
 import pytest
-import torch
 
 from tests import parallel_lm
 from tests.dist_utils import run_distributed

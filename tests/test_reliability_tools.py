@@ -2,7 +2,6 @@
 never replaces a good one, and empty or impossible inputs stop with a message, exit status 2."""
 
 import os
-import sys
 
 import pytest
 

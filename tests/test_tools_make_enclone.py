@@ -1,7 +1,6 @@
 """tools/make_enclone.py: shifted data, table with token-id forms, mapping; and its use."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
