@@ -40,7 +40,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="reduced configuration (a few minutes)")
     parser.add_argument("--full", action="store_true",
                         help="x-LLaMA part: the full configuration (QA with 220 items per cell, three bases, "
-                             "6-point sweep, fine-tuning noise; ~25 min per seed on one thread; docs/xllama.md)")
+                             "6-point sweep, fine-tuning noise; ~30 min per seed on a quiet core; docs/xllama.md)")
     parser.add_argument("--only", choices=("prealign", "xllama", "real", "clka-dynamics"),
                         help="run one part (default: prealign and xllama; real and clka-dynamics only when asked)")
     parser.add_argument("--runs", nargs="+", default=None,
