@@ -87,7 +87,7 @@ def test_cache_starting_over_keeps_ids(assets):
     for i in range(0, len(docs), 10):
         texts = docs[i:i + 10]
         _check_batches(cache, processor, texts)
-        distinct = len({c for t in texts for c in cache._chunks(t)})
+        distinct = len({c for t in texts for c in cache.split(t)})
         assert len(cache._index) <= max(50, distinct)  # it started over instead of growing
 
 
@@ -104,7 +104,7 @@ def test_refused_models(tmp_path, assets, options, reason):
     with pytest.raises(ValueError, match="chunk by chunk"):
         ChunkCache(processor)
     encoder = TextEncoder(build_tokenizer("SentencePieceTokenizer", str(tmp_path / "m.model")), chunk_cache=True)
-    assert encoder._chunks is None  # SentencePiece's own batch encoder instead
+    assert encoder._chunk_cache is None  # SentencePiece's own batch encoder instead
     texts = _documents(assets, seed=3, count=40)
     ids, lengths = encoder.encode_batch(texts)
     assert ids.tolist() == [t for e in processor.encode(texts) for t in e]
@@ -129,9 +129,9 @@ def test_mismatch_is_detected(assets):
 
 def test_text_encoder_uses_the_cache_only_when_asked(assets):
     tokenizer = build_tokenizer("SentencePieceTokenizer", assets["sp"])
-    assert TextEncoder(tokenizer)._chunks is None
+    assert TextEncoder(tokenizer)._chunk_cache is None
     cached = TextEncoder(tokenizer, chunk_cache=True)
-    assert cached._chunks is not None
+    assert cached._chunk_cache is not None
     docs = _documents(assets, seed=4, count=50)
     for a, b in zip(cached.encode_batch(docs), TextEncoder(tokenizer).encode_batch(docs)):
         assert np.array_equal(a, b)

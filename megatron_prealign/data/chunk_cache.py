@@ -101,8 +101,8 @@ class ChunkCache:
         self._has_odd_whitespace = re.compile("[" + re.escape("".join(odd)) + "]").search if odd else None
         self._reset()
 
-    def _chunks(self, text: str) -> List[str]:
-        """At least one chunk per text (an empty or all-space text: one empty chunk)."""
+    def split(self, text: str) -> List[str]:
+        """The text's chunks, at least one (an empty or all-space text: one empty chunk)."""
         if self._has_odd_whitespace is not None and self._has_odd_whitespace(text):
             return text.split(" ")
         return text.split() or [""]
@@ -139,7 +139,7 @@ class ChunkCache:
         """Token ids of ``texts`` back to back (int64) and each text's number of ids."""
         if not texts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        per_text = [self._chunks(text) for text in texts]
+        per_text = [self.split(text) for text in texts]
         chunks = list(itertools.chain.from_iterable(per_text))
         rows = np.fromiter(map(self._index.get, chunks, itertools.repeat(-1)), dtype=np.int64,
                            count=len(chunks))

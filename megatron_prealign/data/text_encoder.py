@@ -64,10 +64,10 @@ class TextEncoder:
             self._tt = (processor, processor.special_tokens_set)
         if self.supports_offsets and not self._fast_path_matches():
             self._sp = self._hf = self._tt = None
-        self._chunks = None
+        self._chunk_cache = None
         if chunk_cache and self._sp is not None:
             try:
-                self._chunks = ChunkCache(self._sp)
+                self._chunk_cache = ChunkCache(self._sp)
             except ValueError:  # a unigram model, extra whitespace kept...: SentencePiece alone
                 pass
 
@@ -110,8 +110,8 @@ class TextEncoder:
         With ``chunk_cache`` SentencePiece BPE batches go through the chunk cache instead.
         Returns ``(ids, lengths)``; identical to :meth:`encode_array` per text.
         """
-        if self._chunks is not None:
-            return self._chunks.encode_batch(texts)
+        if self._chunk_cache is not None:
+            return self._chunk_cache.encode_batch(texts)
         if self._sp is not None:
             encoded = self._sp.encode(list(texts), out_type="numpy", num_threads=1)
         elif self._hf is not None:
